@@ -1,0 +1,157 @@
+"""The `streamalloc` command: parses arguments, builds Settings once, and wires commands."""
+
+from __future__ import annotations
+
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from streamalloc import logs
+from streamalloc.config import Settings
+from streamalloc.connect import kafka_available
+from streamalloc.errors import StreamallocError
+
+console = Console(stderr=True)
+out = Console()
+
+
+def _say(text: str) -> None:
+    console.print(f"[dim]{text}[/dim]")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "STREAMALLOC"})
+@click.option(
+    "--bootstrap",
+    envvar="STREAMALLOC_BOOTSTRAP",
+    help="Kafka bootstrap servers; none starts the embedded broker.",
+)
+@click.option(
+    "--prefix",
+    "topic_prefix",
+    envvar="STREAMALLOC_TOPIC_PREFIX",
+    help="Topic name prefix [streamalloc.].",
+)
+@click.option(
+    "--partitions",
+    type=click.IntRange(min=1),
+    envvar="STREAMALLOC_PARTITIONS",
+    help="Partitions for new topics [4].",
+)
+@click.option(
+    "--schema-registry",
+    "schema_registry_url",
+    envvar="STREAMALLOC_SCHEMA_REGISTRY_URL",
+    help="Confluent schema registry URL.",
+)
+@click.option(
+    "--app-id",
+    envvar="STREAMALLOC_APP_ID",
+    help="Consumer group and changelog prefix [streamalloc].",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="STREAMALLOC_STATE_DIR",
+    help="Local state directory [./state].",
+)
+@click.option(
+    "--broker-profile",
+    type=click.Choice(["auto", "embedded", "kafka"]),
+    envvar="STREAMALLOC_BROKER_PROFILE",
+    help="Client timeouts for the broker kind [auto].",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    envvar="STREAMALLOC_LOG_LEVEL",
+    help="Log level [WARNING].",
+)
+@click.pass_context
+def main(ctx: click.Context, /, **options: Any) -> None:
+    """streamalloc: inventory allocation as an exactly-once Kafka stream processor."""
+    try:
+        settings = Settings.from_env({}, **options)
+    except StreamallocError as exc:
+        raise click.UsageError(str(exc)) from exc
+    logs.configure(settings.log_level)
+    ctx.obj = settings
+
+
+def _settings() -> Settings:
+    value = click.get_current_context().obj
+    if not isinstance(value, Settings):
+        raise click.UsageError("settings were not built; call through the `streamalloc` group")
+    return value
+
+
+def _fail(exc: StreamallocError) -> None:
+    console.print(f"[bold red]error:[/bold red] {exc}")
+    sys.exit(1)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [a free one].")
+def broker(port: int | None) -> None:
+    """Run the embedded Tansu broker until Ctrl-C or SIGTERM."""
+    from streamalloc.broker import EmbeddedBroker
+
+    embedded = EmbeddedBroker(port=port)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        bootstrap = embedded.start()
+        out.print(
+            f"embedded broker (Tansu, memory only) listening on [bold]{bootstrap}[/bold]; Ctrl-C stops it"
+        )
+        code = embedded.wait()
+        _fail(StreamallocError(f"the broker exited on its own with code {code}"))
+    except KeyboardInterrupt:
+        out.print("stopping the broker")
+    except StreamallocError as exc:
+        _fail(exc)
+    finally:
+        embedded.stop()
+
+
+@main.group()
+def topics() -> None:
+    """Create or describe the contract's topics."""
+
+
+@topics.command("create")
+@click.option("--channel", "channels", multiple=True, help="Also create orders.<channel> (repeatable).")
+def topics_create(channels: tuple[str, ...]) -> None:
+    """Create every contract topic (idempotent; refuses topics that would not be co-partitioned)."""
+    from streamalloc.commands.topics import ensure_topics
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            created, specs = ensure_topics(settings, channels=channels)
+    except StreamallocError as exc:
+        _fail(exc)
+    out.print(f"created {len(created)} topic(s), {len(specs) - len(created)} already there")
+    for name in created:
+        out.print(f"  + {name}")
+
+
+@topics.command("describe")
+@click.option("--channel", "channels", multiple=True, help="Also describe orders.<channel>.")
+def topics_describe(channels: tuple[str, ...]) -> None:
+    """Show the contract topics: partitions and cleanup policy."""
+    from streamalloc.commands.topics import describe
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            infos, missing = describe(settings, channels=channels)
+    except StreamallocError as exc:
+        _fail(exc)
+    table = Table("topic", "partitions", "cleanup.policy")
+    for info in infos:
+        table.add_row(info.name, str(info.partitions), info.cleanup_policy or "delete (default)")
+    for name in missing:
+        table.add_row(name, "[red]missing[/red]", "")
+    out.print(table)

@@ -1,0 +1,1 @@
+"""Implementations behind the `streamalloc` CLI commands; cli.py only parses and wires."""

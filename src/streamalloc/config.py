@@ -1,0 +1,113 @@
+"""One frozen, typed configuration object, built once at the edge (CLI or environment).
+
+Defaults live here and nowhere else. No other module reads the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from streamalloc.errors import ConfigError
+
+BrokerProfile = Literal["auto", "embedded", "kafka"]
+
+ENV_PREFIX = "STREAMALLOC_"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a streamalloc process needs to know, with production-minded defaults."""
+
+    #: Kafka bootstrap servers; None means "start the embedded broker".
+    bootstrap: str | None = None
+    #: Which client timeouts to use: the embedded Tansu broker needs short group timeouts
+    #: (a join takes max(1 s, session.timeout.ms / 2) there), real Kafka keeps safe ones.
+    #: "auto" asks the cluster at connect time (Tansu reports cluster id "tansu_cluster").
+    broker_profile: BrokerProfile = "auto"
+    topic_prefix: str = "streamalloc."
+    partitions: int = 4
+    replication_factor: int = 1
+    schema_registry_url: str | None = None
+    #: Application id: the consumer group and the prefix of changelog topics (`<app>-<store>-changelog`).
+    app_id: str = "streamalloc"
+    state_dir: Path = field(default_factory=lambda: Path("state"))
+    #: Commit a transaction after this many records or this many milliseconds, whichever first.
+    commit_every: int = 10_000
+    commit_interval_ms: int = 100
+    #: Upper bound on records taken in one poll.
+    poll_batch: int = 5_000
+    http_host: str = "127.0.0.1"
+    http_port: int | None = None
+    log_level: str = "WARNING"
+
+    def topic(self, name: str) -> str:
+        """Full topic name for a contract name, e.g. ``orders`` -> ``streamalloc.orders``."""
+        return f"{self.topic_prefix}{name}"
+
+    def changelog_topic(self, store: str) -> str:
+        """Kafka Streams naming: `<app>-<store>-changelog`; the app id namespaces it, not the prefix."""
+        return f"{self.app_id}-{store}-changelog"
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def group_timeouts(self) -> dict[str, int]:
+        """Consumer-group timeouts for the broker profile (BROKER.md)."""
+        if self.broker_profile == "embedded":
+            return {
+                "session.timeout.ms": 3_000,
+                "heartbeat.interval.ms": 500,
+                "max.poll.interval.ms": 60_000,
+            }
+        return {
+            "session.timeout.ms": 10_000,
+            "heartbeat.interval.ms": 1_000,
+            "max.poll.interval.ms": 300_000,
+        }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Settings from ``STREAMALLOC_*`` variables, then explicit overrides (None means unset)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = env.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _coerce(f.name, raw, f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            settings = cls(**values)
+        except TypeError as exc:  # an unknown override name
+            raise ConfigError(str(exc)) from exc
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        if self.broker_profile not in ("auto", "embedded", "kafka"):
+            raise ConfigError(f"broker_profile must be auto, embedded or kafka, not {self.broker_profile!r}")
+        for name in (
+            "partitions",
+            "replication_factor",
+            "commit_every",
+            "commit_interval_ms",
+            "poll_batch",
+        ):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+
+def _coerce(name: str, raw: str, annotation: object) -> Any:
+    text = str(annotation)
+    try:
+        if "int" in text and "str" not in text:
+            return int(raw)
+        if "Path" in text:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not a whole number") from exc
+    return raw

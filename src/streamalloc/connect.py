@@ -1,0 +1,21 @@
+"""Find a broker for a command: the configured one, or the embedded one started for the command."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from streamalloc.broker import EmbeddedBroker
+from streamalloc.config import Settings
+from streamalloc.kafka.clients import resolve_profile
+
+
+@contextmanager
+def kafka_available(settings: Settings, say: Callable[[str], None] = print) -> Iterator[Settings]:
+    """Yield settings with bootstrap servers; start (and on exit stop) the embedded broker if none."""
+    if settings.bootstrap:
+        yield resolve_profile(settings)
+        return
+    with EmbeddedBroker() as bootstrap:
+        say(f"No --bootstrap given: started the embedded broker at {bootstrap} (memory only, stops on exit).")
+        yield settings.replace(bootstrap=bootstrap, broker_profile="embedded")

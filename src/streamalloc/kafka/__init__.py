@@ -1,0 +1,15 @@
+"""Thin typed wrappers over confluent-kafka, kept apart from the engine.
+
+Every client the project creates gets its settings from here, so the broker profile
+(BROKER.md: short group timeouts on the embedded broker, murmur2 partitioning everywhere)
+is applied in one place.
+"""
+
+from streamalloc.kafka.clients import (
+    admin_client,
+    consumer_config,
+    kafka_errors,
+    producer_config,
+)
+
+__all__ = ["admin_client", "consumer_config", "kafka_errors", "producer_config"]

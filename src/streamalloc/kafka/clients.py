@@ -1,0 +1,94 @@
+"""Client configuration profiles and the mapping of librdkafka errors to streamalloc's."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
+
+from streamalloc.config import Settings
+from streamalloc.errors import BrokerError
+
+_log = logging.getLogger("streamalloc.kafka")
+
+# Java clients hash keys with murmur2; so must we, or a channel's Java producer and the
+# engine would put the same SKU on different partitions.
+PARTITIONER = "murmur2_random"
+
+
+def _bootstrap(settings: Settings) -> str:
+    if not settings.bootstrap:
+        raise BrokerError("no bootstrap servers configured (use --bootstrap or STREAMALLOC_BOOTSTRAP)")
+    return settings.bootstrap
+
+
+def _common(settings: Settings) -> dict[str, Any]:
+    return {"bootstrap.servers": _bootstrap(settings), "logger": _log}
+
+
+def producer_config(
+    settings: Settings, *, transactional_id: str | None = None, **extra: Any
+) -> dict[str, Any]:
+    """Producer settings: idempotent, murmur2, small linger; transactional when an id is given."""
+    config: dict[str, Any] = {
+        **_common(settings),
+        "partitioner": PARTITIONER,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "batch.num.messages": 10_000,
+        "queue.buffering.max.messages": 1_000_000,
+        "queue.buffering.max.kbytes": 1_048_576,
+    }
+    if transactional_id is not None:
+        config["transactional.id"] = transactional_id
+        config["transaction.timeout.ms"] = 60_000
+    config.update(extra)
+    return config
+
+
+def consumer_config(settings: Settings, *, group_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """Consumer settings: read_committed, manual commits, the profile's group timeouts.
+
+    The range assignor gives a member the same partition numbers of every topic it
+    subscribes to, which is what co-partitioned inputs (allocation-requests + inventory)
+    need; the sticky assignors do not promise that.
+    """
+    config: dict[str, Any] = {
+        **_common(settings),
+        "group.id": group_id or f"{settings.app_id}-reader",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "partition.assignment.strategy": "range",
+        "fetch.wait.max.ms": 50,
+        **settings.group_timeouts(),
+    }
+    config.update(extra)
+    return config
+
+
+def admin_client(settings: Settings) -> AdminClient:
+    return AdminClient(_common(settings))
+
+
+@contextmanager
+def kafka_errors(doing: str) -> Iterator[None]:
+    """Turn librdkafka's exceptions into BrokerError naming what we were doing."""
+    try:
+        yield
+    except KafkaException as exc:
+        raise BrokerError(f"{doing}: {exc.args[0] if exc.args else exc}") from exc
+
+
+def resolve_profile(settings: Settings, timeout_s: float = 10.0) -> Settings:
+    """Settle an "auto" broker profile by asking the cluster who it is."""
+    if settings.broker_profile != "auto":
+        return settings
+    with kafka_errors(f"connecting to {settings.bootstrap}"):
+        cluster_id = admin_client(settings).list_topics(timeout=timeout_s).cluster_id or ""
+    return settings.replace(broker_profile="embedded" if cluster_id.startswith("tansu") else "kafka")

@@ -1,0 +1,72 @@
+"""The topics of the public contract (DESIGN.md), as specs the admin layer can create."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from streamalloc.config import Settings
+from streamalloc.kafka.admin import TopicSpec
+
+ORDERS = "orders"
+INVENTORY = "inventory"
+LOCATIONS = "locations"
+CHANNELS = "channels"
+ALLOCATION_REQUESTS = "allocation-requests"
+ALLOCATIONS = "allocations"
+AVAILABILITY = "availability"
+ORDER_STATUS = "order-status"
+DEAD_LETTER = "dead-letter"
+
+#: Contract topics in the order `topics describe` shows them, with whether they are compacted.
+CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = (
+    (ORDERS, False),
+    (INVENTORY, False),
+    (LOCATIONS, True),
+    (CHANNELS, True),
+    (ALLOCATION_REQUESTS, False),
+    (ALLOCATIONS, False),
+    (AVAILABILITY, True),
+    (ORDER_STATUS, False),
+    (DEAD_LETTER, False),
+)
+
+#: Global tables are read whole by every worker; one partition keeps their order total.
+GLOBAL_TABLES = (LOCATIONS, CHANNELS)
+
+#: Topics that must have the same partition count (one SKU lands on the same partition number).
+COPARTITIONED = ((ALLOCATION_REQUESTS, INVENTORY),)
+
+#: State stores of the engine's stages; each has a compacted changelog topic.
+ENGINE_STORES = ("allocator", "order-stage")
+
+
+def contract_specs(
+    settings: Settings, *, channels: Iterable[str] = (), stores: Iterable[str] = ENGINE_STORES
+) -> list[TopicSpec]:
+    """Every topic the engine reads or writes, plus `orders.<channel>` for each named channel."""
+
+    def spec(name: str, compacted: bool, partitions: int | None = None) -> TopicSpec:
+        return TopicSpec(
+            settings.topic(name),
+            partitions or settings.partitions,
+            settings.replication_factor,
+            compacted,
+        )
+
+    specs = [
+        spec(name, compacted, 1 if name in GLOBAL_TABLES else None) for name, compacted in CONTRACT_TOPICS
+    ]
+    specs += [spec(f"{ORDERS}.{channel}", False) for channel in channels]
+    specs += [
+        TopicSpec(settings.changelog_topic(store), settings.partitions, settings.replication_factor, True)
+        for store in stores
+    ]
+    return specs
+
+
+def copartitioned_groups(settings: Settings) -> list[tuple[str, ...]]:
+    """Groups of topics that must share a partition count, changelogs with their stage's input."""
+    groups = [tuple(settings.topic(name) for name in group) for group in COPARTITIONED]
+    groups[0] += (settings.changelog_topic("allocator"),)
+    groups.append((settings.topic(ALLOCATIONS), settings.changelog_topic("order-stage")))
+    return groups

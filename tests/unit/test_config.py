@@ -1,0 +1,43 @@
+"""Settings are built once from the environment and overrides, and refuse bad values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamalloc.config import Settings
+from streamalloc.errors import ConfigError
+
+
+def test_defaults_and_topic_names() -> None:
+    settings = Settings.from_env({})
+    assert settings.topic("orders") == "streamalloc.orders"
+    assert settings.changelog_topic("allocator") == "streamalloc-allocator-changelog"
+    assert settings.bootstrap is None
+
+
+def test_environment_then_overrides() -> None:
+    env = {
+        "STREAMALLOC_PARTITIONS": "8",
+        "STREAMALLOC_STATE_DIR": "/tmp/x",
+        "STREAMALLOC_TOPIC_PREFIX": "a.",
+    }
+    settings = Settings.from_env(env, topic_prefix="b.", bootstrap=None)
+    assert settings.partitions == 8
+    assert settings.state_dir == Path("/tmp/x")
+    assert settings.topic_prefix == "b."
+
+
+def test_bad_values_are_refused_with_the_name() -> None:
+    with pytest.raises(ConfigError, match="STREAMALLOC_PARTITIONS"):
+        Settings.from_env({"STREAMALLOC_PARTITIONS": "many"})
+    with pytest.raises(ConfigError, match="partitions"):
+        Settings.from_env({}, partitions=0)
+
+
+def test_embedded_profile_has_short_group_timeouts() -> None:
+    embedded = Settings(broker_profile="embedded").group_timeouts()
+    kafka = Settings(broker_profile="kafka").group_timeouts()
+    assert embedded["session.timeout.ms"] < kafka["session.timeout.ms"]
+    assert kafka["session.timeout.ms"] >= 6000  # real Kafka's group.min.session.timeout.ms
