@@ -1,0 +1,127 @@
+"""`streamalloc produce` and `streamalloc consume`: JSONL in, JSON lines out."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from streamalloc.config import Settings
+from streamalloc.errors import BrokerError, StreamallocError, ValidationError
+from streamalloc.kafka import consumer_config, kafka_errors, producer_config
+from streamalloc.kafka.types import consumed
+from streamalloc.serialization import TopicSerde, topic_serde
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    key: bytes | None
+    value: bytes
+
+
+def prepare_file(serde: TopicSerde, path: Path) -> list[Prepared]:
+    """Validate and encode every line of a JSONL file; refuse the whole file on the first bad line."""
+    prepared: list[Prepared] = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"cannot read {path}: {exc}") from exc
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValidationError(f"not JSON: {exc.msg} at column {exc.colno}", where=where) from exc
+        if not isinstance(record, dict):
+            raise ValidationError(f"expected a JSON object, got {type(record).__name__}", where=where)
+        try:
+            normalised = serde.validate(record)
+            prepared.append(Prepared(serde.key_of(normalised), serde.encode(normalised)))
+        except StreamallocError as exc:
+            raise ValidationError(getattr(exc, "reason", str(exc)), where=where) from exc
+    return prepared
+
+
+def produce_file(settings: Settings, topic: str, path: Path) -> int:
+    """Send every event of `path` to `topic`, keyed as the contract says; all or nothing on validation."""
+    records = prepare_file(topic_serde(settings, topic), path)
+    producer = Producer(producer_config(settings))
+    failures: list[str] = []
+
+    def on_delivery(error: Any, _msg: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+
+    with kafka_errors(f"producing to {topic}"):
+        for record in records:
+            while True:
+                try:
+                    producer.produce(topic, record.value, record.key, on_delivery=on_delivery)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+        remaining = producer.flush(30)
+    if remaining or failures:
+        raise BrokerError(f"{remaining} record(s) undelivered, {len(failures)} failed: {failures[:3]}")
+    return len(records)
+
+
+def consume_json(
+    settings: Settings,
+    topic: str,
+    *,
+    max_records: int | None,
+    from_beginning: bool,
+    idle_timeout_s: float | None,
+    on_record: Callable[[dict[str, Any]], None],
+) -> int:
+    """Print decoded events (read_committed) until `max_records`, or idle for `idle_timeout_s`."""
+    serde = topic_serde(settings, topic)
+    config = consumer_config(
+        settings,
+        group_id=f"{settings.app_id}-consume-{uuid.uuid4().hex[:8]}",
+        **{"auto.offset.reset": "earliest" if from_beginning else "latest"},
+    )
+    consumer = Consumer(config)
+    count = 0
+    try:
+        with kafka_errors(f"reading {topic}"):
+            metadata = consumer.list_topics(topic, timeout=10)
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                raise BrokerError(f"topic {topic} does not exist")
+            partitions = sorted(metadata.topics[topic].partitions)
+            start = 0 if from_beginning else -1  # -1: OFFSET_END
+            consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+            for event in _events(consumer, serde, idle_timeout_s):
+                on_record(event)
+                count += 1
+                if max_records is not None and count >= max_records:
+                    break
+    finally:
+        consumer.close()
+    return count
+
+
+def _events(consumer: Consumer, serde: TopicSerde, idle_timeout_s: float | None) -> Iterator[dict[str, Any]]:
+    last = time.monotonic()
+    while idle_timeout_s is None or time.monotonic() - last < idle_timeout_s:
+        for msg in consumed(consumer.consume(500, 0.2)):
+            error = msg.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise BrokerError(str(error))
+                continue
+            last = time.monotonic()
+            value = msg.value()
+            if value is None:
+                yield {"key": (msg.key() or b"").decode(errors="replace"), "value": None}
+                continue
+            yield serde.decode(value, topic=msg.topic(), partition=msg.partition(), offset=msg.offset())

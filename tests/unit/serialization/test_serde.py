@@ -1,0 +1,145 @@
+"""Serdes: every schema round-trips, bad bytes and bad JSON give a typed error with its origin."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamalloc.config import Settings
+from streamalloc.errors import DeserializationError, ValidationError
+from streamalloc.serialization import CONTRACT, SCHEMA_NAMES, LocalSchemaIds, Serde, topic_serde
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+SETTINGS = Settings()
+
+SAMPLES: dict[str, dict[str, Any]] = {
+    "order": json.loads((EXAMPLES / "orders.jsonl").read_text().splitlines()[0]),
+    "inventory": json.loads((EXAMPLES / "inventory.jsonl").read_text().splitlines()[0]),
+    "location": json.loads((EXAMPLES / "locations.jsonl").read_text().splitlines()[0]),
+    "channel": json.loads((EXAMPLES / "channels.jsonl").read_text().splitlines()[1]),
+    "allocation": {
+        "event_id": "e1:1:allocated", "cause_event_id": "e1", "type": "allocated", "order_id": "web-1",
+        "line_id": "1", "sku": "TEE", "channel": "web", "qty": 2, "location": "WH", "lot": None,
+        "reason": None, "line_count": None, "occurred_at": 1, "decided_at": 2,
+    },
+    "allocation_request": {
+        "event_id": "e1:1", "cause_event_id": "e1", "command": "allocate", "order_id": "web-1",
+        "line_id": "1", "sku": "TEE", "qty": 2, "channel": "web", "occurred_at": 1,
+    },
+    "availability": {
+        "event_id": "a1", "cause_event_id": "e1", "sku": "TEE", "as_of": 5,
+        "totals": {"on_hand": 5, "allocated": 1, "picked": 0, "quality_control": 0, "damaged": 0,
+                   "safety_stock": 0, "available": 4},
+        "locations": [{"location": "WH", "on_hand": 5, "allocated": 1, "picked": 0, "quality_control": 0,
+                       "damaged": 0, "safety_stock": 0, "available": 4, "status": "online"}],
+        "channels": [{"channel": "web", "ats": 4}],
+    },
+    "order_status": {
+        "event_id": "s1", "order_id": "web-1", "status": "allocated", "occurred_at": 3,
+        "lines": [{"line_id": "1", "sku": "TEE", "qty": 2, "allocated": 2, "status": "allocated",
+                   "reason": None}],
+    },
+    "dead_letter": {
+        "event_id": "d1", "source_topic": "streamalloc.orders", "partition": 0, "offset": 9,
+        "key": b"k", "value": b"\xff", "error": "bad", "failed_at": 4,
+    },
+}  # fmt: skip
+
+
+@pytest.fixture(params=SCHEMA_NAMES)
+def serde(request: pytest.FixtureRequest) -> Serde:
+    return Serde(request.param, LocalSchemaIds(), "t")
+
+
+def test_every_schema_round_trips_avro_with_the_wire_header(serde: Serde) -> None:
+    record = serde.validate(SAMPLES[serde.name])
+    data = serde.encode(record)
+    assert data[0] == 0
+    assert int.from_bytes(data[1:5], "big") == LocalSchemaIds().id_for(serde.name, "t")
+    assert serde.decode(data) == record
+
+
+def test_every_schema_accepts_json_of_the_same_shape(serde: Serde) -> None:
+    sample = {k: (v.decode("latin-1") if isinstance(v, bytes) else v) for k, v in SAMPLES[serde.name].items()}
+    decoded = serde.decode(json.dumps(sample).encode())
+    assert decoded == serde.validate(SAMPLES[serde.name]) or serde.name == "dead_letter"
+
+
+def test_json_defaults_are_filled() -> None:
+    serde = Serde("order", LocalSchemaIds(), "t")
+    order = serde.decode(
+        b'{"event_id":"e","type":"placed","order_id":"o","channel":"web","occurred_at":1,'
+        b'"lines":[{"line_id":"1","sku":"S","qty":1}]}'
+    )
+    assert order["priority"] == 0
+    assert order["ship_complete"] is False
+    assert order["region"] is None
+    assert order["lines"][0]["location"] is None
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"", "empty"),
+        (b"\x07abc", "neither Avro"),
+        (b"\x00\x00", "shorter than"),
+        (b"\x00\x00\x00\x00\x2a\x02", "unknown schema id 42"),
+        (b"\x00\x00\x00\x03\xe9\x02\x04", "corrupt or truncated"),
+        (b"{not json", "invalid JSON"),
+        (b'{"event_id":"e","type":"placed"}', "order_id: is required"),
+        (
+            b'{"event_id":"e","type":"sold","order_id":"o","channel":"c","occurred_at":1}',
+            "type: must be one of",
+        ),
+        (
+            b'{"event_id":"e","type":"placed","order_id":"o","channel":"c","occurred_at":"yesterday"}',
+            "occurred_at",
+        ),
+        (
+            b'{"event_id":"e","type":"placed","order_id":"o","channel":"c","occurred_at":1,'
+            b'"lines":[{"line_id":"1","sku":"S","qty":"two"}]}',
+            "lines[0].qty",
+        ),
+    ],
+)
+def test_malformed_input_raises_deserialization_error_with_origin(data: bytes, reason: str) -> None:
+    serde = Serde("order", LocalSchemaIds(), "t")
+    with pytest.raises(DeserializationError) as caught:
+        serde.decode(data, topic="streamalloc.orders", partition=3, offset=77)
+    error = caught.value
+    assert reason in error.reason
+    assert (error.topic, error.partition, error.offset, error.value) == ("streamalloc.orders", 3, 77, data)
+
+
+def test_trailing_bytes_after_avro_body_are_refused() -> None:
+    serde = Serde("location", LocalSchemaIds(), "t")
+    data = serde.encode(serde.validate(SAMPLES["location"]))
+    with pytest.raises(DeserializationError, match="unexpected byte"):
+        serde.decode(data + b"\x00")
+
+
+def test_validate_names_the_field() -> None:
+    serde = Serde("inventory", LocalSchemaIds(), "t")
+    with pytest.raises(ValidationError, match="qty"):
+        serde.validate({**SAMPLES["inventory"], "qty": 2**40})
+
+
+@pytest.mark.parametrize("name", ["locations", "channels", "inventory", "orders"])
+def test_every_example_line_validates_and_is_keyed(name: str) -> None:
+    serde = topic_serde(SETTINGS, SETTINGS.topic(name))
+    lines = (EXAMPLES / f"{name}.jsonl").read_text().splitlines()
+    assert lines
+    for line in lines:
+        record = serde.validate(json.loads(line))
+        assert serde.key_of(record)
+        assert serde.decode(serde.encode(record)) == record
+
+
+def test_contract_maps_channel_order_topics_and_refuses_others() -> None:
+    assert topic_serde(SETTINGS, "streamalloc.orders.web").name == "order"
+    assert set(CONTRACT) >= {"orders", "inventory", "allocations", "dead-letter"}
+    with pytest.raises(Exception, match="not a contract topic"):
+        topic_serde(SETTINGS, "streamalloc.nope")
