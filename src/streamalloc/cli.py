@@ -155,3 +155,112 @@ def topics_describe(channels: tuple[str, ...]) -> None:
     for name in missing:
         table.add_row(name, "[red]missing[/red]", "")
     out.print(table)
+
+
+@main.command()
+@click.argument("topic")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+def produce(topic: str, file: Path) -> None:
+    """Send the events of a JSONL FILE to TOPIC, keyed as the contract says.
+
+    Every line is validated against the topic's schema first; one bad line and nothing is sent.
+    """
+    from streamalloc.commands.io import produce_file
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            sent = produce_file(settings, topic, file)
+    except StreamallocError as exc:
+        _fail(exc)
+    out.print(f"sent {sent} event(s) from {file} to {topic}")
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--format", "fmt", type=click.Choice(["json"]), default="json", show_default=True)
+@click.option("--max", "max_records", type=click.IntRange(min=1), help="Stop after N events.")
+@click.option("--from-beginning", is_flag=True, help="Start at the oldest committed event.")
+@click.option("--idle-timeout", type=float, default=None, help="Stop after this many seconds without events.")
+def consume(
+    topic: str, fmt: str, max_records: int | None, from_beginning: bool, idle_timeout: float | None
+) -> None:
+    """Print TOPIC's events as JSON lines (read_committed)."""
+    import json
+
+    from streamalloc.commands.io import consume_json
+
+    def show(event: dict[str, Any]) -> None:
+        click.echo(json.dumps(event, default=_json_default, separators=(",", ":")))
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            consume_json(
+                settings,
+                topic,
+                max_records=max_records,
+                from_beginning=from_beginning,
+                idle_timeout_s=idle_timeout,
+                on_record=show,
+            )
+    except KeyboardInterrupt:
+        pass
+    except StreamallocError as exc:
+        _fail(exc)
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    raise TypeError(f"cannot show {type(value).__name__} as JSON")
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks: they print figures (quote medians of several runs)."""
+
+
+@bench.command("runtime")
+@click.option("--records", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--keys", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat and print the median."
+)
+def bench_runtime(records: int, keys: int, runs: int) -> None:
+    """Counting stage with RocksDB, changelog and exactly-once over N records."""
+    from statistics import median
+
+    from rich.progress import Progress, TaskID
+
+    from streamalloc.bench import runtime
+
+    results = []
+    try:
+        with kafka_available(_settings(), _say) as settings, Progress(console=console, transient=True) as bar:
+            for run in range(runs):
+                task = bar.add_task(f"run {run + 1}/{runs}", total=records)
+
+                def advance(done: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done)
+
+                result = runtime.run(settings, records=records, keys=keys, on_progress=advance)
+                results.append(result)
+                bar.remove_task(task)
+                out.print(
+                    f"run {run + 1}: {result.rate_excluding_join:,.0f} records/s excluding join, "
+                    f"{result.rate_including_join:,.0f} including join ({result.join_seconds:.1f}s), "
+                    f"peak RSS {result.peak_rss_mb:.0f} MB"
+                )
+    except StreamallocError as exc:
+        _fail(exc)
+    table = Table("records", "keys", "records/s excl. join", "records/s incl. join", "join s", "peak RSS MB")
+    table.add_row(
+        f"{records:,}",
+        f"{keys:,}",
+        f"{median(r.rate_excluding_join for r in results):,.0f}",
+        f"{median(r.rate_including_join for r in results):,.0f}",
+        f"{median(r.join_seconds for r in results):.2f}",
+        f"{max(r.peak_rss_mb for r in results):.0f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)

@@ -1,0 +1,1 @@
+"""Benchmarks behind `streamalloc bench`: they print figures; tests never time anything."""

@@ -1,0 +1,75 @@
+"""The runtime observer as Prometheus metrics, on a registry of its own (one per worker)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streamalloc.runtime.observer import Observer
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class PrometheusObserver(Observer):
+    """Counters and histograms named `streamalloc_*`; labels kept few and bounded."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records = Counter("streamalloc_records", "Input records processed", ["stage"], registry=r)
+        self.batch_seconds = Histogram(
+            "streamalloc_batch_seconds",
+            "Time a stage spent on one batch",
+            ["stage"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.commits = Counter("streamalloc_commits", "Transactions committed", registry=r)
+        self.committed_records = Counter(
+            "streamalloc_committed_records", "Input records committed", registry=r
+        )
+        self.changelog_records = Counter(
+            "streamalloc_changelog_records", "Changelog records written", registry=r
+        )
+        self.commit_seconds = Histogram(
+            "streamalloc_commit_seconds", "Time to commit a transaction", buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.aborts = Counter("streamalloc_aborts", "Transactions aborted", registry=r)
+        self.dead_letters = Counter(
+            "streamalloc_dead_letters", "Records sent to the dead-letter topic", ["topic"], registry=r
+        )
+        self.restored_records = Counter(
+            "streamalloc_restored_records", "Changelog records restored", ["store"], registry=r
+        )
+        self.restore_seconds = Histogram(
+            "streamalloc_restore_seconds", "Time to restore a store partition", ["store"], registry=r
+        )
+        self.assigned = Gauge("streamalloc_assigned_partitions", "Input partitions owned", registry=r)
+        self.decisions = Counter(
+            "streamalloc_decisions", "Allocation decisions by type and reason", ["type", "reason"], registry=r
+        )
+
+    def on_batch(self, stage: str, records: int, seconds: float) -> None:
+        self.records.labels(stage).inc(records)
+        self.batch_seconds.labels(stage).observe(seconds)
+
+    def on_commit(self, records: int, changelog_records: int, seconds: float) -> None:
+        self.commits.inc()
+        self.committed_records.inc(records)
+        self.changelog_records.inc(changelog_records)
+        self.commit_seconds.observe(seconds)
+
+    def on_abort(self, reason: str) -> None:
+        self.aborts.inc()
+
+    def on_dead_letter(self, topic: str, reason: str) -> None:
+        self.dead_letters.labels(topic).inc()
+
+    def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
+        self.restored_records.labels(store).inc(records)
+        self.restore_seconds.labels(store).observe(seconds)
+
+    def on_assignment(self, partitions: int) -> None:
+        self.assigned.set(partitions)
+
+    def on_decision(self, kind: str, reason: str | None) -> None:
+        self.decisions.labels(kind, reason or "").inc()

@@ -1,0 +1,1 @@
+"""The stream processor: stages, state stores, changelogs, restoration, the commit protocol."""

@@ -1,0 +1,25 @@
+"""Metrics as an observer the runtime calls; Prometheus is one implementation (metrics/)."""
+
+from __future__ import annotations
+
+
+class Observer:
+    """No-op base: override what you measure. Calls happen on the worker's thread."""
+
+    def on_batch(self, stage: str, records: int, seconds: float) -> None:
+        """A stage processed `records` records of one partition in `seconds`."""
+
+    def on_commit(self, records: int, changelog_records: int, seconds: float) -> None:
+        """A transaction committed `records` input records."""
+
+    def on_abort(self, reason: str) -> None:
+        """A transaction was aborted; its batch will be processed again."""
+
+    def on_dead_letter(self, topic: str, reason: str) -> None:
+        """A record could not be decoded or validated and went to the dead-letter topic."""
+
+    def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
+        """A store partition finished restoring from its changelog."""
+
+    def on_assignment(self, partitions: int) -> None:
+        """The worker now owns this many input partitions."""

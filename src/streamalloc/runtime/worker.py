@@ -1,0 +1,372 @@
+"""The worker: one consumer-group member with one transactional producer, running stages.
+
+The loop: restore what is restoring, poll a batch, route it by topic to its stage, and
+commit every `commit_every` records or `commit_interval_ms`, whichever comes first.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streamalloc.config import Settings
+from streamalloc.errors import ProcessingError, StreamallocError
+from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka.types import ConsumedMessage, consumed
+from streamalloc.runtime.changelog import RestoreJob, Restorer
+from streamalloc.runtime.checkpoint import Checkpoint
+from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.stage import PartitionContext, Record, Stage
+from streamalloc.runtime.state import Store
+from streamalloc.runtime.task import Task
+
+_log = logging.getLogger("streamalloc.runtime.worker")
+
+#: Builds the dead-letter record value from (message, reason).
+DeadLetterEncoder = Callable[[ConsumedMessage, str], bytes]
+StoreFactory = Callable[[str], Store]
+
+
+class Worker:
+    """Runs `stages` as one member of the consumer group `settings.app_id`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stages: Sequence[Stage],
+        *,
+        store_factory: StoreFactory,
+        dead_letter: DeadLetterEncoder,
+        observer: Observer | None = None,
+        before_batch: Callable[[], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stages = list(stages)
+        self.observer = observer or Observer()
+        self._store_factory = store_factory
+        self._dead_letter = dead_letter
+        self._dead_letter_topic = settings.topic("dead-letter")
+        self._before_batch = before_batch
+        self._stopping = False
+        self._stores: dict[str, Store] = {}
+        self._store_stage: dict[str, Stage] = {}
+        for stage in self.stages:
+            for name in stage.stores:
+                self._stores[name] = store_factory(name)
+                self._store_stage[name] = stage
+        self._routes: dict[str, Stage | None] = {}
+        self._tasks: dict[tuple[str, int], Task] = {}  # (stage name, partition) -> task
+        self._task_of: dict[tuple[str, int], Task] = {}  # input (topic, partition) -> task
+        self._consumer: Consumer | None = None
+        self._producer: Producer | None = None
+        self._restorer: Restorer | None = None
+        self._checkpoint: Checkpoint | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self) -> None:
+        """Ask the loop to finish its batch, commit, leave the group and return (signal-safe)."""
+        self._stopping = True
+
+    def run(self) -> None:
+        """Process until `stop()`; raises ProcessingError on a fatal error."""
+        self._start()
+        try:
+            while not self._stopping:
+                self._tick()
+            self._commit()
+        except BaseException:
+            # Never let the revocation in close() commit half a batch that failed.
+            if self._checkpoint is not None:
+                try:
+                    self._checkpoint.abort()
+                except KafkaException as exc:
+                    _log.warning("abort after failure failed", extra={"error": str(exc)})
+            raise
+        finally:
+            self._close()
+
+    def _start(self) -> None:
+        settings = self.settings
+        self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
+        self._producer.init_transactions(30)
+        self._consumer = Consumer(consumer_config(settings, group_id=settings.app_id))
+        self._restorer = Restorer(consumer_config(settings), self.observer)
+        self._checkpoint = Checkpoint(self._producer, self._consumer, self.settings.changelog_topic)
+        topics: list[str] = []
+        for stage in self.stages:
+            topics += stage.topics()
+            pattern = stage.topic_pattern()
+            if pattern is not None:
+                topics.append("^" + pattern.pattern.lstrip("^"))
+        self._consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+        )
+
+    def _transactional_id(self) -> str:
+        """Stable across restarts of the same state dir, so init_transactions fences our own zombie."""
+        path = Path(self.settings.state_dir) / self.settings.app_id / "instance-id"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            path.write_text(uuid.uuid4().hex[:12])
+        return f"{self.settings.app_id}-{path.read_text().strip()}"
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            try:
+                self._consumer.close()  # leaves the group; on_revoke closes the tasks
+            except (KafkaException, RuntimeError) as exc:
+                _log.warning("consumer close failed", extra={"error": str(exc)})
+        if self._restorer is not None:
+            self._restorer.close()
+        for task in list(self._tasks.values()):
+            self._close_task(task)
+        for store in self._stores.values():
+            store.close()
+        if self._producer is not None:
+            self._producer.flush(5)
+
+    # ------------------------------------------------------------------ the loop
+
+    def _tick(self) -> None:
+        consumer, restorer = self._consumer, self._restorer
+        if consumer is None or restorer is None:
+            raise ProcessingError("worker not started")
+        if restorer.active:
+            for job in restorer.step(timeout_s=0.05):
+                self._restored(job)
+        if self._before_batch is not None:
+            self._before_batch()
+        messages = consumer.consume(self.settings.poll_batch, 0.0 if restorer.active else 0.1)
+        if messages:
+            self._process(messages)
+        checkpoint = self._checkpoint
+        if checkpoint is not None and checkpoint.due(
+            self.settings.commit_every, self.settings.commit_interval_ms / 1000
+        ):
+            self._commit()
+
+    def _process(self, messages: list[Message]) -> None:
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            raise ProcessingError("worker not started")
+        checkpoint.begin()
+        batches: dict[int, tuple[Task, list[Record]]] = {}
+        task_of = self._task_of
+        for msg in consumed(messages):
+            if msg.error() is not None:
+                self._on_message_error(msg)
+                continue
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            task = task_of.get((topic, partition))
+            if task is None:
+                continue  # revoked between fetch and now; the next owner processes it
+            task.positions[(topic, partition)] = offset + 1
+            key = msg.key()
+            try:
+                value = task.stage.decode(topic, key, msg.value())
+            except StreamallocError as exc:
+                self._to_dead_letter(msg, str(exc))
+                checkpoint.touch(task, 1)
+                continue
+            entry = batches.get(id(task))
+            if entry is None:
+                entry = batches[id(task)] = (task, [])
+            entry[1].append(Record(topic, partition, offset, key, value, msg.timestamp()[1]))
+        for task, records in batches.values():
+            started = time.perf_counter()
+            ctx = PartitionContext(task.partition, task.open_txns(), self._emit)
+            task.stage.process(ctx, records)
+            checkpoint.touch(task, len(records))
+            self.observer.on_batch(task.stage.name, len(records), time.perf_counter() - started)
+
+    def _emit(
+        self,
+        topic: str,
+        key: bytes | str | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Any = None,
+    ) -> None:
+        producer = self._producer
+        if producer is None:
+            raise ProcessingError("worker not started")
+        kwargs: dict[str, Any] = {}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers is not None:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    def _to_dead_letter(self, msg: ConsumedMessage, reason: str) -> None:
+        self._emit(self._dead_letter_topic, msg.key(), self._dead_letter(msg, reason))
+        self.observer.on_dead_letter(msg.topic() or "", reason)
+        _log.info(
+            "dead letter",
+            extra={
+                "topic": msg.topic(),
+                "partition": msg.partition(),
+                "offset": msg.offset(),
+                "error": reason,
+            },
+        )
+
+    def _on_message_error(self, msg: ConsumedMessage) -> None:
+        error = msg.error()
+        if error is None:
+            return
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise ProcessingError(f"fatal consumer error: {error}")
+        _log.warning("consumer error", extra={"error": str(error)})
+
+    # ------------------------------------------------------------------ commit and failure
+
+    def _commit(self) -> None:
+        """Commit the open batch, handling librdkafka's error classes."""
+        checkpoint = self._checkpoint
+        if checkpoint is None or checkpoint.empty:
+            return
+        started = time.monotonic()
+        records = checkpoint.records
+        for task in checkpoint.tasks.values():
+            task.stage.before_commit(PartitionContext(task.partition, task.open_txns(), self._emit))
+        for attempt in range(10):
+            try:
+                changelog = checkpoint.commit()
+                self.observer.on_commit(records, changelog, time.monotonic() - started)
+                return
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.fatal():
+                    raise ProcessingError(f"fatal producer error (fenced?): {error}") from exc
+                if error.txn_requires_abort():
+                    self._abort(str(error))
+                    return
+                if error.retriable() and attempt < 9:
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
+                self._abort(str(error))
+                return
+
+    def _abort(self, reason: str) -> None:
+        """Abort the transaction, drop the batch from state and rewind to the committed offsets."""
+        _log.warning("transaction aborted; rewinding", extra={"reason": reason})
+        checkpoint, consumer = self._checkpoint, self._consumer
+        if checkpoint is None or consumer is None:
+            return
+        tasks = list(checkpoint.tasks.values())
+        checkpoint.abort()
+        self.observer.on_abort(reason)
+        tps = [TopicPartition(t, p) for task in tasks for (t, p) in task.positions]
+        if tps:
+            for tp in consumer.committed(tps, timeout=10):
+                offset = tp.offset if tp.offset >= 0 else 0
+                self._task_of[(tp.topic, tp.partition)].positions[(tp.topic, tp.partition)] = offset
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    # ------------------------------------------------------------------ rebalancing
+
+    def _route(self, topic: str) -> Stage | None:
+        if topic not in self._routes:
+            found = None
+            for stage in self.stages:
+                pattern = stage.topic_pattern()
+                if topic in stage.topics() or (pattern is not None and pattern.fullmatch(topic)):
+                    found = stage
+                    break
+            self._routes[topic] = found
+        return self._routes[topic]
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.assign(partitions)
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        new_tasks: list[Task] = []
+        for tp in committed:
+            stage = self._route(tp.topic)
+            if stage is None:
+                continue
+            task = self._tasks.get((stage.name, tp.partition))
+            if task is None:
+                task = self._tasks[(stage.name, tp.partition)] = Task(stage, tp.partition)
+                new_tasks.append(task)
+            task.positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
+            self._task_of[(tp.topic, tp.partition)] = task
+        for task in new_tasks:
+            self._open_task(task)
+        restoring = [tp for tp in partitions if not self._task_of[(tp.topic, tp.partition)].ready]
+        if restoring:
+            consumer.pause(restoring)
+        self.observer.on_assignment(len(self._task_of))
+        _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
+
+    def _open_task(self, task: Task) -> None:
+        restorer = self._restorer
+        if restorer is None:
+            raise ProcessingError("worker not started")
+        committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
+        for name in task.stage.stores:
+            partition = self._stores[name].partition(task.partition)
+            if partition.needs_full_restore:
+                partition.wipe()  # no checkpoint: local data cannot be trusted
+            task.stores[name] = partition
+            task.restoring += 1
+            restorer.start(RestoreJob(partition, self.settings.changelog_topic(name), committed))
+
+    def _restored(self, job: RestoreJob) -> None:
+        consumer = self._consumer
+        stage = self._store_stage[job.partition.store_name]
+        task = self._tasks.get((stage.name, job.partition.partition))
+        if task is None or consumer is None:
+            return
+        task.restoring -= 1
+        if task.ready:
+            consumer.resume([TopicPartition(t, p) for (t, p) in task.positions])
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Commit what we have while we still own it; if that fails the next owner redoes it.
+        try:
+            self._commit()
+        except (KafkaException, StreamallocError) as exc:
+            _log.warning("commit on revocation failed", extra={"error": str(exc)})
+            if self._checkpoint is not None:
+                self._checkpoint.abort()
+        self._release(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Someone else owns these now: nothing of ours may be committed for them.
+        if self._checkpoint is not None:
+            self._checkpoint.abort()
+        self._release(partitions)
+
+    def _release(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            task = self._task_of.pop((tp.topic, tp.partition), None)
+            if task is None:
+                continue
+            task.positions.pop((tp.topic, tp.partition), None)
+            if not task.positions:
+                self._close_task(task)
+        self.observer.on_assignment(len(self._task_of))
+
+    def _close_task(self, task: Task) -> None:
+        self._tasks.pop((task.stage.name, task.partition), None)
+        if self._checkpoint is not None:
+            self._checkpoint.forget([task])
+        for name in task.stores:
+            if self._restorer is not None:
+                self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
+            self._stores[name].close_partition(task.partition)
+        task.stores.clear()

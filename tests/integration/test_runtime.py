@@ -1,0 +1,250 @@
+"""The exactly-once runtime against a real broker, with real worker processes and RocksDB.
+
+The workload is the counting stage: each record adds one to its key's count. Decisions
+are checked on state (restored from the changelog the way a worker restores it) and on the
+highest output per key; raw output counts are only compared where the broker is real Kafka,
+because the embedded broker can leak a killed producer's open transaction (BROKER.md).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import NewTopic
+from tests.conftest import TestBroker
+from tests.integration.helpers import (
+    WorkerProcess,
+    committed_offsets,
+    processes,
+    produce,
+    read_all,
+    wait_for,
+)
+
+from streamalloc.config import Settings
+from streamalloc.kafka import admin_client, consumer_config
+from streamalloc.runtime.changelog import RestoreJob, Restorer
+from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.state import InMemoryStore
+from streamalloc.serialization import dead_letter_serde
+
+pytestmark = pytest.mark.slow
+PARTITIONS = 4
+
+
+class Counting:
+    """Topics and worker processes of one counting application."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.input = settings.topic("numbers")
+        self.output = settings.topic("counted")
+        self.changelog = settings.changelog_topic("counts")
+        admin = admin_client(settings)
+        topics = [
+            NewTopic(self.input, PARTITIONS, 1),
+            NewTopic(self.output, PARTITIONS, 1),
+            NewTopic(settings.topic("dead-letter"), 1, 1),
+            NewTopic(self.changelog, PARTITIONS, 1, config={"cleanup.policy": "compact"}),
+        ]
+        for future in admin.create_topics(topics).values():
+            future.result()
+        self.sent: Counter[bytes] = Counter()
+
+    def send(self, n: int, keys: int, start: int = 0) -> None:
+        records = [(f"k{(start + i) % keys}".encode(), b"%d" % (start + i)) for i in range(n)]
+        produce(self.settings, self.input, records)
+        self.sent.update(key for key, _ in records)
+
+    def worker(self, name: str, *extra: str) -> WorkerProcess:
+        args = [
+            "-m", "streamalloc.bench.counting_worker",
+            "--bootstrap", str(self.settings.bootstrap),
+            "--prefix", self.settings.topic_prefix,
+            "--app-id", self.settings.app_id,
+            "--state-dir", str(self.tmp / name),
+            "--input", self.input,
+            "--output", self.output,
+            "--log-level", "INFO",
+            *extra,
+        ]  # fmt: skip
+        return WorkerProcess(args, self.tmp / f"{name}.log")
+
+    def committed_total(self) -> int:
+        return sum(committed_offsets(self.settings, self.settings.app_id, self.input).values())
+
+    def wait_all_committed(self, timeout_s: float = 120.0) -> None:
+        total = sum(self.sent.values()) + getattr(self, "bad", 0)
+        wait_for(lambda: self.committed_total() >= total, timeout_s, f"{total} committed input records")
+
+    def restored_state(self) -> dict[bytes, int]:
+        """The counts a worker would restore now, using the runtime's own Restorer."""
+        store = InMemoryStore("counts")
+        committed = committed_offsets(self.settings, self.settings.app_id, self.input)
+        restorer = Restorer(consumer_config(self.settings), Observer())
+        try:
+            for p in range(PARTITIONS):
+                restorer.start(
+                    RestoreJob(store.partition(p), self.changelog, {f"{self.input}:{p}": committed[p]})
+                )
+            deadline = time.monotonic() + 60
+            while restorer.active and time.monotonic() < deadline:
+                restorer.step(0.2)
+            assert not restorer.active, "restore did not finish"
+        finally:
+            restorer.close()
+        state: dict[bytes, int] = {}
+        for p in range(PARTITIONS):
+            state.update({k: int(v) for k, v in store.partition(p).iter_prefix(b"")})
+        return state
+
+    def highest_output(self) -> dict[bytes, int]:
+        highest: dict[bytes, int] = {}
+        for _, _, key, value in read_all(self.settings, self.output):
+            assert key is not None and value is not None
+            highest[key] = max(highest.get(key, 0), int(value))
+        return highest
+
+
+@pytest.fixture
+def counting(settings: Settings, tmp_path: Path) -> Counting:
+    return Counting(settings.replace(commit_interval_ms=100), tmp_path)
+
+
+def test_100k_records_every_output_and_state_exact(counting: Counting, kafka_broker: TestBroker) -> None:
+    counting.send(100_000, keys=1_000)
+    with processes() as running:
+        worker = counting.worker("w1")
+        running.append(worker)
+        counting.wait_all_committed()
+        assert worker.terminate() == 0, worker.log()
+    outputs = read_all(counting.settings, counting.output)
+    per_key: dict[bytes, list[int]] = {}
+    for _, _, key, value in sorted(outputs):
+        assert key is not None and value is not None
+        per_key.setdefault(key, []).append(int(value))
+    # every key's outputs, in partition order, count 1, 2, ... n exactly once
+    assert {k: v for k, v in per_key.items()} == {k: list(range(1, n + 1)) for k, n in counting.sent.items()}
+    assert counting.restored_state() == dict(counting.sent)
+    # the worker's own RocksDB agrees too
+    from streamalloc.runtime.state import RocksDBStore
+
+    store = RocksDBStore("counts", counting.tmp / "w1" / counting.settings.app_id)
+    local: dict[bytes, int] = {}
+    for p in range(PARTITIONS):
+        local.update({k: int(v) for k, v in store.partition(p).iter_prefix(b"")})
+    store.close()
+    assert local == dict(counting.sent)
+
+
+def test_kill9_mid_run_state_equals_recomputation_from_committed_input(counting: Counting) -> None:
+    counting.send(150_000, keys=500)
+    with processes() as running:
+        first = counting.worker("w1", "--commit-every", "2000")
+        running.append(first)
+        wait_for(lambda: counting.committed_total() > 30_000, 60, "a third of the input committed")
+        first.kill9()
+        # EosTestDriver idea: what the changelog restores must equal counting the input up to
+        # the committed offsets, no more (nothing counted twice) and no less (nothing lost).
+        committed = committed_offsets(counting.settings, counting.settings.app_id, counting.input)
+        assert 0 < sum(committed.values()) < 150_000, "kill landed after the end; test proves nothing"
+        expected: Counter[bytes] = Counter()
+        for partition, offset, key, _ in read_all(counting.settings, counting.input):
+            if offset < committed[partition]:
+                assert key is not None
+                expected[key] += 1
+        assert counting.restored_state() == dict(expected)
+        second = counting.worker("w1", "--commit-every", "2000")  # same state dir: restart
+        running.append(second)
+        counting.wait_all_committed()
+        assert second.terminate() == 0, second.log()
+    assert counting.restored_state() == dict(counting.sent)
+    assert counting.highest_output() == dict(counting.sent)
+
+
+def test_two_workers_one_killed_survivor_restores_and_counts_stay_exact(counting: Counting) -> None:
+    counting.send(40_000, keys=400)
+    with processes() as running:
+        a, b = counting.worker("a"), counting.worker("b")
+        running += [a, b]
+        wait_for(lambda: "assigned" in a.log() and "assigned" in b.log(), 60, "both workers assigned")
+        counting.wait_all_committed()
+        b.kill9()
+        counting.send(40_000, keys=400, start=40_000)
+        counting.wait_all_committed()
+        assert a.alive(), a.log()
+        assert "restored" in a.log()
+        assert a.terminate() == 0, a.log()
+    assert counting.restored_state() == dict(counting.sent)
+    assert counting.highest_output() == dict(counting.sent)
+
+
+def test_malformed_records_go_to_dead_letter_and_good_ones_are_processed(counting: Counting) -> None:
+    good = [(f"k{i % 50}".encode(), b"%d" % i) for i in range(5_000)]
+    bad_values = [b"not-a-number", b"", b"\xff\xfe", b"12x"]
+    records: list[tuple[bytes | None, bytes | None]] = []
+    bad_keys: list[bytes] = []
+    for i, record in enumerate(good):
+        records.append(record)
+        if i % 500 == 0:
+            bad_key = f"bad{i}".encode()
+            bad_keys.append(bad_key)
+            records.append((bad_key, bad_values[(i // 500) % len(bad_values)]))
+    records.append((None, b"7"))  # keyless: invalid for a counted record
+    produce(counting.settings, counting.input, records)
+    counting.sent.update(key for key, _ in good)
+    counting.bad = len(bad_keys) + 1  # type: ignore[attr-defined]
+    with processes() as running:
+        worker = counting.worker("w1")
+        running.append(worker)
+        counting.wait_all_committed()
+        assert worker.alive()
+        assert worker.terminate() == 0, worker.log()
+    serde = dead_letter_serde(counting.settings)
+    letters = [
+        serde.decode(value)
+        for _, _, _, value in read_all(counting.settings, counting.settings.topic("dead-letter"))
+        if value
+    ]
+    assert sorted(letter["key"] or b"" for letter in letters) == sorted([*bad_keys, b""])
+    for letter in letters:
+        assert letter["source_topic"] == counting.input
+        assert letter["error"]
+        assert letter["offset"] >= 0
+    assert counting.restored_state() == dict(counting.sent)
+
+
+def test_rebalance_while_a_partition_restores(counting: Counting) -> None:
+    # A long changelog (one record per distinct key) makes a fresh worker restore for a while.
+    counting.send(200_000, keys=200_000)
+    with processes() as running:
+        first = counting.worker("a")
+        running.append(first)
+        counting.wait_all_committed(180)
+        assert first.terminate() == 0, first.log()
+        second = counting.worker("b")  # empty state dir: restores everything
+        running.append(second)
+        wait_for(lambda: "assigned" in second.log(), 60, "second worker assigned", every_s=0.05)
+        third = counting.worker("c")  # joins while the second is restoring
+        running.append(third)
+        counting.send(20_000, keys=200_000, start=200_000)
+        counting.wait_all_committed(180)
+        assert second.alive(), second.log()
+        assert third.alive(), third.log()
+        assert "Traceback" not in second.log() + third.log()
+        assert second.terminate() == 0 and third.terminate() == 0
+        second_log = second.log()
+    # Evidence that the rebalance really cut into a restore: the second worker was reassigned
+    # before every partition of its first assignment had finished restoring.
+    lines = [json.loads(line) for line in second_log.splitlines() if line.startswith("{")]
+    assigned = [i for i, line in enumerate(lines) if line["msg"] == "assigned"]
+    assert len(assigned) >= 2, "the second worker was never reassigned"
+    first = lines[assigned[0]]["partitions"]
+    restored_first = [line for line in lines[assigned[0] : assigned[1]] if line["msg"] == "restored"]
+    assert len(restored_first) < len(first), "every restore finished before the rebalance: nothing was tested"
+    assert counting.restored_state() == dict(counting.sent)
