@@ -214,6 +214,27 @@ def _json_default(value: object) -> object:
     raise TypeError(f"cannot show {type(value).__name__} as JSON")
 
 
+@main.command()
+def demo() -> None:
+    """Run the example data through the broker and show what happened."""
+    from streamalloc.commands.demo import round_trip
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            results = round_trip(settings)
+    except StreamallocError as exc:
+        _fail(exc)
+    table = Table(
+        "topic", "sent", "read back (read_committed)", "seconds", title="streamalloc demo: round trip"
+    )
+    for result in results:
+        table.add_row(result.topic, str(result.sent), str(result.read_back), f"{result.seconds:.2f}")
+    out.print(table)
+    if any(r.sent != r.read_back for r in results):
+        _fail(StreamallocError("some events did not come back"))
+    out.print("Every example event went through the broker and came back decoded.")
+
+
 @main.group()
 def bench() -> None:
     """Benchmarks: they print figures (quote medians of several runs)."""

@@ -1,0 +1,5 @@
+"""`python -m streamalloc` is the `streamalloc` command."""
+
+from streamalloc.cli import main
+
+main()
