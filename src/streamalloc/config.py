@@ -41,6 +41,8 @@ class Settings:
     commit_interval_ms: int = 100
     #: Upper bound on records taken in one poll.
     poll_batch: int = 5_000
+    #: How long a task with several inputs waits for a lagging one (Kafka Streams' max.task.idle.ms).
+    max_task_idle_ms: int = 200
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     log_level: str = "WARNING"

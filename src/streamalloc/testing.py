@@ -66,7 +66,7 @@ class StageHarness:
             except StreamallocError as exc:
                 self.dead_letters.append(DeadLetter(topic, partition, offset, key, raw, str(exc)))
                 continue
-            batch.append(Record(topic, partition, offset, key, value, timestamp_ms))
+            batch.append(Record(topic, partition, offset, key, value, timestamp_ms, raw))
         emitted: list[Output] = []
 
         def emit(

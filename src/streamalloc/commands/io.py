@@ -125,3 +125,51 @@ def _events(consumer: Consumer, serde: TopicSerde, idle_timeout_s: float | None)
                 yield {"key": (msg.key() or b"").decode(errors="replace"), "value": None}
                 continue
             yield serde.decode(value, topic=msg.topic(), partition=msg.partition(), offset=msg.offset())
+
+
+def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
+    """Every committed event of `topic`, decoded, in partition order; undecodable ones skipped."""
+    serde = topic_serde(settings, topic)
+    config = consumer_config(
+        settings, group_id=f"{settings.app_id}-read-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
+    )
+    consumer = Consumer(config)
+    events: list[dict[str, Any]] = []
+    try:
+        with kafka_errors(f"reading {topic}"):
+            metadata = consumer.list_topics(topic, timeout=10)
+            if topic not in metadata.topics or metadata.topics[topic].error is not None:
+                return []
+            pending = set(metadata.topics[topic].partitions)
+            consumer.assign([TopicPartition(topic, p, 0) for p in pending])
+            deadline = time.monotonic() + timeout_s
+            while pending:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"did not reach the end of {topic} within {timeout_s}s")
+                for msg in consumed(consumer.consume(10_000, 0.5)):
+                    error = msg.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(msg.partition())
+                            continue
+                        raise BrokerError(str(error))
+                    value = msg.value()
+                    if value is None:
+                        continue
+                    try:
+                        events.append(serde.decode(value))
+                    except StreamallocError:
+                        continue  # bad input: the engine sent it to the dead-letter topic
+    finally:
+        consumer.close()
+    return events
+
+
+def order_topics(settings: Settings) -> list[str]:
+    """`orders` and every existing `orders.<channel>` topic."""
+    from streamalloc.kafka import admin_client
+    from streamalloc.kafka.admin import existing_partitions
+
+    names = existing_partitions(admin_client(settings))
+    channel_topics = sorted(n for n in names if n.startswith(settings.topic("orders.")))
+    return [settings.topic("orders"), *channel_topics]

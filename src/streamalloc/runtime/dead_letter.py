@@ -6,28 +6,28 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.kafka.types import ConsumedMessage
+from streamalloc.runtime.stage import Record
 
 
-def dead_letter_record(msg: ConsumedMessage, error: str, now_ms: int | None = None) -> dict[str, Any]:
+def dead_letter_record(record: Record, error: str, now_ms: int | None = None) -> dict[str, Any]:
     """The contract's dead-letter event for a record that could not be decoded or validated."""
-    topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+    topic, partition, offset = record.topic, record.partition, record.offset
     return {
         "event_id": f"dlq:{topic}:{partition}:{offset}",
         "source_topic": topic,
         "partition": partition,
         "offset": offset,
-        "key": msg.key(),
-        "value": msg.value(),
+        "key": record.key,
+        "value": record.raw,
         "error": error,
         "failed_at": now_ms if now_ms is not None else int(time.time() * 1000),
     }
 
 
-def dead_letter_encoder(encode: Callable[[dict[str, Any]], bytes]) -> Callable[[ConsumedMessage, str], bytes]:
+def dead_letter_encoder(encode: Callable[[dict[str, Any]], bytes]) -> Callable[[Record, str], bytes]:
     """Adapt a record encoder (the dead-letter serde) to the worker's (message, reason) hook."""
 
-    def encoder(msg: ConsumedMessage, error: str) -> bytes:
-        return encode(dead_letter_record(msg, error))
+    def encoder(record: Record, error: str) -> bytes:
+        return encode(dead_letter_record(record, error))
 
     return encoder

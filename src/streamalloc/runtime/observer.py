@@ -23,3 +23,6 @@ class Observer:
 
     def on_assignment(self, partitions: int) -> None:
         """The worker now owns this many input partitions."""
+
+    def on_decision(self, kind: str, reason: str | None) -> None:
+        """The allocator emitted a decision (allocated, rejected with a reason, released, ...)."""

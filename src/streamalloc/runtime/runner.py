@@ -5,14 +5,20 @@ from __future__ import annotations
 import logging
 import signal
 from types import FrameType
+from typing import Protocol
 
 from streamalloc.errors import StreamallocError
-from streamalloc.runtime.worker import Worker
 
 _log = logging.getLogger("streamalloc.runtime")
 
 
-def run_until_signalled(worker: Worker) -> int:
+class Runnable(Protocol):
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_until_signalled(worker: Runnable) -> int:
     """Run until SIGTERM/SIGINT (exit 0) or a fatal error (exit 1, for a supervisor to restart)."""
 
     def on_signal(signum: int, frame: FrameType | None) -> None:

@@ -28,6 +28,8 @@ class Record:
     key: bytes | None
     value: Any
     timestamp_ms: int
+    raw: bytes | None = None  # the value as it came, for dead letters
+    failed: str | None = None  # why decoding failed: the record goes to the dead-letter topic
 
 
 @dataclass(slots=True)

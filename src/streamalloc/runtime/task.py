@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
-from streamalloc.runtime.stage import Stage
+from streamalloc.runtime.stage import Record, Stage
 from streamalloc.runtime.state import PartitionTransaction, StorePartition, TransactionStatus
 
 
@@ -19,6 +20,21 @@ class Task:
     #: store name -> the transaction of the open batch, created on first use
     txns: dict[str, PartitionTransaction] = field(default_factory=dict)
     restoring: int = 0
+    #: decoded records waiting to be processed (alignment across inputs may hold them back)
+    pending: list[Record] = field(default_factory=list)
+    idle_since: float | None = None
+
+    def take_pending(self, *, ordered: bool) -> list[Record]:
+        """The pending records; with several inputs, merged by timestamp, each partition in offset order."""
+        records, self.pending, self.idle_since = self.pending, [], None
+        if not ordered:
+            return records
+        queues: dict[tuple[str, int], list[Record]] = {}
+        for record in records:
+            queues.setdefault((record.topic, record.partition), []).append(record)
+        if len(queues) == 1:
+            return records
+        return list(heapq.merge(*queues.values(), key=_timestamp))
 
     @property
     def ready(self) -> bool:
@@ -35,3 +51,7 @@ class Task:
             if txn.status in (TransactionStatus.STARTED, TransactionStatus.PREPARED):
                 txn.abort()
         self.txns = {}
+
+
+def _timestamp(record: Record) -> int:
+    return record.timestamp_ms

@@ -29,7 +29,7 @@ from streamalloc.runtime.task import Task
 _log = logging.getLogger("streamalloc.runtime.worker")
 
 #: Builds the dead-letter record value from (message, reason).
-DeadLetterEncoder = Callable[[ConsumedMessage, str], bytes]
+DeadLetterEncoder = Callable[[Record, str], bytes]
 StoreFactory = Callable[[str], Store]
 
 
@@ -69,6 +69,12 @@ class Worker:
         self._checkpoint: Checkpoint | None = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def ready(self) -> bool:
+        """Owns input partitions and every one of them has finished restoring."""
+        tasks = list(self._tasks.values())
+        return bool(tasks) and all(task.ready for task in tasks)
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit, leave the group and return (signal-safe)."""
@@ -145,19 +151,16 @@ class Worker:
             self._before_batch()
         messages = consumer.consume(self.settings.poll_batch, 0.0 if restorer.active else 0.1)
         if messages:
-            self._process(messages)
+            self._buffer(messages)
+        self._drain()
         checkpoint = self._checkpoint
         if checkpoint is not None and checkpoint.due(
             self.settings.commit_every, self.settings.commit_interval_ms / 1000
         ):
             self._commit()
 
-    def _process(self, messages: list[Message]) -> None:
-        checkpoint = self._checkpoint
-        if checkpoint is None:
-            raise ProcessingError("worker not started")
-        checkpoint.begin()
-        batches: dict[int, tuple[Task, list[Record]]] = {}
+    def _buffer(self, messages: list[Message]) -> None:
+        """Decode polled messages into their task's pending records (failures included, in order)."""
         task_of = self._task_of
         for msg in consumed(messages):
             if msg.error() is not None:
@@ -167,24 +170,67 @@ class Worker:
             task = task_of.get((topic, partition))
             if task is None:
                 continue  # revoked between fetch and now; the next owner processes it
-            task.positions[(topic, partition)] = offset + 1
-            key = msg.key()
+            key, raw = msg.key(), msg.value()
             try:
-                value = task.stage.decode(topic, key, msg.value())
+                value, failed = task.stage.decode(topic, key, raw), None
             except StreamallocError as exc:
-                self._to_dead_letter(msg, str(exc))
-                checkpoint.touch(task, 1)
+                value, failed = None, str(exc)
+            task.pending.append(Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed))
+
+    def _drain(self) -> None:
+        """Process the pending records of every task that is ready and aligned."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            raise ProcessingError("worker not started")
+        now = time.monotonic()
+        for task in self._tasks.values():
+            if not task.pending or not task.ready:
                 continue
-            entry = batches.get(id(task))
-            if entry is None:
-                entry = batches[id(task)] = (task, [])
-            entry[1].append(Record(topic, partition, offset, key, value, msg.timestamp()[1]))
-        for task, records in batches.values():
+            multi_input = len(task.positions) > 1
+            if multi_input and not self._aligned(task, now):
+                continue
+            records = task.take_pending(ordered=multi_input)
+            checkpoint.begin()
+            positions = task.positions
+            good: list[Record] = []
+            for record in records:
+                positions[(record.topic, record.partition)] = record.offset + 1
+                if record.failed is None:
+                    good.append(record)
+                else:
+                    self._to_dead_letter(record, record.failed)
             started = time.perf_counter()
-            ctx = PartitionContext(task.partition, task.open_txns(), self._emit)
-            task.stage.process(ctx, records)
+            if good:
+                task.stage.process(PartitionContext(task.partition, task.open_txns(), self._emit), good)
             checkpoint.touch(task, len(records))
-            self.observer.on_batch(task.stage.name, len(records), time.perf_counter() - started)
+            self.observer.on_batch(task.stage.name, len(good), time.perf_counter() - started)
+
+    def _aligned(self, task: Task, now: float) -> bool:
+        """Whether a task with several inputs may go on (Kafka Streams' max.task.idle.ms).
+
+        Records are processed in timestamp order across the task's partitions; when an input
+        partition has nothing buffered but is known to have more (or has not been fetched
+        yet), the task waits for it up to `max_task_idle_ms`, so a receipt that happened
+        before an order is applied before it even if its partition is fetched later.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return True
+        buffered = {(r.topic, r.partition) for r in task.pending}
+        for (topic, partition), position in task.positions.items():
+            if (topic, partition) in buffered:
+                continue
+            try:
+                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+            except KafkaException:
+                high = -1
+            # A transactional producer leaves a commit marker at the end: one offset of "lag".
+            if high < 0 or high - position > 1:
+                if task.idle_since is None:
+                    task.idle_since = now
+                return now - task.idle_since >= self.settings.max_task_idle_ms / 1000
+        task.idle_since = None
+        return True
 
     def _emit(
         self,
@@ -209,15 +255,15 @@ class Worker:
             except BufferError:
                 producer.poll(0.05)
 
-    def _to_dead_letter(self, msg: ConsumedMessage, reason: str) -> None:
-        self._emit(self._dead_letter_topic, msg.key(), self._dead_letter(msg, reason))
-        self.observer.on_dead_letter(msg.topic() or "", reason)
+    def _to_dead_letter(self, record: Record, reason: str) -> None:
+        self._emit(self._dead_letter_topic, record.key, self._dead_letter(record, reason))
+        self.observer.on_dead_letter(record.topic, reason)
         _log.info(
             "dead letter",
             extra={
-                "topic": msg.topic(),
-                "partition": msg.partition(),
-                "offset": msg.offset(),
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
                 "error": reason,
             },
         )
@@ -230,6 +276,10 @@ class Worker:
             return
         if error.fatal():
             raise ProcessingError(f"fatal consumer error: {error}")
+        if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+            # A pattern (orders.<channel>) that matches no topic yet: expected, not a fault.
+            _log.debug("subscribed topic not available", extra={"error": str(error)})
+            return
         _log.warning("consumer error", extra={"error": str(error)})
 
     # ------------------------------------------------------------------ commit and failure
@@ -269,6 +319,9 @@ class Worker:
             return
         tasks = list(checkpoint.tasks.values())
         checkpoint.abort()
+        for task in self._tasks.values():
+            task.pending.clear()  # the consumer is rewound below: they will be fetched again
+            task.idle_since = None
         self.observer.on_abort(reason)
         tps = [TopicPartition(t, p) for task in tasks for (t, p) in task.positions]
         if tps:
