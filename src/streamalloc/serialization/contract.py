@@ -1,56 +1,92 @@
-"""Which schema each contract topic carries and which field is its record key."""
+"""The topics of the public contract (DESIGN.md): schema, record key and role of each."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from streamalloc.config import Settings
 from streamalloc.errors import SchemaError, ValidationError
 from streamalloc.serialization.ids import LocalSchemaIds, RegistrySchemaIds, SchemaIds
 from streamalloc.serialization.serde import Serde
 
+#: input: written by other systems, Avro or JSON accepted. internal: the engine talks to
+#: itself. output: the engine's decisions, read by routing, channel-sync, users.
+Role = Literal["input", "internal", "output"]
+
+ORDERS = "orders"
+
 
 @dataclass(frozen=True, slots=True)
 class TopicContract:
+    """One contract topic: its name without prefix, schema, key field and role."""
+
+    name: str
     schema: str
-    key_field: str | None  # None: the key is carried over (dead-letter)
-    accepts_json: bool
+    #: Field of the record whose value is the Kafka key; None: the key is carried over (dead-letter).
+    key_field: str | None
+    role: Role
+    compacted: bool = False
+
+    @property
+    def accepts_json(self) -> bool:
+        """Channels may start with a plain JSON producer on input topics; elsewhere only Avro."""
+        return self.role == "input"
+
+    @property
+    def internal(self) -> bool:
+        return self.role == "internal"
 
 
-#: Contract topic names (without prefix) -> schema and key. `orders.<channel>` is `orders`.
+#: Contract topic names (without prefix). `orders.<channel>` topics share the `orders` entry.
 CONTRACT: dict[str, TopicContract] = {
-    "orders": TopicContract("order", "order_id", True),
-    "inventory": TopicContract("inventory", "sku", True),
-    "locations": TopicContract("location", "location_id", True),
-    "channels": TopicContract("channel", "channel_id", True),
-    "allocation-requests": TopicContract("allocation_request", "sku", True),
-    "allocations": TopicContract("allocation", "order_id", False),
-    "availability": TopicContract("availability", "sku", False),
-    "order-status": TopicContract("order_status", "order_id", False),
-    "dead-letter": TopicContract("dead_letter", None, False),
+    c.name: c
+    for c in (
+        TopicContract(ORDERS, "order", "order_id", "input"),
+        TopicContract("inventory", "inventory", "sku", "input"),
+        TopicContract("locations", "location", "location_id", "input", compacted=True),
+        TopicContract("channels", "channel", "channel_id", "input", compacted=True),
+        TopicContract("allocation-requests", "allocation_request", "sku", "internal"),
+        TopicContract("allocations", "allocation", "order_id", "output"),
+        TopicContract("availability", "availability", "sku", "output", compacted=True),
+        TopicContract("order-status", "order_status", "order_id", "output"),
+        TopicContract("dead-letter", "dead_letter", None, "output"),
+    )
 }
+
+INPUT_TOPICS = tuple(name for name, c in CONTRACT.items() if c.role == "input")
+INTERNAL_TOPICS = tuple(name for name, c in CONTRACT.items() if c.role == "internal")
+OUTPUT_TOPICS = tuple(name for name, c in CONTRACT.items() if c.role == "output")
+COMPACTED_TOPICS = tuple(name for name, c in CONTRACT.items() if c.compacted)
+
+
+def resolve_topic(topic: str, prefix: str) -> TopicContract:
+    """The contract entry of a full topic name: `streamalloc.orders.web` (prefix `streamalloc.`) -> orders."""
+    known = ", ".join(f"{prefix}{n}" for n in CONTRACT)
+    if not topic.startswith(prefix):
+        raise SchemaError(f"{topic} is not a contract topic: names start with {prefix!r} (known: {known})")
+    name = topic[len(prefix) :]
+    if name.startswith(f"{ORDERS}."):
+        channel = name[len(ORDERS) + 1 :]
+        if not channel or "." in channel:
+            raise SchemaError(f"{topic} is not a contract topic: orders.<channel> needs one dotless channel")
+        name = ORDERS
+    entry = CONTRACT.get(name)
+    if entry is None:
+        raise SchemaError(f"{topic} is not a contract topic (known: {known}, and {prefix}orders.<channel>)")
+    return entry
 
 
 def contract_for(settings: Settings, topic: str) -> TopicContract:
-    """The contract entry of a full topic name, e.g. `streamalloc.orders.web` -> orders."""
-    if not topic.startswith(settings.topic_prefix):
-        raise SchemaError(f"{topic} is not a contract topic (names start with {settings.topic_prefix!r})")
-    name = topic.removeprefix(settings.topic_prefix)
-    if name.startswith("orders."):
-        name = "orders"
-    try:
-        return CONTRACT[name]
-    except KeyError:
-        known = ", ".join(settings.topic(n) for n in CONTRACT)
-        raise SchemaError(f"{topic} is not a contract topic; known: {known}") from None
+    """The contract entry of a full topic name under the configured prefix."""
+    return resolve_topic(topic, settings.topic_prefix)
 
 
 _IDS: dict[str | None, SchemaIds] = {}
 
 
 def schema_ids(settings: Settings) -> SchemaIds:
-    """One id source per registry URL per process (the registry client caches)."""
+    """One id source per registry URL per process, so registrations and lookups are cached once."""
     url = settings.schema_registry_url
     if url not in _IDS:
         _IDS[url] = RegistrySchemaIds(url) if url else LocalSchemaIds()
@@ -58,13 +94,15 @@ def schema_ids(settings: Settings) -> SchemaIds:
 
 
 class TopicSerde(Serde):
-    """A serde that also knows how its topic is keyed."""
+    """A serde that also knows its topic's contract entry, hence how records are keyed."""
 
-    def __init__(self, name: str, ids: SchemaIds, topic: str, key_field: str | None) -> None:
-        super().__init__(name, ids, topic)
-        self.key_field = key_field
+    def __init__(self, contract: TopicContract, ids: SchemaIds, topic: str) -> None:
+        super().__init__(contract.schema, ids, topic, accept_json=contract.accepts_json)
+        self.contract = contract
+        self.key_field = contract.key_field
 
     def key_of(self, record: dict[str, Any]) -> bytes | None:
+        """The Kafka key of `record` as the contract says (dead letters keep the original key)."""
         if self.key_field is None:
             key = record.get("key")
             return key if isinstance(key, bytes) else None
@@ -75,8 +113,8 @@ class TopicSerde(Serde):
 
 
 def topic_serde(settings: Settings, topic: str) -> TopicSerde:
-    entry = contract_for(settings, topic)
-    return TopicSerde(entry.schema, schema_ids(settings), topic, entry.key_field)
+    """The serde for a full topic name (`orders.<channel>` included); SchemaError if not in the contract."""
+    return TopicSerde(contract_for(settings, topic), schema_ids(settings), topic)
 
 
 def dead_letter_serde(settings: Settings) -> TopicSerde:

@@ -10,19 +10,31 @@ import fastavro
 from streamalloc.errors import SchemaError
 from streamalloc.serialization.schemas import local_ids, parsed_schema, raw_schema
 
+#: The registry's "schema not found" error code (HTTP 404).
+_NOT_FOUND = 40403
+
 
 class SchemaIds(Protocol):
+    """Where a serde gets the id it writes and the writer schema of an id it reads."""
+
     def id_for(self, name: str, topic: str) -> int:
         """The id to put in front of records of schema `name` written to `topic`."""
         ...
 
     def writer_schema(self, schema_id: int) -> Any | None:
-        """The parsed schema a record with this id was written with, or None if unknown."""
+        """The parsed schema a record with this id was written with; None if no such id.
+
+        Raises SchemaError when the answer cannot be had (registry unreachable).
+        """
         ...
 
 
 class LocalSchemaIds:
-    """Ids from schemas/ids.json: the bytes have the registry's shape without a registry."""
+    """Ids from schemas/ids.json, so bytes have the registry's shape without a registry.
+
+    An id names exactly one writer layout: a change to a schema's parsing canonical form
+    needs a new id in ids.json (tests/unit/serialization/test_compat.py checks this).
+    """
 
     def __init__(self) -> None:
         self._ids = local_ids()
@@ -40,36 +52,51 @@ class LocalSchemaIds:
 
 
 class RegistrySchemaIds:
-    """Ids from a Confluent schema registry: subject `<topic>-value` (TopicNameStrategy)."""
+    """Ids from a Confluent schema registry, subject `<topic>-value` (TopicNameStrategy).
 
-    def __init__(self, url: str) -> None:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
+    Writing registers the local schema (the registry's compatibility rules then guard the
+    contract); reading fetches an unknown id's schema and uses it as the writer schema, so
+    records written by a newer or older producer are resolved to the local schema.
+    """
 
-        self._client = SchemaRegistryClient({"url": url})
+    def __init__(self, url: str, *, client: Any | None = None) -> None:
+        if client is None:
+            from confluent_kafka.schema_registry import SchemaRegistryClient
+
+            client = SchemaRegistryClient({"url": url})
+        self.url = url
+        self._client = client
         self._registered: dict[tuple[str, str], int] = {}
-        self._writers: dict[int, Any] = {}
+        self._writers: dict[int, Any | None] = {}
 
     def id_for(self, name: str, topic: str) -> int:
         key = (name, topic)
         if key not in self._registered:
             from confluent_kafka.schema_registry import Schema
 
+            schema = Schema(json.dumps(raw_schema(name)), "AVRO")
             try:
-                schema_id = self._client.register_schema(
-                    f"{topic}-value", Schema(json.dumps(raw_schema(name)), "AVRO")
-                )
-            except Exception as exc:  # the registry client raises several unrelated types
-                raise SchemaError(f"registering {name} for {topic}: {exc}") from exc
+                schema_id = self._client.register_schema(f"{topic}-value", schema)
+            except Exception as exc:  # noqa: BLE001 - the client raises several unrelated types
+                raise SchemaError(f"registering {name} as {topic}-value at {self.url}: {exc}") from exc
             self._registered[key] = int(schema_id)
         return self._registered[key]
 
     def writer_schema(self, schema_id: int) -> Any | None:
-        if schema_id not in self._writers:
-            try:
-                schema = self._client.get_schema(schema_id)
-            except Exception:  # noqa: BLE001 - unknown id or unreachable registry: caller reports
+        if schema_id in self._writers:
+            return self._writers[schema_id]
+        try:
+            schema = self._client.get_schema(schema_id)
+        except Exception as exc:  # noqa: BLE001 - the client raises several unrelated types
+            if getattr(exc, "error_code", None) == _NOT_FOUND:
+                self._writers[schema_id] = None  # ids are never reused: remember the miss
                 return None
-            if schema.schema_str is None:
-                return None
-            self._writers[schema_id] = fastavro.parse_schema(json.loads(schema.schema_str))
-        return self._writers[schema_id]
+            raise SchemaError(f"fetching schema id {schema_id} from {self.url}: {exc}") from exc
+        if schema.schema_type not in (None, "AVRO") or schema.schema_str is None:
+            raise SchemaError(f"schema id {schema_id} is {schema.schema_type}, not Avro")
+        try:
+            parsed = fastavro.parse_schema(json.loads(schema.schema_str))
+        except Exception as exc:  # noqa: BLE001 - fastavro raises several types on bad schemas
+            raise SchemaError(f"schema id {schema_id} from {self.url} does not parse: {exc}") from exc
+        self._writers[schema_id] = parsed
+        return parsed

@@ -9,6 +9,7 @@ can add fields before the engine knows them.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -144,9 +145,9 @@ def _int(value: Any, path: str) -> Any:
 
 
 def _number(value: Any, path: str) -> Any:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return float(value)
-    raise Invalid(path, f"must be a number, not {value!r}")
+    raise Invalid(path, f"must be a finite number, not {value!r}")
 
 
 def _string(value: Any, path: str) -> Any:
@@ -165,7 +166,10 @@ def _bytes(value: Any, path: str) -> Any:
     if isinstance(value, bytes):
         return value
     if isinstance(value, str):
-        return value.encode("utf-8")
+        try:  # Avro's JSON encoding: one code point 0-255 per byte
+            return value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise Invalid(path, "as a string, may hold only code points 0-255 (one per byte)") from None
     raise Invalid(path, f"must be bytes or a string, not {value!r}")
 
 

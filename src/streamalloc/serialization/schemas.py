@@ -1,4 +1,30 @@
-"""Loading the Avro contract (schemas/*.avsc), once per process."""
+"""Loading the Avro contract (schemas/*.avsc), once per process.
+
+How the contract evolves (namespace `streamalloc.v1`; every change must stay BACKWARD
+compatible: the current schema reads what any earlier version wrote):
+
+- A new field always has a default, so records written without it still decode.
+- An Avro reader fails on an enum symbol it does not know unless its enum has a
+  `default`, so each closed set is an enum only when an unknown symbol has a sensible
+  reading, and a string when the set will grow:
+  - `Location.status` is an enum with default `offline`: a status an older engine does
+    not understand (say, a future `draining`) must never be allocated from.
+  - `Order.type` and `InventoryEvent.type` are enums without a default on purpose:
+    they are the contract's verbs, and no known verb is a safe reading of an unknown
+    one. An engine that meets a newer verb fails the decode, so the record goes to
+    `dead-letter` with its bytes, to be replayed once the engine is upgraded.
+  - `Allocation.type` is a string: it grows with every policy (`reallocated`,
+    `expired`, `waitlisted`, the internal `cancel_requested`, ...), and routing,
+    channel-sync and users must keep reading records of types they do not act on.
+    `Allocation.reason` is a plain string for the same reason.
+  - `OrderStatus.status`, its lines' `status`, `AllocationRequest.command`,
+    `InventoryEvent.result` and the availability location `status` are strings too:
+    each set grows with the policies (waitlisted, expired, stale, ...), and the
+    consumers that check them (the allocator, sales channels) refuse or ignore a value
+    they do not know with a reason of their own.
+- Local schema ids (schemas/ids.json) name one writer layout each: a change to a
+  schema's parsing canonical form needs a new id (test_compat.py checks this).
+"""
 
 from __future__ import annotations
 
