@@ -9,6 +9,8 @@ because the embedded broker can leak a killed producer's open transaction (BROKE
 from __future__ import annotations
 
 import json
+import os
+import signal
 import time
 from collections import Counter
 from pathlib import Path
@@ -229,9 +231,17 @@ def test_rebalance_while_a_partition_restores(counting: Counting) -> None:
         assert first.terminate() == 0, first.log()
         second = counting.worker("b")  # empty state dir: restores everything
         running.append(second)
-        wait_for(lambda: "assigned" in second.log(), 60, "second worker assigned", every_s=0.05)
-        third = counting.worker("c")  # joins while the second is restoring
-        running.append(third)
+        wait_for(lambda: "assigned" in second.log(), 60, "second worker assigned", every_s=0.02)
+        # Freeze the second worker in its restore (SIGSTOP), so the group rebalances around it:
+        # the third joins, the frozen member misses its heartbeats and loses its partitions.
+        os.kill(second.pid, signal.SIGSTOP)
+        try:
+            frozen_log = second.log()
+            third = counting.worker("c")
+            running.append(third)
+            wait_for(lambda: "assigned" in third.log(), 60, "third worker assigned")
+        finally:
+            os.kill(second.pid, signal.SIGCONT)
         counting.send(20_000, keys=200_000, start=200_000)
         counting.wait_all_committed(180)
         assert second.alive(), second.log()
@@ -239,12 +249,12 @@ def test_rebalance_while_a_partition_restores(counting: Counting) -> None:
         assert "Traceback" not in second.log() + third.log()
         assert second.terminate() == 0 and third.terminate() == 0
         second_log = second.log()
-    # Evidence that the rebalance really cut into a restore: the second worker was reassigned
-    # before every partition of its first assignment had finished restoring.
+    # Evidence that the rebalance really cut into a restore: when the second worker was frozen,
+    # some partition of its first assignment had not finished restoring, and it was reassigned.
+    frozen = [json.loads(line) for line in frozen_log.splitlines() if line.startswith("{")]
+    partitions = next(line["partitions"] for line in frozen if line["msg"] == "assigned")
+    restored_before = [line for line in frozen if line["msg"] == "restored"]
+    assert len(restored_before) < len(partitions), "restore ended before the rebalance"
     lines = [json.loads(line) for line in second_log.splitlines() if line.startswith("{")]
-    assigned = [i for i, line in enumerate(lines) if line["msg"] == "assigned"]
-    assert len(assigned) >= 2, "the second worker was never reassigned"
-    first = lines[assigned[0]]["partitions"]
-    restored_first = [line for line in lines[assigned[0] : assigned[1]] if line["msg"] == "restored"]
-    assert len(restored_first) < len(first), "every restore finished before the rebalance: nothing was tested"
+    assert sum(line["msg"] == "assigned" for line in lines) >= 2, "the second worker was never reassigned"
     assert counting.restored_state() == dict(counting.sent)

@@ -23,6 +23,7 @@ class Task:
     #: decoded records waiting to be processed (alignment across inputs may hold them back)
     pending: list[Record] = field(default_factory=list)
     idle_since: float | None = None
+    idle_polls: int = 0
 
     def take_pending(self, *, ordered: bool) -> list[Record]:
         """The pending records; with several inputs, merged by timestamp, each partition in offset order."""

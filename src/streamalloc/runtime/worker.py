@@ -54,6 +54,7 @@ class Worker:
         self._dead_letter_topic = settings.topic("dead-letter")
         self._before_batch = before_batch
         self._stopping = False
+        self._polls = 0
         self._stores: dict[str, Store] = {}
         self._store_stage: dict[str, Stage] = {}
         for stage in self.stages:
@@ -65,6 +66,8 @@ class Worker:
         self._task_of: dict[tuple[str, int], Task] = {}  # input (topic, partition) -> task
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
+        self._produce: Callable[..., None] = _not_started
+        self._producer_poll: Callable[[float], int] = _not_started
         self._restorer: Restorer | None = None
         self._checkpoint: Checkpoint | None = None
 
@@ -101,6 +104,7 @@ class Worker:
     def _start(self) -> None:
         settings = self.settings
         self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
+        self._produce, self._producer_poll = self._producer.produce, self._producer.poll
         self._producer.init_transactions(30)
         self._consumer = Consumer(consumer_config(settings, group_id=settings.app_id))
         self._restorer = Restorer(consumer_config(settings), self.observer)
@@ -150,6 +154,7 @@ class Worker:
         if self._before_batch is not None:
             self._before_batch()
         messages = consumer.consume(self.settings.poll_batch, 0.0 if restorer.active else 0.1)
+        self._polls += 1
         if messages:
             self._buffer(messages)
         self._drain()
@@ -174,7 +179,8 @@ class Worker:
             try:
                 value, failed = task.stage.decode(topic, key, raw), None
             except StreamallocError as exc:
-                value, failed = None, str(exc)
+                # The record's own fields say where it came from; the reason says what is wrong.
+                value, failed = None, getattr(exc, "reason", None) or str(exc)
             task.pending.append(Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed))
 
     def _drain(self) -> None:
@@ -192,13 +198,17 @@ class Worker:
             records = task.take_pending(ordered=multi_input)
             checkpoint.begin()
             positions = task.positions
-            good: list[Record] = []
-            for record in records:
-                positions[(record.topic, record.partition)] = record.offset + 1
-                if record.failed is None:
-                    good.append(record)
-                else:
-                    self._to_dead_letter(record, record.failed)
+            if multi_input:
+                for record in records:
+                    positions[(record.topic, record.partition)] = record.offset + 1
+            else:
+                last = records[-1]
+                positions[(last.topic, last.partition)] = last.offset + 1
+            good = [record for record in records if record.failed is None]
+            if len(good) != len(records):
+                for record in records:
+                    if record.failed is not None:
+                        self._to_dead_letter(record, record.failed)
             started = time.perf_counter()
             if good:
                 task.stage.process(PartitionContext(task.partition, task.open_txns(), self._emit), good)
@@ -209,26 +219,30 @@ class Worker:
         """Whether a task with several inputs may go on (Kafka Streams' max.task.idle.ms).
 
         Records are processed in timestamp order across the task's partitions; when an input
-        partition has nothing buffered but is known to have more (or has not been fetched
-        yet), the task waits for it up to `max_task_idle_ms`, so a receipt that happened
-        before an order is applied before it even if its partition is fetched later.
+        partition has nothing buffered and has not answered a fetch yet, the task waits for
+        it up to `max_task_idle_ms`, so a receipt that happened before an order is applied
+        before it even when its partition is fetched later (as after an assignment).
+        Only an unknown watermark means "wait": under read_committed the high watermark
+        also counts records of open transactions (our own, for allocation-requests), which
+        no fetch can return before they commit.
         """
         consumer = self._consumer
         if consumer is None:
             return True
         buffered = {(r.topic, r.partition) for r in task.pending}
-        for (topic, partition), position in task.positions.items():
+        for topic, partition in task.positions:
             if (topic, partition) in buffered:
                 continue
             try:
                 _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except KafkaException:
                 high = -1
-            # A transactional producer leaves a commit marker at the end: one offset of "lag".
-            if high < 0 or high - position > 1:
+            if high < 0:
                 if task.idle_since is None:
-                    task.idle_since = now
-                return now - task.idle_since >= self.settings.max_task_idle_ms / 1000
+                    task.idle_since, task.idle_polls = now, self._polls
+                # A slow tick must not use up the wait alone: at least two more polls too.
+                waited = now - task.idle_since >= self.settings.max_task_idle_ms / 1000
+                return waited and self._polls - task.idle_polls >= 2
         task.idle_since = None
         return True
 
@@ -240,20 +254,19 @@ class Worker:
         partition: int | None = None,
         headers: Any = None,
     ) -> None:
-        producer = self._producer
-        if producer is None:
-            raise ProcessingError("worker not started")
-        kwargs: dict[str, Any] = {}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers is not None:
-            kwargs["headers"] = headers
+        """Produce one output inside the open transaction (hot path: no per-call allocations)."""
+        produce = self._produce
         while True:
             try:
-                producer.produce(topic, value, key, **kwargs)
+                if headers is not None:
+                    produce(topic, value, key, -1 if partition is None else partition, headers=headers)
+                elif partition is None:
+                    produce(topic, value, key)
+                else:
+                    produce(topic, value, key, partition)
                 return
             except BufferError:
-                producer.poll(0.05)
+                self._producer_poll(0.05)
 
     def _to_dead_letter(self, record: Record, reason: str) -> None:
         self._emit(self._dead_letter_topic, record.key, self._dead_letter(record, reason))
@@ -423,3 +436,7 @@ class Worker:
                 self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
             self._stores[name].close_partition(task.partition)
         task.stores.clear()
+
+
+def _not_started(*args: Any, **kwargs: Any) -> Any:
+    raise ProcessingError("worker not started")
