@@ -1,0 +1,170 @@
+"""Commands: what the allocator is asked to do, one SKU at a time.
+
+Each is a small frozen value. `event_id` is the id of the input event that caused it (the
+order or inventory event) and becomes every output's `cause_event_id`; `occurred_at` is
+that event's time (epoch ms). The decision time is not here: `apply` takes it as `now`.
+
+Order-line commands mirror one line of an order event (intake splits an order into one
+command per line, keyed by SKU). Inventory commands mirror one inventory event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, Literal
+
+InspectResult = Literal["pass", "fail"]
+PASS: Final = "pass"  # noqa: S105 - an inspection result, not a secret
+FAIL: Final = "fail"
+
+
+# ---------------------------------------------------------------- order lines
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AllocateLine:
+    """Allocate an order line (`placed`): choose a location and promise it units."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    qty: int
+    channel: str
+    location: str | None = None  # the order asks for this location (e.g. store pickup)
+    lot: str | None = None  # the order asks for this lot; recorded and echoed
+    priority: int = 0
+    region: str | None = None
+    ship_complete: bool = False  # acted on by the order stage; carried for it
+    reservation_ttl_s: int | None = None  # expiry is the runtime's timer; carried
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReleaseLine:
+    """Release (cancel) everything an order line still holds, soft and hard."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    channel: str = ""
+    reason: str = "cancelled"  # why: cancelled, expired, ship_complete_failed, ...; echoed
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PickLine:
+    """Turn `qty` soft-allocated units of a line into hard ones (a pick task exists)."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    qty: int
+    channel: str = ""
+    location: str | None = None  # None: wherever the line holds soft units
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FulfilLine:
+    """Ship `qty` units of a line: they leave on_hand (picked units first, then soft)."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    qty: int
+    channel: str = ""
+    location: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReturnLine:
+    """Units of a shipped line come back: into quality_control at a location."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    qty: int
+    channel: str = ""
+    location: str | None = None  # None: where the line shipped from
+    lot: str | None = None
+
+
+# ---------------------------------------------------------------- inventory
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Receive:
+    """`qty` units arrive on hand at a location."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str
+    qty: int
+    lot: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Adjust:
+    """A signed correction of on_hand; a reason is required."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str
+    qty: int  # the signed delta
+    reason: str | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Count:
+    """A cycle count: on_hand is now `qty`; the difference is reported."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str
+    qty: int  # absolute on_hand after the count
+    reason: str | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Expect:
+    """Incoming units (a purchase order) with an ETA: recorded, not yet sellable."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str
+    qty: int
+    eta: int | None = None
+    lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Inspect:
+    """`qty` units leave quality_control: to on_hand on pass, to damaged on fail."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str
+    qty: int
+    result: InspectResult
+    lot: str | None = None
+
+
+LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine
+InventoryCommand = Receive | Adjust | Count | Expect | Inspect
+Command = LineCommand | InventoryCommand

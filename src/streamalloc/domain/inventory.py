@@ -1,0 +1,127 @@
+"""Inventory commands: receive, adjust, count, expect, inspect.
+
+Every change of on_hand, quality_control, damaged or incoming emits a `StockChanged`
+naming its cause; an event that changes nothing emits `InventoryRejected` with a reason.
+Each inventory event id is recorded when decided (applied or rejected), so the same
+event again is a duplicate: nothing changes, nothing is emitted.
+
+Decisions taken here:
+
+- An adjustment that would take on_hand below zero is rejected (`negative_on_hand`),
+  not clamped: a silent clamp would hide an upstream error, a rejection shows it.
+- An adjustment may take on_hand below allocated + picked (units were lost): available
+  floors at zero and the allocations stand; a count or a release settles it.
+- A count reports the difference, even when it is zero (the count happened).
+- An inspection of more than is in quality_control is rejected
+  (`exceeds_quality_control`), not clamped, for the same reason as an adjustment.
+- `Expect` only records incoming units; receipts do not draw it down yet.
+- Inventory events are accepted at any location, known to the tables or not.
+"""
+
+from __future__ import annotations
+
+from streamalloc.domain import reasons
+from streamalloc.domain.commands import FAIL, PASS, Adjust, Count, Expect, Inspect, InventoryCommand, Receive
+from streamalloc.domain.events import (
+    DUPLICATE,
+    Decision,
+    InventoryEventType,
+    inventory_rejected,
+    stock_changed,
+)
+from streamalloc.domain.model import SkuState
+from streamalloc.domain.tables import Tables
+
+
+def receive(state: SkuState, cmd: Receive, tables: Tables, now: int) -> Decision:
+    if state.has_applied(cmd.event_id):
+        return DUPLICATE
+    state.record_applied(cmd.event_id)
+    if cmd.qty <= 0:
+        return _reject(state, cmd, "received", reasons.INVALID_QUANTITY, now)
+    return _change(state, cmd, cmd.reason or "received", on_hand=cmd.qty, now=now)
+
+
+def adjust(state: SkuState, cmd: Adjust, tables: Tables, now: int) -> Decision:
+    if state.has_applied(cmd.event_id):
+        return DUPLICATE
+    state.record_applied(cmd.event_id)
+    if cmd.qty == 0:
+        return _reject(state, cmd, "adjusted", reasons.INVALID_QUANTITY, now)
+    if not cmd.reason:
+        return _reject(state, cmd, "adjusted", reasons.REASON_REQUIRED, now)
+    balance = state.balances.get(cmd.location)
+    if (balance.on_hand if balance is not None else 0) + cmd.qty < 0:
+        return _reject(state, cmd, "adjusted", reasons.NEGATIVE_ON_HAND, now)
+    return _change(state, cmd, cmd.reason, on_hand=cmd.qty, now=now)
+
+
+def count(state: SkuState, cmd: Count, tables: Tables, now: int) -> Decision:
+    if state.has_applied(cmd.event_id):
+        return DUPLICATE
+    state.record_applied(cmd.event_id)
+    if cmd.qty < 0:
+        return _reject(state, cmd, "counted", reasons.INVALID_QUANTITY, now)
+    balance = state.balances.get(cmd.location)
+    difference = cmd.qty - (balance.on_hand if balance is not None else 0)
+    return _change(state, cmd, cmd.reason or "counted", on_hand=difference, now=now)
+
+
+def expect(state: SkuState, cmd: Expect, tables: Tables, now: int) -> Decision:
+    if state.has_applied(cmd.event_id):
+        return DUPLICATE
+    state.record_applied(cmd.event_id)
+    if cmd.qty <= 0:
+        return _reject(state, cmd, "expected", reasons.INVALID_QUANTITY, now)
+    return _change(state, cmd, "expected", incoming=cmd.qty, now=now)
+
+
+def inspect(state: SkuState, cmd: Inspect, tables: Tables, now: int) -> Decision:
+    """Units leave quality_control: to on_hand on pass, to damaged on fail."""
+    if state.has_applied(cmd.event_id):
+        return DUPLICATE
+    state.record_applied(cmd.event_id)
+    if cmd.qty <= 0:
+        return _reject(state, cmd, "inspected", reasons.INVALID_QUANTITY, now)
+    if cmd.result not in (PASS, FAIL):
+        return _reject(state, cmd, "inspected", reasons.INVALID_RESULT, now)
+    balance = state.balances.get(cmd.location)
+    if cmd.qty > (balance.quality_control if balance is not None else 0):
+        return _reject(state, cmd, "inspected", reasons.EXCEEDS_QUALITY_CONTROL, now)
+    if cmd.result == PASS:
+        return _change(state, cmd, "inspection_passed", on_hand=cmd.qty, quality_control=-cmd.qty, now=now)
+    return _change(state, cmd, "inspection_failed", quality_control=-cmd.qty, damaged=cmd.qty, now=now)
+
+
+def _change(
+    state: SkuState,
+    cmd: InventoryCommand,
+    reason: str,
+    *,
+    on_hand: int = 0,
+    quality_control: int = 0,
+    damaged: int = 0,
+    incoming: int = 0,
+    now: int,
+) -> Decision:
+    """Apply the deltas at the command's location and report them."""
+    balance = state.edit_balance(cmd.location)
+    balance.on_hand += on_hand
+    balance.quality_control += quality_control
+    balance.damaged += damaged
+    balance.incoming += incoming
+    after = (balance.on_hand, balance.quality_control, balance.damaged, balance.incoming)
+    changed = stock_changed(
+        cmd.event_id, state.sku, cmd.location, reason, on_hand, quality_control, damaged, incoming, after,
+        cmd.lot, None, None, cmd.occurred_at, now,
+    )  # fmt: skip
+    return Decision((changed,))
+
+
+def _reject(
+    state: SkuState, cmd: InventoryCommand, type_: InventoryEventType, reason: str, now: int
+) -> Decision:
+    rejected = inventory_rejected(
+        cmd.event_id, type_, state.sku, cmd.location, cmd.qty, reason, cmd.occurred_at, now
+    )
+    return Decision((rejected,))

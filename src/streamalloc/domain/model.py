@@ -1,0 +1,315 @@
+"""The state of one SKU, laid out as the store keeps it.
+
+The allocator's store holds one record per (sku, location) balance, one per order line
+and one per applied inventory event id, never one blob per SKU, so a write does not grow
+with the number of lines a SKU has seen. `SkuState` is built from those records:
+
+    SkuState(sku, balances={location_id: LocationBalance}, lines=<Mapping>, applied_events=<Container>)
+
+- `balances` is loaded whole (a SKU has a handful of locations). The state takes
+  ownership of these objects and updates them in place.
+- `lines` is any `Mapping[LineKey, LineState]` and is only read, through `.get(key)`,
+  when a command names that line: the stage backs it with its store so a SKU with
+  100,000 closed lines loads none of them. The state never writes to it and never mutates
+  an object it returned; a line it changes is copied into the state's own overlay first.
+- `applied_events` is any `Container[str]` of inventory event ids already decided (only
+  `in` is used); the stage backs it with one store record per id. (Order-line command
+  ids are remembered on their line record instead.)
+
+`apply` mutates the state in place (no copy per command: this is the hot path). Every
+change marks what it touched; `take_changes()` hands the stage exactly the balances,
+lines and event ids to write back, once per batch. `copy()` gives an independent state,
+for tests and for a caller that wants to keep a before-image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Container, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple
+
+LineKey = tuple[str, str]
+"""(order_id, line_id)."""
+
+LineStatus = Literal[
+    "allocated",  # holds soft units (maybe some picked too)
+    "picked",  # every unit it holds is hard
+    "fulfilled",  # shipped everything it held
+    "returned",  # every shipped unit came back
+    "released",  # gave its units back (cancel, expiry, ship-complete failure)
+    "rejected",  # never got units; `reason` says why
+    "backordered",  # reserved: backorders are not decided yet
+    "unplaced",  # not placed yet: only remembers the ids of commands refused as unknown_line
+]
+UNPLACED: Final = "unplaced"
+
+_EMPTY: Final[frozenset[str]] = frozenset()
+_NO_LINES: Final[Mapping[LineKey, LineState]] = {}
+
+
+@dataclass(slots=True)
+class LocationBalance:
+    """Units of one SKU at one location, by bucket. Safety stock is the location's (tables)."""
+
+    on_hand: int = 0
+    allocated: int = 0  # soft
+    picked: int = 0  # hard
+    quality_control: int = 0
+    damaged: int = 0
+    incoming: int = 0  # expected receipts
+
+    def copy(self) -> LocationBalance:
+        return LocationBalance(
+            self.on_hand, self.allocated, self.picked, self.quality_control, self.damaged, self.incoming
+        )
+
+    @property
+    def units(self) -> int:
+        """Physical units here in any bucket: on_hand + quality_control + damaged."""
+        return self.on_hand + self.quality_control + self.damaged
+
+    def available(self, safety_stock: int) -> int:
+        """on_hand - allocated - picked - safety_stock, floored at 0 (online locations only)."""
+        return max(0, self.on_hand - self.allocated - self.picked - safety_stock)
+
+
+class LinePart(NamedTuple):
+    """What one order line holds and has shipped at one location.
+
+    Immutable (a change replaces it), so copying a line shares its parts; a tuple, so
+    making one is cheap on the allocation hot path.
+    """
+
+    location: str
+    allocated: int = 0  # soft units held here
+    picked: int = 0  # hard units held here
+    fulfilled: int = 0  # units shipped from here
+    lot: str | None = None
+
+
+@dataclass(slots=True)
+class LineState:
+    """Everything this SKU knows about one order line.
+
+    `parts` is one entry per location (one unless the channel allows splits), which is
+    what makes a release exact: it gives back each part's soft and hard units where they
+    were taken. `applied` lists the cause event ids already applied to the line, so a
+    repeated pick, fulfil, release or return changes nothing.
+    """
+
+    order_id: str
+    line_id: str
+    channel: str
+    qty: int  # as ordered
+    status: LineStatus
+    parts: tuple[LinePart, ...] = ()
+    returned: int = 0
+    reason: str | None = None  # why it was rejected
+    applied: list[str] = field(default_factory=list)
+    decided_at: int = 0  # when it was allocated or rejected
+
+    def copy(self) -> LineState:
+        return LineState(
+            self.order_id,
+            self.line_id,
+            self.channel,
+            self.qty,
+            self.status,
+            self.parts,
+            self.returned,
+            self.reason,
+            list(self.applied),
+            self.decided_at,
+        )
+
+    @property
+    def key(self) -> LineKey:
+        return (self.order_id, self.line_id)
+
+    @property
+    def location(self) -> str | None:
+        """The (first) location the line was allocated at; None when it never was."""
+        return self.parts[0].location if self.parts else None
+
+    @property
+    def lot(self) -> str | None:
+        return self.parts[0].lot if self.parts else None
+
+    @property
+    def allocated(self) -> int:
+        """Soft units held, over all parts."""
+        return sum(p.allocated for p in self.parts)
+
+    @property
+    def picked(self) -> int:
+        """Hard units held, over all parts."""
+        return sum(p.picked for p in self.parts)
+
+    @property
+    def held(self) -> int:
+        """Units held (soft and hard): what a release gives back."""
+        return sum(p.allocated + p.picked for p in self.parts)
+
+    @property
+    def fulfilled(self) -> int:
+        return sum(p.fulfilled for p in self.parts)
+
+
+@dataclass(frozen=True, slots=True)
+class StateChanges:
+    """What to write back: the live objects, to encode before the next command."""
+
+    balances: dict[str, LocationBalance]
+    lines: dict[LineKey, LineState]
+    applied_events: tuple[str, ...]
+
+    def __bool__(self) -> bool:
+        return bool(self.balances or self.lines or self.applied_events)
+
+
+class SkuState:
+    """One SKU's balances per location, its order lines, and its applied inventory events."""
+
+    __slots__ = (
+        "sku",
+        "balances",
+        "_base_lines",
+        "_lines",
+        "_base_events",
+        "_events",
+        "_new_events",
+        "_dirty_balances",
+        "_dirty_lines",
+    )
+
+    def __init__(
+        self,
+        sku: str,
+        balances: Mapping[str, LocationBalance] | None = None,
+        lines: Mapping[LineKey, LineState] | None = None,
+        applied_events: Container[str] | None = None,
+    ) -> None:
+        self.sku = sku
+        self.balances: dict[str, LocationBalance] = dict(balances) if balances else {}
+        self._base_lines: Mapping[LineKey, LineState] = lines if lines is not None else _NO_LINES
+        self._lines: dict[LineKey, LineState] = {}  # owned: changed (or copied to change)
+        self._base_events: Container[str] = applied_events if applied_events is not None else _EMPTY
+        self._events: set[str] = set()
+        self._new_events: list[str] = []
+        self._dirty_balances: set[str] = set()
+        self._dirty_lines: set[LineKey] = set()
+
+    def __repr__(self) -> str:
+        return f"SkuState({self.sku!r}, balances={self.balances!r}, changed_lines={len(self._lines)})"
+
+    # ------------------------------------------------------------ lines
+
+    @property
+    def lines(self) -> Mapping[LineKey, LineState]:
+        """Every line, the state's own over the loaded ones (iterating reads the whole base)."""
+        return _LinesView(self._lines, self._base_lines)
+
+    def get_line(self, key: LineKey) -> LineState | None:
+        """The line, for reading only (it may belong to the `lines` mapping)."""
+        line = self._lines.get(key)
+        if line is None:
+            line = self._base_lines.get(key)
+        return line
+
+    def edit_line(self, line: LineState) -> LineState:
+        """The state's own copy of `line` (from `get_line`), marked changed."""
+        key = (line.order_id, line.line_id)
+        owned = self._lines.get(key)
+        if owned is None:
+            owned = line.copy()
+            self._lines[key] = owned
+        # Marked every time: a line owned since an earlier batch was written back clean.
+        self._dirty_lines.add(key)
+        return owned
+
+    def add_line(self, key: LineKey, line: LineState) -> None:
+        """Record a line this SKU has not seen before under its `key`, marked changed."""
+        self._lines[key] = line
+        self._dirty_lines.add(key)
+
+    # ------------------------------------------------------------ balances
+
+    def edit_balance(self, location_id: str) -> LocationBalance:
+        """The balance at `location_id`, created empty if new, marked changed."""
+        balance = self.balances.get(location_id)
+        if balance is None:
+            balance = self.balances[location_id] = LocationBalance()
+        self._dirty_balances.add(location_id)
+        return balance
+
+    @property
+    def known(self) -> bool:
+        """Whether any inventory event ever reached this SKU (it has a balance somewhere)."""
+        return bool(self.balances)
+
+    # ------------------------------------------------------------ applied event ids
+
+    def has_applied(self, event_id: str) -> bool:
+        return event_id in self._events or event_id in self._base_events
+
+    def record_applied(self, event_id: str) -> None:
+        self._events.add(event_id)
+        self._new_events.append(event_id)
+
+    # ------------------------------------------------------------ write-back
+
+    @property
+    def has_changes(self) -> bool:
+        return bool(self._dirty_balances or self._dirty_lines or self._new_events)
+
+    def take_changes(self) -> StateChanges:
+        """What changed since the last call (or since construction); then marks all clean.
+
+        The lines stay cached in the state, so a later command in the same batch sees them
+        even though the store will only have them once the transaction commits.
+        """
+        changes = StateChanges(
+            balances={loc: self.balances[loc] for loc in self._dirty_balances},
+            lines={key: self._lines[key] for key in self._dirty_lines},
+            applied_events=tuple(self._new_events),
+        )
+        self._dirty_balances = set()
+        self._dirty_lines = set()
+        self._new_events = []
+        return changes
+
+    def copy(self) -> SkuState:
+        """An independent state: balances and own lines copied, the read-only bases shared."""
+        other = SkuState(self.sku, lines=self._base_lines, applied_events=self._base_events)
+        other.balances = {loc: b.copy() for loc, b in self.balances.items()}
+        other._lines = {key: line.copy() for key, line in self._lines.items()}
+        other._events = set(self._events)
+        other._new_events = list(self._new_events)
+        other._dirty_balances = set(self._dirty_balances)
+        other._dirty_lines = set(self._dirty_lines)
+        return other
+
+
+class _LinesView(Mapping[LineKey, LineState]):
+    """Own lines over base lines, read-only."""
+
+    __slots__ = ("_own", "_base")
+
+    def __init__(self, own: dict[LineKey, LineState], base: Mapping[LineKey, LineState]) -> None:
+        self._own = own
+        self._base = base
+
+    def __getitem__(self, key: LineKey) -> LineState:
+        line = self._own.get(key)
+        if line is not None:
+            return line
+        return self._base[key]
+
+    def __iter__(self) -> Iterator[LineKey]:
+        yield from self._own
+        for key in self._base:
+            if key not in self._own:
+                yield key
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)

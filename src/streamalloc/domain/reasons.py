@@ -1,0 +1,34 @@
+"""Machine-readable reasons carried by every rejection (the contract's `reason` field).
+
+Each is a plain string constant so an event, a metric label and a test all use the same
+spelling. `SHIP_COMPLETE_FAILED` is decided by the order stage, not here; it is listed so
+the vocabulary lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Allocation of an order line.
+INVALID_QUANTITY: Final = "invalid_quantity"  # qty <= 0 (or a negative count, a zero adjust)
+UNKNOWN_SKU: Final = "unknown_sku"  # no inventory event ever reached this SKU
+INSUFFICIENT_STOCK: Final = "insufficient_stock"  # not enough available / channel ATS
+CHANNEL_NOT_ALLOWED: Final = "channel_not_allowed"  # the allow-list excludes every stocked location
+LOCATION_UNAVAILABLE: Final = "location_unavailable"  # the line names an unknown or offline location
+SHIP_COMPLETE_FAILED: Final = "ship_complete_failed"  # order stage: another line of the order failed
+
+# Later commands on an order line (release, pick, fulfil, return).
+UNKNOWN_LINE: Final = "unknown_line"  # this SKU never saw the line
+NOT_ALLOCATED: Final = "not_allocated"  # the line holds no units the command could move
+LOCATION_MISMATCH: Final = "location_mismatch"  # the line holds nothing at the named location
+EXCEEDS_ALLOCATION: Final = "exceeds_allocation"  # more than the line holds there
+ALREADY_FULFILLED: Final = "already_fulfilled"  # release of a line that has shipped
+NOT_FULFILLED: Final = "not_fulfilled"  # return of a known line that shipped nothing
+EXCEEDS_FULFILLED: Final = "exceeds_fulfilled"  # return of more than shipped and not yet returned
+LOCATION_REQUIRED: Final = "location_required"  # a return that names no location and has none known
+
+# Inventory events.
+REASON_REQUIRED: Final = "reason_required"  # an adjustment without a reason
+NEGATIVE_ON_HAND: Final = "negative_on_hand"  # an adjustment below zero units on hand
+EXCEEDS_QUALITY_CONTROL: Final = "exceeds_quality_control"  # inspecting more than awaits inspection
+INVALID_RESULT: Final = "invalid_result"  # an inspection result other than pass or fail

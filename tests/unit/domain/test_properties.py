@@ -1,0 +1,425 @@
+"""Property-based tests over random command sequences (hypothesis).
+
+A sequence runs against one SKU in a small world: four locations in the table (one
+offline) and one outside it, a default, an allow-listed, a splitting and a guarded
+channel. After every command the invariants of DESIGN.md are checked:
+
+- an allocation never makes available negative (nor takes more than the channel's ATS);
+- units are conserved: on_hand, quality_control and damaged change only through the
+  inventory commands, fulfil and return, and always by what their events report;
+- a release restores exactly what its allocation took (the balances' allocated and picked
+  always equal what the lines hold, and a release gives back what the line held);
+- a repeated command is a no-op: nothing changes, nothing is emitted.
+
+Now and then the changes are written to a dict "store" (and the state kept), or the state
+is rebuilt from those records (as the stage does per batch), so persisting only the dirty
+parts is checked too. At the end every command of the sequence is applied once more: each
+must be a no-op, however late it comes back.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamalloc.domain import (
+    Adjust,
+    AllocateLine,
+    AllocationEvent,
+    Channel,
+    Command,
+    Count,
+    Decision,
+    Expect,
+    FulfilLine,
+    Inspect,
+    LineKey,
+    LineState,
+    Location,
+    LocationBalance,
+    PickLine,
+    Receive,
+    ReleaseLine,
+    ReturnLine,
+    SkuState,
+    StockChanged,
+    Tables,
+    apply,
+    channel_ats,
+)
+
+SKU = "sku-1"
+NOW = 1_700_000_000_000
+TABLES = Tables.of(
+    [
+        Location(location_id="L1", priority=1, region="eu", safety_stock=1),
+        Location(location_id="L2", priority=2, region="us"),
+        Location(location_id="L3", status="offline"),
+        Location(location_id="L4", regions_served=frozenset({"eu"})),
+    ],  # L5 is not in the table
+    [
+        Channel(channel_id="shop", locations=frozenset({"L1", "L3"})),
+        Channel(channel_id="split", allow_split=True),
+        Channel(channel_id="guarded", safety_stock=2, pool_share=0.5),
+    ],  # "web" is not in the table
+)
+LOCATIONS = ("L1", "L2", "L3", "L4", "L5")
+STOCK_COMMANDS = (Receive, Adjust, Count, Expect, Inspect, FulfilLine, ReturnLine)
+
+
+def mostly(
+    common: st.SearchStrategy[Any], rare: st.SearchStrategy[Any], odds: int = 3
+) -> st.SearchStrategy[Any]:
+    """`common` `odds` times out of `odds + 1`, else `rare` (one_of does not weight evenly)."""
+    return st.tuples(st.integers(min_value=0, max_value=odds), common, rare).map(
+        lambda t: t[2] if t[0] == 0 else t[1]
+    )
+
+
+line_keys = st.tuples(st.sampled_from(("o1", "o2", "o3")), st.sampled_from(("1", "2")))
+# A later command mostly names a line the SKU has seen, or units in quality control: SEEN
+# and IN_QC are resolved against the state when the step runs.
+SEEN, IN_QC = "#seen", "#qc"
+known_lines = mostly(st.integers(min_value=0, max_value=99).map(lambda i: (SEEN, str(i))), line_keys)
+locations = st.sampled_from(LOCATIONS)
+maybe_location = mostly(st.none(), locations, odds=2)
+# Mostly small positive quantities, so most commands can succeed; now and then a bad one.
+quantities = mostly(st.integers(min_value=1, max_value=3), st.integers(min_value=-1, max_value=8))
+
+
+def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: int) -> st.SearchStrategy[Any]:
+    """Seeded command sequences whose allocations use `channels` and `sizes` of line."""
+    allocate_steps = st.tuples(
+        st.just("allocate"),
+        line_keys,
+        mostly(sizes, st.integers(min_value=-1, max_value=12)),
+        st.sampled_from(channels),
+        mostly(st.none(), locations),
+        st.sampled_from((None, "eu", "us")),
+    )
+    line_steps = st.tuples(
+        st.sampled_from(("release", "pick", "fulfil", "return")), known_lines, quantities, maybe_location
+    )
+    # one_of does not weight its branches evenly: draw the kind of step first, by weight.
+    kinds: dict[str, tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = {
+        "allocate": (8, allocate_steps),
+        "line": (10, line_steps),
+        "receive": (1, st.tuples(st.just("receive"), locations, st.integers(min_value=0, max_value=10))),
+        "adjust": (
+            1,
+            st.tuples(
+                st.just("adjust"),
+                locations,
+                st.integers(min_value=-5, max_value=5),
+                st.sampled_from(("lost", "found", None)),
+            ),
+        ),
+        "count": (1, st.tuples(st.just("count"), locations, st.integers(min_value=0, max_value=12))),
+        "expect": (1, st.tuples(st.just("expect"), locations, quantities)),
+        "inspect": (
+            2,
+            st.tuples(
+                st.just("inspect"),
+                mostly(st.just(IN_QC), locations),
+                quantities,
+                st.sampled_from(("pass", "fail")),
+            ),
+        ),
+        "repeat": (2, st.tuples(st.just("repeat"), st.integers(min_value=0, max_value=1000))),
+        "reload": (2, st.tuples(st.just("reload"))),
+        "flush": (1, st.tuples(st.just("flush"))),
+    }
+    body = st.lists(
+        st.sampled_from([kind for kind, (weight, _) in kinds.items() for _ in range(weight)]).flatmap(
+            lambda kind: kinds[kind][1]
+        ),
+        min_size=10,
+        max_size=40,
+    )
+    on_hand = st.lists(st.integers(min_value=0, max_value=stock), min_size=5, max_size=5)
+    in_qc = st.lists(st.integers(min_value=0, max_value=3), min_size=5, max_size=5)
+    return st.builds(seeded, on_hand, in_qc, body)
+
+
+def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Receipts at every location, returns (of pre-engine orders) into quality control, then `body`."""
+    receipts = [("receive", loc, n) for loc, n in zip(LOCATIONS, on_hand, strict=True) if n]
+    returns = [("return", ("legacy", loc), n, loc) for loc, n in zip(LOCATIONS, returned, strict=True) if n]
+    return receipts + returns + body
+
+
+steps = sequences(("web", "shop", "split", "guarded"), st.integers(min_value=1, max_value=6), stock=8)
+# Lines larger than any one location, on the splitting channel: multi-location lines throughout.
+split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)
+
+
+def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
+    """The step with SEEN and IN_QC replaced by a line / location of `state` (if any).
+
+    SEEN prefers a line holding units (one that shipped, for a return), often a split one,
+    and a pick or fulfil of 3 units there becomes one of everything the line holds.
+    """
+    if step[0] in ("release", "pick", "fulfil", "return") and step[1][0] == SEEN:
+        wanted = (lambda line: line.fulfilled > 0) if step[0] == "return" else (lambda line: line.held > 0)
+        seen = sorted(key for key, line in state.lines.items() if wanted(line)) or sorted(state.lines)
+        split = [key for key in seen if len(state.lines[key].parts) > 1]
+        if split and int(step[1][1]) % 2:  # split lines are rare: favour them
+            seen = split
+        if not any(wanted(line) for line in state.lines.values()):
+            return ("allocate", seen[0] if seen else ("o1", "1"), 2, "web", None, None)
+        key = seen[int(step[1][1]) % len(seen)] if seen else ("o1", "1")
+        line = state.lines.get(key)
+        qty = step[2]
+        if line is not None and qty == 3 and step[0] in ("pick", "fulfil"):  # all of it, across parts
+            qty = line.allocated if step[0] == "pick" else line.held
+        return (step[0], key, qty, *step[3:])
+    if step[0] == "inspect" and step[1] == IN_QC:
+        in_qc = sorted(loc for loc, b in state.balances.items() if b.quality_control > 0)
+        return (step[0], in_qc[0] if in_qc else "L1", *step[2:])
+    return step
+
+
+def build(step: tuple[Any, ...], event_id: str) -> Command:
+    kind = step[0]
+    base = {"event_id": event_id, "occurred_at": NOW, "sku": SKU}
+    if kind == "allocate":
+        _, (order, line), qty, channel, location, region = step
+        return AllocateLine(
+            **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, region=region
+        )
+    if kind in ("release", "pick", "fulfil", "return"):
+        _, (order, line), qty, location = step
+        if kind == "release":
+            return ReleaseLine(**base, order_id=order, line_id=line)
+        cls = {"pick": PickLine, "fulfil": FulfilLine, "return": ReturnLine}[kind]
+        return cls(**base, order_id=order, line_id=line, qty=qty, location=location)  # type: ignore[no-any-return]
+    if kind == "inspect":
+        return Inspect(**base, location=step[1], qty=step[2], result=step[3])
+    if kind == "adjust":
+        return Adjust(**base, location=step[1], qty=step[2], reason=step[3])
+    cls = {"receive": Receive, "count": Count, "expect": Expect}[kind]
+    return cls(**base, location=step[1], qty=step[2])  # type: ignore[no-any-return]
+
+
+class Store:
+    """The records a stage would keep: one per balance, one per line, one per inventory event id."""
+
+    def __init__(self) -> None:
+        self.balances: dict[str, LocationBalance] = {}
+        self.lines: dict[LineKey, LineState] = {}
+        self.events: set[str] = set()
+
+    def write(self, state: SkuState) -> None:
+        changes = state.take_changes()
+        self.balances.update({k: v.copy() for k, v in changes.balances.items()})
+        self.lines.update({k: v.copy() for k, v in changes.lines.items()})
+        self.events.update(changes.applied_events)
+
+    def load(self) -> SkuState:
+        balances = {k: v.copy() for k, v in self.balances.items()}
+        return SkuState(SKU, balances=balances, lines=self.lines, applied_events=self.events)
+
+
+def snapshot(state: SkuState) -> tuple[dict[str, LocationBalance], dict[LineKey, LineState]]:
+    return {k: v.copy() for k, v in state.balances.items()}, {k: v.copy() for k, v in state.lines.items()}
+
+
+def raw_available(balance: LocationBalance, location_id: str) -> int:
+    loc = TABLES.online.get(location_id)
+    safety_stock = loc.safety_stock if loc is not None else 0
+    return balance.on_hand - balance.allocated - balance.picked - safety_stock
+
+
+def buckets(state: SkuState, location_id: str) -> tuple[int, int, int, int]:
+    b = state.balances.get(location_id, LocationBalance())
+    return b.on_hand, b.quality_control, b.damaged, b.incoming
+
+
+def check_decision(before: SkuState, after: SkuState, cmd: Command, decision: Decision) -> None:
+    # Shape: a non-duplicate emits, every event names its cause, ids are unique, refusals say why.
+    if decision.duplicate:
+        assert snapshot(after) == snapshot(before)
+        return
+    assert all(e.cause_event_id == cmd.event_id for e in decision)
+    assert len({e.event_id for e in decision}) == len(decision)
+    assert all(e.reason for e in decision if isinstance(e, AllocationEvent) and e.type == "rejected")
+
+    # Availability: an allocation never makes available negative, nor exceeds the channel's ATS.
+    allocated = [e for e in decision if isinstance(e, AllocationEvent) and e.type == "allocated"]
+    if isinstance(cmd, AllocateLine) and allocated:
+        for loc_id, balance in after.balances.items():
+            assert raw_available(balance, loc_id) >= min(0, raw_available(before.balances[loc_id], loc_id))
+        if cmd.location is None:
+            ats = channel_ats(before.balances, TABLES.online, TABLES.channel(cmd.channel))
+            assert sum(e.qty for e in allocated) == cmd.qty <= ats
+
+    # Conservation: units move only with a StockChanged, by exactly what it says.
+    changes = [e for e in decision if isinstance(e, StockChanged)]
+    if not isinstance(cmd, STOCK_COMMANDS):
+        assert not changes
+    for loc_id in set(before.balances) | set(after.balances):
+        reported = [e for e in changes if e.location == loc_id]
+        delta = tuple(a - b for a, b in zip(buckets(after, loc_id), buckets(before, loc_id), strict=True))
+        assert delta == (
+            sum(e.on_hand_delta for e in reported),
+            sum(e.quality_control_delta for e in reported),
+            sum(e.damaged_delta for e in reported),
+            sum(e.incoming_delta for e in reported),
+        )
+        if reported:
+            last = reported[-1]
+            assert (last.on_hand, last.quality_control, last.damaged, last.incoming) == buckets(after, loc_id)
+
+    # A pick, fulfil or return moves exactly the quantity it names.
+    if isinstance(cmd, PickLine | FulfilLine | ReturnLine) and not decision.reasons:
+        moved = {PickLine: "picked", FulfilLine: "fulfilled", ReturnLine: "returned"}[type(cmd)]
+        assert sum(e.qty for e in decision if isinstance(e, AllocationEvent) and e.type == moved) == cmd.qty
+
+    # Exact release: what a release gives back is what the line held, where it held it.
+    if isinstance(cmd, ReleaseLine):
+        held_before = before.get_line((cmd.order_id, cmd.line_id))
+        released = Counter[str]()
+        for e in decision:
+            if isinstance(e, AllocationEvent) and e.type == "released" and e.location is not None:
+                released[e.location] += e.qty
+        if released:
+            assert held_before is not None
+            assert released == Counter(
+                {p.location: p.allocated + p.picked for p in held_before.parts if p.allocated + p.picked}
+            )
+        for loc_id, qty in released.items():
+            b, a = before.balances[loc_id], after.balances[loc_id]
+            assert (b.allocated + b.picked) - (a.allocated + a.picked) == qty
+
+
+def check_state(state: SkuState) -> None:
+    """The balances' allocated and picked are exactly what the lines hold, and never negative."""
+    soft, hard = Counter[str](), Counter[str]()
+    for line in state.lines.values():
+        for part in line.parts:
+            assert part.allocated >= 0 and part.picked >= 0
+            soft[part.location] += part.allocated
+            hard[part.location] += part.picked
+    for loc_id, balance in state.balances.items():
+        assert (balance.allocated, balance.picked) == (soft[loc_id], hard[loc_id])
+        assert balance.quality_control >= 0 and balance.damaged >= 0 and balance.incoming >= 0
+
+
+def check_repeat_is_a_no_op(state: SkuState, cmd: Command, now: int) -> None:
+    probe = state.copy()
+    probe.take_changes()
+    before = snapshot(probe)
+    assert apply(probe, cmd, TABLES, now).events == ()
+    assert snapshot(probe) == before
+    assert not probe.has_changes
+
+
+def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
+    store = Store()
+    state = store.load()
+    history: list[Command] = []
+    for n, step in enumerate(sequence):
+        if step[0] in ("reload", "flush"):
+            store.write(state)  # flush: as after a commit, the state stays cached (and dirty-free)
+            if step[0] == "reload":
+                state = store.load()
+            continue
+        if step[0] == "repeat":
+            if not history:
+                continue
+            cmd = history[step[1] % len(history)]
+        else:
+            cmd = build(resolve(step, state), f"ev{n}")
+        before = state.copy()
+        decision = apply(state, cmd, TABLES, NOW + n)
+        if step[0] == "repeat":
+            assert decision.events == () and snapshot(state) == snapshot(before)
+        check_decision(before, state, cmd, decision)
+        check_state(state)
+        check_repeat_is_a_no_op(state, cmd, NOW + n + 1)
+        history.append(cmd)
+    store.write(state)
+    assert snapshot(store.load()) == snapshot(state)
+    # However late it comes back, a command already applied changes nothing.
+    final = snapshot(state)
+    for cmd in history:
+        assert apply(state, cmd, TABLES, NOW + len(sequence)).events == ()
+    assert snapshot(state) == final and not state.has_changes
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps)
+def test_invariants_hold_over_any_sequence_of_commands(sequence: list[tuple[Any, ...]]) -> None:
+    run_and_check(sequence)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(split_steps)
+def test_invariants_hold_for_lines_split_across_locations(sequence: list[tuple[Any, ...]]) -> None:
+    run_and_check(sequence)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    prefix=steps,
+    qty=st.integers(min_value=1, max_value=8),
+    channel=st.sampled_from(("web", "shop", "split", "guarded")),
+    pick_first=st.integers(min_value=0, max_value=8),
+)
+def test_a_release_restores_exactly_what_its_allocation_took(
+    prefix: list[tuple[Any, ...]], qty: int, channel: str, pick_first: int
+) -> None:
+    state = SkuState(SKU)
+    for n, step in enumerate(prefix):
+        if step[0] not in ("repeat", "reload", "flush"):
+            apply(state, build(resolve(step, state), f"ev{n}"), TABLES, NOW + n)
+    before = snapshot(state)[0]
+
+    taken = apply(
+        state,
+        AllocateLine(
+            event_id="new", occurred_at=NOW, order_id="fresh", line_id="1", sku=SKU, qty=qty, channel=channel
+        ),
+        TABLES,
+        NOW,
+    )
+    if pick_first:
+        apply(
+            state,
+            PickLine(
+                event_id="pick", occurred_at=NOW, order_id="fresh", line_id="1", sku=SKU, qty=pick_first
+            ),
+            TABLES,
+            NOW,
+        )
+    given_back = apply(
+        state,
+        ReleaseLine(event_id="cancel", occurred_at=NOW, order_id="fresh", line_id="1", sku=SKU),
+        TABLES,
+        NOW,
+    )
+
+    assert snapshot(state)[0] == {loc: before.get(loc, LocationBalance()) for loc in snapshot(state)[0]}
+    took = Counter(
+        {e.location: e.qty for e in taken if isinstance(e, AllocationEvent) and e.type == "allocated"}
+    )
+    gave = Counter({e.location: e.qty for e in given_back if isinstance(e, AllocationEvent) and e.location})
+    assert took == gave
+
+
+@settings(max_examples=50, deadline=None)
+@given(steps)
+def test_the_same_sequence_gives_the_same_events(sequence: list[tuple[Any, ...]]) -> None:
+    def run() -> list[object]:
+        state = SkuState(SKU)
+        return [
+            e
+            for n, step in enumerate(sequence)
+            if step[0] not in ("repeat", "reload", "flush")
+            for e in apply(state, build(resolve(step, state), f"ev{n}"), TABLES, NOW + n)
+        ]
+
+    assert run() == run()
