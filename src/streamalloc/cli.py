@@ -215,24 +215,115 @@ def _json_default(value: object) -> object:
 
 
 @main.command()
-def demo() -> None:
-    """Run the example data through the broker and show what happened."""
-    from streamalloc.commands.demo import round_trip
+@click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
+@click.option(
+    "--http-port", type=click.IntRange(0, 65535), default=None, help="Port for the HTTP API (none: off)."
+)
+@click.option(
+    "--create-topics/--no-create-topics", default=True, show_default=True, help="Create missing topics first."
+)
+def worker(http_host: str | None, http_port: int | None, create_topics: bool) -> None:
+    """Run every engine stage as one member of the consumer group, until SIGTERM or Ctrl-C."""
+    from streamalloc.commands.topics import ensure_topics
+    from streamalloc.commands.worker import run_worker
+
+    settings = _settings()
+    settings = settings.replace(
+        http_host=http_host or settings.http_host,
+        http_port=http_port if http_port is not None else settings.http_port,
+    )
+    try:
+        with kafka_available(settings, _say) as ready:
+            if create_topics:
+                ensure_topics(ready)
+            code = run_worker(ready, say=_say)
+    except StreamallocError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--orders", type=click.IntRange(min=1), default=250, show_default=True, help="Orders per channel."
+)
+@click.option("--seed", type=int, default=7, show_default=True)
+def demo(orders: int, seed: int) -> None:
+    """Three channels against scarce stock, two workers, returns and cancellations; then the audit."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from streamalloc.commands.demo import DemoProgress, run_demo
 
     try:
         with kafka_available(_settings(), _say) as settings:
-            results = round_trip(settings)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                console=console,
+                transient=True,
+            ) as bar:
+                task = bar.add_task("order lines decided", total=orders * 3)
+
+                def show(p: DemoProgress) -> None:
+                    bar.update(task, completed=p.lines_decided, total=max(p.lines_placed, 1))
+
+                report = run_demo(settings, orders_per_channel=orders, seed=seed, on_progress=show, say=_say)
     except StreamallocError as exc:
         _fail(exc)
+    print_audit(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+def audit() -> None:
+    """Check the engine's promises from its topics alone; exit 1 on any breach."""
+    from streamalloc.commands.audit import run_audit
+
+    try:
+        with kafka_available(_settings(), _say) as settings:
+            report = run_audit(settings)
+    except StreamallocError as exc:
+        _fail(exc)
+    print_audit(report)
+    if not report.ok:
+        sys.exit(1)
+
+
+def print_audit(report: Any) -> None:
+    """The audit's summary: per channel, then the invariants."""
     table = Table(
-        "topic", "sent", "read back (read_committed)", "seconds", title="streamalloc demo: round trip"
+        "channel", "lines placed", "allocated", "rejected (by reason)", "released", "fulfilled", "returned"
     )
-    for result in results:
-        table.add_row(result.topic, str(result.sent), str(result.read_back), f"{result.seconds:.2f}")
+    for channel, stats in sorted(report.per_channel.items()):
+        rejected = ", ".join(
+            f"{k.removeprefix('rejected: ')} {v}"
+            for k, v in sorted(stats.items())
+            if k.startswith("rejected")
+        )
+        table.add_row(
+            channel,
+            str(stats["placed"]),
+            str(stats["allocated"]),
+            rejected or "0",
+            str(stats["released"]),
+            str(stats["fulfilled"]),
+            str(stats["returned"]),
+        )
     out.print(table)
-    if any(r.sent != r.read_back for r in results):
-        _fail(StreamallocError("some events did not come back"))
-    out.print("Every example event went through the broker and came back decoded.")
+    decided = f"{report.lines_decided}/{report.lines_placed}"
+    out.print(f"units oversold: [bold]{report.oversold_units}[/bold]")
+    out.print(f"order lines with exactly one final decision: {decided}")
+    out.print(
+        f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
+    )
+    out.print(f"repeated events with the same id (harmless): {report.repeats}")
+    if report.ok:
+        out.print("[green]audit passed: no breach[/green]")
+    else:
+        out.print(f"[red]audit FAILED: {len(report.breaches)} breach(es)[/red]")
+        for breach in report.breaches[:20]:
+            out.print(f"  - {breach}")
 
 
 @main.group()
@@ -281,6 +372,62 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
         f"{median(r.rate_including_join for r in results):,.0f}",
         f"{median(r.join_seconds for r in results):.2f}",
         f"{max(r.peak_rss_mb for r in results):.0f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)
+
+
+@bench.command("engine")
+@click.option("--lines", type=click.IntRange(min=1), default=200_000, show_default=True, help="Order lines.")
+@click.option("--skus", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option(
+    "--rate", type=click.IntRange(min=1), default=None, help="Offer lines/s steadily (latency mode)."
+)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat and print the median."
+)
+def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
+    """Order lines through intake, allocator and order stage with exactly-once; one worker."""
+    from rich.progress import Progress, TaskID
+
+    from streamalloc.bench import engine
+
+    results = []
+    try:
+        with kafka_available(_settings(), _say) as settings, Progress(console=console, transient=True) as bar:
+            for run in range(runs):
+                task = bar.add_task(f"run {run + 1}/{runs}: lines decided", total=lines)
+
+                def advance(done: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done)
+
+                result = engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance)
+                results.append(result)
+                bar.remove_task(task)
+                latency = (
+                    f", latency p50 {result.percentile(0.5):.0f} ms p95 {result.percentile(0.95):.0f} ms "
+                    f"p99 {result.percentile(0.99):.0f} ms"
+                    if rate
+                    else ""
+                )
+                out.print(
+                    f"run {run + 1}: {result.lines_per_second:,.0f} lines/s excluding join "
+                    f"({result.join_seconds:.1f}s join){latency}, worker peak RSS {result.peak_rss_mb:.0f} MB"
+                )
+    except StreamallocError as exc:
+        _fail(exc)
+    s = engine.summary(results)
+    table = Table(
+        "lines", "mode", "lines/s excl. join", "p50 ms", "p95 ms", "p99 ms", "join s", "peak RSS MB"
+    )
+    table.add_row(
+        f"{lines:,}",
+        f"{rate:,} lines/s" if rate else "throughput",
+        f"{s['lines_per_second']:,.0f}",
+        *(f"{s[k]:.0f}" if rate else "-" for k in ("p50_ms", "p95_ms", "p99_ms")),
+        f"{s['join_seconds']:.1f}",
+        f"{s['peak_rss_mb']:.0f}",
     )
     if runs > 1:
         out.print(f"median of {runs} runs:")

@@ -1,47 +1,275 @@
-"""`streamalloc demo`: the example data through the broker, end to end, and what happened."""
+"""`streamalloc demo`: three channels against scarce stock, two workers, then the audit.
+
+What happens: the demo publishes three locations, three channels and scarce stock, starts
+two engine workers as separate processes, and lets three channel generators (web, store,
+marketplace) place orders concurrently, cancelling some. A warehouse simulator follows the
+allocations: it picks and ships some lines, takes some back as returns, and inspects
+them (pass or fail). When every line has been decided and the warehouse has caught up, the
+workers stop and the audit checks the engine's promises from the topics alone.
+"""
 
 from __future__ import annotations
 
+import json
+import random
+import subprocess
+import sys
+import tempfile
+import threading
 import time
-from dataclasses import dataclass
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from streamalloc.commands.io import consume_json, produce_file
+from confluent_kafka import Consumer, Producer
+
+from streamalloc.audit import AuditReport
+from streamalloc.commands.audit import run_audit
+from streamalloc.commands.io import produce_file
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
+from streamalloc.errors import StreamallocError
+from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka.types import consumed
+from streamalloc.serialization import topic_serde
 
-EXAMPLE_FILES = (
-    ("locations", "locations.jsonl"),
-    ("channels", "channels.jsonl"),
-    ("inventory", "inventory.jsonl"),
-    ("orders", "orders.jsonl"),
-)
-
-
-@dataclass(frozen=True)
-class RoundTrip:
-    topic: str
-    sent: int
-    read_back: int
-    seconds: float
+CHANNELS = ("web", "store", "marketplace")
+REGIONS = {"web": ("east", "west", "south"), "store": ("east",), "marketplace": ("west", "north")}
+SKUS = tuple(f"SKU-{i:03d}" for i in range(12))
 
 
 def examples_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "examples"
 
 
-def round_trip(settings: Settings, examples: Path | None = None) -> list[RoundTrip]:
-    """Create the topics, send every example file, read each topic back (read_committed)."""
-    folder = examples or examples_dir()
-    ensure_topics(settings)
-    results = []
-    for name, filename in EXAMPLE_FILES:
-        topic = settings.topic(name)
-        started = time.perf_counter()
-        sent = produce_file(settings, topic, folder / filename)
-        seen: list[object] = []
-        consume_json(
-            settings, topic, max_records=sent, from_beginning=True, idle_timeout_s=10.0, on_record=seen.append
-        )
-        results.append(RoundTrip(topic, sent, len(seen), time.perf_counter() - started))
-    return results
+@dataclass
+class DemoProgress:
+    lines_placed: int = 0
+    lines_decided: int = 0
+    shipped: int = 0
+    returned: int = 0
+    last_event: float = field(default_factory=time.monotonic)
+
+
+class _Publisher:
+    """One producer, serdes per topic, thread-safe enough for the demo (librdkafka is)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.producer = Producer(producer_config(settings))
+        self.orders = {c: topic_serde(settings, settings.topic(f"orders.{c}")) for c in CHANNELS}
+        self.inventory = topic_serde(settings, settings.topic("inventory"))
+
+    def order(self, event: dict[str, Any]) -> None:
+        serde = self.orders[event["channel"]]
+        record = serde.validate(event)
+        self._send(serde.topic, serde.key_of(record), serde.encode(record))
+
+    def stock(self, event: dict[str, Any]) -> None:
+        record = self.inventory.validate(event)
+        self._send(self.inventory.topic, self.inventory.key_of(record), self.inventory.encode(record))
+
+    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                self.producer.produce(topic, value, key)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+def _stock(publisher: _Publisher, rng: random.Random) -> None:
+    n = 0
+    for sku in SKUS:
+        for location in ("WH-EAST", "STORE-NYC", "3PL-WEST"):
+            qty = rng.choice((0, 6, 10, 14, 20))
+            if qty:
+                n += 1
+                publisher.stock(
+                    {"event_id": f"demo-recv-{n}", "type": "received", "sku": sku,
+                     "location": location, "qty": qty, "occurred_at": _now()}
+                )  # fmt: skip
+    publisher.producer.flush(30)
+
+
+def _channel(publisher: _Publisher, channel: str, orders: int, seed: int, progress: DemoProgress) -> None:
+    rng = random.Random(seed)
+    placed: list[dict[str, Any]] = []
+    for i in range(orders):
+        lines = [
+            {"line_id": str(j + 1), "sku": sku, "qty": rng.choice((1, 1, 2))}
+            for j, sku in enumerate(rng.sample(SKUS, rng.choice((1, 1, 2, 3))))
+        ]
+        order = {
+            "event_id": f"demo-{channel}-{i}", "type": "placed", "order_id": f"{channel}-{i}",
+            "channel": channel, "occurred_at": _now(), "priority": rng.choice((0, 0, 1)),
+            "region": rng.choice(REGIONS[channel]),
+            "ship_complete": rng.random() < 0.1, "lines": lines,
+        }  # fmt: skip
+        publisher.order(order)
+        placed.append(order)
+        progress.lines_placed += len(lines)
+        if placed and rng.random() < 0.08:  # a customer cancels an earlier order
+            victim = rng.choice(placed)
+            listed = [] if rng.random() < 0.5 else victim["lines"][:1]
+            publisher.order(
+                {"event_id": f"demo-cancel-{channel}-{i}", "type": "cancelled",
+                 "order_id": victim["order_id"], "channel": channel, "occurred_at": _now(), "lines": listed}
+            )  # fmt: skip
+        time.sleep(rng.uniform(0.0, 0.004))
+    publisher.producer.flush(30)
+
+
+def _warehouse(
+    settings: Settings, publisher: _Publisher, progress: DemoProgress, stop: threading.Event, seed: int
+) -> None:
+    """Follow allocations: pick and ship some lines, take some back, inspect the returns."""
+    rng = random.Random(seed)
+    serde = topic_serde(settings, settings.topic("allocations"))
+    consumer = Consumer(consumer_config(settings, group_id=f"demo-warehouse-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic("allocations")])
+    decided: set[tuple[str, str]] = set()
+    try:
+        while not stop.is_set():
+            for msg in consumed(consumer.consume(1000, 0.2)):
+                value = msg.value()
+                if msg.error() is not None or value is None:
+                    continue
+                event = serde.decode(value)
+                progress.last_event = time.monotonic()
+                kind, line_id = event["type"], event["line_id"]
+                if line_id is None:
+                    continue
+                key = (event["order_id"], line_id)
+                if kind in ("allocated", "rejected", "backordered") and key not in decided:
+                    decided.add(key)
+                    progress.lines_decided = len(decided)
+                base = {"order_id": event["order_id"], "channel": event["channel"], "occurred_at": _now()}
+                line = {
+                    "line_id": line_id,
+                    "sku": event["sku"],
+                    "qty": event["qty"],
+                    "location": event["location"],
+                }
+                if kind == "allocated" and rng.random() < 0.5:
+                    publisher.order(
+                        {**base, "event_id": f"{event['event_id']}:pick", "type": "picked", "lines": [line]}
+                    )
+                elif kind == "picked":
+                    publisher.order(
+                        {
+                            **base,
+                            "event_id": f"{event['event_id']}:ship",
+                            "type": "fulfilled",
+                            "lines": [line],
+                        }
+                    )
+                elif kind == "fulfilled":
+                    progress.shipped += event["qty"]
+                    if rng.random() < 0.25:
+                        publisher.order(
+                            {
+                                **base,
+                                "event_id": f"{event['event_id']}:rma",
+                                "type": "returned",
+                                "lines": [line],
+                            }
+                        )
+                elif kind == "returned":
+                    progress.returned += event["qty"]
+                    publisher.stock(
+                        {"event_id": f"{event['event_id']}:qc", "type": "inspected", "sku": event["sku"],
+                         "location": event["location"], "qty": event["qty"], "occurred_at": _now(),
+                         "result": "pass" if rng.random() < 0.7 else "fail"}
+                    )  # fmt: skip
+            publisher.producer.poll(0)
+    finally:
+        publisher.producer.flush(30)
+        consumer.close()
+
+
+def _start_worker(settings: Settings, name: str, workdir: Path) -> subprocess.Popen[bytes]:
+    log = (workdir / f"{name}.log").open("wb")
+    command = [
+        sys.executable, "-m", "streamalloc",
+        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
+        "--app-id", settings.app_id,
+        "--state-dir", str(workdir / name), "--broker-profile", settings.broker_profile,
+        "worker", "--no-create-topics",
+    ]  # fmt: skip
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    orders_per_channel: int = 250,
+    seed: int = 7,
+    timeout_s: float = 100.0,
+    on_progress: Callable[[DemoProgress], None] = lambda p: None,
+    say: Callable[[str], None] = print,
+) -> AuditReport:
+    """Run the whole scenario; return the audit of what the engine decided."""
+    ensure_topics(settings, channels=CHANNELS)
+    publisher = _Publisher(settings)
+    produce_file(settings, settings.topic("locations"), examples_dir() / "locations.jsonl")
+    produce_file(settings, settings.topic("channels"), examples_dir() / "channels.jsonl")
+    _stock(publisher, random.Random(seed))
+    workdir = Path(tempfile.mkdtemp(prefix="streamalloc-demo-"))
+    workers = [_start_worker(settings, f"worker-{i}", workdir) for i in (1, 2)]
+    say(f"two workers started (pids {', '.join(str(w.pid) for w in workers)}); logs in {workdir}")
+    progress = DemoProgress()
+    stop = threading.Event()
+    warehouse = threading.Thread(
+        target=_warehouse, args=(settings, publisher, progress, stop, seed), daemon=True
+    )
+    warehouse.start()
+    try:
+        channels = [
+            threading.Thread(
+                target=_channel, args=(publisher, c, orders_per_channel, seed + i, progress), daemon=True
+            )
+            for i, c in enumerate(CHANNELS)
+        ]
+        for thread in channels:
+            thread.start()
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            on_progress(progress)
+            generators_done = not any(t.is_alive() for t in channels)
+            quiet = time.monotonic() - progress.last_event > 3.0
+            if generators_done and progress.lines_decided >= progress.lines_placed and quiet:
+                break
+            for worker in workers:
+                if worker.poll() is not None:
+                    raise StreamallocError(
+                        f"worker {worker.pid} exited with {worker.returncode}; see {workdir}"
+                    )
+            time.sleep(0.2)
+        else:
+            raise StreamallocError(f"the engine did not decide every line within {timeout_s}s; see {workdir}")
+    finally:
+        stop.set()
+        warehouse.join(10)
+        for worker in workers:
+            if worker.poll() is None:
+                worker.terminate()  # SIGTERM: commit, leave the group, exit 0
+        for worker in workers:
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                worker.wait(5)
+    say(
+        f"workers stopped; {progress.shipped} unit(s) shipped, {progress.returned} returned; "
+        "auditing the topics"
+    )
+    report = run_audit(settings)
+    (workdir / "audit.json").write_text(json.dumps({"ok": report.ok, "breaches": report.breaches}, indent=2))
+    return report

@@ -1,0 +1,263 @@
+"""`streamalloc bench engine`: order lines through the whole pipeline with exactly-once.
+
+The engine runs as its own worker process (as in production); this process produces the
+orders and reads the committed `allocations` topic, so what it measures is what a
+downstream consumer sees. Two modes:
+
+- throughput: every order is produced first; lines decided per second is counted from
+  the first committed decision to the last (group join excluded, and reported apart);
+- rate: orders are produced at a fixed rate of lines per second while the engine runs,
+  and decision latency (order event time to the committed allocation event) is reported.
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamalloc.commands.topics import ensure_topics
+from streamalloc.config import Settings
+from streamalloc.errors import StreamallocError
+from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka.types import consumed
+from streamalloc.serialization import topic_serde
+
+LOCATIONS = ("WH-1", "WH-2", "STORE-1")
+CHANNELS = ("web", "store", "marketplace")
+FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
+
+
+@dataclass(frozen=True)
+class EngineResult:
+    lines: int
+    orders: int
+    join_seconds: float
+    decide_seconds: float
+    latencies_ms: list[float]
+    peak_rss_mb: float
+
+    @property
+    def lines_per_second(self) -> float:
+        return self.lines / self.decide_seconds if self.decide_seconds > 0 else 0.0
+
+    def percentile(self, q: float) -> float:
+        if not self.latencies_ms:
+            return float("nan")
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _orders(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
+    """A realistic mix: 60% single-line, 30% two-line, 10% three- or four-line orders."""
+    rng = random.Random(seed)
+    orders: list[list[tuple[str, int]]] = []
+    left = lines
+    while left > 0:
+        size = min(left, rng.choices((1, 2, 3, 4), weights=(60, 30, 6, 4))[0])
+        orders.append([(f"SKU-{rng.randrange(skus):05d}", rng.choice((1, 1, 2))) for _ in range(size)])
+        left -= size
+    return orders
+
+
+class _Decisions:
+    """Reads committed allocations; counts first decisions and their latency."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._serde = topic_serde(settings, settings.topic("allocations"))
+        topic = settings.topic("allocations")
+        config = consumer_config(settings, group_id=f"bench-observer-{time.time_ns()}")
+        self._consumer = Consumer(config)
+        # assign(), not subscribe(): no group join of its own to skew the figures
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        self.decided = 0
+        self.first_at: float | None = None
+        self.last_at = 0.0
+        self.latencies_ms: list[float] = []
+        self.measure_latency = False
+
+    def poll(self) -> None:
+        for msg in consumed(self._consumer.consume(10_000, 0.1)):
+            value = msg.value()
+            if msg.error() is not None or value is None:
+                continue
+            if _event_type(value) not in FIRST_DECISIONS:
+                continue
+            now = time.time()
+            self.decided += 1
+            self.first_at = self.first_at or now
+            self.last_at = now
+            if self.measure_latency:
+                self.latencies_ms.append(now * 1000 - self._serde.decode(value)["occurred_at"])
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def _event_type(value: bytes) -> str:
+    """The `type` of an Avro allocation event without decoding it all: the third field,
+    after event_id and cause_event_id (strings: zig-zag varint length, then bytes)."""
+    pos = 5  # magic byte and schema id
+    for _ in range(3):
+        shift = length = 0
+        while True:
+            byte = value[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        length >>= 1
+        if _ == 2:
+            return value[pos : pos + length].decode()
+        pos += length
+    return ""
+
+
+def _peak_rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def run(
+    settings: Settings,
+    *,
+    lines: int,
+    skus: int = 1_000,
+    rate: int | None = None,
+    seed: int = 11,
+    on_progress: Callable[[int], None] = lambda n: None,
+    timeout_s: float = 600.0,
+) -> EngineResult:
+    tag = f"bench{time.time_ns() % 10**9}"
+    settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
+    ensure_topics(settings)
+    tuning: dict[str, Any] = {"linger.ms": 20}
+    producer = Producer(producer_config(settings, **tuning))
+    orders_serde = topic_serde(settings, settings.topic("orders"))
+    inventory = topic_serde(settings, settings.topic("inventory"))
+
+    def send(topic: str, key: bytes | None, value: bytes) -> None:
+        while True:
+            try:
+                producer.produce(topic, value, key)
+                return
+            except BufferError:
+                producer.poll(0.05)
+
+    for location in LOCATIONS:
+        record = {"location_id": location, "status": "online", "priority": 1, "regions_served": []}
+        serde = topic_serde(settings, settings.topic("locations"))
+        send(serde.topic, location.encode(), serde.encode(serde.validate(record)))
+    now = int(time.time() * 1000)
+    for i in range(skus):
+        for location in LOCATIONS:
+            sku = f"SKU-{i:05d}"
+            event = {"event_id": f"r-{i}-{location}", "type": "received", "sku": sku,
+                     "location": location, "qty": 10**6, "occurred_at": now}  # fmt: skip
+            send(inventory.topic, sku.encode(), inventory.encode(inventory.validate(event)))
+    producer.flush(60)
+
+    plan = _orders(lines, skus, seed)
+
+    def order_bytes(i: int, order_lines: list[tuple[str, int]]) -> tuple[bytes, bytes]:
+        order_id = f"order-{i}"
+        order = {
+            "event_id": f"o-{i}", "type": "placed", "order_id": order_id, "channel": CHANNELS[i % 3],
+            "occurred_at": int(time.time() * 1000),
+            "lines": [{"line_id": str(j + 1), "sku": s, "qty": q} for j, (s, q) in enumerate(order_lines)],
+        }  # fmt: skip
+        return order_id.encode(), orders_serde.encode(orders_serde.validate(order))
+
+    observer = _Decisions(settings)
+    workdir = Path(tempfile.mkdtemp(prefix="streamalloc-bench-"))
+    if rate is None:
+        for i, order_lines in enumerate(plan):
+            key, value = order_bytes(i, order_lines)
+            send(orders_serde.topic, key, value)
+        producer.flush(120)
+    log = (workdir / "worker.log").open("wb")
+    command = [
+        sys.executable, "-m", "streamalloc", "--bootstrap", str(settings.bootstrap),
+        "--prefix", settings.topic_prefix, "--app-id", settings.app_id, "--state-dir", str(workdir / "state"),
+        "--broker-profile", settings.broker_profile, "worker", "--no-create-topics",
+    ]  # fmt: skip
+    started = time.time()
+    worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+    try:
+        feeder = None
+        if rate is not None:
+            observer.measure_latency = True
+
+            def feed() -> None:
+                sent, begin = 0, time.monotonic()
+                for i, order_lines in enumerate(plan):
+                    key, value = order_bytes(i, order_lines)
+                    send(orders_serde.topic, key, value)
+                    sent += len(order_lines)
+                    ahead = sent / rate - (time.monotonic() - begin)
+                    if ahead > 0:
+                        producer.poll(0)
+                        time.sleep(ahead)
+                producer.flush(60)
+
+            feeder = threading.Thread(target=feed, daemon=True)
+            feeder.start()
+        deadline = time.monotonic() + timeout_s
+        while observer.decided < lines:
+            if time.monotonic() > deadline:
+                raise StreamallocError(f"only {observer.decided} of {lines} lines decided in {timeout_s}s")
+            if worker.poll() is not None:
+                raise StreamallocError(
+                    f"the worker exited with {worker.returncode}; see {workdir}/worker.log"
+                )
+            observer.poll()
+            on_progress(observer.decided)
+        peak = _peak_rss_mb(worker.pid)
+        if feeder is not None:
+            feeder.join(30)
+    finally:
+        if worker.poll() is None:
+            worker.terminate()
+            try:
+                worker.wait(30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+        observer.close()
+        log.close()
+    first = observer.first_at or started
+    return EngineResult(
+        lines=observer.decided,
+        orders=len(plan),
+        join_seconds=first - started,
+        decide_seconds=observer.last_at - first,
+        latencies_ms=observer.latencies_ms,
+        peak_rss_mb=peak,
+    )
+
+
+def summary(results: list[EngineResult]) -> dict[str, Any]:
+    return {
+        "lines_per_second": statistics.median(r.lines_per_second for r in results),
+        "join_seconds": statistics.median(r.join_seconds for r in results),
+        "p50_ms": statistics.median(r.percentile(0.50) for r in results),
+        "p95_ms": statistics.median(r.percentile(0.95) for r in results),
+        "p99_ms": statistics.median(r.percentile(0.99) for r in results),
+        "peak_rss_mb": max(r.peak_rss_mb for r in results),
+    }

@@ -1,0 +1,56 @@
+"""The global tables (decoded `locations` and `channels` records) as the domain's Tables."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from streamalloc.domain import Channel, Location, Tables
+
+TablesProvider = Callable[[], Tables]
+
+
+def location_of(record: Mapping[str, Any]) -> Location:
+    return Location(
+        location_id=record["location_id"],
+        status="online" if record.get("status", "online") == "online" else "offline",
+        priority=record.get("priority", 0),
+        region=record.get("region"),
+        regions_served=frozenset(record.get("regions_served") or ()),
+        safety_stock=record.get("safety_stock", 0),
+    )
+
+
+def channel_of(record: Mapping[str, Any]) -> Channel:
+    allowed = record.get("locations")
+    return Channel(
+        channel_id=record["channel_id"],
+        priority=record.get("priority", 0),
+        safety_stock=record.get("safety_stock", 0),
+        pool_share=record.get("pool_share"),
+        backorder_limit=record.get("backorder_limit", 0),
+        locations=None if allowed is None else frozenset(allowed),
+        allow_split=record.get("allow_split", False),
+        waitlist=record.get("waitlist", False),
+        lot_policy=record.get("lot_policy"),
+    )
+
+
+class TablesView:
+    """Domain Tables rebuilt only when a global table changed (`version` bumps)."""
+
+    def __init__(self, locations: Any, channels: Any) -> None:
+        self._locations = locations  # GlobalTable: .rows (decoded records), .version
+        self._channels = channels
+        self._seen = (-1, -1)
+        self._tables = Tables()
+
+    def __call__(self) -> Tables:
+        seen = (self._locations.version, self._channels.version)
+        if seen != self._seen:
+            self._tables = Tables(
+                locations={k: location_of(v) for k, v in self._locations.rows.items()},
+                channels={k: channel_of(v) for k, v in self._channels.rows.items()},
+            )
+            self._seen = seen
+        return self._tables
