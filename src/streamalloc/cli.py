@@ -247,7 +247,13 @@ def worker(http_host: str | None, http_port: int | None, create_topics: bool) ->
     "--orders", type=click.IntRange(min=1), default=250, show_default=True, help="Orders per channel."
 )
 @click.option("--seed", type=int, default=7, show_default=True)
-def demo(orders: int, seed: int) -> None:
+@click.option(
+    "--crash-at",
+    type=click.FloatRange(min=0, max=1, min_open=True, max_open=True),
+    default=None,
+    help="Kill -9 a worker once this share of the lines is decided (e.g. 0.4), restart it, audit.",
+)
+def demo(orders: int, seed: int, crash_at: float | None) -> None:
     """Three channels against scarce stock, two workers, returns and cancellations; then the audit."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -267,7 +273,14 @@ def demo(orders: int, seed: int) -> None:
                 def show(p: DemoProgress) -> None:
                     bar.update(task, completed=p.lines_decided, total=max(p.lines_placed, 1))
 
-                report = run_demo(settings, orders_per_channel=orders, seed=seed, on_progress=show, say=_say)
+                report = run_demo(
+                    settings,
+                    orders_per_channel=orders,
+                    seed=seed,
+                    crash_at=crash_at,
+                    on_progress=show,
+                    say=_say,
+                )
     except StreamallocError as exc:
         _fail(exc)
     print_audit(report)

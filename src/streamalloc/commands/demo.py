@@ -84,21 +84,53 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-def _stock(publisher: _Publisher, rng: random.Random) -> None:
+def _stock(publisher: _Publisher, rng: random.Random) -> set[str]:
+    """Receive scarce stock of every SKU at the three locations; the SKUs that got some."""
     n = 0
+    stocked: set[str] = set()
     for sku in SKUS:
         for location in ("WH-EAST", "STORE-NYC", "3PL-WEST"):
             qty = rng.choice((0, 6, 10, 14, 20))
             if qty:
                 n += 1
+                stocked.add(sku)
                 publisher.stock(
                     {"event_id": f"demo-recv-{n}", "type": "received", "sku": sku,
                      "location": location, "qty": qty, "occurred_at": _now()}
                 )  # fmt: skip
     publisher.producer.flush(30)
+    return stocked
 
 
-def _channel(publisher: _Publisher, channel: str, orders: int, seed: int, progress: DemoProgress) -> None:
+def _wait_until_engine_has(settings: Settings, skus: set[str], timeout_s: float) -> None:
+    """Block until the engine has published availability for every one of `skus`.
+
+    That is when both workers run the allocator on every partition: orders placed from
+    now on meet a running engine, so they are decided as they arrive.
+    """
+    consumer = Consumer(consumer_config(settings, group_id=f"demo-ready-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic("availability")])
+    serde = topic_serde(settings, settings.topic("availability"))
+    missing = set(skus)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while missing:
+            if time.monotonic() > deadline:
+                raise StreamallocError(
+                    f"the engine published no availability for {len(missing)} SKU(s) within {timeout_s:.0f}s"
+                )
+            for msg in consumed(consumer.consume(1000, 0.2)):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    missing.discard(serde.decode(value)["sku"])
+    finally:
+        consumer.close()
+
+
+def _channel(
+    publisher: _Publisher, channel: str, orders: int, rate: float, seed: int, progress: DemoProgress
+) -> None:
+    """Place `orders` orders at `rate` per second on average (Poisson arrivals), cancelling some."""
     rng = random.Random(seed)
     placed: list[dict[str, Any]] = []
     for i in range(orders):
@@ -122,7 +154,7 @@ def _channel(publisher: _Publisher, channel: str, orders: int, seed: int, progre
                 {"event_id": f"demo-cancel-{channel}-{i}", "type": "cancelled",
                  "order_id": victim["order_id"], "channel": channel, "occurred_at": _now(), "lines": listed}
             )  # fmt: skip
-        time.sleep(rng.uniform(0.0, 0.004))
+        time.sleep(rng.expovariate(rate))
     publisher.producer.flush(30)
 
 
@@ -195,7 +227,7 @@ def _warehouse(
 
 
 def _start_worker(settings: Settings, name: str, workdir: Path) -> subprocess.Popen[bytes]:
-    log = (workdir / f"{name}.log").open("wb")
+    log_path = workdir / f"{name}.log"
     command = [
         sys.executable, "-m", "streamalloc",
         "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
@@ -203,24 +235,33 @@ def _start_worker(settings: Settings, name: str, workdir: Path) -> subprocess.Po
         "--state-dir", str(workdir / name), "--broker-profile", settings.broker_profile,
         "worker", "--no-create-topics",
     ]  # fmt: skip
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+    with log_path.open("ab") as log:  # the child keeps its own descriptor; ours closes here
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
 
 
 def run_demo(
     settings: Settings,
     *,
     orders_per_channel: int = 250,
+    rate: float = 50.0,
     seed: int = 7,
     timeout_s: float = 100.0,
+    crash_at: float | None = None,
     on_progress: Callable[[DemoProgress], None] = lambda p: None,
     say: Callable[[str], None] = print,
 ) -> AuditReport:
-    """Run the whole scenario; return the audit of what the engine decided."""
+    """Run the whole scenario; return the audit of what the engine decided.
+
+    With `crash_at` (a share of the lines, 0 < crash_at < 1), the first worker is killed
+    with SIGKILL once that share of the lines is decided, in the middle of its
+    transactions, and started again on the same state directory: the audit must pass
+    all the same.
+    """
     ensure_topics(settings, channels=CHANNELS)
     publisher = _Publisher(settings)
     produce_file(settings, settings.topic("locations"), examples_dir() / "locations.jsonl")
     produce_file(settings, settings.topic("channels"), examples_dir() / "channels.jsonl")
-    _stock(publisher, random.Random(seed))
+    stocked = _stock(publisher, random.Random(seed))
     workdir = Path(tempfile.mkdtemp(prefix="streamalloc-demo-"))
     workers = [_start_worker(settings, f"worker-{i}", workdir) for i in (1, 2)]
     say(f"two workers started (pids {', '.join(str(w.pid) for w in workers)}); logs in {workdir}")
@@ -231,17 +272,33 @@ def run_demo(
     )
     warehouse.start()
     try:
+        _wait_until_engine_has(settings, stocked, timeout_s=60)
+        say(f"the engine has the stock of {len(stocked)} SKU(s); three channels start ordering")
         channels = [
             threading.Thread(
-                target=_channel, args=(publisher, c, orders_per_channel, seed + i, progress), daemon=True
+                target=_channel,
+                args=(publisher, c, orders_per_channel, rate, seed + i, progress),
+                daemon=True,
             )
             for i, c in enumerate(CHANNELS)
         ]
         for thread in channels:
             thread.start()
         deadline = time.monotonic() + timeout_s
+        expected_lines = orders_per_channel * len(CHANNELS) * 1.75  # 1, 1, 2 or 3 lines an order
+        crash_after = None if crash_at is None else int(expected_lines * crash_at)
         while time.monotonic() < deadline:
             on_progress(progress)
+            if crash_after is not None and progress.lines_decided >= crash_after:
+                crash_after = None
+                victim = workers[0]
+                victim.kill()  # SIGKILL: no commit, no leaving the group, transactions left open
+                victim.wait(10)
+                say(
+                    f"killed worker-1 (pid {victim.pid}) with SIGKILL after {progress.lines_decided} "
+                    f"of {progress.lines_placed} placed line(s) were decided; starting it again"
+                )
+                workers[0] = _start_worker(settings, "worker-1", workdir)
             generators_done = not any(t.is_alive() for t in channels)
             quiet = time.monotonic() - progress.last_event > 3.0
             if generators_done and progress.lines_decided >= progress.lines_placed and quiet:
