@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.box import SIMPLE_HEAD
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from streamalloc import logs
 from streamalloc.config import Settings
@@ -304,26 +305,28 @@ def audit() -> None:
 
 
 def print_audit(report: Any) -> None:
-    """The audit's summary: per channel, then the invariants."""
-    table = Table(
-        "channel", "lines placed", "allocated", "rejected (by reason)", "released", "fulfilled", "returned"
-    )
+    """The audit's summary: per channel, rejections by reason, then the invariants."""
+    columns = ("placed", "allocated", "rejected", "released", "fulfilled", "returned")
+    table = Table(*(Column(c, no_wrap=True) for c in ("channel", *columns)), box=SIMPLE_HEAD, show_edge=False)
+    reasons = Table("channel", "rejected because", "lines", box=SIMPLE_HEAD, show_edge=False)
     for channel, stats in sorted(report.per_channel.items()):
-        rejected = ", ".join(
-            f"{k.removeprefix('rejected: ')} {v}"
-            for k, v in sorted(stats.items())
-            if k.startswith("rejected")
-        )
+        rejected = {k.removeprefix("rejected: "): v for k, v in stats.items() if k.startswith("rejected: ")}
         table.add_row(
             channel,
             str(stats["placed"]),
             str(stats["allocated"]),
-            rejected or "0",
+            str(sum(rejected.values())),
             str(stats["released"]),
             str(stats["fulfilled"]),
             str(stats["returned"]),
         )
+        for reason, count in sorted(rejected.items(), key=lambda item: -item[1]):
+            reasons.add_row(channel, reason, str(count))
     out.print(table)
+    if reasons.row_count:
+        out.print()
+        out.print(reasons)
+    out.print()
     decided = f"{report.lines_decided}/{report.lines_placed}"
     out.print(f"units oversold: [bold]{report.oversold_units}[/bold]")
     out.print(f"order lines with exactly one final decision: {decided}")

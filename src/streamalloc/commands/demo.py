@@ -90,7 +90,7 @@ def _stock(publisher: _Publisher, rng: random.Random) -> set[str]:
     stocked: set[str] = set()
     for sku in SKUS:
         for location in ("WH-EAST", "STORE-NYC", "3PL-WEST"):
-            qty = rng.choice((0, 6, 10, 14, 20))
+            qty = rng.choice((0, 10, 20, 30, 40, 50))
             if qty:
                 n += 1
                 stocked.add(sku)
