@@ -76,7 +76,9 @@ def _say(text: str) -> None:
 def main(ctx: click.Context, /, **options: Any) -> None:
     """streamalloc: inventory allocation as an exactly-once Kafka stream processor."""
     try:
-        settings = Settings.from_env({}, **options)
+        # Options win; every other setting (commit interval, batch size...) comes from its
+        # STREAMALLOC_* variable, so a worker is tuned the same way in a shell or a container.
+        settings = Settings.from_env(None, **options)
     except StreamallocError as exc:
         raise click.UsageError(str(exc)) from exc
     logs.configure(settings.log_level)

@@ -65,7 +65,7 @@ def consumer_config(settings: Settings, *, group_id: str | None = None, **extra:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "range",
-        "fetch.wait.max.ms": 50,
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
         **settings.group_timeouts(),
     }
     config.update(extra)
