@@ -12,6 +12,7 @@ downstream consumer sees. Two modes:
 
 from __future__ import annotations
 
+import json
 import random
 import statistics
 import subprocess
@@ -203,7 +204,7 @@ def run(
     command = [
         sys.executable, "-m", "streamalloc", "--bootstrap", str(settings.bootstrap),
         "--prefix", settings.topic_prefix, "--app-id", settings.app_id, "--state-dir", str(workdir / "state"),
-        "--broker-profile", settings.broker_profile, "worker", "--no-create-topics",
+        "--broker-profile", settings.broker_profile, "--log-level", "INFO", "worker", "--no-create-topics",
     ]  # fmt: skip
     started = time.time()
     worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
@@ -249,7 +250,9 @@ def run(
                 worker.kill()
         observer.close()
         log.close()
-    first = observer.first_at or started
+    # Join ends when the worker is assigned its partitions (its log says when), not at the
+    # first decision: by then intake has already worked through part of the backlog.
+    first = _assigned_at(workdir / "worker.log") or observer.first_at or started
     return EngineResult(
         lines=observer.decided,
         orders=len(plan),
@@ -258,6 +261,16 @@ def run(
         latencies_ms=observer.latencies_ms,
         peak_rss_mb=peak,
     )
+
+
+def _assigned_at(log: Path) -> float | None:
+    """Wall-clock time of the worker's first partition assignment, from its JSON log."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            entry = json.loads(line)
+            if entry.get("msg") == "assigned" and entry.get("partitions"):
+                return float(entry["ts"])
+    return None
 
 
 def summary(results: list[EngineResult]) -> dict[str, Any]:
