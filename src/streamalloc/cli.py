@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.box import SIMPLE_HEAD
@@ -16,6 +17,8 @@ from streamalloc import logs
 from streamalloc.config import Settings
 from streamalloc.connect import kafka_available
 from streamalloc.errors import StreamallocError
+
+R = TypeVar("R")
 
 console = Console(stderr=True)
 out = Console()
@@ -349,6 +352,34 @@ def bench() -> None:
     """Benchmarks: they print figures (quote medians of several runs)."""
 
 
+def _bench_runs(
+    runs: int,
+    total: int,
+    unit: str,
+    one: Callable[[Settings, Callable[[int], None]], R],
+    describe: Callable[[R], str],
+) -> list[R]:
+    """Run a benchmark `runs` times with a progress bar, printing each run's figures."""
+    from rich.progress import Progress, TaskID
+
+    results: list[R] = []
+    try:
+        with kafka_available(_settings(), _say) as settings, Progress(console=console, transient=True) as bar:
+            for run in range(runs):
+                task = bar.add_task(f"run {run + 1}/{runs}: {unit}", total=total)
+
+                def advance(done: int, task: TaskID = task) -> None:
+                    bar.update(task, completed=done)
+
+                result = one(settings, advance)
+                results.append(result)
+                bar.remove_task(task)
+                out.print(f"run {run + 1}: {describe(result)}")
+    except StreamallocError as exc:
+        _fail(exc)
+    return results
+
+
 @bench.command("runtime")
 @click.option("--records", type=click.IntRange(min=1), default=200_000, show_default=True)
 @click.option("--keys", type=click.IntRange(min=1), default=1_000, show_default=True)
@@ -359,29 +390,19 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
     """Counting stage with RocksDB, changelog and exactly-once over N records."""
     from statistics import median
 
-    from rich.progress import Progress, TaskID
-
     from streamalloc.bench import runtime
 
-    results = []
-    try:
-        with kafka_available(_settings(), _say) as settings, Progress(console=console, transient=True) as bar:
-            for run in range(runs):
-                task = bar.add_task(f"run {run + 1}/{runs}", total=records)
+    def one(settings: Settings, advance: Callable[[int], None]) -> runtime.RuntimeResult:
+        return runtime.run(settings, records=records, keys=keys, on_progress=advance)
 
-                def advance(done: int, task: TaskID = task) -> None:
-                    bar.update(task, completed=done)
+    def describe(result: runtime.RuntimeResult) -> str:
+        return (
+            f"{result.rate_excluding_join:,.0f} records/s excluding join, "
+            f"{result.rate_including_join:,.0f} including join ({result.join_seconds:.1f}s), "
+            f"peak RSS {result.peak_rss_mb:.0f} MB"
+        )
 
-                result = runtime.run(settings, records=records, keys=keys, on_progress=advance)
-                results.append(result)
-                bar.remove_task(task)
-                out.print(
-                    f"run {run + 1}: {result.rate_excluding_join:,.0f} records/s excluding join, "
-                    f"{result.rate_including_join:,.0f} including join ({result.join_seconds:.1f}s), "
-                    f"peak RSS {result.peak_rss_mb:.0f} MB"
-                )
-    except StreamallocError as exc:
-        _fail(exc)
+    results = _bench_runs(runs, records, "records", one, describe)
     table = Table("records", "keys", "records/s excl. join", "records/s incl. join", "join s", "peak RSS MB")
     table.add_row(
         f"{records:,}",
@@ -407,34 +428,24 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
 )
 def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
     """Order lines through intake, allocator and order stage with exactly-once; one worker."""
-    from rich.progress import Progress, TaskID
-
     from streamalloc.bench import engine
 
-    results = []
-    try:
-        with kafka_available(_settings(), _say) as settings, Progress(console=console, transient=True) as bar:
-            for run in range(runs):
-                task = bar.add_task(f"run {run + 1}/{runs}: lines decided", total=lines)
+    def one(settings: Settings, advance: Callable[[int], None]) -> engine.EngineResult:
+        return engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance)
 
-                def advance(done: int, task: TaskID = task) -> None:
-                    bar.update(task, completed=done)
+    def describe(result: engine.EngineResult) -> str:
+        latency = (
+            f", latency p50 {result.percentile(0.5):.0f} ms p95 {result.percentile(0.95):.0f} ms "
+            f"p99 {result.percentile(0.99):.0f} ms"
+            if rate
+            else ""
+        )
+        return (
+            f"{result.lines_per_second:,.0f} lines/s excluding join "
+            f"({result.join_seconds:.1f}s join){latency}, worker peak RSS {result.peak_rss_mb:.0f} MB"
+        )
 
-                result = engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance)
-                results.append(result)
-                bar.remove_task(task)
-                latency = (
-                    f", latency p50 {result.percentile(0.5):.0f} ms p95 {result.percentile(0.95):.0f} ms "
-                    f"p99 {result.percentile(0.99):.0f} ms"
-                    if rate
-                    else ""
-                )
-                out.print(
-                    f"run {run + 1}: {result.lines_per_second:,.0f} lines/s excluding join "
-                    f"({result.join_seconds:.1f}s join){latency}, worker peak RSS {result.peak_rss_mb:.0f} MB"
-                )
-    except StreamallocError as exc:
-        _fail(exc)
+    results = _bench_runs(runs, lines, "lines decided", one, describe)
     s = engine.summary(results)
     table = Table(
         "lines", "mode", "lines/s excl. join", "p50 ms", "p95 ms", "p99 ms", "join s", "peak RSS MB"

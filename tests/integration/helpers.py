@@ -15,19 +15,14 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streamalloc.config import Settings
-from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka import clients, consumer_config, producer_config
 
 
 def produce(settings: Settings, topic: str, records: Iterable[tuple[bytes | None, bytes | None]]) -> int:
     producer = Producer(producer_config(settings))
     count = 0
     for key, value in records:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                break
-            except BufferError:
-                producer.poll(0.05)
+        clients.produce(producer, topic, value, key)
         count += 1
     remaining = producer.flush(30)
     assert remaining == 0, f"{remaining} records not delivered"

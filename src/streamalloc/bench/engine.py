@@ -30,7 +30,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
-from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
 from streamalloc.kafka.types import consumed
 from streamalloc.serialization import topic_serde
 
@@ -89,12 +89,8 @@ class _Decisions:
         self.measure_latency = False
 
     def poll(self) -> None:
-        # consume(n, t) waits for n messages or t: wait for one, then take what is there,
-        # so the observer itself adds no latency to what it measures.
-        messages = self._consumer.consume(1, 0.1)
-        if messages:
-            messages.extend(self._consumer.consume(10_000, 0.0))
-        for msg in consumed(messages):
+        # Never waits for a full batch, so the observer adds no latency to what it measures.
+        for msg in consumed(consume_available(self._consumer, 10_000, 0.1)):
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue
@@ -160,12 +156,7 @@ def run(
     inventory = topic_serde(settings, settings.topic("inventory"))
 
     def send(topic: str, key: bytes | None, value: bytes) -> None:
-        while True:
-            try:
-                producer.produce(topic, value, key)
-                return
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, topic, value, key)
 
     for location in LOCATIONS:
         record = {"location_id": location, "status": "online", "priority": 1, "regions_served": []}

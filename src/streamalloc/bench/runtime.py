@@ -20,7 +20,7 @@ from confluent_kafka.admin import NewTopic
 
 from streamalloc.bench.counting import CountingStage
 from streamalloc.config import Settings
-from streamalloc.kafka import admin_client, producer_config
+from streamalloc.kafka import admin_client, produce, producer_config
 from streamalloc.runtime.dead_letter import dead_letter_encoder
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.state import RocksDBStore
@@ -90,12 +90,7 @@ def run(
     tuning: dict[str, Any] = {"linger.ms": 20}
     producer = Producer(producer_config(settings, **tuning))
     for i in range(records):
-        while True:
-            try:
-                producer.produce(source, b"%d" % i, b"key-%d" % (i % keys))
-                break
-            except BufferError:
-                producer.poll(0.05)
+        produce(producer, source, b"%d" % i, b"key-%d" % (i % keys))
     producer.flush(60)
     produce_seconds = time.perf_counter() - started
 

@@ -31,7 +31,7 @@ from streamalloc.commands.io import produce_file
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
-from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
 from streamalloc.kafka.types import consumed
 from streamalloc.serialization import topic_serde
 
@@ -72,12 +72,7 @@ class _Publisher:
         self._send(self.inventory.topic, self.inventory.key_of(record), self.inventory.encode(record))
 
     def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(topic, value, key)
-                return
-            except BufferError:
-                self.producer.poll(0.05)
+        produce(self.producer, topic, value, key)
 
 
 def _now() -> int:
@@ -119,7 +114,7 @@ def _wait_until_engine_has(settings: Settings, skus: set[str], timeout_s: float)
                 raise StreamallocError(
                     f"the engine published no availability for {len(missing)} SKU(s) within {timeout_s:.0f}s"
                 )
-            for msg in consumed(consumer.consume(1000, 0.2)):
+            for msg in consumed(consume_available(consumer, 1000, 0.2)):
                 value = msg.value()
                 if msg.error() is None and value is not None:
                     missing.discard(serde.decode(value)["sku"])
@@ -169,7 +164,7 @@ def _warehouse(
     decided: set[tuple[str, str]] = set()
     try:
         while not stop.is_set():
-            for msg in consumed(consumer.consume(1000, 0.2)):
+            for msg in consumed(consume_available(consumer, 1000, 0.2)):
                 value = msg.value()
                 if msg.error() is not None or value is None:
                     continue

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from streamalloc.config import Settings
 from streamalloc.errors import BrokerError, StreamallocError, ValidationError
-from streamalloc.kafka import consumer_config, kafka_errors, producer_config
+from streamalloc.kafka import consumer_config, kafka_errors, produce, producer_config
 from streamalloc.kafka.types import consumed
 from streamalloc.serialization import TopicSerde, topic_serde
 
@@ -62,12 +62,7 @@ def produce_file(settings: Settings, topic: str, path: Path) -> int:
 
     with kafka_errors(f"producing to {topic}"):
         for record in records:
-            while True:
-                try:
-                    producer.produce(topic, record.value, record.key, on_delivery=on_delivery)
-                    break
-                except BufferError:
-                    producer.poll(0.05)
+            produce(producer, topic, record.value, record.key, on_delivery=on_delivery)
         remaining = producer.flush(30)
     if remaining or failures:
         raise BrokerError(f"{remaining} record(s) undelivered, {len(failures)} failed: {failures[:3]}")

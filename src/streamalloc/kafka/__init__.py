@@ -7,9 +7,18 @@ is applied in one place.
 
 from streamalloc.kafka.clients import (
     admin_client,
+    consume_available,
     consumer_config,
     kafka_errors,
+    produce,
     producer_config,
 )
 
-__all__ = ["admin_client", "consumer_config", "kafka_errors", "producer_config"]
+__all__ = [
+    "admin_client",
+    "consume_available",
+    "consumer_config",
+    "kafka_errors",
+    "produce",
+    "producer_config",
+]

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamalloc.config import Settings
@@ -92,3 +92,34 @@ def resolve_profile(settings: Settings, timeout_s: float = 10.0) -> Settings:
     with kafka_errors(f"connecting to {settings.bootstrap}"):
         cluster_id = admin_client(settings).list_topics(timeout=timeout_s).cluster_id or ""
     return settings.replace(broker_profile="embedded" if cluster_id.startswith("tansu") else "kafka")
+
+
+def produce(
+    producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any
+) -> None:
+    """Produce one record, serving delivery callbacks while the local queue is full.
+
+    (The worker's own emit is a hand-inlined copy of this loop: it is the hot path.)
+    """
+    while True:
+        try:
+            producer.produce(topic, value, key, **kwargs)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to `max_messages` without holding back what has arrived.
+
+    consume(n, t) waits until it has n messages or t has passed, so a blocking call for a
+    whole batch delays every record by the full timeout when traffic is light. This takes
+    what is buffered; when nothing is, it waits up to `timeout_s` for one message only,
+    then takes whatever else is there.
+    """
+    messages: list[Message] = consumer.consume(max_messages, 0.0)
+    if not messages and timeout_s > 0:
+        messages = consumer.consume(1, timeout_s)
+        if messages and max_messages > 1:
+            messages.extend(consumer.consume(max_messages - 1, 0.0))
+    return messages

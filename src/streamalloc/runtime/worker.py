@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streamalloc.config import Settings
 from streamalloc.errors import ProcessingError, StreamallocError
-from streamalloc.kafka import consumer_config, producer_config
+from streamalloc.kafka import consume_available, consumer_config, producer_config
 from streamalloc.kafka.types import ConsumedMessage, consumed
 from streamalloc.runtime.changelog import RestoreJob, Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
@@ -153,15 +153,7 @@ class Worker:
                 self._restored(job)
         if self._before_batch is not None:
             self._before_batch()
-        # consume(n, timeout) waits until it has n messages or the timeout passes, so a
-        # blocking call for a whole batch would hold every record back for the full timeout.
-        # Take what is there; when nothing is, wait for one message only, then the rest.
-        batch = self.settings.poll_batch
-        messages = consumer.consume(batch, 0.0)
-        if not messages and not restorer.active:
-            messages = consumer.consume(1, 0.1)
-            if messages:
-                messages.extend(consumer.consume(batch - 1, 0.0))
+        messages = consume_available(consumer, self.settings.poll_batch, 0.0 if restorer.active else 0.1)
         self._polls += 1
         if messages:
             self._buffer(messages)
