@@ -14,6 +14,10 @@ Checks:
   backordered), repeats of the same event id aside;
 - cancelled lines released: every line of a cancelled order that held units has a release;
 - balances: the final balances replayed from the events equal the last availability record.
+
+The caller leaves out batches that never committed but that a broker showed anyway (a
+crashed worker's last batch on the embedded broker, see runtime/lineage.py); their event
+ids still count as known causes, since the engine may have reacted to them.
 """
 
 from __future__ import annotations
@@ -57,6 +61,8 @@ class AuditReport:
     lines_placed: int = 0
     lines_decided: int = 0
     checked_skus: int = 0
+    leaked_batches: int = 0  # batches a broker showed although they never committed, left out
+    leaked_events: int = 0
 
     @property
     def ok(self) -> bool:
@@ -73,6 +79,8 @@ def audit(
     allocations: Iterable[Mapping[str, Any]],
     availability: Iterable[Mapping[str, Any]],
     refused_inventory_ids: Iterable[str] = (),
+    *,
+    leaked_allocations: Iterable[Mapping[str, Any]] = (),
 ) -> AuditReport:
     report = AuditReport()
     order_events: dict[str, Mapping[str, Any]] = {}
@@ -99,7 +107,8 @@ def audit(
             cancelled[event["order_id"]] = None if not listed or already is None else already | listed
     report.lines_placed = len(placed_lines)
 
-    lines, final = _replay_allocations(report, allocations, order_events, placed_lines)
+    leaked_ids = {event["event_id"] for event in leaked_allocations}
+    lines, final = _replay_allocations(report, allocations, order_events, placed_lines, leaked_ids)
     _apply_inventory(final, inventory, set(refused_inventory_ids), report)
     for key, line in lines.items():
         if key in placed_lines:
@@ -121,9 +130,10 @@ def _replay_allocations(
     allocations: Iterable[Mapping[str, Any]],
     order_events: Mapping[str, Mapping[str, Any]],
     placed_lines: Mapping[tuple[str, str], tuple[str, str, int, str]],
+    leaked_ids: set[str],
 ) -> tuple[dict[tuple[str, str], _Line], dict[tuple[str, str], Counter[str]]]:
     seen: set[str] = set()
-    all_ids: set[str] = set()
+    all_ids: set[str] = set(leaked_ids)
     events = list(allocations)
     for event in events:
         all_ids.add(event["event_id"])

@@ -339,6 +339,11 @@ def print_audit(report: Any) -> None:
         f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
     )
     out.print(f"repeated events with the same id (harmless): {report.repeats}")
+    if report.leaked_batches:
+        out.print(
+            f"left out {report.leaked_events} event(s) of {report.leaked_batches} batch(es) that never "
+            "committed but that the broker showed (a crashed worker's last batch; embedded broker)"
+        )
     if report.ok:
         out.print("[green]audit passed: no breach[/green]")
     else:

@@ -1,4 +1,4 @@
-"""Pure parts of the runtime: the changelog src guard, the in-memory harness, the HTTP edge."""
+"""Pure parts of the runtime: committed vs leaked changelog batches, the harness, the HTTP edge."""
 
 from __future__ import annotations
 
@@ -9,17 +9,77 @@ import urllib.request
 from streamalloc.api import HttpApi
 from streamalloc.bench.counting import CountingStage
 from streamalloc.metrics import PrometheusObserver
-from streamalloc.runtime.changelog import encode_src, src_committed
+from streamalloc.runtime.changelog import BatchSource, RestoreJob, encode_src
+from streamalloc.runtime.state.memory import InMemoryStore
 from streamalloc.testing import StageHarness
 
 
-def test_src_guard_admits_committed_batches_and_refuses_leaked_ones() -> None:
-    header = encode_src({("in", 0): 120, ("inv", 0): 7})
-    assert src_committed(header, {"in:0": 120, "inv:0": 7})  # exactly the committed positions
-    assert src_committed(header, {"in:0": 500, "inv:0": 9})  # committed later on
-    assert not src_committed(header, {"in:0": 100, "inv:0": 7})  # reached past the commit: leaked
-    assert not src_committed(header, {"in:0": 120, "inv:0": 6})
-    assert src_committed(header, {})  # unknown positions do not refuse
+def _job(committed: dict[str, int]) -> RestoreJob:
+    return RestoreJob(InMemoryStore("s").partition(0), "s-changelog", committed)
+
+
+def _restore(job: RestoreJob, batches: list[tuple[bytes | None, list[bytes]]]) -> list[bytes]:
+    """Offer each batch's keys in changelog order; return the keys that reach the store."""
+    applied: list[bytes] = []
+    offset = 0
+    for header, keys in batches:
+        for key in keys:
+            applied += [k for k, _ in job.offer(offset, header, (key, b"v"))]
+            offset += 1
+    return applied + [k for k, _ in job.at_end()]
+
+
+def test_src_header_names_each_input_range_of_the_batch() -> None:
+    header = encode_src({("in", 0): 100, ("inv", 0): 7}, {("in", 0): 120, ("inv", 0): 7, ("new", 0): 3})
+    assert BatchSource.parse(header).ranges == {"in:0": (100, 120), "inv:0": (7, 7), "new:0": (3, 3)}
+    assert BatchSource.parse(b'{"in:0":120}').ranges == {"in:0": (120, 120)}  # end-only headers
+
+
+def test_restore_applies_a_chain_of_committed_batches() -> None:
+    first = encode_src({("in", 0): 0}, {("in", 0): 10})
+    second = encode_src({("in", 0): 10}, {("in", 0): 25})
+    job = _job({"in:0": 25})
+    assert _restore(job, [(first, [b"a", b"b"]), (second, [b"c"])]) == [b"a", b"b", b"c"]
+    assert job.skipped == 0
+
+
+def test_restore_right_after_a_crash_skips_the_leaked_last_batch() -> None:
+    committed = encode_src({("in", 0): 0}, {("in", 0): 10})
+    leaked = encode_src({("in", 0): 10}, {("in", 0): 30})
+    job = _job({"in:0": 10})
+    assert _restore(job, [(committed, [b"a"]), (leaked, [b"x", b"y"])]) == [b"a"]
+    assert job.skipped == 2
+
+
+def test_restore_after_the_next_owner_committed_still_skips_the_leaked_batch() -> None:
+    # The next owner redid the input from offset 10 and committed up to 40: the leaked
+    # batch now ends before the committed offsets, but the batch after it starts inside it.
+    committed = encode_src({("in", 0): 0}, {("in", 0): 10})
+    leaked = encode_src({("in", 0): 10}, {("in", 0): 30})
+    redone = encode_src({("in", 0): 10}, {("in", 0): 40})
+    job = _job({"in:0": 40})
+    assert _restore(job, [(committed, [b"a"]), (leaked, [b"x"]), (redone, [b"b"])]) == [b"a", b"b"]
+    assert job.skipped == 1
+
+
+def test_restore_compares_only_the_inputs_both_batches_name() -> None:
+    leaked = encode_src({("in", 0): 10, ("inv", 0): 4}, {("in", 0): 30, ("inv", 0): 4})
+    redone = encode_src({("in", 0): 10, ("inv", 0): 4}, {("in", 0): 12, ("inv", 0): 9})
+    other = encode_src(
+        {("in", 0): 12, ("inv", 0): 9, ("x", 0): 0}, {("in", 0): 15, ("inv", 0): 9, ("x", 0): 1}
+    )
+    job = _job({"in:0": 15, "inv:0": 9, "x:0": 1})
+    assert _restore(job, [(leaked, [b"x"]), (redone, [b"a"]), (other, [b"b"])]) == [b"a", b"b"]
+
+
+def test_restore_resumes_before_a_batch_it_still_holds() -> None:
+    job = _job({"in:0": 10})
+    job.offer(0, encode_src({("in", 0): 0}, {("in", 0): 5}), (b"a", b"v"))
+    assert job.safe_offset == 0  # the batch is not settled yet
+    settled = job.offer(1, encode_src({("in", 0): 5}, {("in", 0): 10}), (b"b", b"v"))
+    assert settled == [(b"a", b"v")] and job.safe_offset == 1
+    job.offer(2, None, (b"untagged", b"v"))
+    assert job.safe_offset == 3
 
 
 def test_harness_drives_the_counting_stage_with_exact_outputs_and_state() -> None:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from streamalloc.audit import AuditReport, audit
-from streamalloc.commands.io import order_topics, read_to_end
+from streamalloc.commands.io import order_topics, read_to_end, read_with_batches
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
+from streamalloc.runtime.lineage import void_batches
 from streamalloc.serialization import topic_serde
 
 
@@ -20,10 +21,20 @@ def run_audit(settings: Settings) -> AuditReport:
                 refused.append(inventory_serde.decode(letter["value"])["event_id"])
             except StreamallocError:
                 continue  # never decoded, so never applied either
-    return audit(
+    allocations = read_with_batches(settings, settings.topic("allocations"))
+    availability = read_with_batches(settings, settings.topic("availability"))
+    # A crashed worker's last batch, if the broker leaked it (embedded broker only), is not
+    # a decision the engine stands by: its successor redid that input (lineage.py).
+    void = void_batches(batch for batch, _ in allocations + availability if batch is not None)
+    leaked = [event for batch, event in allocations if batch in void]
+    report = audit(
         orders,
         read_to_end(settings, inventory_topic),
-        read_to_end(settings, settings.topic("allocations")),
-        read_to_end(settings, settings.topic("availability")),
+        [event for batch, event in allocations if batch not in void],
+        [record for batch, record in availability if batch not in void],
         refused,
+        leaked_allocations=leaked,
     )
+    report.leaked_batches = len(void)
+    report.leaked_events = len(leaked) + sum(1 for batch, _ in availability if batch in void)
+    return report

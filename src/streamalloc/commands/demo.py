@@ -228,6 +228,7 @@ def _start_worker(settings: Settings, name: str, workdir: Path) -> subprocess.Po
         "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
         "--app-id", settings.app_id,
         "--state-dir", str(workdir / name), "--broker-profile", settings.broker_profile,
+        "--log-level", "INFO",  # into its own file: assignments, restores and aborts, for diagnosis
         "worker", "--no-create-topics",
     ]  # fmt: skip
     with log_path.open("ab") as log:  # the child keeps its own descriptor; ours closes here

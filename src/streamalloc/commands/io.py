@@ -16,6 +16,7 @@ from streamalloc.config import Settings
 from streamalloc.errors import BrokerError, StreamallocError, ValidationError
 from streamalloc.kafka import consumer_config, kafka_errors, produce, producer_config
 from streamalloc.kafka.types import consumed
+from streamalloc.runtime.lineage import batch_of
 from streamalloc.serialization import TopicSerde, topic_serde
 
 
@@ -124,12 +125,19 @@ def _events(consumer: Consumer, serde: TopicSerde, idle_timeout_s: float | None)
 
 def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
     """Every committed event of `topic`, decoded, in partition order; undecodable ones skipped."""
+    return [event for _, event in read_with_batches(settings, topic, timeout_s)]
+
+
+def read_with_batches(
+    settings: Settings, topic: str, timeout_s: float = 60.0
+) -> list[tuple[bytes | None, dict[str, Any]]]:
+    """Like `read_to_end`, each event with the `batch` header of the batch that wrote it."""
     serde = topic_serde(settings, topic)
     config = consumer_config(
         settings, group_id=f"{settings.app_id}-read-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
     )
     consumer = Consumer(config)
-    events: list[dict[str, Any]] = []
+    events: list[tuple[bytes | None, dict[str, Any]]] = []
     try:
         with kafka_errors(f"reading {topic}"):
             metadata = consumer.list_topics(topic, timeout=10)
@@ -152,7 +160,7 @@ def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list
                     if value is None:
                         continue
                     try:
-                        events.append(serde.decode(value))
+                        events.append((batch_of(msg.headers()), serde.decode(value)))
                     except StreamallocError:
                         continue  # bad input: the engine sent it to the dead-letter topic
     finally:

@@ -1,10 +1,23 @@
 """Changelog records: written in the batch's transaction, read back to restore a partition.
 
-Every changelog record carries a `src` header: the input positions (next offsets) of the
-batch that wrote it. On restore, a record whose batch reached past the committed input
-offsets belongs to a transaction that never committed. Real Kafka never shows such a
-record to a read_committed reader, but the embedded broker can leak a dead producer's open
-transaction (BROKER.md); skipping those records keeps state equal to what was committed.
+Every changelog record carries a `src` header: the input range of the batch that wrote
+it, {"topic:partition": [first offset, next offset]}. Real Kafka never shows a record of an
+uncommitted transaction to a read_committed reader, but the embedded broker can leak a
+dead producer's open transaction (BROKER.md), and the leaked batch then sits in the
+changelog for good. A restore tells it from committed batches by the input ranges:
+
+- the committed batches of a task form a chain, each starting where the one before ended;
+- a leaked batch starts where the last committed one ended, and so does the batch the
+  next owner processes after it, from the same committed offsets: a batch followed by one
+  that starts before its end was never committed;
+- the last batch of the changelog is committed only if the committed input offsets reach
+  its end (a restore right after the crash).
+
+So a restore holds each batch's records until the next batch, or the end of the
+changelog, settles it. Checking only "does the batch end before the committed offsets"
+is not enough: once the next owner commits past it, a leaked batch would pass that test
+in every later restore, and its keys (lines decided at another location) would then sit
+beside the balances the next owner wrote.
 """
 
 from __future__ import annotations
@@ -26,19 +39,42 @@ SRC_HEADER = "src"
 
 _log = logging.getLogger("streamalloc.runtime.restore")
 
-
-def encode_src(positions: Mapping[tuple[str, int], int]) -> bytes:
-    """The `src` header value: {"topic:partition": next offset} of the batch's inputs."""
-    return json.dumps({f"{t}:{p}": o for (t, p), o in positions.items()}, separators=(",", ":")).encode()
+Positions = Mapping[tuple[str, int], int]
+ChangelogRecord = tuple[bytes, bytes | None]
 
 
-def src_committed(header: bytes, committed: Mapping[str, int]) -> bool:
-    """True when the batch that wrote a record had committed: no input position beyond `committed`."""
-    for tp, offset in json.loads(header).items():
-        limit = committed.get(tp)
-        if limit is not None and offset > limit:
-            return False
-    return True
+def encode_src(start: Positions, end: Positions) -> bytes:
+    """The `src` header value: {"topic:partition": [first, next]} offsets of the batch's inputs."""
+    ranges = {f"{t}:{p}": [start.get((t, p), o), o] for (t, p), o in end.items()}
+    return json.dumps(ranges, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """The input range of one batch, from its `src` header."""
+
+    ranges: Mapping[str, tuple[int, int]]
+
+    @classmethod
+    def parse(cls, header: bytes) -> BatchSource:
+        ranges: dict[str, tuple[int, int]] = {}
+        for tp, value in json.loads(header).items():
+            # A bare offset is the header of earlier releases: the end only.
+            first, end = (value, value) if isinstance(value, int) else value
+            ranges[tp] = (int(first), int(end))
+        return cls(ranges)
+
+    def committed_by(self, committed: Mapping[str, int]) -> bool:
+        """True when the committed offsets reach the batch's end on every input they name."""
+        return all(committed.get(tp, end) >= end for tp, (_, end) in self.ranges.items())
+
+    def overlapped_by(self, later: BatchSource) -> bool:
+        """True when `later` starts before this batch ended: it redid this batch's input."""
+        for tp, (first, _) in later.ranges.items():
+            mine = self.ranges.get(tp)
+            if mine is not None and first < mine[1]:
+                return True
+        return False
 
 
 @dataclass
@@ -47,20 +83,56 @@ class RestoreJob:
 
     partition: StorePartition
     topic: str
-    committed: dict[str, int]  # "topic:partition" -> committed input offset, for the src guard
+    committed: dict[str, int]  # "topic:partition" -> committed input offset
     started: float = field(default_factory=time.monotonic)
     records: int = 0
     skipped: int = 0
     next_offset: int = 0
-    _verdicts: dict[bytes, bool] = field(default_factory=dict)
+    _held: list[ChangelogRecord] = field(default_factory=list)
+    _held_header: bytes | None = None
+    _held_from: int = 0
 
-    def admits(self, header: bytes | None) -> bool:
+    def offer(self, offset: int, header: bytes | None, record: ChangelogRecord) -> list[ChangelogRecord]:
+        """Take the changelog record at `offset`; return the records now known to be committed."""
+        self.next_offset = offset + 1
+        settled: list[ChangelogRecord] = []
+        if header != self._held_header or header is None:
+            settled = self._settle(None if header is None else BatchSource.parse(header))
         if header is None:
-            return True
-        verdict = self._verdicts.get(header)
-        if verdict is None:
-            verdict = self._verdicts[header] = src_committed(header, self.committed)
-        return verdict
+            settled.append(record)  # untagged (written outside a batch): applied as it comes
+            return settled
+        if not self._held:
+            self._held_header, self._held_from = header, offset
+        self._held.append(record)
+        return settled
+
+    def at_end(self) -> list[ChangelogRecord]:
+        """The end of the changelog: the held batch is committed if the committed offsets reach it."""
+        return self._settle(None, at_end=True)
+
+    @property
+    def safe_offset(self) -> int:
+        """Where a restore may resume: before any record that is still held."""
+        return self._held_from if self._held else self.next_offset
+
+    def _settle(self, following: BatchSource | None, *, at_end: bool = False) -> list[ChangelogRecord]:
+        held, header = self._held, self._held_header
+        self._held, self._held_header = [], None
+        if not held or header is None:
+            return held
+        batch = BatchSource.parse(header)
+        if at_end:
+            keep = batch.committed_by(self.committed)
+        else:
+            keep = following is None or not batch.overlapped_by(following)
+        if keep:
+            return held
+        self.skipped += len(held)
+        _log.info(
+            "skipped a batch that never committed",
+            extra={"topic": self.topic, "partition": self.partition.partition, "records": len(held)},
+        )
+        return []
 
 
 class Restorer:
@@ -108,29 +180,30 @@ class Restorer:
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
-                    self._flush(job, pending.pop(key, []))
                     job.next_offset = max(job.next_offset, msg.offset())
+                    self._flush(job, pending.pop(key, []) + job.at_end())
                     done.append(job)
                     continue
                 raise error_to_exception(error)
-            job.next_offset = msg.offset() + 1
-            header = _header(msg.headers())
             record_key = msg.key()
-            if record_key is not None and job.admits(header):
-                pending.setdefault(key, []).append((record_key, msg.value()))
-            else:
+            if record_key is None:
+                job.next_offset = msg.offset() + 1
                 job.skipped += 1
+                continue
+            settled = job.offer(msg.offset(), _header(msg.headers()), (record_key, msg.value()))
+            if settled:
+                pending.setdefault(key, []).extend(settled)
         for key, records in pending.items():
             self._flush(self._jobs[key], records)
         for job in done:
             self._finish(job)
         return done
 
-    def _flush(self, job: RestoreJob, records: list[tuple[bytes, bytes | None]]) -> None:
+    def _flush(self, job: RestoreJob, records: list[ChangelogRecord]) -> None:
         if records:
             job.partition.apply_changelog(records)
             job.records += len(records)
-        job.partition.write_checkpoint(job.next_offset)
+        job.partition.write_checkpoint(job.safe_offset)
 
     def _finish(self, job: RestoreJob) -> None:
         self.cancel(job.topic, job.partition.partition)

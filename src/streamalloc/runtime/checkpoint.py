@@ -55,11 +55,13 @@ class Checkpoint:
         """Commit the batch; return the number of changelog records written."""
         tasks = list(self.tasks.values())
         # 1. Changelog: one record per key changed in this batch (coalesced), tagged with
-        #    the input positions the batch reached so a restore can tell committed from leaked.
+        #    the batch's input range so a restore can tell committed from leaked batches.
         changelog_records = 0
         self._changelog_offsets = {}
         for task in tasks:
-            header: list[tuple[str, str | bytes | None]] = [(SRC_HEADER, encode_src(task.positions))]
+            header: list[tuple[str, str | bytes | None]] = [
+                (SRC_HEADER, encode_src(task.batch_start or task.positions, task.positions))
+            ]
             for store_name, txn in task.txns.items():
                 topic = self._changelog_topic(store_name)
                 changes = txn.prepare()
@@ -79,7 +81,7 @@ class Checkpoint:
             for store_name, txn in task.txns.items():
                 offset = self._changelog_offsets.get((self._changelog_topic(store_name), task.partition))
                 txn.flush(None if offset is None else offset + 1)
-            task.txns = {}
+            task.txns, task.batch_start, task.emit = {}, None, None
         self._reset()
         return changelog_records
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import heapq
+import time
 from dataclasses import dataclass, field
 
-from streamalloc.runtime.stage import Record, Stage
+from streamalloc.runtime.stage import Emit, Record, Stage
 from streamalloc.runtime.state import PartitionTransaction, StorePartition, TransactionStatus
 
 
@@ -17,6 +18,13 @@ class Task:
     stores: dict[str, StorePartition] = field(default_factory=dict)
     #: input (topic, partition) -> next offset to process (committed or processed)
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    #: the positions when the open batch began (its input range starts there), else None
+    batch_start: dict[tuple[str, int], int] | None = None
+    #: when this owner opened the task (ns since the epoch) and the positions it opened at
+    incarnation: int = field(default_factory=time.time_ns)
+    opened: dict[tuple[str, int], int] | None = None
+    #: produces into the open batch, tagging each record with the batch (lineage.py)
+    emit: Emit | None = None
     #: store name -> the transaction of the open batch, created on first use
     txns: dict[str, PartitionTransaction] = field(default_factory=dict)
     restoring: int = 0
@@ -48,6 +56,7 @@ class Task:
 
     def drop_txns(self) -> None:
         """Abort what is still open (a flush that failed half-way leaves some COMPLETE)."""
+        self.batch_start = self.emit = None
         for txn in self.txns.values():
             if txn.status in (TransactionStatus.STARTED, TransactionStatus.PREPARED):
                 txn.abort()

@@ -21,6 +21,7 @@ from streamalloc.kafka import consume_available, consumer_config, producer_confi
 from streamalloc.kafka.types import ConsumedMessage, consumed
 from streamalloc.runtime.changelog import RestoreJob, Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
+from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import PartitionContext, Record, Stage
 from streamalloc.runtime.state import Store
@@ -198,6 +199,8 @@ class Worker:
             records = task.take_pending(ordered=multi_input)
             checkpoint.begin()
             positions = task.positions
+            if task.batch_start is None:
+                self._start_batch(task)
             if multi_input:
                 for record in records:
                     positions[(record.topic, record.partition)] = record.offset + 1
@@ -211,9 +214,31 @@ class Worker:
                         self._to_dead_letter(record, record.failed)
             started = time.perf_counter()
             if good:
-                task.stage.process(PartitionContext(task.partition, task.open_txns(), self._emit), good)
+                task.stage.process(
+                    PartitionContext(task.partition, task.open_txns(), task.emit or self._emit), good
+                )
             checkpoint.touch(task, len(records))
             self.observer.on_batch(task.stage.name, len(good), time.perf_counter() - started)
+
+    def _start_batch(self, task: Task) -> None:
+        """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""
+        start = task.batch_start = dict(task.positions)
+        if task.opened is None:
+            task.opened = start
+        header = encode_batch(f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start)
+        tag = [(BATCH_HEADER, header)]
+        emit = self._emit
+
+        def tagged(
+            topic: str,
+            key: bytes | str | None,
+            value: bytes | None,
+            partition: int | None = None,
+            headers: Any = None,
+        ) -> None:
+            emit(topic, key, value, partition, tag if headers is None else [*headers, *tag])
+
+        task.emit = tagged
 
     def _aligned(self, task: Task, now: float) -> bool:
         """Whether a task with several inputs may go on (Kafka Streams' max.task.idle.ms).
@@ -305,7 +330,9 @@ class Worker:
         started = time.monotonic()
         records = checkpoint.records
         for task in checkpoint.tasks.values():
-            task.stage.before_commit(PartitionContext(task.partition, task.open_txns(), self._emit))
+            task.stage.before_commit(
+                PartitionContext(task.partition, task.open_txns(), task.emit or self._emit)
+            )
         for attempt in range(10):
             try:
                 changelog = checkpoint.commit()

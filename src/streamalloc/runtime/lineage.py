@@ -1,0 +1,95 @@
+"""Which batch wrote an output record, and telling a crashed worker's leaked batch apart.
+
+Every record a task produces carries a `batch` header: the task (stage and partition), its
+incarnation (when this owner opened it, in ns since the epoch), the input positions it
+opened at (the committed offsets) and the positions its batch started at.
+
+On real Kafka a read_committed reader never sees a batch whose transaction did not
+commit. The embedded broker can show one: the open transaction of a worker killed
+mid-batch becomes visible when its successor initialises the same transactional id
+(BROKER.md). The successor redoes that input from the committed offsets, and its
+decisions can differ (records of two input topics may interleave differently), so the
+leaked records are not mere repeats. A reader that has the whole history tells them apart:
+
+    a batch of incarnation A is void when a later incarnation B of the same task opened at
+    or before the batch's start on every input both name.
+
+Every committed batch of A consumed something before B opened, so it starts before B's
+opening offsets on at least one input; the leaked batch started exactly at the offsets
+B opened at. `streamalloc audit` applies this; the engine's own state never depends on it
+(see changelog.py for the same question asked of the changelog).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+BATCH_HEADER = "batch"
+
+Positions = Mapping[tuple[str, int], int]
+
+
+def encode_batch(task: str, incarnation: int, opened: Positions, start: Positions) -> bytes:
+    """The `batch` header value of one batch's outputs."""
+    return json.dumps(
+        {
+            "task": task,
+            "inc": incarnation,
+            "opened": {f"{t}:{p}": o for (t, p), o in opened.items()},
+            "start": {f"{t}:{p}": o for (t, p), o in start.items()},
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+@dataclass(frozen=True)
+class Batch:
+    task: str
+    incarnation: int
+    opened: Mapping[str, int]
+    start: Mapping[str, int]
+
+    @classmethod
+    def parse(cls, header: bytes) -> Batch:
+        data = json.loads(header)
+        return cls(data["task"], int(data["inc"]), dict(data["opened"]), dict(data["start"]))
+
+    def redone_by(self, later: Batch) -> bool:
+        """True when `later`'s incarnation opened at or before this batch's start on every common input."""
+        common = self.start.keys() & later.opened.keys()
+        return bool(common) and all(later.opened[tp] <= self.start[tp] for tp in common)
+
+
+def void_batches(headers: Iterable[bytes]) -> set[bytes]:
+    """The headers, among all those seen, of batches that never committed (see module doc)."""
+    batches: dict[str, dict[bytes, Batch]] = defaultdict(dict)
+    for header in headers:
+        try:
+            batch = Batch.parse(header)
+        except (ValueError, KeyError, TypeError):
+            continue  # not ours: nothing to judge
+        batches[batch.task][header] = batch
+    void: set[bytes] = set()
+    for of_task in batches.values():
+        openings: dict[int, Batch] = {}
+        for batch in of_task.values():
+            openings.setdefault(batch.incarnation, batch)
+        for header, batch in of_task.items():
+            if any(
+                other.incarnation > batch.incarnation and batch.redone_by(other)
+                for other in openings.values()
+            ):
+                void.add(header)
+    return void
+
+
+def batch_of(headers: list[tuple[str, bytes]] | None) -> bytes | None:
+    """The `batch` header of a consumed record, if it has one."""
+    if headers:
+        for name, value in headers:
+            if name == BATCH_HEADER:
+                return value
+    return None

@@ -1,0 +1,56 @@
+"""Telling a crashed worker's leaked batch from committed ones by the `batch` header."""
+
+from __future__ import annotations
+
+from streamalloc.runtime.lineage import Batch, batch_of, encode_batch, void_batches
+
+REQ, INV = ("allocation-requests", 3), ("inventory", 3)
+
+
+def _batch(inc: int, opened: dict[tuple[str, int], int], start: dict[tuple[str, int], int]) -> bytes:
+    return encode_batch("allocator:3", inc, opened, start)
+
+
+def test_header_round_trips() -> None:
+    header = _batch(5, {REQ: 0, INV: 0}, {REQ: 10, INV: 2})
+    assert Batch.parse(header) == Batch("allocator:3", 5, {"allocation-requests:3": 0, "inventory:3": 0},
+                                        {"allocation-requests:3": 10, "inventory:3": 2})  # fmt: skip
+    assert batch_of([("other", b"x"), ("batch", header)]) == header
+    assert batch_of(None) is None
+
+
+def test_committed_batches_of_one_owner_are_never_void() -> None:
+    headers = [_batch(1, {REQ: 0, INV: 0}, {REQ: s, INV: 0}) for s in (0, 10, 25)]
+    assert void_batches(headers) == set()
+
+
+def test_the_last_batch_of_a_crashed_owner_is_void_once_its_successor_redid_it() -> None:
+    committed = [
+        _batch(1, {REQ: 0, INV: 0}, {REQ: 0, INV: 0}),
+        _batch(1, {REQ: 0, INV: 0}, {REQ: 10, INV: 0}),
+    ]
+    leaked = _batch(1, {REQ: 0, INV: 0}, {REQ: 25, INV: 4})
+    # The successor opened at the committed offsets, which are where the leaked batch began.
+    successor = [
+        _batch(2, {REQ: 25, INV: 4}, {REQ: 25, INV: 4}),
+        _batch(2, {REQ: 25, INV: 4}, {REQ: 40, INV: 4}),
+    ]
+    assert void_batches([*committed, leaked, *successor]) == {leaked}
+    assert void_batches([*committed, leaked]) == set()  # no successor yet: nothing says it leaked
+
+
+def test_a_batch_that_read_only_one_input_is_not_mistaken_for_a_leak() -> None:
+    # The last committed batch read requests only: it starts at the successor's inventory
+    # opening offset, but before its requests opening offset.
+    last = _batch(1, {REQ: 0, INV: 0}, {REQ: 10, INV: 4})
+    successor = _batch(2, {REQ: 25, INV: 4}, {REQ: 25, INV: 4})
+    assert void_batches([last, successor]) == set()
+
+
+def test_an_earlier_owner_never_voids_a_later_one_and_tasks_are_judged_apart() -> None:
+    first = _batch(1, {REQ: 0}, {REQ: 0})
+    second = _batch(2, {REQ: 0}, {REQ: 0})  # both opened at 0: only the earlier can be void
+    other_task = encode_batch(
+        "allocator:4", 3, {("allocation-requests", 4): 0}, {("allocation-requests", 4): 0}
+    )
+    assert void_batches([first, second, other_task, b"not json"]) == {first}
