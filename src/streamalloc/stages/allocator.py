@@ -26,6 +26,7 @@ from streamalloc.domain import (
     Receive,
     ReleaseLine,
     ReturnLine,
+    SkuState,
     apply,
 )
 from streamalloc.domain.views import availability
@@ -57,8 +58,9 @@ class AllocatorStage(BaseStage):
         self._dead_letters = topic_serde(settings, self._dead_letter_topic)
         self._tables = tables
         self._observer = observer or Observer()
-        # partition -> (the transaction they belong to, SKU -> cause event id changed in it)
-        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, str]]] = {}
+        # partition -> (the transaction they belong to, SKU -> (cause event id, its latest
+        # state) for the SKUs changed in it): availability needs no second read at commit
+        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, SkuState]]]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -82,6 +84,7 @@ class AllocatorStage(BaseStage):
         on_decision = self._observer.on_decision
         for sku, sku_records in by_sku.items():
             state = load_state(sku, txn)
+            cause = dirty[sku][0] if sku in dirty else None
             for record in sku_records:
                 decision = apply(state, record.value, tables, now)
                 for event in decision.events:
@@ -91,7 +94,9 @@ class AllocatorStage(BaseStage):
                     elif type(event) is InventoryRejected:
                         self._reject_inventory(ctx, record, event)
                 if decision.events:
-                    dirty[sku] = record.value.event_id
+                    cause = record.value.event_id
+            if cause is not None:
+                dirty[sku] = (cause, state)  # the newest state object: it holds every change
             if state.has_changes:
                 write_changes(sku, state.take_changes(), txn)
 
@@ -102,12 +107,12 @@ class AllocatorStage(BaseStage):
             return
         tables = self._tables()
         now = int(time.time() * 1000)
-        for sku, cause in entry[1].items():
-            view = availability(load_state(sku, txn), tables, now)
+        for sku, (cause, state) in entry[1].items():
+            view = availability(state, tables, now)
             record = availability_record(view, cause)
             ctx.emit(self._availability_topic, sku.encode(), self._availability.encode(record))
 
-    def _dirty_skus(self, partition: int, txn: PartitionTransaction) -> dict[str, str]:
+    def _dirty_skus(self, partition: int, txn: PartitionTransaction) -> dict[str, tuple[str, SkuState]]:
         # Keyed by the transaction object: an aborted batch's set is dropped with its txn.
         entry = self._dirty.get(partition)
         if entry is None or entry[0] is not txn:
