@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from streamalloc.runtime.observer import Observer
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+#: A restore takes milliseconds for a fresh partition and minutes for a large one.
+_RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class PrometheusObserver(Observer):
@@ -41,16 +45,29 @@ class PrometheusObserver(Observer):
             "streamalloc_restored_records", "Changelog records restored", ["store"], registry=r
         )
         self.restore_seconds = Histogram(
-            "streamalloc_restore_seconds", "Time to restore a store partition", ["store"], registry=r
+            "streamalloc_restore_seconds",
+            "Time to restore a store partition",
+            ["store"],
+            buckets=_RESTORE_BUCKETS,
+            registry=r,
         )
         self.assigned = Gauge("streamalloc_assigned_partitions", "Input partitions owned", registry=r)
         self.decisions = Counter(
             "streamalloc_decisions", "Allocation decisions by type and reason", ["type", "reason"], registry=r
         )
+        # labels() costs a lock and a tuple build per call; the hot paths keep their children.
+        self._decision_counters: dict[tuple[str, str | None], Any] = {}
+        self._stage_metrics: dict[str, tuple[Any, Any]] = {}
 
     def on_batch(self, stage: str, records: int, seconds: float) -> None:
-        self.records.labels(stage).inc(records)
-        self.batch_seconds.labels(stage).observe(seconds)
+        metrics = self._stage_metrics.get(stage)
+        if metrics is None:
+            metrics = self._stage_metrics[stage] = (
+                self.records.labels(stage),
+                self.batch_seconds.labels(stage),
+            )
+        metrics[0].inc(records)
+        metrics[1].observe(seconds)
 
     def on_commit(self, records: int, changelog_records: int, seconds: float) -> None:
         self.commits.inc()
@@ -72,4 +89,7 @@ class PrometheusObserver(Observer):
         self.assigned.set(partitions)
 
     def on_decision(self, kind: str, reason: str | None) -> None:
-        self.decisions.labels(kind, reason or "").inc()
+        counter = self._decision_counters.get((kind, reason))
+        if counter is None:
+            counter = self._decision_counters[(kind, reason)] = self.decisions.labels(kind, reason or "")
+        counter.inc()

@@ -139,17 +139,15 @@ def request_command(r: dict[str, Any]) -> Command:
     kind = r["command"]
     # The domain's cause is the event that caused the request (the order event, or the
     # decision the order stage reacted to), so allocations trace back to it directly.
-    common = {
-        "event_id": r["cause_event_id"] or r["event_id"],
-        "occurred_at": r["occurred_at"],
-        "order_id": r["order_id"],
-        "line_id": r["line_id"],
-        "sku": r["sku"],
-        "channel": r["channel"],
-    }
-    if kind == "allocate":
+    cause = r["cause_event_id"] or r["event_id"]
+    if kind == "allocate":  # the hot path: built directly, no keyword dict
         return AllocateLine(
-            **common,
+            event_id=cause,
+            occurred_at=r["occurred_at"],
+            order_id=r["order_id"],
+            line_id=r["line_id"],
+            sku=r["sku"],
+            channel=r["channel"],
             qty=r["qty"],
             location=r["location"],
             lot=r["lot"],
@@ -158,6 +156,14 @@ def request_command(r: dict[str, Any]) -> Command:
             ship_complete=r["ship_complete"],
             reservation_ttl_s=r["reservation_ttl_s"],
         )
+    common = {
+        "event_id": cause,
+        "occurred_at": r["occurred_at"],
+        "order_id": r["order_id"],
+        "line_id": r["line_id"],
+        "sku": r["sku"],
+        "channel": r["channel"],
+    }
     if kind == "release":
         return ReleaseLine(**common, reason=r["reason"] or "cancelled")
     if kind == "pick":
