@@ -1,6 +1,6 @@
-"""Location choice: which online location(s) an order line takes its units from.
+"""Location and lot choice: where an order line takes its units from, and what bounds it.
 
-Among the online locations the channel may use, with units available:
+Among the usable locations (online, not stale) the channel may use, with units available:
 
 1. locations that serve the order's region first,
 2. then higher location priority,
@@ -8,11 +8,24 @@ Among the online locations the channel may use, with units available:
 4. then location id (so equal candidates always resolve the same way).
 
 A line goes to one location. Only a channel with `allow_split` may spread a line that no
-single location can hold, taking the candidates in the same order. A line is never
-partly allocated: it gets all its units or is rejected.
+single location can hold, taking the candidates in the same order, which uses the fewest
+locations a greedy choice can. A line is never partly allocated: it gets all its units or
+none.
 
-The channel's ATS bounds every allocation: the available units at the locations it may
-use, less its safety stock, times its pool share where one is set.
+Available at a location excludes the free units of expired lots. The channel's ATS
+bounds every allocation: available at the locations it may use, less its safety stock,
+less what other channels' pools ring-fence, and within its own pool where it has one.
+
+Channel pools (push allocation). A channel with `pool_share` s owns floor(s x S) units of
+the SKU, S being the sellable units (on_hand less safety stock and expired lots) at the
+usable locations. Its open lines' units count against its pool; what the pool has not
+used yet is fenced off from every other channel. A channel with a pool sells only from
+it; a channel without one sells from what no pool fences. Shares are of the current
+stock, so a receipt re-divides it.
+
+Within the chosen location, lots are taken by the channel's lot policy: FIFO (oldest
+receipt first), FEFO (earliest expiry first, lots without expiry last) or LIFO. Units
+outside every lot count as the oldest receipt and never expire.
 """
 
 from __future__ import annotations
@@ -20,37 +33,84 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from streamalloc.domain import reasons
-from streamalloc.domain.model import LocationBalance
-from streamalloc.domain.tables import Channel, Location
+from streamalloc.domain.model import LocationBalance, SkuBook
+from streamalloc.domain.tables import Channel, Location, LotPolicy, Tables
 
 Choice = tuple[tuple[str, int], ...]
 """(location_id, qty) per part: one part unless the line was split."""
 
+LotTake = tuple[tuple[str | None, int], ...]
+"""(lot_id or None for units outside lots, qty) per lot taken at one location."""
+
 # Shares are floats; a pool of 100 at 0.29 must give 29, not 28.999... floored to 28.
 _SHARE_EPSILON = 1e-9
+_NEVER = 1 << 62
 
 
-def ats_of(pool: int, channel: Channel) -> int:
+class Bounds:
+    """What pools do to one channel's ATS: units fenced off for others, and its own cap."""
+
+    __slots__ = ("fenced", "cap")
+
+    def __init__(self, fenced: int = 0, cap: int | None = None) -> None:
+        self.fenced = fenced
+        self.cap = cap
+
+
+NO_BOUNDS = Bounds()
+
+
+def pool_bounds(
+    balances: Mapping[str, LocationBalance], book: SkuBook, tables: Tables, channel: Channel, now: int
+) -> Bounds:
+    """The pools' effect on `channel` for this SKU (`NO_BOUNDS` when no channel has a pool)."""
+    pooled = tables.pooled
+    if not pooled:
+        return NO_BOUNDS
+    sellable = 0
+    for location_id, balance in balances.items():
+        loc = tables.online.get(location_id)
+        if loc is not None:
+            units = balance.on_hand - loc.safety_stock
+            if balance.lots:
+                units -= balance.expired_free(now)
+            sellable += max(0, units)
+    held = book.channel_held
+    fenced = 0
+    cap: int | None = None
+    for other in pooled:
+        share = other.pool_share or 0.0
+        pool = int(sellable * min(share, 1.0) + _SHARE_EPSILON)
+        unused = max(0, pool - held.get(other.channel_id, 0))
+        if other.channel_id == channel.channel_id:
+            cap = unused
+        else:
+            fenced += unused
+    return Bounds(fenced, cap)
+
+
+def ats_of(pool: int, channel: Channel, bounds: Bounds = NO_BOUNDS) -> int:
     """A channel's ATS from its pool (available at the locations it may use)."""
-    ats = pool - channel.safety_stock
-    if ats <= 0:
-        return 0
-    share = channel.pool_share
-    if share is not None and share < 1.0:  # a share above 1 is a full share, never more than the pool
-        ats = max(0, int(ats * share + _SHARE_EPSILON))
-    return ats
+    ats = pool - channel.safety_stock - bounds.fenced
+    if bounds.cap is not None and bounds.cap < ats:
+        ats = bounds.cap
+    return max(0, ats)
 
 
 def channel_ats(
-    balances: Mapping[str, LocationBalance], online: Mapping[str, Location], channel: Channel
+    balances: Mapping[str, LocationBalance],
+    online: Mapping[str, Location],
+    channel: Channel,
+    now: int = 0,
+    bounds: Bounds = NO_BOUNDS,
 ) -> int:
-    """What `channel` may still sell of this SKU (`online`: the online locations)."""
+    """What `channel` may still sell of this SKU (`online`: the usable locations)."""
     pool = 0
     for location_id, balance in balances.items():
         loc = online.get(location_id)
         if loc is not None and channel.allows(location_id):
-            pool += balance.available(loc.safety_stock)
-    return ats_of(pool, channel)
+            pool += balance.sellable(loc.safety_stock, now)
+    return ats_of(pool, channel, bounds)
 
 
 def choose_locations(
@@ -60,10 +120,12 @@ def choose_locations(
     qty: int,
     region: str | None,
     location: str | None,
+    now: int = 0,
+    bounds: Bounds = NO_BOUNDS,
 ) -> Choice | str:
     """Where `qty` (> 0) units come from, or the reason why nowhere.
 
-    `online` is the online locations (`Tables.online`); `location` is the one the order
+    `online` is the usable locations (`Tables.online`); `location` is the one the order
     line names, if any: then only it is considered. `channel_not_allowed` means the
     allow-list excludes every location that has stock; when an allowed location has
     some, too little is `insufficient_stock`.
@@ -76,8 +138,8 @@ def choose_locations(
         if allowed is not None and location not in allowed:
             return reasons.CHANNEL_NOT_ALLOWED
         balance = balances.get(location)
-        pool = 0 if balance is None else balance.available(loc.safety_stock)
-        if qty > ats_of(pool, channel):
+        pool = 0 if balance is None else balance.sellable(loc.safety_stock, now)
+        if qty > ats_of(pool, channel, bounds):
             return reasons.INSUFFICIENT_STOCK
         return ((location, qty),)
 
@@ -93,6 +155,8 @@ def choose_locations(
         if loc is None:
             continue
         available = balance.on_hand - balance.allocated - balance.picked - loc.safety_stock
+        if balance.lots:
+            available -= balance.expired_free(now)
         if available <= 0:
             continue
         if allowed is not None and location_id not in allowed:
@@ -106,13 +170,13 @@ def choose_locations(
 
     if pool == 0:
         return reasons.CHANNEL_NOT_ALLOWED if excluded_with_stock else reasons.INSUFFICIENT_STOCK
-    if qty > ats_of(pool, channel):
+    if qty > ats_of(pool, channel, bounds):
         return reasons.INSUFFICIENT_STOCK
     if best_id is not None:
         return ((best_id, qty),)
     if not channel.allow_split:
         return reasons.INSUFFICIENT_STOCK
-    return _split(balances, online, channel, qty, region)
+    return _split(balances, online, channel, qty, region, now)
 
 
 def _split(
@@ -121,6 +185,7 @@ def _split(
     channel: Channel,
     qty: int,
     region: str | None,
+    now: int,
 ) -> Choice:
     """No single location holds the line: take from the best candidates first.
 
@@ -131,7 +196,7 @@ def _split(
         loc = online.get(location_id)
         if loc is None or not channel.allows(location_id):
             continue
-        available = balance.available(loc.safety_stock)
+        available = balance.sellable(loc.safety_stock, now)
         if available > 0:
             # Negated so an ascending sort puts the preferred first, ids ascending on ties.
             ranked.append((region not in loc.served, -loc.priority, -available, location_id))
@@ -145,3 +210,48 @@ def _split(
         if remaining == 0:
             break
     return tuple(parts)
+
+
+def choose_lots(
+    balance: LocationBalance, qty: int, policy: LotPolicy, now: int, wanted: str | None = None
+) -> LotTake:
+    """Which lots at this location `qty` units are counted against (None: outside lots).
+
+    `wanted` is a lot the order names: taken first when it has free units and has not
+    expired. The location was chosen with enough available units, so the lots cover qty.
+    """
+    lots = balance.lots
+    if not lots:
+        return ((wanted, qty),)
+    # Free units outside lots: on hand outside lots, less what lines hold outside lots.
+    in_lots = sum(lot.on_hand for lot in lots.values())
+    held_in_lots = sum(lot.held for lot in lots.values())
+    loose = (balance.on_hand - in_lots) - (balance.allocated + balance.picked - held_in_lots)
+    candidates: list[tuple[tuple[int, int, str], str | None, int]] = []
+    if loose > 0:
+        candidates.append((_order(policy, 0 if policy != "LIFO" else -_NEVER, None, ""), None, loose))
+    for lot_id, lot in lots.items():
+        free = lot.free
+        if free > 0 and not lot.expired(now):
+            key = (-1, 0, "") if lot_id == wanted else _order(policy, lot.received_at, lot.expires_at, lot_id)
+            candidates.append((key, lot_id, free))
+    candidates.sort(key=lambda c: c[0])
+    taken: list[tuple[str | None, int]] = []
+    remaining = qty
+    for _, chosen, free in candidates:
+        take = min(free, remaining)
+        taken.append((chosen, take))
+        remaining -= take
+        if remaining == 0:
+            break
+    if remaining:  # the books say the units are there but no lot holds them: outside lots
+        taken.append((None, remaining))
+    return tuple(taken)
+
+
+def _order(policy: LotPolicy, received_at: int, expires_at: int | None, lot_id: str) -> tuple[int, int, str]:
+    if policy == "FEFO":
+        return (0, _NEVER if expires_at is None else expires_at, f"{received_at:020d}{lot_id}")
+    if policy == "LIFO":
+        return (0, -received_at, lot_id)
+    return (0, received_at, lot_id)

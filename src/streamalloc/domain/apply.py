@@ -5,19 +5,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import inventory, lines
+from streamalloc.domain import inventory, lines, relocate
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
     Command,
     Count,
     Expect,
+    ExpireLine,
     FulfilLine,
     Inspect,
     PickLine,
     Receive,
     ReleaseLine,
     ReturnLine,
+    Sweep,
 )
 from streamalloc.domain.events import Decision
 from streamalloc.domain.model import SkuState
@@ -35,6 +37,10 @@ _HANDLERS: dict[type, Callable[[SkuState, Any, Tables, int], Decision]] = {
     Count: inventory.count,
     Expect: inventory.expect,
     Inspect: inventory.inspect,
+    ExpireLine: lambda state, cmd, tables, now: relocate.expire(
+        state, (cmd.order_id, cmd.line_id), cmd.occurred_at, tables, cmd.event_id, now
+    ),
+    Sweep: lambda state, cmd, tables, now: relocate.sweep(state, tables, cmd.event_id, cmd.occurred_at, now),
 }
 
 

@@ -111,6 +111,7 @@ class Receive:
     qty: int
     lot: str | None = None
     reason: str | None = None
+    expires_at: int | None = None  # the lot's expiry, when it has one
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -165,6 +166,35 @@ class Inspect:
     lot: str | None = None
 
 
+# ---------------------------------------------------------------- the engine's own
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExpireLine:
+    """A line's reservation timer fired: release its soft units if it still holds them.
+
+    `occurred_at` is when it was due (the line's `expires_at`); a line whose expiry moved
+    or that was picked or released meanwhile is left alone.
+    """
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sweep:
+    """The locations table (or a location's freshness) changed: move soft allocations off
+    locations that cannot be used now, then serve the waitlist with what came back."""
+
+    event_id: str
+    occurred_at: int
+    sku: str
+
+
 LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine
 InventoryCommand = Receive | Adjust | Count | Expect | Inspect
-Command = LineCommand | InventoryCommand
+EngineCommand = ExpireLine | Sweep
+Command = LineCommand | InventoryCommand | EngineCommand

@@ -8,7 +8,7 @@ says why an inventory event changed nothing.
 Output event ids are derived from the cause, never random, so a repeated input produces
 the same ids (see DESIGN.md, idempotence):
 
-    {cause}:{line_id}:{type}[:{location}]      AllocationEvent (location when it names one)
+    {cause}:{line_id}:{type}[:{location}[:{lot}]]  AllocationEvent (location, lot when named)
     {cause}[:{line_id}]:stock:{location}       StockChanged (line_id for a shipment/return)
     {cause}:rejected                           InventoryRejected
 
@@ -32,9 +32,9 @@ AllocationEventType = Literal[
     "accepted",  # emitted by intake, with line_count
     "allocated",
     "rejected",
-    "backordered",  # reserved: backorders are not decided yet
+    "backordered",  # waits on the waitlist: reason incoming or waitlisted
     "released",
-    "reallocated",  # reserved
+    "reallocated",  # moved to another location (its location went offline, a count shrank)
     "picked",
     "fulfilled",
     "returned",
@@ -46,6 +46,8 @@ RELEASED: Final = "released"
 PICKED: Final = "picked"
 FULFILLED: Final = "fulfilled"
 RETURNED: Final = "returned"
+BACKORDERED: Final = "backordered"
+REALLOCATED: Final = "reallocated"
 
 InventoryEventType = Literal["received", "adjusted", "counted", "expected", "inspected"]
 
@@ -183,8 +185,10 @@ def allocation_event(
     """An `AllocationEvent` with its derived id (see the module docstring)."""
     if location is None:
         event_id = f"{cause_event_id}:{line_id}:{type}"
-    else:
+    elif lot is None:
         event_id = f"{cause_event_id}:{line_id}:{type}:{location}"
+    else:
+        event_id = f"{cause_event_id}:{line_id}:{type}:{location}:{lot}"
     event = _new(AllocationEvent)
     _set(
         event,

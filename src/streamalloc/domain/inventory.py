@@ -9,12 +9,18 @@ Decisions taken here:
 
 - An adjustment that would take on_hand below zero is rejected (`negative_on_hand`),
   not clamped: a silent clamp would hide an upstream error, a rejection shows it.
-- An adjustment may take on_hand below allocated + picked (units were lost): available
-  floors at zero and the allocations stand; a count or a release settles it.
+- An adjustment or a count that leaves fewer units than are held at the location moves
+  the excess soft allocations elsewhere, or lets them wait, or releases them
+  (relocate.shed): never an oversell. Hard allocations cannot move.
 - A count reports the difference, even when it is zero (the count happened).
+- An event with a lot changes that lot too: a receipt creates it (received at the event's
+  time, expiring at the lot's `expires_at`), an adjustment or a count moves its on_hand.
+- A receipt draws down the location's incoming units (what was expected has arrived).
+- Every change that can free units (a receipt, an adjustment or count up, a passed
+  inspection) serves the waitlist before it returns (waitlist.py).
 - An inspection of more than is in quality_control is rejected
   (`exceeds_quality_control`), not clamped, for the same reason as an adjustment.
-- `Expect` only records incoming units; receipts do not draw it down yet.
+- `Expect` records incoming units, which backorders are accepted against.
 - Inventory events are accepted at any location, known to the tables or not.
 """
 
@@ -29,8 +35,10 @@ from streamalloc.domain.events import (
     inventory_rejected,
     stock_changed,
 )
-from streamalloc.domain.model import SkuState
+from streamalloc.domain.model import LocationBalance, Lot, SkuState
+from streamalloc.domain.relocate import shed
 from streamalloc.domain.tables import Tables
+from streamalloc.domain.waitlist import serve
 
 
 def receive(state: SkuState, cmd: Receive, tables: Tables, now: int) -> Decision:
@@ -39,7 +47,15 @@ def receive(state: SkuState, cmd: Receive, tables: Tables, now: int) -> Decision
     state.record_applied(cmd.event_id)
     if cmd.qty <= 0:
         return _reject(state, cmd, "received", reasons.INVALID_QUANTITY, now)
-    return _change(state, cmd, cmd.reason or "received", on_hand=cmd.qty, now=now)
+    balance = state.balances.get(cmd.location)
+    arrived = min(cmd.qty, balance.incoming) if balance is not None else 0
+    if cmd.lot is not None:
+        lot = _lot(state.edit_balance(cmd.location), cmd.lot, cmd.occurred_at)
+        lot.on_hand += cmd.qty
+        if cmd.expires_at is not None:
+            lot.expires_at = cmd.expires_at
+    decision = _change(state, cmd, cmd.reason or "received", on_hand=cmd.qty, incoming=-arrived, now=now)
+    return _then_serve(state, cmd, decision, tables, now)
 
 
 def adjust(state: SkuState, cmd: Adjust, tables: Tables, now: int) -> Decision:
@@ -53,7 +69,11 @@ def adjust(state: SkuState, cmd: Adjust, tables: Tables, now: int) -> Decision:
     balance = state.balances.get(cmd.location)
     if (balance.on_hand if balance is not None else 0) + cmd.qty < 0:
         return _reject(state, cmd, "adjusted", reasons.NEGATIVE_ON_HAND, now)
-    return _change(state, cmd, cmd.reason, on_hand=cmd.qty, now=now)
+    if cmd.lot is not None:
+        lot = _lot(state.edit_balance(cmd.location), cmd.lot, cmd.occurred_at)
+        lot.on_hand = max(0, lot.on_hand + cmd.qty)
+    decision = _change(state, cmd, cmd.reason, on_hand=cmd.qty, now=now)
+    return _settle(state, cmd, decision, tables, now, up=cmd.qty > 0)
 
 
 def count(state: SkuState, cmd: Count, tables: Tables, now: int) -> Decision:
@@ -63,8 +83,15 @@ def count(state: SkuState, cmd: Count, tables: Tables, now: int) -> Decision:
     if cmd.qty < 0:
         return _reject(state, cmd, "counted", reasons.INVALID_QUANTITY, now)
     balance = state.balances.get(cmd.location)
-    difference = cmd.qty - (balance.on_hand if balance is not None else 0)
-    return _change(state, cmd, cmd.reason or "counted", on_hand=difference, now=now)
+    if cmd.lot is not None:
+        # A count of one lot: that lot has qty now; the location changes by the difference.
+        lot = _lot(state.edit_balance(cmd.location), cmd.lot, cmd.occurred_at)
+        difference = cmd.qty - lot.on_hand
+        lot.on_hand = cmd.qty
+    else:
+        difference = cmd.qty - (balance.on_hand if balance is not None else 0)
+    decision = _change(state, cmd, cmd.reason or "counted", on_hand=difference, now=now)
+    return _settle(state, cmd, decision, tables, now, up=difference > 0)
 
 
 def expect(state: SkuState, cmd: Expect, tables: Tables, now: int) -> Decision:
@@ -89,8 +116,43 @@ def inspect(state: SkuState, cmd: Inspect, tables: Tables, now: int) -> Decision
     if cmd.qty > (balance.quality_control if balance is not None else 0):
         return _reject(state, cmd, "inspected", reasons.EXCEEDS_QUALITY_CONTROL, now)
     if cmd.result == PASS:
-        return _change(state, cmd, "inspection_passed", on_hand=cmd.qty, quality_control=-cmd.qty, now=now)
+        if cmd.lot is not None and balance is not None and balance.lots and cmd.lot in balance.lots:
+            state.edit_balance(cmd.location)
+            balance.lots[cmd.lot].on_hand += cmd.qty
+        decision = _change(
+            state, cmd, "inspection_passed", on_hand=cmd.qty, quality_control=-cmd.qty, now=now
+        )
+        return _then_serve(state, cmd, decision, tables, now)
     return _change(state, cmd, "inspection_failed", quality_control=-cmd.qty, damaged=cmd.qty, now=now)
+
+
+def _lot(balance: LocationBalance, lot_id: str, received_at: int) -> Lot:
+    """The lot at this location, created (received now, no expiry) if new."""
+    if balance.lots is None:
+        balance.lots = {}
+    lot = balance.lots.get(lot_id)
+    if lot is None:
+        lot = balance.lots[lot_id] = Lot(0, 0, received_at, None)
+    return lot
+
+
+def _then_serve(
+    state: SkuState, cmd: InventoryCommand, decision: Decision, tables: Tables, now: int
+) -> Decision:
+    """Units came free: the waitlist is served before anyone else sees them."""
+    if not state.waiting:
+        return decision
+    return Decision((*decision, *serve(state, tables, cmd.event_id, cmd.occurred_at, now)))
+
+
+def _settle(
+    state: SkuState, cmd: InventoryCommand, decision: Decision, tables: Tables, now: int, *, up: bool
+) -> Decision:
+    """After on_hand moved: serve the waitlist if it went up, shed held units if it went down."""
+    if up:
+        return _then_serve(state, cmd, decision, tables, now)
+    moved = shed(state, cmd.location, tables, cmd.event_id, cmd.occurred_at, now)
+    return Decision((*decision, *moved)) if moved else decision
 
 
 def _change(

@@ -19,7 +19,7 @@ then what the line or the stock allows.
 from __future__ import annotations
 
 from streamalloc.domain import reasons
-from streamalloc.domain.allocate import choose_locations
+from streamalloc.domain.allocate import NO_BOUNDS, Choice, choose_locations, pool_bounds
 from streamalloc.domain.commands import AllocateLine, FulfilLine, PickLine, ReleaseLine, ReturnLine
 from streamalloc.domain.events import (
     ALLOCATED,
@@ -35,14 +35,16 @@ from streamalloc.domain.events import (
     allocation_event,
     stock_changed,
 )
-from streamalloc.domain.model import UNPLACED, LinePart, LineState, LocationBalance, SkuState
+from streamalloc.domain.holds import harden, hold, move_lot, place, ship, unhold
+from streamalloc.domain.model import UNPLACED, LinePart, LineState, LocationBalance, Lot, SkuState
 from streamalloc.domain.tables import DEFAULT_CHANNEL, Tables
+from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_reason
 
 _LineCommand = ReleaseLine | PickLine | FulfilLine | ReturnLine
 
 
 def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) -> Decision:
-    """Promise the line's units at the best location(s), or reject it with a reason."""
+    """Promise the line's units at the best location(s); else let it wait, or reject it."""
     key = (cmd.order_id, cmd.line_id)
     seen = state.get_line(key)
     if seen is None:
@@ -52,47 +54,53 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     else:
         return DUPLICATE
     qty = cmd.qty
+    channel = tables.channels.get(cmd.channel) or DEFAULT_CHANNEL
     if qty <= 0:
-        choice: tuple[tuple[str, int], ...] | str = reasons.INVALID_QUANTITY
+        choice: Choice | str = reasons.INVALID_QUANTITY
     elif not state.balances:
         choice = reasons.UNKNOWN_SKU
     else:
-        channel = tables.channels.get(cmd.channel) or DEFAULT_CHANNEL
-        choice = choose_locations(state.balances, tables.online, channel, qty, cmd.region, cmd.location)
+        bounds = pool_bounds(state.balances, state.book, tables, channel, now) if tables.pooled else NO_BOUNDS
+        choice = choose_locations(
+            state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
+        )
 
+    line = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "allocated", (), 0, None, applied, now)
+    state.add_line(key, line)
     if isinstance(choice, str):
-        line = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "rejected", (), 0, choice, applied, now)
-        state.add_line(key, line)
+        waits = wait_reason(state, channel, qty) if choice == reasons.INSUFFICIENT_STOCK else None
+        if waits is not None:
+            backordered = enqueue(
+                state, line, channel, waits, priority=cmd.priority, region=cmd.region,
+                location=cmd.location, lot=cmd.lot, ttl_s=cmd.reservation_ttl_s,
+                occurred_at=cmd.occurred_at, cause=cmd.event_id, now=now,
+            )  # fmt: skip
+            return Decision((backordered,))
+        line.status = "rejected"
+        line.reason = choice
         rejected = allocation_event(
             cmd.event_id, REJECTED, cmd.order_id, cmd.line_id, state.sku, cmd.channel, qty,
             cmd.location, cmd.lot, choice, cmd.occurred_at, now,
         )  # fmt: skip
         return Decision((rejected,))
 
-    parts: list[LinePart] = []
-    events: list[Event] = []
-    for location_id, take in choice:
-        state.edit_balance(location_id).allocated += take
-        parts.append(LinePart(location_id, take, 0, 0, cmd.lot))
-        events.append(
-            allocation_event(
-                cmd.event_id, ALLOCATED, cmd.order_id, cmd.line_id, state.sku, cmd.channel, take,
-                location_id, cmd.lot, None, cmd.occurred_at, now,
-            )
-        )  # fmt: skip
-    line = LineState(
-        cmd.order_id, cmd.line_id, cmd.channel, qty, "allocated", tuple(parts), 0, None, applied, now
-    )
-    state.add_line(key, line)
-    return Decision(events)
+    if cmd.reservation_ttl_s is not None:
+        line.expires_at = now + cmd.reservation_ttl_s * 1000
+    return Decision(
+        place(
+            state, line, choice, tables.lot_policy_of(channel), ALLOCATED, cmd.event_id,
+            cmd.occurred_at, now, lot=cmd.lot,
+        )
+    )  # fmt: skip
 
 
 def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) -> Decision:
     """Give back everything the line holds, soft and hard, at each location it took from.
 
-    A line that never held units (rejected) is marked released with a `released` event of
-    qty 0, so the order stage hears about every cancelled line. A shipped line cannot be
-    released (`already_fulfilled`): its units have left.
+    A line that never held units (rejected, or waiting) is marked released with a
+    `released` event of qty 0, so the order stage hears about every cancelled line. A
+    shipped line cannot be released (`already_fulfilled`): its units have left. Units
+    freed go to the waitlist first.
     """
     line = _seen_line(state, cmd)
     if isinstance(line, Decision):
@@ -105,14 +113,14 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
         return _reject(state, cmd, line, reasons.ALREADY_FULFILLED, 0, None, None, now)
 
     own = _edit(state, line, cmd)
+    if own.status == "backordered":
+        dequeue(state, own.order_id, own.line_id)
     events: list[Event] = []
     parts: list[LinePart] = []
     for part in own.parts:
         qty = part.allocated + part.picked
         if qty:
-            balance = state.edit_balance(part.location)
-            balance.allocated -= part.allocated
-            balance.picked -= part.picked
+            unhold(state, own, part, part.allocated, part.picked)
             events.append(
                 _line_event(state, cmd, own, RELEASED, qty, part.location, part.lot, cmd.reason, now)
             )
@@ -122,18 +130,40 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
     own.status = "released"
     if not events:
         events.append(_line_event(state, cmd, own, RELEASED, 0, None, None, cmd.reason, now))
+    else:
+        events += serve(state, tables, cmd.event_id, cmd.occurred_at, now)
     return Decision(events)
 
 
 def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decision:
-    """Turn `qty` soft units of the line into hard ones where it holds them (lot recorded)."""
+    """Turn `qty` soft units of the line into hard ones: a pick task exists (hard allocation).
+
+    Where the line holds soft units at the named location (or anywhere, when none is
+    named), they become hard there, counted against the lot the pick names (which must
+    have the free, unexpired units) or the one they were allocated from. A pick at a
+    location where the line holds nothing moves the allocation there when that location
+    has the units available (`released` reason `reallocated` where they were, `picked`
+    where they are now); else it is rejected.
+    """
     line = _seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     qty = cmd.qty
     reason = _check(line, cmd.location, qty, soft_only=True)
+    if reason == reasons.LOCATION_MISMATCH and line is not None and cmd.location is not None:
+        return _pick_elsewhere(state, cmd, line, cmd.location, tables, now)
     if reason is not None or line is None:  # (_check refuses a line that is None)
         return _reject(state, cmd, line, reason or reasons.UNKNOWN_LINE, qty, cmd.location, cmd.lot, now)
+
+    if cmd.lot is not None:
+        for part in line.parts:
+            if part.allocated and part.lot != cmd.lot and (cmd.location in (None, part.location)):
+                balance = state.balances.get(part.location)
+                if balance is not None and balance.lots and not _lot_has(balance.lots, cmd.lot, qty, now):
+                    return _reject(
+                        state, cmd, line, reasons.LOT_UNAVAILABLE, qty, part.location, cmd.lot, now
+                    )
+                break
 
     own = _edit(state, line, cmd)
     events: list[Event] = []
@@ -143,11 +173,11 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
         if remaining and part.allocated and (cmd.location is None or part.location == cmd.location):
             move = min(part.allocated, remaining)
             remaining -= move
-            lot = part.lot if cmd.lot is None else cmd.lot
+            lot = part.lot
+            if cmd.lot is not None and cmd.lot != part.lot:
+                lot = cmd.lot if move_lot(state, part, cmd.lot, move, now) or part.lot is None else part.lot
+            harden(state, part, move)
             part = LinePart(part.location, part.allocated - move, part.picked + move, part.fulfilled, lot)  # noqa: PLW2901
-            balance = state.edit_balance(part.location)
-            balance.allocated -= move
-            balance.picked += move
             events.append(_line_event(state, cmd, own, PICKED, move, part.location, lot, None, now))
         parts.append(part)
     own.parts = tuple(parts)
@@ -181,13 +211,10 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
             take = hard + soft
             if take:
                 remaining -= take
+                balance = ship(state, own, part, soft, hard)
                 part = LinePart(  # noqa: PLW2901 - the part as it is now
                     part.location, part.allocated - soft, part.picked - hard, part.fulfilled + take, part.lot
                 )
-                balance = state.edit_balance(part.location)
-                balance.picked -= hard
-                balance.allocated -= soft
-                balance.on_hand -= take
                 events.append(
                     _line_event(state, cmd, own, FULFILLED, take, part.location, part.lot, None, now)
                 )
@@ -198,6 +225,50 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
     own.parts = tuple(parts)
     own.status = "fulfilled" if own.held == 0 else ("picked" if own.allocated == 0 else "allocated")
     return Decision(events)
+
+
+def _pick_elsewhere(
+    state: SkuState, cmd: PickLine, line: LineState, location: str, tables: Tables, now: int
+) -> Decision:
+    """The pick happened at a location the line holds nothing at: move the units there."""
+    qty = cmd.qty
+    loc = tables.online.get(location)
+    if loc is None:
+        return _reject(state, cmd, line, reasons.LOCATION_UNAVAILABLE, qty, location, cmd.lot, now)
+    balance = state.balances.get(location)
+    if balance is None or balance.sellable(loc.safety_stock, now) < qty:
+        return _reject(state, cmd, line, reasons.INSUFFICIENT_STOCK, qty, location, cmd.lot, now)
+    if cmd.lot is not None and balance.lots and not _lot_has(balance.lots, cmd.lot, qty, now):
+        return _reject(state, cmd, line, reasons.LOT_UNAVAILABLE, qty, location, cmd.lot, now)
+    own = _edit(state, line, cmd)
+    events: list[Event] = []
+    parts: list[LinePart] = []
+    remaining = qty
+    for part in own.parts:
+        if remaining and part.allocated:
+            move = min(part.allocated, remaining)
+            remaining -= move
+            unhold(state, own, part, move, 0)
+            events.append(
+                _line_event(
+                    state, cmd, own, RELEASED, move, part.location, part.lot, reasons.REALLOCATED, now
+                )
+            )
+            part = LinePart(part.location, part.allocated - move, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
+        if part.allocated or part.picked or part.fulfilled:
+            parts.append(part)
+    policy = tables.lot_policy_of(tables.channel(own.channel))
+    for part in hold(state, own, location, qty, policy, now, lot=cmd.lot, hard=True):
+        parts.append(part)
+        events.append(_line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
+    own.parts = tuple(parts)
+    own.status = "picked" if own.allocated == 0 else "allocated"
+    return Decision(events)
+
+
+def _lot_has(lots: dict[str, Lot], lot_id: str, qty: int, now: int) -> bool:
+    lot = lots.get(lot_id)
+    return lot is not None and lot.free >= qty and not lot.expired(now)
 
 
 def return_line(state: SkuState, cmd: ReturnLine, tables: Tables, now: int) -> Decision:

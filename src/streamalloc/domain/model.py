@@ -38,7 +38,7 @@ LineStatus = Literal[
     "returned",  # every shipped unit came back
     "released",  # gave its units back (cancel, expiry, ship-complete failure)
     "rejected",  # never got units; `reason` says why
-    "backordered",  # reserved: backorders are not decided yet
+    "backordered",  # waits on the SKU's waitlist for units (against incoming, or opted in)
     "unplaced",  # not placed yet: only remembers the ids of commands refused as unknown_line
 ]
 UNPLACED: Final = "unplaced"
@@ -48,8 +48,38 @@ _NO_LINES: Final[Mapping[LineKey, LineState]] = {}
 
 
 @dataclass(slots=True)
+class Lot:
+    """Units of one lot (batch) at one location: received when, expiring when.
+
+    `held` counts the units of open order lines counted against this lot (soft and hard);
+    its free units are `on_hand - held`. An expired lot's free units are never available.
+    """
+
+    on_hand: int = 0
+    held: int = 0
+    received_at: int = 0
+    expires_at: int | None = None
+
+    def copy(self) -> Lot:
+        return Lot(self.on_hand, self.held, self.received_at, self.expires_at)
+
+    def expired(self, now: int) -> bool:
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def free(self) -> int:
+        return max(0, self.on_hand - self.held)
+
+
+@dataclass(slots=True)
 class LocationBalance:
-    """Units of one SKU at one location, by bucket. Safety stock is the location's (tables)."""
+    """Units of one SKU at one location, by bucket. Safety stock is the location's (tables).
+
+    `held_ms` is the sum, over the units open lines hold here (soft and hard), of the time
+    each was allocated: the average age of open allocations is `now - held_ms / held`, kept
+    exact in O(1) per change. `lots` is None for a SKU that is not lot-tracked here (the hot
+    path then never looks at lots); units outside every lot are `on_hand - sum(lot.on_hand)`.
+    """
 
     on_hand: int = 0
     allocated: int = 0  # soft
@@ -57,11 +87,38 @@ class LocationBalance:
     quality_control: int = 0
     damaged: int = 0
     incoming: int = 0  # expected receipts
+    held_ms: int = field(default=0, compare=False)  # derived bookkeeping
+    lots: dict[str, Lot] | None = None
 
     def copy(self) -> LocationBalance:
         return LocationBalance(
-            self.on_hand, self.allocated, self.picked, self.quality_control, self.damaged, self.incoming
+            self.on_hand,
+            self.allocated,
+            self.picked,
+            self.quality_control,
+            self.damaged,
+            self.incoming,
+            self.held_ms,
+            None if self.lots is None else {k: lot.copy() for k, lot in self.lots.items()},
         )
+
+    def expired_free(self, now: int) -> int:
+        """Free units of expired lots here: on hand, promised to nobody, never sellable."""
+        if not self.lots:
+            return 0
+        return sum(lot.free for lot in self.lots.values() if lot.expired(now))
+
+    def sellable(self, safety_stock: int, now: int) -> int:
+        """`available`, less the free units of expired lots (floored at 0)."""
+        free = self.on_hand - self.allocated - self.picked - safety_stock
+        if self.lots:
+            free -= self.expired_free(now)
+        return max(0, free)
+
+    def age_ms(self, now: int) -> int:
+        """Average age of the units open lines hold here (0 when none are held)."""
+        held = self.allocated + self.picked
+        return now - self.held_ms // held if held > 0 else 0
 
     @property
     def units(self) -> int:
@@ -104,9 +161,10 @@ class LineState:
     status: LineStatus
     parts: tuple[LinePart, ...] = ()
     returned: int = 0
-    reason: str | None = None  # why it was rejected
+    reason: str | None = None  # why it was rejected, backordered or released
     applied: list[str] = field(default_factory=list)
-    decided_at: int = 0  # when it was allocated or rejected
+    decided_at: int = 0  # when it was (last) allocated, rejected or backordered
+    expires_at: int | None = None  # its soft units are released then unless picked
 
     def copy(self) -> LineState:
         return LineState(
@@ -120,6 +178,7 @@ class LineState:
             self.reason,
             list(self.applied),
             self.decided_at,
+            self.expires_at,
         )
 
     @property
@@ -155,6 +214,53 @@ class LineState:
         return sum(p.fulfilled for p in self.parts)
 
 
+class WaitEntry(NamedTuple):
+    """A line waiting on its SKU's waitlist: everything needed to allocate it later."""
+
+    order_id: str
+    line_id: str
+    channel: str
+    qty: int
+    priority: int  # the order's
+    channel_priority: int  # the channel's, when the line started waiting
+    seq: int  # arrival order on this SKU's waitlist
+    reason: str  # incoming (a backorder against expected stock) or waitlisted (opted in)
+    region: str | None = None
+    location: str | None = None
+    lot: str | None = None
+    ttl_s: int | None = None
+    occurred_at: int = 0
+
+    @property
+    def rank(self) -> tuple[int, int, int]:
+        """Order priority first, then channel priority (both higher first), then arrival."""
+        return (-self.priority, -self.channel_priority, self.seq)
+
+
+@dataclass(slots=True)
+class SkuBook:
+    """The SKU-wide record: units each channel's open lines hold, and the waitlist.
+
+    One record per SKU, next to its balances. `channel_held` is what channel pools are
+    measured against; the waitlist is kept in rank order (see `WaitEntry.rank`).
+    """
+
+    channel_held: dict[str, int] = field(default_factory=dict)
+    waitlist: list[WaitEntry] = field(default_factory=list)
+    seq: int = 0
+
+    def copy(self) -> SkuBook:
+        return SkuBook(dict(self.channel_held), list(self.waitlist), self.seq)
+
+    def backordered(self, channel: str | None = None) -> int:
+        """Units waiting against incoming stock (for `channel`, or every channel)."""
+        return sum(
+            e.qty
+            for e in self.waitlist
+            if e.reason == "incoming" and (channel is None or e.channel == channel)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class StateChanges:
     """What to write back: the live objects, to encode before the next command."""
@@ -162,9 +268,11 @@ class StateChanges:
     balances: dict[str, LocationBalance]
     lines: dict[LineKey, LineState]
     applied_events: tuple[str, ...]
+    book: SkuBook | None = None  # the SKU-wide record, when it changed
+    new_locations: tuple[str, ...] = ()  # locations this SKU has a balance at for the first time
 
     def __bool__(self) -> bool:
-        return bool(self.balances or self.lines or self.applied_events)
+        return bool(self.balances or self.lines or self.applied_events or self.book is not None)
 
 
 class SkuState:
@@ -180,6 +288,9 @@ class SkuState:
         "_new_events",
         "_dirty_balances",
         "_dirty_lines",
+        "_book",
+        "_dirty_book",
+        "_new_balances",
     )
 
     def __init__(
@@ -188,6 +299,7 @@ class SkuState:
         balances: Mapping[str, LocationBalance] | None = None,
         lines: Mapping[LineKey, LineState] | None = None,
         applied_events: Container[str] | None = None,
+        book: SkuBook | None = None,
     ) -> None:
         self.sku = sku
         self.balances: dict[str, LocationBalance] = dict(balances) if balances else {}
@@ -198,6 +310,9 @@ class SkuState:
         self._new_events: list[str] = []
         self._dirty_balances: set[str] = set()
         self._dirty_lines: set[LineKey] = set()
+        self._book = book
+        self._dirty_book = False
+        self._new_balances: list[str] = []
 
     def __repr__(self) -> str:
         return f"SkuState({self.sku!r}, balances={self.balances!r}, changed_lines={len(self._lines)})"
@@ -239,8 +354,28 @@ class SkuState:
         balance = self.balances.get(location_id)
         if balance is None:
             balance = self.balances[location_id] = LocationBalance()
+            self._new_balances.append(location_id)
         self._dirty_balances.add(location_id)
         return balance
+
+    # ------------------------------------------------------------ the SKU-wide book
+
+    @property
+    def book(self) -> SkuBook:
+        """The SKU-wide record, for reading (empty when the SKU has none)."""
+        if self._book is None:
+            self._book = SkuBook()
+        return self._book
+
+    def edit_book(self) -> SkuBook:
+        """The SKU-wide record, marked changed."""
+        self._dirty_book = True
+        return self.book
+
+    @property
+    def waiting(self) -> bool:
+        """Whether any line waits on this SKU's waitlist (cheap: the hot path asks it)."""
+        return self._book is not None and bool(self._book.waitlist)
 
     @property
     def known(self) -> bool:
@@ -260,7 +395,7 @@ class SkuState:
 
     @property
     def has_changes(self) -> bool:
-        return bool(self._dirty_balances or self._dirty_lines or self._new_events)
+        return bool(self._dirty_balances or self._dirty_lines or self._new_events or self._dirty_book)
 
     def take_changes(self) -> StateChanges:
         """What changed since the last call (or since construction); then marks all clean.
@@ -272,15 +407,26 @@ class SkuState:
             balances={loc: self.balances[loc] for loc in self._dirty_balances},
             lines={key: self._lines[key] for key in self._dirty_lines},
             applied_events=tuple(self._new_events),
+            book=self._book if self._dirty_book else None,
+            new_locations=tuple(self._new_balances),
         )
         self._dirty_balances = set()
         self._dirty_lines = set()
         self._new_events = []
+        self._dirty_book = False
+        self._new_balances = []
         return changes
 
     def copy(self) -> SkuState:
         """An independent state: balances and own lines copied, the read-only bases shared."""
-        other = SkuState(self.sku, lines=self._base_lines, applied_events=self._base_events)
+        other = SkuState(
+            self.sku,
+            lines=self._base_lines,
+            applied_events=self._base_events,
+            book=None if self._book is None else self._book.copy(),
+        )
+        other._dirty_book = self._dirty_book
+        other._new_balances = list(self._new_balances)
         other.balances = {loc: b.copy() for loc, b in self.balances.items()}
         other._lines = {key: line.copy() for key, line in self._lines.items()}
         other._events = set(self._events)

@@ -17,6 +17,17 @@ CHANNEL_NOT_ALLOWED: Final = "channel_not_allowed"  # the allow-list excludes ev
 LOCATION_UNAVAILABLE: Final = "location_unavailable"  # the line names an unknown or offline location
 SHIP_COMPLETE_FAILED: Final = "ship_complete_failed"  # order stage: another line of the order failed
 
+LOT_UNAVAILABLE: Final = "lot_unavailable"  # a pick names a lot without enough unexpired free units
+
+# Why a line waits (a `backordered` event's reason) or was moved or released by the engine.
+INCOMING: Final = "incoming"  # backordered against expected incoming stock
+WAITLISTED: Final = "waitlisted"  # the channel lets lines wait for stock instead of failing
+REALLOCATED: Final = "reallocated"  # released here because it moves (a reallocated/picked follows)
+EXPIRED: Final = "expired"  # the reservation's time to live passed before a pick
+LOCATION_OFFLINE: Final = "location_offline"
+LOCATION_STALE: Final = "location_stale"
+COUNT_SHORTAGE: Final = "count_shortage"  # a count or adjustment left fewer units than were held
+
 # Later commands on an order line (release, pick, fulfil, return).
 UNKNOWN_LINE: Final = "unknown_line"  # this SKU never saw the line
 NOT_ALLOCATED: Final = "not_allocated"  # the line holds no units the command could move

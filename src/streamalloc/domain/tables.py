@@ -24,10 +24,14 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
-LocationStatus = Literal["online", "offline"]
+LocationStatus = Literal["online", "offline", "stale"]
 
 ONLINE: Final = "online"
 OFFLINE: Final = "offline"
+STALE: Final = "stale"  # online in the table, but its inventory feed went silent too long
+
+LotPolicy = Literal["FIFO", "FEFO", "LIFO"]
+LOT_POLICIES: Final = ("FIFO", "FEFO", "LIFO")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -40,6 +44,7 @@ class Location:
     region: str | None = None
     regions_served: frozenset[str] = frozenset()
     safety_stock: int = 0
+    freshness_limit_s: int | None = None  # silent longer than this: stale, treated as offline
     # Its own region plus regions_served, so the hot path asks one `in`.
     served: frozenset[str] = field(init=False, repr=False, compare=False)
 
@@ -60,10 +65,12 @@ class Location:
 class Channel:
     """One sales channel's allocation policy.
 
-    `pool_share` is the fraction (0..1] of the channel's pool (available at the locations
-    it may use, less its safety stock) it may take; `locations` is an allow-list (None:
-    every location). `backorder_limit`, `waitlist` and `lot_policy` are carried for the
-    policies that will use them; they change no decision yet.
+    `pool_share` is the share (0..1] of a SKU's sellable units ring-fenced for this channel
+    (see allocate.py); `locations` is an allow-list (None: every location);
+    `backorder_limit` is the most units a line may be backordered against incoming stock;
+    `waitlist` makes a line that cannot be allocated wait instead of being rejected;
+    `lot_policy` (FIFO, FEFO, LIFO) decides which lot its allocations count against (None:
+    the tables' default).
     """
 
     channel_id: str
@@ -74,7 +81,7 @@ class Channel:
     locations: frozenset[str] | None = None
     allow_split: bool = False
     waitlist: bool = False
-    lot_policy: str | None = None
+    lot_policy: LotPolicy | None = None
 
     def allows(self, location_id: str) -> bool:
         return self.locations is None or location_id in self.locations
@@ -88,25 +95,52 @@ DEFAULT_CHANNEL: Final = Channel(channel_id="*")
 class Tables:
     """Both global tables, as the decision sees them at this moment.
 
-    Build a new `Tables` when a table changes (rare); `online` is derived once here.
+    Build a new `Tables` when a table changes (rare); `online` is derived once here and
+    holds only the locations allocation may use: online in the table and not `stale` (the
+    runtime decides staleness from the inventory feed's clock and passes it in).
     """
 
     locations: Mapping[str, Location] = field(default_factory=dict)
     channels: Mapping[str, Channel] = field(default_factory=dict)
+    stale: frozenset[str] = frozenset()
+    lot_policy: LotPolicy = "FEFO"  # for channels that set none
     online: Mapping[str, Location] = field(init=False, repr=False, compare=False)
+    pooled: tuple[Channel, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        online = {lid: loc for lid, loc in self.locations.items() if loc.status == ONLINE}
+        pooled = tuple(
+            ch for _, ch in sorted(self.channels.items()) if ch.pool_share is not None and ch.pool_share > 0
+        )
+        object.__setattr__(self, "pooled", pooled)
+        online = {
+            lid: loc for lid, loc in self.locations.items() if loc.status == ONLINE and lid not in self.stale
+        }
         object.__setattr__(self, "online", online)
+
+    def status(self, location_id: str) -> LocationStatus:
+        """online, offline (also: unknown to the table) or stale."""
+        loc = self.locations.get(location_id)
+        if loc is None or loc.status != ONLINE:
+            return OFFLINE
+        return STALE if location_id in self.stale else ONLINE
+
+    def lot_policy_of(self, channel: Channel) -> LotPolicy:
+        return channel.lot_policy or self.lot_policy
 
     def channel(self, channel_id: str) -> Channel:
         """The channel's policy; `DEFAULT_CHANNEL` for one the table does not know."""
         return self.channels.get(channel_id) or DEFAULT_CHANNEL
 
     @classmethod
-    def of(cls, locations: Iterable[Location] = (), channels: Iterable[Channel] = ()) -> Tables:
+    def of(
+        cls,
+        locations: Iterable[Location] = (),
+        channels: Iterable[Channel] = (),
+        stale: Iterable[str] = (),
+    ) -> Tables:
         """Tables keyed by id from plain lists (tests, demos)."""
         return cls(
             locations={loc.location_id: loc for loc in locations},
             channels={ch.channel_id: ch for ch in channels},
+            stale=frozenset(stale),
         )

@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamalloc.domain.allocate import channel_ats
+from streamalloc.domain.allocate import channel_ats, pool_bounds
 from streamalloc.domain.model import SkuState
-from streamalloc.domain.tables import OFFLINE, ONLINE, LocationStatus, Tables
+from streamalloc.domain.tables import ONLINE, LocationStatus, Tables
 
 
 @dataclass(frozen=True, slots=True)
 class LocationAvailability:
-    """One location's buckets; `available` is 0 when the location is offline or unknown."""
+    """One location's buckets; `available` is 0 when the location is offline, stale or unknown.
+
+    `expired`: free units of expired lots (on hand, never sellable). `at_risk`: hard
+    allocations at a location that cannot be used now. `allocation_age_s`: average age of
+    the units open lines hold here.
+    """
 
     location_id: str
     status: LocationStatus
@@ -26,6 +31,9 @@ class LocationAvailability:
     safety_stock: int
     available: int
     incoming: int
+    expired: int = 0
+    at_risk: int = 0
+    allocation_age_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,30 +52,44 @@ class Availability:
     available: int
     incoming: int
     ats: dict[str, int]
+    expired: int = 0
+    at_risk: int = 0
+    allocation_age_s: float = 0.0  # over every unit open lines hold
+    backordered: int = 0  # units waiting against incoming stock
+    waiting_lines: int = 0  # lines on the waitlist (backordered or waitlisted)
 
 
 def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
     """The SKU's availability; locations sorted by id, ATS for every channel in the tables."""
     rows: list[LocationAvailability] = []
+    held_ms = held = 0
     for location_id in sorted(state.balances):
         balance = state.balances[location_id]
+        status = tables.status(location_id)
+        usable = status == ONLINE
         loc = tables.locations.get(location_id)
-        online = loc is not None and loc.status == ONLINE
-        safety_stock = loc.safety_stock if loc is not None and online else 0
+        safety_stock = loc.safety_stock if loc is not None and usable else 0
+        units = balance.allocated + balance.picked
+        held_ms += balance.held_ms
+        held += units
         rows.append(
             LocationAvailability(
                 location_id=location_id,
-                status=ONLINE if online else OFFLINE,
+                status=status,
                 on_hand=balance.on_hand,
                 allocated=balance.allocated,
                 picked=balance.picked,
                 quality_control=balance.quality_control,
                 damaged=balance.damaged,
                 safety_stock=safety_stock,
-                available=balance.available(safety_stock) if online else 0,
+                available=balance.sellable(safety_stock, as_of) if usable else 0,
                 incoming=balance.incoming,
+                expired=balance.expired_free(as_of),
+                at_risk=0 if usable else balance.picked,
+                allocation_age_s=balance.age_ms(as_of) / 1000,
             )
         )
+    book = state.book
     return Availability(
         sku=state.sku,
         as_of=as_of,
@@ -81,6 +103,14 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
         available=sum(r.available for r in rows),
         incoming=sum(r.incoming for r in rows),
         ats={
-            cid: channel_ats(state.balances, tables.online, ch) for cid, ch in sorted(tables.channels.items())
+            cid: channel_ats(
+                state.balances, tables.online, ch, as_of, pool_bounds(state.balances, book, tables, ch, as_of)
+            )
+            for cid, ch in sorted(tables.channels.items())
         },
+        expired=sum(r.expired for r in rows),
+        at_risk=sum(r.at_risk for r in rows),
+        allocation_age_s=(as_of - held_ms // held) / 1000 if held > 0 else 0.0,
+        backordered=book.backordered(),
+        waiting_lines=len(book.waitlist),
     )

@@ -3,10 +3,23 @@
 Single writer per SKU: both inputs are keyed by SKU and co-partitioned, so every command
 for a SKU lands, in order, on one partition that one worker owns. Availability goes out
 at most once per SKU per commit, from `before_commit`.
+
+Punctuation (wall clock, every `punctuate_interval_ms`) does what no input triggers:
+
+- reservation expiry: timers sit in the store in due order (state_codec), so they
+  survive restarts and rebalances with the changelog; a due one is deleted and its line
+  expired (`ExpireLine`) in the same transaction;
+- locations: when a location becomes unusable (offline in the table, or stale: its
+  inventory feed silent longer than its `freshness_limit_s`) or usable again, every SKU
+  of the partition with a balance there is swept (`Sweep`): soft allocations move off,
+  waiting lines are served. The first punctuation after an assignment sweeps the SKUs at
+  every unusable location, so a change missed while no one owned the partition is acted
+  on. Staleness is judged from the feed this partition sees (its SKUs' inventory events).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +32,7 @@ from streamalloc.domain import (
     Command,
     Count,
     Expect,
+    ExpireLine,
     FulfilLine,
     Inspect,
     InventoryRejected,
@@ -27,6 +41,8 @@ from streamalloc.domain import (
     ReleaseLine,
     ReturnLine,
     SkuState,
+    Sweep,
+    Tables,
     apply,
 )
 from streamalloc.domain.views import availability
@@ -35,10 +51,12 @@ from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import PartitionTransaction
 from streamalloc.serialization import topic_serde
-from streamalloc.stages.state_codec import load_state, write_changes
+from streamalloc.stages.state_codec import due_timers, feed_key, load_state, skus_at, write_changes
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
+_TIMERS_PER_PUNCTUATION = 2000  # the rest wait for the next one: a backlog cannot stall a commit
+_log = logging.getLogger(__name__)
 
 
 class AllocatorStage(BaseStage):
@@ -61,6 +79,11 @@ class AllocatorStage(BaseStage):
         # partition -> (the transaction they belong to, SKU -> (cause event id, its latest
         # state) for the SKUs changed in it): availability needs no second read at commit
         self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, SkuState]]]] = {}
+        self.punctuate_interval_ms = settings.punctuate_interval_ms
+        # partition -> the unusable locations its last sweep acted on (None: not swept yet)
+        self._swept: dict[int, frozenset[str]] = {}
+        # partition -> (base tables, stale set) -> the tables decisions use there
+        self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -75,11 +98,19 @@ class AllocatorStage(BaseStage):
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         txn = ctx.stores[STORE]
         dirty = self._dirty_skus(ctx.partition, txn)
-        tables = self._tables()
         now = int(time.time() * 1000)
+        tables = self._partition_tables(ctx.partition, txn, now)
         by_sku: dict[str, list[Record]] = {}
+        feed: dict[str, int] = {}
+        inventory_topic = self._inventory_topic
         for record in records:
             by_sku.setdefault(record.value.sku, []).append(record)
+            if record.topic == inventory_topic:
+                at = record.value.occurred_at
+                if at > feed.get(record.value.location, -1):
+                    feed[record.value.location] = at
+        if feed:
+            _note_feed(txn, feed)
         emit, encode, topic = ctx.emit, self._allocations.encode, self._allocations_topic
         on_decision = self._observer.on_decision
         for sku, sku_records in by_sku.items():
@@ -100,13 +131,112 @@ class AllocatorStage(BaseStage):
             if state.has_changes:
                 write_changes(sku, state.take_changes(), txn)
 
+    def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
+        txn = ctx.stores[STORE]
+        tables = self._partition_tables(ctx.partition, txn, now_ms)
+        acted = self._expire_due(ctx, txn, tables, now_ms)
+        unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
+        last = self._swept.get(ctx.partition)
+        if last is None:
+            changed = set(unusable)  # first look after an assignment: act on every one
+        else:
+            changed = set(unusable ^ last)
+        if changed:
+            self._swept[ctx.partition] = unusable
+            for location in sorted(changed):
+                status = tables.status(location)
+                cause = f"locations:{location}:{status}@{now_ms}"
+                skus = skus_at(location, txn)
+                if last is not None:
+                    _log.info(
+                        "location status changed",
+                        extra={
+                            "location": location,
+                            "status": status,
+                            "skus": len(skus),
+                            "partition": ctx.partition,
+                        },
+                    )
+                for sku in skus:
+                    acted |= self._decide(
+                        ctx,
+                        txn,
+                        sku,
+                        Sweep(event_id=cause, occurred_at=now_ms, sku=sku),
+                        tables,
+                        now_ms,
+                        always_publish=last is not None,
+                    )
+        return acted
+
+    def _expire_due(self, ctx: PartitionContext, txn: PartitionTransaction, tables: Tables, now: int) -> bool:
+        acted = False
+        for key, due, sku, order_id, line_id in due_timers(txn, now, _TIMERS_PER_PUNCTUATION):
+            txn.delete(key)
+            acted = True
+            command = ExpireLine(
+                event_id=f"clock:expiry:{order_id}:{line_id}:{due}",
+                occurred_at=due,
+                order_id=order_id,
+                line_id=line_id,
+                sku=sku,
+            )
+            self._decide(ctx, txn, sku, command, tables, now)
+        return acted
+
+    def _decide(
+        self,
+        ctx: PartitionContext,
+        txn: PartitionTransaction,
+        sku: str,
+        command: Command,
+        tables: Tables,
+        now: int,
+        *,
+        always_publish: bool = False,
+    ) -> bool:
+        """Apply one engine command (punctuation) to a SKU; True when it changed anything."""
+        dirty = self._dirty_skus(ctx.partition, txn)
+        entry = dirty.get(sku)
+        state = entry[1] if entry is not None else load_state(sku, txn)
+        decision = apply(state, command, tables, now)
+        emit, encode, topic = ctx.emit, self._allocations.encode, self._allocations_topic
+        for event in decision.events:
+            if type(event) is AllocationEvent:
+                emit(topic, event.order_id.encode(), encode(event.as_record()))
+                self._observer.on_decision(event.type, event.reason)
+        if decision.events or always_publish:
+            dirty[sku] = (command.event_id, state)
+        if state.has_changes:
+            write_changes(sku, state.take_changes(), txn)
+        return bool(decision.events) or always_publish
+
+    def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
+        """The tables as this partition sees them: stale locations marked from its feed clock."""
+        base = self._tables()
+        limits = [loc for loc in base.locations.values() if loc.freshness_limit_s is not None and loc.online]
+        if not limits:
+            return base
+        stale = []
+        for loc in limits:
+            seen = txn.get(feed_key(loc.location_id))
+            if seen is not None and now - int(seen) > (loc.freshness_limit_s or 0) * 1000:
+                stale.append(loc.location_id)
+        cached = self._tables_of.get(partition)
+        key = frozenset(stale)
+        if cached is not None and cached[0] is base and cached[1] == key:
+            return cached[2]
+        tables = Tables(base.locations, base.channels, key, base.lot_policy) if key else base
+        self._tables_of[partition] = (base, key, tables)
+        return tables
+
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
         if entry is None or txn is None or entry[0] is not txn:
             return
-        tables = self._tables()
         now = int(time.time() * 1000)
+        tables = self._partition_tables(ctx.partition, entry[0], now)
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
             record = availability_record(view, cause)
@@ -186,7 +316,8 @@ def inventory_command(r: dict[str, Any]) -> Command:
         "location": r["location"],
     }
     if kind == "received":
-        return Receive(**common, qty=r["qty"], lot=lot, reason=r["reason"])
+        expires_at = r["lot"].get("expires_at") if r["lot"] else None
+        return Receive(**common, qty=r["qty"], lot=lot, reason=r["reason"], expires_at=expires_at)
     if kind == "adjusted":
         return Adjust(**common, qty=r["qty"], reason=r["reason"], lot=lot)
     if kind == "counted":
@@ -213,6 +344,12 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
             "damaged": view.damaged,
             "safety_stock": view.safety_stock,
             "available": view.available,
+            "incoming": view.incoming,
+            "expired": view.expired,
+            "at_risk": view.at_risk,
+            "allocation_age_s": view.allocation_age_s,
+            "backordered": view.backordered,
+            "waiting_lines": view.waiting_lines,
         },
         "locations": [
             {
@@ -225,8 +362,21 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
                 "safety_stock": row.safety_stock,
                 "available": row.available,
                 "status": row.status,
+                "incoming": row.incoming,
+                "expired": row.expired,
+                "at_risk": row.at_risk,
+                "allocation_age_s": row.allocation_age_s,
             }
             for row in view.locations
         ],
         "channels": [{"channel": channel, "ats": ats} for channel, ats in sorted(view.ats.items())],
     }
+
+
+def _note_feed(txn: PartitionTransaction, feed: dict[str, int]) -> None:
+    """Move each location's feed clock forward to the newest inventory event seen."""
+    for location, at in feed.items():
+        key = feed_key(location)
+        seen = txn.get(key)
+        if seen is None or int(seen) < at:
+            txn.set(key, str(at).encode())

@@ -1,9 +1,16 @@
 """How the allocator's SKU state sits in its store: one record per balance, line and event id.
 
 Keys (NUL-joined parts, see runtime.state.keys):
-    (sku, "b", location)            -> LocationBalance
+    (sku, "b", location)            -> LocationBalance (with its lots)
+    (sku, "s")                      -> SkuBook: units held per channel, the waitlist
     (sku, "l", order_id, line_id)   -> LineState
     (sku, "e", event_id)            -> marker: this inventory event was applied
+    ("#loc", location, sku)         -> marker: the SKU has a balance at the location
+    ("#t", due, sku, order, line)   -> marker: the line's reservation expires at `due`
+    ("#f", location)                -> the newest inventory event time seen for the location
+
+The "#" keys are the partition's indexes: a table change finds the SKUs at a location,
+and the expiry timers are read in due order, without scanning every SKU.
 
 Values are `marshal` dumps of tuples of plain values: written and read by C code only
 (this is the hot path), and safe to load since marshal builds data, never runs it. The
@@ -15,11 +22,22 @@ from __future__ import annotations
 import marshal
 from collections.abc import Iterator, Mapping
 
-from streamalloc.domain import LinePart, LineState, LocationBalance, SkuState, StateChanges
+from streamalloc.domain import (
+    LinePart,
+    LineState,
+    LocationBalance,
+    Lot,
+    SkuBook,
+    SkuState,
+    StateChanges,
+    WaitEntry,
+)
 from streamalloc.errors import StateError
 from streamalloc.runtime.state import PartitionTransaction, decode_key, encode_key, prefix_of
 
 _V1 = 1
+_V2 = 2  # balances: held_ms and lots; lines: expires_at
+_DUE_DIGITS = 15  # epoch ms fit in 15 digits until the year 33658: keys sort by due time
 
 
 def balance_key(sku: str, location: str) -> bytes:
@@ -34,22 +52,88 @@ def event_key(sku: str, event_id: str) -> bytes:
     return encode_key(sku, "e", event_id)
 
 
+def book_key(sku: str) -> bytes:
+    return encode_key(sku, "s")
+
+
+def location_index_key(location: str, sku: str) -> bytes:
+    return encode_key("#loc", location, sku)
+
+
+def timer_key(due: int, sku: str, order_id: str, line_id: str) -> bytes:
+    return encode_key("#t", f"{due:0{_DUE_DIGITS}d}", sku, order_id, line_id)
+
+
+def feed_key(location: str) -> bytes:
+    return encode_key("#f", location)
+
+
+TIMERS = prefix_of("#t")
+
+
+def skus_at(location: str, txn: PartitionTransaction) -> list[str]:
+    """The SKUs of this partition with a balance at `location`."""
+    return [decode_key(key)[2] for key, _ in txn.iter_prefix(prefix_of("#loc", location))]
+
+
+def due_timers(txn: PartitionTransaction, now: int, limit: int) -> list[tuple[bytes, int, str, str, str]]:
+    """Up to `limit` expiry timers due at `now`: (key, due, sku, order_id, line_id), in due order."""
+    found: list[tuple[bytes, int, str, str, str]] = []
+    for key, _ in txn.iter_prefix(TIMERS):
+        _, due, sku, order_id, line_id = decode_key(key)
+        if int(due) > now or len(found) >= limit:
+            break
+        found.append((key, int(due), sku, order_id, line_id))
+    return found
+
+
 def encode_balance(b: LocationBalance) -> bytes:
-    return marshal.dumps((_V1, b.on_hand, b.allocated, b.picked, b.quality_control, b.damaged, b.incoming))
+    lots = (
+        None
+        if b.lots is None
+        else {k: (v.on_hand, v.held, v.received_at, v.expires_at) for k, v in b.lots.items()}
+    )
+    return marshal.dumps(
+        (_V2, b.on_hand, b.allocated, b.picked, b.quality_control, b.damaged, b.incoming, b.held_ms, lots)
+    )
 
 
 def decode_balance(data: bytes) -> LocationBalance:
     values = marshal.loads(data)  # noqa: S302 - our own changelog data, marshal never runs code
+    if values[0] == _V2:
+        lots = values[8]
+        on_hand, allocated, picked, quality_control, damaged, incoming, held_ms = values[1:8]
+        return LocationBalance(
+            on_hand,
+            allocated,
+            picked,
+            quality_control,
+            damaged,
+            incoming,
+            held_ms,
+            None if lots is None else {k: Lot(*v) for k, v in lots.items()},
+        )
     if values[0] != _V1:
         raise StateError(f"unknown balance record version {values[0]}")
     return LocationBalance(*values[1:])
+
+
+def encode_book(book: SkuBook) -> bytes:
+    return marshal.dumps((_V1, book.channel_held, [tuple(e) for e in book.waitlist], book.seq))
+
+
+def decode_book(data: bytes) -> SkuBook:
+    values = marshal.loads(data)  # noqa: S302 - see encode_balance
+    if values[0] != _V1:
+        raise StateError(f"unknown book record version {values[0]}")
+    return SkuBook(dict(values[1]), [WaitEntry(*e) for e in values[2]], values[3])
 
 
 def encode_line(line: LineState) -> bytes:
     parts = tuple((p.location, p.allocated, p.picked, p.fulfilled, p.lot) for p in line.parts)
     return marshal.dumps(
         (
-            _V1,
+            _V2,
             line.channel,
             line.qty,
             line.status,
@@ -58,15 +142,18 @@ def encode_line(line: LineState) -> bytes:
             line.reason,
             tuple(line.applied),
             line.decided_at,
+            line.expires_at,
         )
     )
 
 
 def decode_line(order_id: str, line_id: str, data: bytes) -> LineState:
     values = marshal.loads(data)  # noqa: S302 - see encode_balance
-    if values[0] != _V1:
+    if values[0] == _V1:
+        values = (*values, None)
+    elif values[0] != _V2:
         raise StateError(f"unknown line record version {values[0]}")
-    _, channel, qty, status, parts, returned, reason, applied, decided_at = values
+    _, channel, qty, status, parts, returned, reason, applied, decided_at, expires_at = values
     return LineState(
         order_id,
         line_id,
@@ -78,6 +165,7 @@ def decode_line(order_id: str, line_id: str, data: bytes) -> LineState:
         reason,
         list(applied),
         decided_at,
+        expires_at,
     )
 
 
@@ -127,15 +215,31 @@ def load_state(sku: str, txn: PartitionTransaction) -> SkuState:
     balances = {
         decode_key(key)[2]: decode_balance(value) for key, value in txn.iter_prefix(prefix_of(sku, "b"))
     }
+    book = txn.get(book_key(sku))
     return SkuState(
-        sku, balances=balances, lines=StoredLines(sku, txn), applied_events=StoredEvents(sku, txn)
+        sku,
+        balances=balances,
+        lines=StoredLines(sku, txn),
+        applied_events=StoredEvents(sku, txn),
+        book=None if book is None else decode_book(book),
     )
 
 
 def write_changes(sku: str, changes: StateChanges, txn: PartitionTransaction) -> None:
     for location, balance in changes.balances.items():
         txn.set(balance_key(sku, location), encode_balance(balance))
+    for location in changes.new_locations:
+        txn.set(location_index_key(location, sku), b"1")
     for (order_id, line_id), line in changes.lines.items():
         txn.set(line_key(sku, order_id, line_id), encode_line(line))
+        if line.expires_at is not None:
+            # The timer exists while the line holds soft units; a fired or moot one goes.
+            key = timer_key(line.expires_at, sku, order_id, line_id)
+            if line.allocated > 0:
+                txn.set(key, b"1")
+            else:
+                txn.delete(key)
     for event_id in changes.applied_events:
         txn.set(event_key(sku, event_id), b"1")
+    if changes.book is not None:
+        txn.set(book_key(sku), encode_book(changes.book))

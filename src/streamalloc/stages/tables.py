@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamalloc.domain import Channel, Location, Tables
+from streamalloc.domain.tables import LOT_POLICIES, LotPolicy
 
 TablesProvider = Callable[[], Tables]
 
@@ -18,6 +19,7 @@ def location_of(record: Mapping[str, Any]) -> Location:
         region=record.get("region"),
         regions_served=frozenset(record.get("regions_served") or ()),
         safety_stock=record.get("safety_stock", 0),
+        freshness_limit_s=record.get("freshness_limit_s"),
     )
 
 
@@ -32,8 +34,19 @@ def channel_of(record: Mapping[str, Any]) -> Channel:
         locations=None if allowed is None else frozenset(allowed),
         allow_split=record.get("allow_split", False),
         waitlist=record.get("waitlist", False),
-        lot_policy=record.get("lot_policy"),
+        lot_policy=_lot_policy(record.get("lot_policy")),
     )
+
+
+def _lot_policy(value: Any) -> LotPolicy | None:
+    """FIFO, FEFO or LIFO in any case; anything else reads as no policy (the default)."""
+    if not isinstance(value, str):
+        return None
+    upper = value.upper()
+    for policy in LOT_POLICIES:
+        if policy == upper:
+            return policy
+    return None
 
 
 class TablesView:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from streamalloc.domain import (
+    AllocationEvent,
     Command,
     InventoryRejected,
     LocationBalance,
+    Lot,
     SkuState,
     StockChanged,
     apply,
@@ -49,7 +51,7 @@ def test_receive_adds_on_hand_and_reports_the_change_with_its_cause() -> None:
         f"{cmd.event_id}:stock:A",
         NOW,
     )
-    assert state.balances["A"] == LocationBalance(on_hand=7)
+    assert state.balances["A"] == LocationBalance(on_hand=7, lots={"L1": Lot(7, 0, NOW - 5, None)})
 
 
 def test_receive_at_a_location_the_tables_do_not_know_is_recorded() -> None:
@@ -66,12 +68,21 @@ def test_adjust_applies_a_signed_delta_with_its_reason() -> None:
     assert state.balances["A"].on_hand == 7
 
 
-def test_adjust_below_allocated_stands_and_available_floors_at_zero() -> None:
+def test_adjust_below_what_is_held_releases_the_excess_when_nowhere_else_has_it() -> None:
     state = stocked(A=5)
     apply(state, allocate(qty=4), T, NOW)
-    single_change(state, adjust("A", -3))
-    assert state.balances["A"] == LocationBalance(on_hand=2, allocated=4)
-    assert state.balances["A"].available(0) == 0
+    cmd = adjust("A", -3)
+    changed, released = apply(state, cmd, T, NOW)
+    assert isinstance(changed, StockChanged) and changed.on_hand == 2
+    assert isinstance(released, AllocationEvent)
+    assert (released.type, released.qty, released.reason, released.cause_event_id) == (
+        "released",
+        4,
+        reasons.COUNT_SHORTAGE,
+        cmd.event_id,
+    )
+    assert state.balances["A"] == LocationBalance(on_hand=2, allocated=0)
+    assert state.lines[("o1", "1")].status == "released"
 
 
 @pytest.mark.parametrize(

@@ -157,6 +157,8 @@ def test_fast_built_events_equal_constructor_built_ones_and_are_frozen() -> None
         sku=SKU, channel="web", qty=2, location="A", lot="lot", reason=None, line_count=None,
         occurred_at=1, decided_at=2,
     )  # fmt: skip
+    assert fast.event_id == "c:1:allocated:A:lot"  # a lot names its part too
+    fast = dataclasses.replace(fast, event_id=slow.event_id)
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     assert fast.as_record() == dataclasses.asdict(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -221,5 +223,7 @@ def test_availability_per_location_totals_and_channel_ats() -> None:
         ("C", "offline", 0, 0),
     ]
     assert (view.on_hand, view.allocated, view.picked, view.available, view.incoming) == (25, 2, 1, 11, 5)
-    assert view.ats == {"shop": 2, "web": 8}
+    # Sellable at usable locations: A 10-2=8, B 6: 14. shop's pool is 7 of them; it may
+    # use A only (5 available). web sells what no pool fences: 11 - 3 safety - 7 = 1.
+    assert view.ats == {"shop": 5, "web": 1}
     assert view.as_of == NOW and view.sku == SKU

@@ -1,0 +1,198 @@
+"""Moving soft allocations the engine can no longer stand by, and letting reservations expire.
+
+- **A location goes offline or stale** (`sweep`): every soft allocation there moves to
+  other usable locations where stock allows (`released` with reason `reallocated` where
+  it was, then `reallocated` where it went); else the line waits (backorder or waitlist,
+  by its channel's rules); else it is released with the location's reason. Hard
+  allocations (picked) stay: a pick task exists; the availability record reports them at
+  risk. Then the waitlist is served, so a location coming back online fills waiting
+  lines before its stock shows as available.
+- **A count or adjustment leaves fewer units than are held** (`shed`): the excess soft
+  allocations there, newest first, move the same way (reason `count_shortage`). Hard
+  ones cannot move; if they alone exceed on_hand, the books show it and the next count
+  settles it.
+- **A reservation expires** (`expire`): the line's soft units are released (reason
+  `expired`); picked units stay.
+
+All three are decided from the state alone, so running one again changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from streamalloc.domain import reasons
+from streamalloc.domain.allocate import choose_locations, pool_bounds
+from streamalloc.domain.events import DUPLICATE, REALLOCATED, RELEASED, Decision, Event, allocation_event
+from streamalloc.domain.holds import place, unhold
+from streamalloc.domain.model import LinePart, LineState, SkuState
+from streamalloc.domain.tables import Location, Tables
+from streamalloc.domain.waitlist import enqueue, serve, wait_reason
+
+
+def sweep(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: int) -> Decision:
+    """Move soft allocations off unusable locations, then serve the waitlist."""
+    events: list[Event] = []
+    unusable = {
+        loc for loc, balance in state.balances.items() if balance.allocated > 0 and loc not in tables.online
+    }
+    if unusable:
+        for key in sorted(k for k, line in _holding_lines(state) if _soft_at(line, unusable)):
+            line = state.get_line(key)
+            if line is None:
+                continue
+            for location in sorted(unusable):
+                reason = (
+                    reasons.LOCATION_STALE if tables.status(location) == "stale" else reasons.LOCATION_OFFLINE
+                )
+                events += _move(state, line, location, tables, tables.online, reason, cause, occurred_at, now)
+                line = state.get_line(key) or line
+    events += serve(state, tables, cause, occurred_at, now)
+    return Decision(events)
+
+
+def shed(
+    state: SkuState, location: str, tables: Tables, cause: str, occurred_at: int, now: int
+) -> list[Event]:
+    """Move soft allocations off `location` until what it holds fits its on_hand."""
+    balance = state.balances.get(location)
+    if balance is None:
+        return []
+    excess = balance.allocated + balance.picked - balance.on_hand
+    if excess <= 0 or balance.allocated == 0:
+        return []
+    here = {location}
+    candidates = [line for _, line in _holding_lines(state) if _soft_at(line, here)]
+    candidates.sort(key=lambda line: (-line.decided_at, line.order_id, line.line_id))  # newest first
+    elsewhere = {lid: loc for lid, loc in tables.online.items() if lid != location}
+    events: list[Event] = []
+    for line in candidates:
+        if excess <= 0:
+            break
+        soft = sum(p.allocated for p in line.parts if p.location == location)
+        events += _move(
+            state, line, location, tables, elsewhere, reasons.COUNT_SHORTAGE, cause, occurred_at, now
+        )
+        excess -= soft
+    return events
+
+
+def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, cause: str, now: int) -> Decision:
+    """Release the soft units of a line whose reservation expired at `due` (if it still holds)."""
+    line = state.get_line(key)
+    if line is None or line.expires_at != due or line.allocated == 0 or due > now:
+        return DUPLICATE
+    own = state.edit_line(line)
+    events: list[Event] = []
+    parts: list[LinePart] = []
+    for part in own.parts:
+        if part.allocated:
+            unhold(state, own, part, part.allocated, 0)
+            events.append(
+                allocation_event(
+                    cause, RELEASED, own.order_id, own.line_id, state.sku, own.channel, part.allocated,
+                    part.location, part.lot, reasons.EXPIRED, due, now,
+                )
+            )  # fmt: skip
+            part = LinePart(part.location, 0, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
+        parts.append(part)
+    own.parts = tuple(p for p in parts if p.allocated or p.picked or p.fulfilled)
+    own.expires_at = None
+    if own.held == 0:
+        own.status = "released"
+        own.reason = reasons.EXPIRED
+    else:
+        own.status = "picked"
+    events += serve(state, tables, cause, due, now)
+    return Decision(events)
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _move(
+    state: SkuState,
+    line: LineState,
+    location: str,
+    tables: Tables,
+    usable: Mapping[str, Location],
+    reason: str,
+    cause: str,
+    occurred_at: int,
+    now: int,
+) -> list[Event]:
+    """Move the line's soft units at `location` elsewhere, or let it wait, or release them."""
+    own = state.edit_line(line)
+    soft = 0
+    kept: list[LinePart] = []
+    lots: set[str | None] = set()
+    for part in own.parts:
+        if part.location == location and part.allocated:
+            unhold(state, own, part, part.allocated, 0)
+            soft += part.allocated
+            lots.add(part.lot)
+            part = LinePart(part.location, 0, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
+        if part.allocated or part.picked or part.fulfilled:
+            kept.append(part)
+    own.parts = tuple(kept)
+    if soft == 0:
+        return []
+    lot = next(iter(lots)) if len(lots) == 1 else None
+    channel = tables.channel(own.channel)
+    bounds = pool_bounds(state.balances, state.book, tables, channel, now)
+    choice = choose_locations(state.balances, usable, channel, soft, None, None, now, bounds)
+    if not isinstance(choice, str):
+        events: list[Event] = [
+            _released(state, own, soft, location, lot, reasons.REALLOCATED, cause, occurred_at, now)
+        ]
+        events += place(
+            state, own, choice, tables.lot_policy_of(channel), REALLOCATED, cause, occurred_at, now,
+            reason=reason,
+        )  # fmt: skip
+        return events
+    waits = wait_reason(state, channel, soft) if own.held == 0 else None
+    if waits is not None:
+        released = _released(state, own, soft, location, lot, reasons.REALLOCATED, cause, occurred_at, now)
+        return [
+            released,
+            enqueue(
+                state, own, channel, waits, priority=0, region=None, location=None, lot=None,
+                ttl_s=None, occurred_at=occurred_at, cause=cause, now=now, qty=soft,
+            ),
+        ]  # fmt: skip
+    if own.held == 0:
+        own.status = "released"
+        own.reason = reason
+    return [_released(state, own, soft, location, lot, reason, cause, occurred_at, now)]
+
+
+def _released(
+    state: SkuState,
+    line: LineState,
+    qty: int,
+    location: str,
+    lot: str | None,
+    reason: str,
+    cause: str,
+    occurred_at: int,
+    now: int,
+) -> Event:
+    return allocation_event(
+        cause, RELEASED, line.order_id, line.line_id, state.sku, line.channel, qty,
+        location, lot, reason, occurred_at, now,
+    )  # fmt: skip
+
+
+def _holding_lines(state: SkuState) -> list[tuple[tuple[str, str], LineState]]:
+    """Every line of the SKU that holds soft units (reads the whole line table: rare paths)."""
+    lines = state.lines
+    found = []
+    for key in list(lines):
+        line = state.get_line(key)
+        if line is not None and line.allocated > 0:
+            found.append((key, line))
+    return found
+
+
+def _soft_at(line: LineState, locations: set[str]) -> bool:
+    return any(p.allocated and p.location in locations for p in line.parts)
