@@ -8,11 +8,13 @@ says why an inventory event changed nothing.
 Output event ids are derived from the cause, never random, so a repeated input produces
 the same ids (see DESIGN.md, idempotence):
 
-    {cause}:{line_id}:{type}[:{location}[:{lot}]]  AllocationEvent (location, lot when named)
+    {cause}:{order_id}:{line_id}:{type}[:{location}[:{lot}]]   AllocationEvent
     {cause}[:{line_id}]:stock:{location}       StockChanged (line_id for a shipment/return)
     {cause}:rejected                           InventoryRejected
 
-One cause event yields at most one event per (line, type, location), so these are unique
+An allocation event names its order: one cause (a receipt, a release) can fill or move
+lines of many orders. One cause event yields at most one event per (line, type,
+location, lot), so these are unique
 as long as event ids upstream are; they are readable in a log and cost one f-string.
 
 Construction speed: on CPython 3.11 a frozen dataclass's generated `__init__` sets each
@@ -184,11 +186,11 @@ def allocation_event(
 ) -> AllocationEvent:
     """An `AllocationEvent` with its derived id (see the module docstring)."""
     if location is None:
-        event_id = f"{cause_event_id}:{line_id}:{type}"
+        event_id = f"{cause_event_id}:{order_id}:{line_id}:{type}"
     elif lot is None:
-        event_id = f"{cause_event_id}:{line_id}:{type}:{location}"
+        event_id = f"{cause_event_id}:{order_id}:{line_id}:{type}:{location}"
     else:
-        event_id = f"{cause_event_id}:{line_id}:{type}:{location}:{lot}"
+        event_id = f"{cause_event_id}:{order_id}:{line_id}:{type}:{location}:{lot}"
     event = _new(AllocationEvent)
     _set(
         event,

@@ -15,7 +15,7 @@ def test_allocation_takes_units_at_the_location_and_emits_allocated() -> None:
     assert (event.type, event.location, event.qty, event.lot) == ("allocated", "A", 3, "lot-7")
     assert (event.order_id, event.line_id, event.sku, event.channel) == ("o1", "1", SKU, "web")
     assert (event.cause_event_id, event.occurred_at, event.decided_at) == (cmd.event_id, NOW - 5, NOW)
-    assert event.event_id == f"{cmd.event_id}:1:allocated:A:lot-7"
+    assert event.event_id == f"{cmd.event_id}:o1:1:allocated:A:lot-7"
     assert state.balances["A"] == LocationBalance(on_hand=10, allocated=3)
     line = state.lines[("o1", "1")]
     assert (line.status, line.location, line.allocated, line.lot, line.qty) == (
@@ -242,7 +242,7 @@ def test_a_sku_no_inventory_event_ever_reached_is_unknown() -> None:
     assert (event.type, event.reason, event.event_id) == (
         "rejected",
         reasons.UNKNOWN_SKU,
-        f"{cmd.event_id}:1:rejected",
+        f"{cmd.event_id}:o1:1:rejected",
     )
 
 

@@ -40,7 +40,7 @@ def test_release_gives_back_exactly_the_soft_allocation() -> None:
     cmd = release(reason="expired")
     event = only(apply(state, cmd, T, NOW))
     assert (event.type, event.location, event.qty, event.reason) == ("released", "A", 3, "expired")
-    assert event.event_id == f"{cmd.event_id}:1:released:A"
+    assert event.event_id == f"{cmd.event_id}:o1:1:released:A"
     assert state.balances["A"] == LocationBalance(on_hand=10)
     assert state.lines[("o1", "1")].status == "released"
 

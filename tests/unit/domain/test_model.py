@@ -153,12 +153,10 @@ def test_copy_is_independent() -> None:
 def test_fast_built_events_equal_constructor_built_ones_and_are_frozen() -> None:
     fast = allocation_event("c", "allocated", "o", "1", SKU, "web", 2, "A", "lot", None, 1, 2)
     slow = AllocationEvent(
-        event_id="c:1:allocated:A", cause_event_id="c", type="allocated", order_id="o", line_id="1",
+        event_id="c:o:1:allocated:A:lot", cause_event_id="c", type="allocated", order_id="o", line_id="1",
         sku=SKU, channel="web", qty=2, location="A", lot="lot", reason=None, line_count=None,
         occurred_at=1, decided_at=2,
     )  # fmt: skip
-    assert fast.event_id == "c:1:allocated:A:lot"  # a lot names its part too
-    fast = dataclasses.replace(fast, event_id=slow.event_id)
     assert fast == slow and hash(fast) == hash(slow) and repr(fast) == repr(slow)
     assert fast.as_record() == dataclasses.asdict(slow)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -173,7 +171,20 @@ def test_event_ids_are_derived_from_the_cause() -> None:
     events = [e.event_id for e in apply(state, allocate(order="o1", line="7", qty=1, event_id="E1"), T, NOW)]
     events += [e.event_id for e in apply(state, fulfil(order="o1", line="7", qty=1, event_id="E2"), T, NOW)]
     events += [e.event_id for e in apply(state, receive("B", 0, event_id="E3"), T, NOW)]
-    assert events == ["E1:7:allocated:A", "E2:7:fulfilled:A", "E2:7:stock:A", "E3:rejected"]
+    assert events == ["E1:o1:7:allocated:A", "E2:o1:7:fulfilled:A", "E2:7:stock:A", "E3:rejected"]
+
+
+def test_event_ids_of_lines_of_different_orders_filled_by_one_cause_differ() -> None:
+    t = tables(online("A"), channels=(Channel(channel_id="web", waitlist=True),))
+    state = stocked(A=0)
+    apply(state, allocate(order="o1", line="1", qty=1), t, NOW)
+    apply(state, allocate(order="o2", line="1", qty=1), t, NOW)
+    filled = [
+        e.event_id
+        for e in apply(state, receive("A", 2, event_id="R"), t, NOW)
+        if e.event_id.startswith("R:o")
+    ]
+    assert filled == ["R:o1:1:allocated:A", "R:o2:1:allocated:A"]
 
 
 def test_decision_is_a_tuple_of_its_events_with_the_reasons_of_its_refusals() -> None:
