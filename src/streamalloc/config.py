@@ -46,6 +46,10 @@ class Settings:
     poll_batch: int = 5_000
     #: How long a task with several inputs waits for a lagging one (Kafka Streams' max.task.idle.ms).
     max_task_idle_ms: int = 200
+    #: How often a stage that punctuates (reservation expiry, reacting to the `locations`
+    #: table) does so per partition, for stages that take their interval from the settings.
+    #: The worker runs each stage at the stage's own `punctuate_interval_ms`.
+    punctuate_interval_ms: int = 250
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     log_level: str = "WARNING"
@@ -111,6 +115,7 @@ class Settings:
             "commit_every",
             "commit_interval_ms",
             "poll_batch",
+            "punctuate_interval_ms",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -27,6 +27,7 @@ from tests.integration.helpers import (
     read_all,
     wait_for,
 )
+from tests.integration.timer_worker import timer_key
 
 from streamalloc.config import Settings
 from streamalloc.kafka import admin_client, consumer_config, producer_config
@@ -298,3 +299,179 @@ def test_rebalance_while_a_partition_restores(counting: Counting) -> None:
     lines = [json.loads(line) for line in second_log.splitlines() if line.startswith("{")]
     assert sum(line["msg"] == "assigned" for line in lines) >= 2, "the second worker was never reassigned"
     assert counting.restored_state() == dict(counting.sent)
+
+
+# ---------------------------------------------------------------------- punctuation
+
+TIMER_WORKER = Path(__file__).with_name("timer_worker.py")
+
+
+class Timers:
+    """Topics and worker processes of the timer stage (timer_worker.py): punctuation only."""
+
+    def __init__(self, settings: Settings, tmp: Path) -> None:
+        self.settings = settings
+        self.tmp = tmp
+        self.input = settings.topic("timer-input")
+        self.output = settings.topic("timer-events")
+        self.changelog = settings.changelog_topic("timers")
+        admin = admin_client(settings)
+        topics = [
+            NewTopic(self.input, PARTITIONS, 1),
+            NewTopic(self.output, PARTITIONS, 1),
+            NewTopic(settings.topic("dead-letter"), 1, 1),
+            NewTopic(self.changelog, PARTITIONS, 1, config={"cleanup.policy": "compact"}),
+        ]
+        for future in admin.create_topics(topics).values():
+            future.result()
+
+    def worker(self, name: str, state: str, *extra: str) -> WorkerProcess:
+        args = [
+            str(TIMER_WORKER),
+            "--bootstrap", str(self.settings.bootstrap),
+            "--prefix", self.settings.topic_prefix,
+            "--app-id", self.settings.app_id,
+            "--state-dir", str(self.tmp / state),
+            "--input", self.input,
+            "--output", self.output,
+            "--name", name,
+            *extra,
+        ]  # fmt: skip
+        return WorkerProcess(args, self.tmp / f"{name}.log")
+
+    def events(self) -> list[tuple[int, bytes, bytes]]:
+        """(partition, key, value) of every committed output, as a read_committed reader sees them."""
+        out = []
+        for partition, _, key, value in read_all(self.settings, self.output):
+            assert key is not None and value is not None
+            out.append((partition, key, value))
+        return out
+
+    def partitions_with(self, key: bytes, value: bytes | None = None) -> set[int]:
+        return {p for p, k, v in self.events() if k == key and (value is None or v == value)}
+
+    def restored_state(self) -> dict[int, dict[bytes, bytes]]:
+        """Each partition's `timers` store as a worker would restore it now."""
+        store = InMemoryStore("timers")
+        committed = committed_offsets(self.settings, self.settings.app_id, self.input)
+        restorer = Restorer(consumer_config(self.settings), Observer())
+        try:
+            for p in range(PARTITIONS):
+                restorer.start(
+                    RestoreJob(store.partition(p), self.changelog, {f"{self.input}:{p}": committed[p]})
+                )
+            deadline = time.monotonic() + 60
+            while restorer.active and time.monotonic() < deadline:
+                restorer.step(0.2)
+            assert not restorer.active, "restore did not finish"
+        finally:
+            restorer.close()
+        return {p: dict(store.partition(p).iter_prefix(b"")) for p in range(PARTITIONS)}
+
+
+@pytest.fixture
+def timers(settings: Settings, tmp_path: Path) -> Timers:
+    return Timers(settings, tmp_path)
+
+
+def test_punctuation_commits_state_and_outputs_without_input_and_a_fired_timer_stays_fired(
+    timers: Timers,
+) -> None:
+    """Punctuation alone (no input record is ever sent) writes the store and emits, in
+    committed transactions; the store survives SIGKILL and restarts (from the local
+    checkpoint and from the changelog alone), and a timer fired once is not fired again.
+    """
+    everywhere = set(range(PARTITIONS))
+    with processes() as running:
+        first = timers.worker("w1", "w1", "--no-fire")
+        running.append(first)
+        wait_for(lambda: timers.partitions_with(b"armed") == everywhere, 60, "every partition armed")
+        # From here on the first worker's punctuations find nothing to do and produce
+        # nothing (the empty-transaction path), so this kill cannot leave an open
+        # transaction for the embedded broker to leak (BROKER.md): the counts below are exact.
+        first.kill9()
+        armed_at = {p: v for p, k, v in timers.events() if k == b"armed"}
+        assert timers.restored_state() == {
+            p: {b"armed": armed_at[p], timer_key(int(armed_at[p])): b"%d" % p} for p in everywhere
+        }
+
+        second = timers.worker("w2", "w1")  # same state dir: local checkpoint, then the tail
+        running.append(second)
+        wait_for(lambda: timers.partitions_with(b"fired") == everywhere, 60, "every timer fired")
+        second.kill9()  # nothing left to do after the fire either: nothing in flight
+        assert timers.restored_state() == {p: {b"armed": armed_at[p]} for p in everywhere}
+
+        third = timers.worker("w3", "w3")  # empty state dir: restores from the changelog alone
+        running.append(third)
+        # Its first punctuation of a partition emits `up`, and would fire a timer the restore
+        # brought back in the same call, hence the same transaction: once every `up` is
+        # visible, so would be any second fire.
+        wait_for(lambda: timers.partitions_with(b"up", b"w3") == everywhere, 60, "the third worker up")
+        time.sleep(1.0)  # ten more rounds of punctuations that find nothing to do
+        assert third.terminate() == 0, third.log()
+        for worker in (first, second, third):
+            assert "Traceback" not in worker.log(), worker.log()
+    events = timers.events()
+    armed = sorted((p, v) for p, k, v in events if k == b"armed")
+    fired = sorted((p, v) for p, k, v in events if k == b"fired")
+    assert armed == sorted(armed_at.items())  # restored `armed` records were never re-armed
+    assert fired == sorted((p, timer_key(int(v))) for p, v in armed_at.items())  # once each
+    assert timers.restored_state() == {p: {b"armed": armed_at[p]} for p in everywhere}
+    assert set(committed_offsets(timers.settings, timers.settings.app_id, timers.input).values()) == {0}
+
+
+def test_restore_drops_a_leaked_punctuation_batch_the_next_writer_never_saw(counting: Counting) -> None:
+    """A punctuation batch consumed nothing: its input range is empty, so only the `base` of
+    the batch after it tells whether its writer had it (committed) or not (leaked).
+
+    The changelog is written as the embedded broker leaves it when a worker dies inside a
+    punctuation's transaction and the next owner works on before the dead worker's
+    transactional id comes back (which is when the broker shows the dead transaction).
+    """
+    settings = counting.settings
+    producer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-leak-test"))
+    producer.init_transactions(30)
+    delivered: list[int] = []
+
+    def commit_batch(header: bytes, records: list[tuple[bytes, bytes]]) -> int:
+        """Commit one batch to changelog partition 0; return the offset after its last record."""
+        producer.begin_transaction()
+        for key, value in records:
+            producer.produce(
+                counting.changelog,
+                value,
+                key,
+                partition=0,
+                headers=[(SRC_HEADER, header)],
+                on_delivery=lambda err, msg: delivered.append(msg.offset()),
+            )
+        producer.commit_transaction(30)
+        return max(delivered) + 1
+
+    tp = (counting.input, 0)
+    after_input = commit_batch(encode_src({tp: 0}, {tp: 10}, base=0, writer=1), [(b"a", b"1")])
+    # A punctuation that committed: the writer went on from it.
+    after_punctuation = commit_batch(
+        encode_src({tp: 10}, {tp: 10}, base=after_input, writer=1), [(b"p", b"1")]
+    )
+    # The dead worker's punctuation, never committed, visible all the same.
+    commit_batch(encode_src({tp: 10}, {tp: 10}, base=after_punctuation, writer=1), [(b"x", b"leaked")])
+    # The next owner restored up to the committed punctuation only; it punctuated too, then
+    # consumed 10..15.
+    after_next = commit_batch(
+        encode_src({tp: 10}, {tp: 10}, base=after_punctuation, writer=2), [(b"q", b"1")]
+    )
+    commit_batch(encode_src({tp: 10}, {tp: 15}, base=after_next, writer=2), [(b"b", b"2")])
+    store = InMemoryStore("counts")
+    job = RestoreJob(store.partition(0), counting.changelog, {f"{counting.input}:0": 15})
+    restorer = Restorer(consumer_config(settings), Observer())
+    try:
+        restorer.start(job)
+        deadline = time.monotonic() + 30
+        while restorer.active and time.monotonic() < deadline:
+            restorer.step(0.2)
+        assert not restorer.active, "restore did not finish"
+    finally:
+        restorer.close()
+    assert dict(store.partition(0).iter_prefix(b"")) == {b"a": b"1", b"p": b"1", b"q": b"1", b"b": b"2"}
+    assert job.skipped == 1

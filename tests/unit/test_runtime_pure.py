@@ -1,4 +1,5 @@
-"""Pure parts of the runtime: committed vs leaked changelog batches, the harness, the HTTP edge."""
+"""Pure parts of the runtime: committed vs leaked changelog batches, punctuation scheduling,
+the harness, the HTTP edge."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ from streamalloc.api import HttpApi
 from streamalloc.bench.counting import CountingStage
 from streamalloc.metrics import PrometheusObserver
 from streamalloc.runtime.changelog import BatchSource, RestoreJob, encode_src
+from streamalloc.runtime.stage import BaseStage, PartitionContext
 from streamalloc.runtime.state.memory import InMemoryStore
+from streamalloc.runtime.task import Task
 from streamalloc.testing import StageHarness
 
 
@@ -80,6 +83,85 @@ def test_restore_resumes_before_a_batch_it_still_holds() -> None:
     assert settled == [(b"a", b"v")] and job.safe_offset == 1
     job.offer(2, None, (b"untagged", b"v"))
     assert job.safe_offset == 3
+
+
+# A punctuation that consumed nothing writes a batch with an empty input range: only the
+# `base` of the batch after it (how far its writer's changelog had got) can judge it.
+_IN = ("in", 0)
+
+
+def test_src_header_carries_the_changelog_base_the_batch_began_at() -> None:
+    source = BatchSource.parse(encode_src({_IN: 10}, {_IN: 10}, base=42, writer=7))
+    assert source.ranges == {"in:0": (10, 10)} and source.base == 42
+    assert BatchSource.parse(encode_src({_IN: 0}, {_IN: 10})).base is None  # earlier releases
+    assert source.built_without(42) and not source.built_without(41)
+
+
+def test_restore_keeps_a_punctuation_batch_the_next_writer_went_on_from() -> None:
+    # offsets: a=0 | punctuation p=1 | next batch b=2, whose writer's changelog was at 2
+    first = encode_src({_IN: 0}, {_IN: 10}, base=0)
+    punctuation = encode_src({_IN: 10}, {_IN: 10}, base=1)
+    after = encode_src({_IN: 10}, {_IN: 15}, base=2)
+    job = _job({"in:0": 15})
+    assert _restore(job, [(first, [b"a"]), (punctuation, [b"p"]), (after, [b"b"])]) == [b"a", b"p", b"b"]
+    assert job.skipped == 0
+
+
+def test_restore_drops_a_leaked_punctuation_batch_the_next_writer_never_saw() -> None:
+    # offsets: a=0 | leaked punctuation x=1, y=2 | next owner's b=3, written from a changelog
+    # that ended at 1: it never had x and y. Its input starts where the leak's (empty) range
+    # ends, so the input ranges alone would keep the leak.
+    first = encode_src({_IN: 0}, {_IN: 10}, base=0)
+    leaked = encode_src({_IN: 10}, {_IN: 10}, base=1)
+    redone = encode_src({_IN: 10}, {_IN: 12}, base=1)
+    job = _job({"in:0": 12})
+    assert _restore(job, [(first, [b"a"]), (leaked, [b"x", b"y"]), (redone, [b"b"])]) == [b"a", b"b"]
+    assert job.skipped == 2
+    assert not BatchSource.parse(leaked).overlapped_by(BatchSource.parse(redone))
+
+
+def test_restore_tells_apart_punctuation_batches_of_two_owners_at_the_same_offsets() -> None:
+    # offsets: committed punctuation p=0 | leaked punctuation x=1 | the next owner's
+    # punctuation b=2: same input offsets, and the same base, since it had p and not x.
+    committed = encode_src({_IN: 10}, {_IN: 10}, base=0, writer=1)
+    leaked = encode_src({_IN: 10}, {_IN: 10}, base=1, writer=1)
+    after = encode_src({_IN: 10}, {_IN: 10}, base=1, writer=2)
+    job = _job({"in:0": 10})
+    assert _restore(job, [(committed, [b"p"]), (leaked, [b"x"]), (after, [b"b"])]) == [b"p", b"b"]
+
+
+def test_restore_keeps_a_punctuation_batch_at_the_end_of_the_changelog() -> None:
+    # Committed or leaked, it looks the same there (same records, offsets unchanged): kept,
+    # and the next batch's base then records that it was.
+    first = encode_src({_IN: 0}, {_IN: 10}, base=0)
+    punctuation = encode_src({_IN: 10}, {_IN: 10}, base=1)
+    job = _job({"in:0": 10})
+    assert _restore(job, [(first, [b"a"]), (punctuation, [b"p"])]) == [b"a", b"p"]
+
+
+class _Ticking(BaseStage):
+    name = "ticking"
+    punctuate_interval_ms = 250
+
+
+def test_a_task_punctuates_once_ready_then_at_most_once_per_interval() -> None:
+    task = Task(_Ticking(), 0, restoring=1)
+    assert not task.punctuation_due(100.0)  # restoring
+    task.restoring = 0
+    assert task.punctuation_due(100.0)  # due as soon as it is ready
+    assert not task.punctuation_due(100.0) and not task.punctuation_due(100.249)
+    assert task.punctuation_due(100.25)
+    assert task.punctuation_due(101.0)  # late: fires once, missed intervals are not caught up
+    assert not task.punctuation_due(101.1)
+
+
+def test_a_stage_punctuates_only_when_it_says_how_often() -> None:
+    stage = CountingStage("in", "out")
+    assert stage.punctuate_interval_ms is None
+    assert not Task(stage, 0).punctuation_due(1e9)
+    harness = StageHarness(stage)
+    txns = {"counts": harness.store("counts").begin()}
+    assert stage.punctuate(PartitionContext(0, txns, lambda *args: None), 0) is False
 
 
 def test_harness_drives_the_counting_stage_with_exact_outputs_and_state() -> None:

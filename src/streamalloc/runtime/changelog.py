@@ -13,6 +13,20 @@ changelog for good. A restore tells it from committed batches by the input range
 - the last batch of the changelog is committed only if the committed input offsets reach
   its end (a restore right after the crash).
 
+A punctuation that consumed nothing writes a batch with an empty input range ([p, p]), so
+the ranges cannot judge it: the next owner starts at p as well. Its header also names the
+changelog offset the writer's store had reached when the batch began (`base`, the store's
+checkpoint). A batch whose writer's store had not reached the held batch's first record
+(`following.base <= first offset`) was built without it: the held batch never committed,
+or at least nobody went on from it, and it is dropped. A leaked punctuation at the end of
+the changelog is kept: it only becomes visible there when its own worker restarts (the
+embedded broker holds back everything behind an open transaction until then), its
+outputs are visible too and its input offsets are unchanged, so it is
+indistinguishable from, and as good as, a committed one; the next batch's `base` then
+records that it was kept, so every later restore agrees. The header also names the
+writer (the task's incarnation): the restore tells batches apart by their headers, and a
+leaked punctuation and the next owner's punctuation can have the same ranges and base.
+
 So a restore holds each batch's records until the next batch, or the end of the
 changelog, settles it. Checking only "does the batch end before the committed offsets"
 is not enough: once the next owner commits past it, a leaked batch would pass that test
@@ -36,6 +50,8 @@ from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.state import StorePartition
 
 SRC_HEADER = "src"
+#: Keys of `base` and `writer` in the `src` header; "@" cannot occur in a topic name.
+_BASE, _WRITER = "@base", "@writer"
 
 _log = logging.getLogger("streamalloc.runtime.restore")
 
@@ -43,9 +59,15 @@ Positions = Mapping[tuple[str, int], int]
 ChangelogRecord = tuple[bytes, bytes | None]
 
 
-def encode_src(start: Positions, end: Positions) -> bytes:
-    """The `src` header value: {"topic:partition": [first, next]} offsets of the batch's inputs."""
-    ranges = {f"{t}:{p}": [start.get((t, p), o), o] for (t, p), o in end.items()}
+def encode_src(start: Positions, end: Positions, base: int | None = None, writer: int | None = None) -> bytes:
+    """The `src` header value: {"topic:partition": [first, next]} offsets of the batch's inputs,
+    `base`, the changelog offset the writer's store had reached when the batch began, and
+    `writer`, which owner wrote it (the task's incarnation)."""
+    ranges: dict[str, object] = {f"{t}:{p}": [start.get((t, p), o), o] for (t, p), o in end.items()}
+    if base is not None:
+        ranges[_BASE] = base
+    if writer is not None:
+        ranges[_WRITER] = writer
     return json.dumps(ranges, separators=(",", ":")).encode()
 
 
@@ -54,15 +76,19 @@ class BatchSource:
     """The input range of one batch, from its `src` header."""
 
     ranges: Mapping[str, tuple[int, int]]
+    base: int | None = None  # None in headers of earlier releases
 
     @classmethod
     def parse(cls, header: bytes) -> BatchSource:
         ranges: dict[str, tuple[int, int]] = {}
-        for tp, value in json.loads(header).items():
+        data = json.loads(header)
+        base = data.pop(_BASE, None)
+        data.pop(_WRITER, None)  # only keeps batches apart: the restore compares whole headers
+        for tp, value in data.items():
             # A bare offset is the header of earlier releases: the end only.
             first, end = (value, value) if isinstance(value, int) else value
             ranges[tp] = (int(first), int(end))
-        return cls(ranges)
+        return cls(ranges, None if base is None else int(base))
 
     def committed_by(self, committed: Mapping[str, int]) -> bool:
         """True when the committed offsets reach the batch's end on every input they name."""
@@ -75,6 +101,10 @@ class BatchSource:
             if mine is not None and first < mine[1]:
                 return True
         return False
+
+    def built_without(self, offset: int) -> bool:
+        """True when this batch's writer had not reached changelog `offset` when it began."""
+        return self.base is not None and self.base <= offset
 
 
 @dataclass
@@ -124,7 +154,9 @@ class RestoreJob:
         if at_end:
             keep = batch.committed_by(self.committed)
         else:
-            keep = following is None or not batch.overlapped_by(following)
+            keep = following is None or not (
+                batch.overlapped_by(following) or following.built_without(self._held_from)
+            )
         if keep:
             return held
         self.skipped += len(held)

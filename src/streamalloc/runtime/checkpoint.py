@@ -43,8 +43,16 @@ class Checkpoint:
             self.started = time.monotonic()
 
     def touch(self, task: Task, records: int) -> None:
+        """Join `task` to the batch (records=0 for a punctuation: work without input)."""
         self.tasks[id(task)] = task
         self.records += records
+
+    def touched(self, task: Task) -> bool:
+        return id(task) in self.tasks
+
+    @property
+    def touched_any(self) -> bool:
+        return bool(self.tasks)
 
     def due(self, max_records: int, max_age_s: float) -> bool:
         return self.in_transaction and (
@@ -55,16 +63,23 @@ class Checkpoint:
         """Commit the batch; return the number of changelog records written."""
         tasks = list(self.tasks.values())
         # 1. Changelog: one record per key changed in this batch (coalesced), tagged with
-        #    the batch's input range so a restore can tell committed from leaked batches.
+        #    the batch's input range and with how far the store's changelog was known when
+        #    the batch began (its checkpoint), so a restore can tell committed from leaked
+        #    batches, those with an empty input range (punctuations) included (changelog.py).
+        #    A batch with no changes (a punctuation that only emitted) writes nothing here;
+        #    with no touched task at all the commit below is an empty transaction, which
+        #    librdkafka ends locally (no request to the broker).
         changelog_records = 0
         self._changelog_offsets = {}
         for task in tasks:
-            header: list[tuple[str, str | bytes | None]] = [
-                (SRC_HEADER, encode_src(task.batch_start or task.positions, task.positions))
-            ]
+            start = task.batch_start or task.positions
             for store_name, txn in task.txns.items():
                 topic = self._changelog_topic(store_name)
                 changes = txn.prepare()
+                if not changes:
+                    continue
+                src = encode_src(start, task.positions, txn.partition.checkpoint_offset, task.incarnation)
+                header: list[tuple[str, str | bytes | None]] = [(SRC_HEADER, src)]
                 for key, value in changes.items():
                     self._produce_changelog(topic, task.partition, key, value, header)
                 changelog_records += len(changes)

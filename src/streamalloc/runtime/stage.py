@@ -3,6 +3,11 @@
 Stages are plain objects. The runtime routes every polled batch by topic to its stage,
 hands it the partition's open store transactions and an `emit` function that produces
 inside the current Kafka transaction, and commits the whole batch at once.
+
+A stage may also punctuate (Kafka Streams' wall-clock punctuation): every
+`punctuate_interval_ms` the runtime calls `punctuate` for each of its restored partitions,
+with the same context as `process`, for work that no input record triggers (timers kept
+in a store, a change of a global table). What it does commits with the batch it joins.
 """
 
 from __future__ import annotations
@@ -62,14 +67,34 @@ class Stage(Protocol):
         commits: the place to emit what should go out at most once per commit."""
         ...
 
+    #: How often `punctuate` runs per partition, in wall-clock ms; None: never.
+    punctuate_interval_ms: int | None
+
+    def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
+        """Work no input record triggers; `now_ms` is wall-clock epoch ms.
+
+        Runs inside the open Kafka transaction, at most once per interval per partition,
+        only once the partition is restored. Read and write `ctx.stores`, emit through
+        `ctx.emit`, exactly as in `process`. Return True when it wrote state or emitted
+        anything: that joins the partition to the batch, so it commits (changelog and
+        `before_commit` included). False means it did neither; any store change is dropped.
+        A punctuation may be redone after a crash, so what it does must be idempotent
+        given the state (delete the timer it fires, derive output ids from the state).
+        """
+        ...
+
 
 class BaseStage:
     """Defaults for the optional parts of a stage."""
 
     stores: Sequence[str] = ()
+    punctuate_interval_ms: int | None = None
 
     def topic_pattern(self) -> re.Pattern[str] | None:
         return None
 
     def before_commit(self, ctx: PartitionContext) -> None:
         return None
+
+    def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
+        return False

@@ -32,6 +32,8 @@ class Task:
     pending: list[Record] = field(default_factory=list)
     idle_since: float | None = None
     idle_polls: int = 0
+    #: when the stage's next punctuation is due (monotonic seconds); 0: as soon as ready
+    punctuate_at: float = 0.0
 
     def take_pending(self, *, ordered: bool) -> list[Record]:
         """The pending records; with several inputs, merged by timestamp, each partition in offset order."""
@@ -48,6 +50,15 @@ class Task:
     @property
     def ready(self) -> bool:
         return self.restoring == 0
+
+    def punctuation_due(self, now: float) -> bool:
+        """Whether the stage punctuates this task at monotonic `now`; if so, the next is due
+        one interval later (missed intervals are skipped, not caught up: Kafka Streams' rule)."""
+        interval = self.stage.punctuate_interval_ms
+        if interval is None or now < self.punctuate_at or self.restoring:
+            return False
+        self.punctuate_at = now + interval / 1000
+        return True
 
     def open_txns(self) -> dict[str, PartitionTransaction]:
         if not self.txns and self.stores:

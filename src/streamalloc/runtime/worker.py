@@ -1,12 +1,14 @@
 """The worker: one consumer-group member with one transactional producer, running stages.
 
-The loop: restore what is restoring, poll a batch, route it by topic to its stage, and
-commit every `commit_every` records or `commit_interval_ms`, whichever comes first.
+The loop: restore what is restoring, poll a batch, route it by topic to its stage, run
+the punctuations that are due, and commit every `commit_every` records or
+`commit_interval_ms`, whichever comes first.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -71,6 +73,9 @@ class Worker:
         self._producer_poll: Callable[[float], int] = _not_started
         self._restorer: Restorer | None = None
         self._checkpoint: Checkpoint | None = None
+        # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
+        self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
+        self._punctuate_at = math.inf
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +164,8 @@ class Worker:
         if messages:
             self._buffer(messages)
         self._drain()
+        if time.monotonic() >= self._punctuate_at:
+            self._punctuate()
         checkpoint = self._checkpoint
         if checkpoint is not None and checkpoint.due(
             self.settings.commit_every, self.settings.commit_interval_ms / 1000
@@ -219,6 +226,39 @@ class Worker:
                 )
             checkpoint.touch(task, len(records))
             self.observer.on_batch(task.stage.name, len(good), time.perf_counter() - started)
+
+    def _punctuate(self) -> None:
+        """Run the due punctuations of ready tasks, each joining the open batch (stage.py)."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            raise ProcessingError("worker not started")
+        opened_here = not checkpoint.in_transaction
+        now, now_ms = time.monotonic(), time.time_ns() // 1_000_000
+        next_at = math.inf
+        for task in self._tasks.values():
+            if task.punctuation_due(now):
+                # Before the stage can emit; local in librdkafka until the first produce.
+                checkpoint.begin()
+                if task.batch_start is None:
+                    self._start_batch(task)
+                ctx = PartitionContext(task.partition, task.open_txns(), task.emit or self._emit)
+                if task.stage.punctuate(ctx, now_ms):
+                    # No input consumed: the batch's range for this task stays empty, its
+                    # offsets are re-sent unchanged, its store writes go to the changelog.
+                    checkpoint.touch(task, 0)
+                elif not checkpoint.touched(task):
+                    task.drop_txns()  # nothing to keep; the task's next batch starts afresh
+            if task.ready and task.stage.punctuate_interval_ms is not None:
+                next_at = min(next_at, task.punctuate_at)
+        self._punctuate_at = next_at
+        if opened_here and checkpoint.in_transaction and not checkpoint.touched_any:
+            # Nothing to commit: end the transaction here rather than let `due` commit an
+            # empty one on age. With nothing produced both are local in librdkafka (~0.1 ms,
+            # no request to the broker), but an empty commit would count as a commit in the
+            # metrics every interval of an idle worker, and would keep a transaction open
+            # across ticks for no work. Only a transaction opened by this round is ended:
+            # one opened by `_drain` holds input work and commits as usual.
+            checkpoint.abort()
 
     def _start_batch(self, task: Task) -> None:
         """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""
@@ -402,6 +442,8 @@ class Worker:
         restoring = [tp for tp in partitions if not self._task_of[(tp.topic, tp.partition)].ready]
         if restoring:
             consumer.pause(restoring)
+        if self._punctuates:
+            self._punctuate_at = 0.0  # a task without stores is ready at once
         self.observer.on_assignment(len(self._task_of))
         _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
 
@@ -427,6 +469,8 @@ class Worker:
         task.restoring -= 1
         if task.ready:
             consumer.resume([TopicPartition(t, p) for (t, p) in task.positions])
+            if self._punctuates:
+                self._punctuate_at = 0.0  # its first punctuation is due now
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we have while we still own it; if that fails the next owner redoes it.
