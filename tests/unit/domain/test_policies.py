@@ -24,6 +24,7 @@ from ._builders import (
     count,
     eid,
     expect,
+    fulfil,
     inspect,
     online,
     only,
@@ -31,7 +32,6 @@ from ._builders import (
     receive,
     release,
     return_,
-    fulfil,
     stocked,
     tables,
 )

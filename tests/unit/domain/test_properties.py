@@ -9,7 +9,16 @@ channel. After every command the invariants of DESIGN.md are checked:
   inventory commands, fulfil and return, and always by what their events report;
 - a release restores exactly what its allocation took (the balances' allocated and picked
   always equal what the lines hold, and a release gives back what the line held);
-- a repeated command is a no-op: nothing changes, nothing is emitted.
+- a repeated command is a no-op: nothing changes, nothing is emitted;
+- the policies' books agree with the lines: units held per channel (pools), units held per
+  lot, the waitlist holds exactly the backordered lines, backorders never exceed the
+  incoming units when they are accepted, and a count or adjustment never leaves soft
+  allocations beyond on_hand.
+
+The engine's own commands are in the sequences too: reservation expiry (`ExpireLine`,
+for lines allocated with a time to live) and sweeps (`Sweep`) under tables where a
+location went offline and another stale, then back. Receipts are sometimes of lots, with
+or without expiry, one of them already expired.
 
 Now and then the changes are written to a dict "store" (and the state kept), or the state
 is rebuilt from those records (as the stage does per batch), so persisting only the dirty
@@ -34,6 +43,7 @@ from streamalloc.domain import (
     Count,
     Decision,
     Expect,
+    ExpireLine,
     FulfilLine,
     Inspect,
     LineKey,
@@ -46,10 +56,12 @@ from streamalloc.domain import (
     ReturnLine,
     SkuState,
     StockChanged,
+    Sweep,
     Tables,
     apply,
     channel_ats,
 )
+from streamalloc.domain.model import SkuBook
 
 SKU = "sku-1"
 NOW = 1_700_000_000_000
@@ -64,8 +76,16 @@ TABLES = Tables.of(
         Channel(channel_id="shop", locations=frozenset({"L1", "L3"})),
         Channel(channel_id="split", allow_split=True),
         Channel(channel_id="guarded", safety_stock=2, pool_share=0.5),
+        Channel(channel_id="waits", backorder_limit=3, waitlist=True, lot_policy="LIFO", priority=2),
     ],  # "web" is not in the table
 )
+# A sweep runs under these: L2 went offline and L1 stale (the next steps see TABLES again).
+DOWN = Tables(
+    {**TABLES.locations, "L2": Location(location_id="L2", priority=2, region="us", status="offline")},
+    TABLES.channels,
+    frozenset({"L1"}),
+)
+LOTS = (None, ("lot-a", None), ("lot-b", NOW + 50), ("lot-gone", NOW - 1))
 LOCATIONS = ("L1", "L2", "L3", "L4", "L5")
 STOCK_COMMANDS = (Receive, Adjust, Count, Expect, Inspect, FulfilLine, ReturnLine)
 
@@ -99,6 +119,7 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         st.sampled_from(channels),
         mostly(st.none(), locations),
         st.sampled_from((None, "eu", "us")),
+        st.sampled_from((None, None, 1)),  # reservation time to live (s)
     )
     line_steps = st.tuples(
         st.sampled_from(("release", "pick", "fulfil", "return")), known_lines, quantities, maybe_location
@@ -107,7 +128,14 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
     kinds: dict[str, tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = {
         "allocate": (8, allocate_steps),
         "line": (10, line_steps),
-        "receive": (1, st.tuples(st.just("receive"), locations, st.integers(min_value=0, max_value=10))),
+        "receive": (
+            2,
+            st.tuples(
+                st.just("receive"), locations, st.integers(min_value=0, max_value=10), st.sampled_from(LOTS)
+            ),
+        ),
+        "expire": (2, st.tuples(st.just("expire"), known_lines)),
+        "sweep": (1, st.tuples(st.just("sweep"), st.booleans())),
         "adjust": (
             1,
             st.tuples(
@@ -151,7 +179,9 @@ def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]])
     return receipts + returns + body
 
 
-steps = sequences(("web", "shop", "split", "guarded"), st.integers(min_value=1, max_value=6), stock=8)
+steps = sequences(
+    ("web", "shop", "split", "guarded", "waits"), st.integers(min_value=1, max_value=6), stock=8
+)
 # Lines larger than any one location, on the splitting channel: multi-location lines throughout.
 split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)
 
@@ -162,6 +192,12 @@ def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
     SEEN prefers a line holding units (one that shipped, for a return), often a split one,
     and a pick or fulfil of 3 units there becomes one of everything the line holds.
     """
+    if step[0] == "expire":
+        timed = sorted(key for key, line in state.lines.items() if line.expires_at is not None)
+        if not timed or step[1][0] != SEEN:
+            return ("expire", step[1], NOW)
+        key = timed[int(step[1][1]) % len(timed)]
+        return ("expire", key, state.lines[key].expires_at)
     if step[0] in ("release", "pick", "fulfil", "return") and step[1][0] == SEEN:
         wanted = (lambda line: line.fulfilled > 0) if step[0] == "return" else (lambda line: line.held > 0)
         seen = sorted(key for key, line in state.lines.items() if wanted(line)) or sorted(state.lines)
@@ -169,7 +205,7 @@ def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
         if split and int(step[1][1]) % 2:  # split lines are rare: favour them
             seen = split
         if not any(wanted(line) for line in state.lines.values()):
-            return ("allocate", seen[0] if seen else ("o1", "1"), 2, "web", None, None)
+            return ("allocate", seen[0] if seen else ("o1", "1"), 2, "web", None, None, None)
         key = seen[int(step[1][1]) % len(seen)] if seen else ("o1", "1")
         line = state.lines.get(key)
         qty = step[2]
@@ -186,10 +222,19 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
     kind = step[0]
     base = {"event_id": event_id, "occurred_at": NOW, "sku": SKU}
     if kind == "allocate":
-        _, (order, line), qty, channel, location, region = step
+        _, (order, line), qty, channel, location, region, ttl = step
         return AllocateLine(
-            **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, region=region
-        )
+            **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, region=region,
+            reservation_ttl_s=ttl,
+        )  # fmt: skip
+    if kind == "expire":
+        _, (order, line), due = step
+        return ExpireLine(event_id=event_id, occurred_at=due, order_id=order, line_id=line, sku=SKU)
+    if kind == "sweep":
+        return Sweep(**base)
+    if kind == "receive" and len(step) > 3 and step[3] is not None:
+        lot, expires_at = step[3]
+        return Receive(**base, location=step[1], qty=step[2], lot=lot, expires_at=expires_at)
     if kind in ("release", "pick", "fulfil", "return"):
         _, (order, line), qty, location = step
         if kind == "release":
@@ -204,6 +249,10 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
     return cls(**base, location=step[1], qty=step[2])  # type: ignore[no-any-return]
 
 
+def tables_for(cmd: Command, down: bool) -> Tables:
+    return DOWN if isinstance(cmd, Sweep) and down else TABLES
+
+
 class Store:
     """The records a stage would keep: one per balance, one per line, one per inventory event id."""
 
@@ -211,20 +260,28 @@ class Store:
         self.balances: dict[str, LocationBalance] = {}
         self.lines: dict[LineKey, LineState] = {}
         self.events: set[str] = set()
+        self.book: SkuBook | None = None
 
     def write(self, state: SkuState) -> None:
         changes = state.take_changes()
         self.balances.update({k: v.copy() for k, v in changes.balances.items()})
         self.lines.update({k: v.copy() for k, v in changes.lines.items()})
         self.events.update(changes.applied_events)
+        if changes.book is not None:
+            self.book = changes.book.copy()
 
     def load(self) -> SkuState:
         balances = {k: v.copy() for k, v in self.balances.items()}
-        return SkuState(SKU, balances=balances, lines=self.lines, applied_events=self.events)
+        book = None if self.book is None else self.book.copy()
+        return SkuState(SKU, balances=balances, lines=self.lines, applied_events=self.events, book=book)
 
 
-def snapshot(state: SkuState) -> tuple[dict[str, LocationBalance], dict[LineKey, LineState]]:
-    return {k: v.copy() for k, v in state.balances.items()}, {k: v.copy() for k, v in state.lines.items()}
+def snapshot(state: SkuState) -> tuple[dict[str, LocationBalance], dict[LineKey, LineState], SkuBook]:
+    return (
+        {k: v.copy() for k, v in state.balances.items()},
+        {k: v.copy() for k, v in state.lines.items()},
+        state.book.copy(),
+    )
 
 
 def raw_available(balance: LocationBalance, location_id: str) -> int:
@@ -238,7 +295,9 @@ def buckets(state: SkuState, location_id: str) -> tuple[int, int, int, int]:
     return b.on_hand, b.quality_control, b.damaged, b.incoming
 
 
-def check_decision(before: SkuState, after: SkuState, cmd: Command, decision: Decision) -> None:
+def check_decision(
+    before: SkuState, after: SkuState, cmd: Command, decision: Decision, tables: Tables = TABLES
+) -> None:
     # Shape: a non-duplicate emits, every event names its cause, ids are unique, refusals say why.
     if decision.duplicate:
         assert snapshot(after) == snapshot(before)
@@ -273,6 +332,23 @@ def check_decision(before: SkuState, after: SkuState, cmd: Command, decision: De
             last = reported[-1]
             assert (last.on_hand, last.quality_control, last.damaged, last.incoming) == buckets(after, loc_id)
 
+    # Backorders: never beyond the incoming units when they are accepted.
+    if any(
+        isinstance(e, AllocationEvent) and e.type == "backordered" and e.reason == "incoming"
+        for e in decision
+    ):
+        assert after.book.backordered() <= sum(b.incoming for b in after.balances.values())
+
+    # A count or an adjustment leaves no soft allocation beyond on_hand where it counted.
+    if isinstance(cmd, Count | Adjust) and not decision.reasons:
+        b = after.balances[cmd.location]
+        assert b.allocated == 0 or b.allocated + b.picked <= b.on_hand
+
+    # After a sweep, no soft allocation is left where allocation may not happen.
+    if isinstance(cmd, Sweep):
+        usable = tables.online
+        assert all(b.allocated == 0 for loc, b in after.balances.items() if loc not in usable)
+
     # A pick, fulfil or return moves exactly the quantity it names.
     if isinstance(cmd, PickLine | FulfilLine | ReturnLine) and not decision.reasons:
         moved = {PickLine: "picked", FulfilLine: "fulfilled", ReturnLine: "returned"}[type(cmd)]
@@ -290,9 +366,11 @@ def check_decision(before: SkuState, after: SkuState, cmd: Command, decision: De
             assert released == Counter(
                 {p.location: p.allocated + p.picked for p in held_before.parts if p.allocated + p.picked}
             )
+        refilled = any(isinstance(e, AllocationEvent) and e.type == "allocated" for e in decision)
         for loc_id, qty in released.items():
             b, a = before.balances[loc_id], after.balances[loc_id]
-            assert (b.allocated + b.picked) - (a.allocated + a.picked) == qty
+            if not refilled:  # (units a release frees may go to waiting lines at once)
+                assert (b.allocated + b.picked) - (a.allocated + a.picked) == qty
 
 
 def check_state(state: SkuState) -> None:
@@ -306,6 +384,20 @@ def check_state(state: SkuState) -> None:
     for loc_id, balance in state.balances.items():
         assert (balance.allocated, balance.picked) == (soft[loc_id], hard[loc_id])
         assert balance.quality_control >= 0 and balance.damaged >= 0 and balance.incoming >= 0
+        lots = balance.lots or {}
+        assert all(lot.held >= 0 and lot.on_hand >= 0 for lot in lots.values())
+        assert sum(lot.held for lot in lots.values()) <= balance.allocated + balance.picked
+    # Pools: the units held per channel are what the channel's lines hold.
+    per_channel = Counter[str]()
+    for line in state.lines.values():
+        if line.held:
+            per_channel[line.channel] += line.held
+    assert dict(state.book.channel_held) == dict(per_channel)
+    # The waitlist is exactly the backordered lines, each once, in rank order.
+    waiting = [(e.order_id, e.line_id) for e in state.book.waitlist]
+    assert sorted(waiting) == sorted(k for k, line in state.lines.items() if line.status == "backordered")
+    assert len(set(waiting)) == len(waiting)
+    assert [e.rank for e in state.book.waitlist] == sorted(e.rank for e in state.book.waitlist)
 
 
 def check_repeat_is_a_no_op(state: SkuState, cmd: Command, now: int) -> None:
@@ -334,10 +426,11 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
         else:
             cmd = build(resolve(step, state), f"ev{n}")
         before = state.copy()
-        decision = apply(state, cmd, TABLES, NOW + n)
+        tables = tables_for(cmd, step[0] == "sweep" and bool(step[1]))
+        decision = apply(state, cmd, tables, NOW + n)
         if step[0] == "repeat":
             assert decision.events == () and snapshot(state) == snapshot(before)
-        check_decision(before, state, cmd, decision)
+        check_decision(before, state, cmd, decision, tables)
         check_state(state)
         check_repeat_is_a_no_op(state, cmd, NOW + n + 1)
         history.append(cmd)
@@ -346,6 +439,8 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
     # However late it comes back, a command already applied changes nothing.
     final = snapshot(state)
     for cmd in history:
+        if isinstance(cmd, Sweep):
+            continue  # a sweep is not an input event: it acts on the state of the moment
         assert apply(state, cmd, TABLES, NOW + len(sequence)).events == ()
     assert snapshot(state) == final and not state.has_changes
 
@@ -376,6 +471,7 @@ def test_a_release_restores_exactly_what_its_allocation_took(
     for n, step in enumerate(prefix):
         if step[0] not in ("repeat", "reload", "flush"):
             apply(state, build(resolve(step, state), f"ev{n}"), TABLES, NOW + n)
+    apply(state, Sweep(event_id="settle", occurred_at=NOW, sku=SKU), TABLES, NOW)  # nothing left waiting
     before = snapshot(state)[0]
 
     taken = apply(
