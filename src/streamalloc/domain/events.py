@@ -9,13 +9,14 @@ Output event ids are derived from the cause, never random, so a repeated input p
 the same ids (see DESIGN.md, idempotence):
 
     {cause}:{order_id}:{line_id}:{type}[:{location}[:{lot}]]   AllocationEvent
-    {cause}[:{line_id}]:stock:{location}       StockChanged (line_id for a shipment/return)
+    {cause}:stock:{location}                   StockChanged of an inventory event
+    {cause}:{line_id}:stock:{location}[:{lot}] StockChanged of a shipment or return
     {cause}:rejected                           InventoryRejected
 
 An allocation event names its order: one cause (a receipt, a release) can fill or move
 lines of many orders. One cause event yields at most one event per (line, type,
-location, lot), so these are unique
-as long as event ids upstream are; they are readable in a log and cost one f-string.
+location, lot) (a line keeps one part per location and lot), so these are unique as long
+as event ids upstream are; they are readable in a log and cost one f-string.
 
 Construction speed: on CPython 3.11 a frozen dataclass's generated `__init__` sets each
 field through `object.__setattr__` (about 5 us for the 14 fields of an allocation event on
@@ -234,8 +235,10 @@ def stock_changed(
     """A `StockChanged` with its derived id; `after` is (on_hand, qc, damaged, incoming)."""
     if line_id is None:
         event_id = f"{cause_event_id}:stock:{location}"
-    else:
+    elif lot is None:
         event_id = f"{cause_event_id}:{line_id}:stock:{location}"
+    else:  # a line held in two lots at one location ships from each
+        event_id = f"{cause_event_id}:{line_id}:stock:{location}:{lot}"
     on_hand, quality_control, damaged, incoming = after
     return _build(
         StockChanged,

@@ -65,7 +65,7 @@ def place(
     parts = list(line.parts)
     for location_id, take in choice:
         for part in hold(state, line, location_id, take, policy, now, lot=lot):
-            parts.append(part)
+            add_part(parts, part)
             events.append(
                 allocation_event(
                     cause, type_, line.order_id, line.line_id, state.sku, line.channel, part.allocated,
@@ -74,6 +74,25 @@ def place(
             )  # fmt: skip
     line.parts = tuple(parts)
     return events
+
+
+def add_part(parts: list[LinePart], new: LinePart) -> None:
+    """Add `new` to a line's `parts`, into the part at the same location and lot if it has one.
+
+    A line keeps one part per (location, lot), so its events (one per part) have unique ids
+    and a release gives back each part exactly once.
+    """
+    for i, part in enumerate(parts):
+        if part.location == new.location and part.lot == new.lot:
+            parts[i] = LinePart(
+                part.location,
+                part.allocated + new.allocated,
+                part.picked + new.picked,
+                part.fulfilled + new.fulfilled,
+                part.lot,
+            )
+            return
+    parts.append(new)
 
 
 def unhold(state: SkuState, line: LineState, part: LinePart, soft: int, hard: int) -> LocationBalance:

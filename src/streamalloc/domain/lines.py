@@ -35,7 +35,7 @@ from streamalloc.domain.events import (
     allocation_event,
     stock_changed,
 )
-from streamalloc.domain.holds import harden, hold, move_lot, place, ship, unhold
+from streamalloc.domain.holds import add_part, harden, hold, move_lot, place, ship, unhold
 from streamalloc.domain.model import UNPLACED, LinePart, LineState, LocationBalance, Lot, SkuState
 from streamalloc.domain.tables import DEFAULT_CHANNEL, Tables
 from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_reason
@@ -166,7 +166,7 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
                 break
 
     own = _edit(state, line, cmd)
-    events: list[Event] = []
+    picked: dict[tuple[str, str | None], int] = {}  # one event per (location, lot) picked
     parts: list[LinePart] = []
     remaining = qty
     for part in own.parts:
@@ -177,12 +177,29 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
             if cmd.lot is not None and cmd.lot != part.lot:
                 lot = cmd.lot if move_lot(state, part, cmd.lot, move, now) or part.lot is None else part.lot
             harden(state, part, move)
-            part = LinePart(part.location, part.allocated - move, part.picked + move, part.fulfilled, lot)  # noqa: PLW2901
-            events.append(_line_event(state, cmd, own, PICKED, move, part.location, lot, None, now))
-        parts.append(part)
+            if lot == part.lot:
+                add_part(
+                    parts,
+                    LinePart(part.location, part.allocated - move, part.picked + move, part.fulfilled, lot),
+                )
+            else:  # the picked units now count against another lot: a part of their own
+                if part.allocated > move or part.picked or part.fulfilled:
+                    add_part(
+                        parts,
+                        LinePart(part.location, part.allocated - move, part.picked, part.fulfilled, part.lot),
+                    )
+                add_part(parts, LinePart(part.location, 0, move, 0, lot))
+            picked[(part.location, lot)] = picked.get((part.location, lot), 0) + move
+        else:
+            add_part(parts, part)
     own.parts = tuple(parts)
     own.status = "picked" if own.allocated == 0 else "allocated"
-    return Decision(events)
+    return Decision(
+        [
+            _line_event(state, cmd, own, PICKED, n, location, lot, None, now)
+            for (location, lot), n in picked.items()
+        ]
+    )
 
 
 def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> Decision:
@@ -232,6 +249,8 @@ def _pick_elsewhere(
 ) -> Decision:
     """The pick happened at a location the line holds nothing at: move the units there."""
     qty = cmd.qty
+    if qty > line.allocated:
+        return _reject(state, cmd, line, reasons.EXCEEDS_ALLOCATION, qty, location, cmd.lot, now)
     loc = tables.online.get(location)
     if loc is None:
         return _reject(state, cmd, line, reasons.LOCATION_UNAVAILABLE, qty, location, cmd.lot, now)
@@ -259,7 +278,7 @@ def _pick_elsewhere(
             parts.append(part)
     policy = tables.lot_policy_of(tables.channel(own.channel))
     for part in hold(state, own, location, qty, policy, now, lot=cmd.lot, hard=True):
-        parts.append(part)
+        add_part(parts, part)
         events.append(_line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
     own.parts = tuple(parts)
     own.status = "picked" if own.allocated == 0 else "allocated"

@@ -37,16 +37,14 @@ def sweep(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: in
         loc for loc, balance in state.balances.items() if balance.allocated > 0 and loc not in tables.online
     }
     if unusable:
-        for key in sorted(k for k, line in _holding_lines(state) if _soft_at(line, unusable)):
-            line = state.get_line(key)
-            if line is None:
-                continue
-            for location in sorted(unusable):
-                reason = (
-                    reasons.LOCATION_STALE if tables.status(location) == "stale" else reasons.LOCATION_OFFLINE
-                )
-                events += _move(state, line, location, tables, tables.online, reason, cause, occurred_at, now)
-                line = state.get_line(key) or line
+        why = {
+            loc: reasons.LOCATION_STALE if tables.status(loc) == "stale" else reasons.LOCATION_OFFLINE
+            for loc in sorted(unusable)
+        }
+        for _, line in sorted(_holding_lines(state), key=lambda found: found[0]):
+            if _soft_at(line, unusable):
+                # All of a line's unusable locations at once: one placement of everything moved.
+                events += _move(state, line, why, tables, tables.online, cause, occurred_at, now)
     events += serve(state, tables, cause, occurred_at, now)
     return Decision(events)
 
@@ -71,7 +69,7 @@ def shed(
             break
         soft = sum(p.allocated for p in line.parts if p.location == location)
         events += _move(
-            state, line, location, tables, elsewhere, reasons.COUNT_SHORTAGE, cause, occurred_at, now
+            state, line, {location: reasons.COUNT_SHORTAGE}, tables, elsewhere, cause, occurred_at, now
         )
         excess -= soft
     return events
@@ -113,48 +111,56 @@ def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, caus
 def _move(
     state: SkuState,
     line: LineState,
-    location: str,
+    why: Mapping[str, str],
     tables: Tables,
     usable: Mapping[str, Location],
-    reason: str,
     cause: str,
     occurred_at: int,
     now: int,
 ) -> list[Event]:
-    """Move the line's soft units at `location` elsewhere, or let it wait, or release them."""
+    """Move the line's soft units at the locations of `why` (location -> reason) elsewhere,
+    or let the line wait, or release them with their location's reason."""
     own = state.edit_line(line)
-    soft = 0
+    moved: dict[str, tuple[int, set[str | None]]] = {}  # location -> (soft units, their lots)
     kept: list[LinePart] = []
-    lots: set[str | None] = set()
     for part in own.parts:
-        if part.location == location and part.allocated:
+        if part.location in why and part.allocated:
             unhold(state, own, part, part.allocated, 0)
-            soft += part.allocated
+            units, lots = moved.get(part.location, (0, set()))
             lots.add(part.lot)
+            moved[part.location] = (units + part.allocated, lots)
             part = LinePart(part.location, 0, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
         if part.allocated or part.picked or part.fulfilled:
             kept.append(part)
     own.parts = tuple(kept)
+    soft = sum(units for units, _ in moved.values())
     if soft == 0:
         return []
-    lot = next(iter(lots)) if len(lots) == 1 else None
+
+    def released(reason: str | None = None) -> list[Event]:
+        """One release per location the units left (reason: the location's own by default)."""
+        return [
+            _released(
+                state, own, units, location, next(iter(lots)) if len(lots) == 1 else None,
+                reason or why[location], cause, occurred_at, now,
+            )
+            for location, (units, lots) in moved.items()
+        ]  # fmt: skip
+
     channel = tables.channel(own.channel)
     bounds = pool_bounds(state.balances, state.book, tables, channel, now)
     choice = choose_locations(state.balances, usable, channel, soft, None, None, now, bounds)
     if not isinstance(choice, str):
-        events: list[Event] = [
-            _released(state, own, soft, location, lot, reasons.REALLOCATED, cause, occurred_at, now)
-        ]
+        events = released(reasons.REALLOCATED)
         events += place(
             state, own, choice, tables.lot_policy_of(channel), REALLOCATED, cause, occurred_at, now,
-            reason=reason,
+            reason=why[next(iter(moved))],
         )  # fmt: skip
         return events
     waits = wait_reason(state, channel, soft) if own.held == 0 else None
     if waits is not None:
-        released = _released(state, own, soft, location, lot, reasons.REALLOCATED, cause, occurred_at, now)
         return [
-            released,
+            *released(reasons.REALLOCATED),
             enqueue(
                 state, own, channel, waits, priority=0, region=None, location=None, lot=None,
                 ttl_s=None, occurred_at=occurred_at, cause=cause, now=now, qty=soft,
@@ -162,8 +168,8 @@ def _move(
         ]  # fmt: skip
     if own.held == 0:
         own.status = "released"
-        own.reason = reason
-    return [_released(state, own, soft, location, lot, reason, cause, occurred_at, now)]
+        own.reason = why[next(iter(moved))]
+    return released()
 
 
 def _released(
