@@ -146,6 +146,7 @@ def exported_samples() -> dict[str, set[str]]:
     observer.on_assignment(3)
     observer.on_decision("allocated", None)
     observer.on_decision("rejected", "insufficient_stock")
+    observer.on_location_status("STORE-NYC", "stale")
     samples: dict[str, set[str]] = {}
     for family in observer.registry.collect():
         for sample in family.samples:

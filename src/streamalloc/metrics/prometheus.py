@@ -55,6 +55,12 @@ class PrometheusObserver(Observer):
         self.decisions = Counter(
             "streamalloc_decisions", "Allocation decisions by type and reason", ["type", "reason"], registry=r
         )
+        self.location_changes = Counter(
+            "streamalloc_location_status_changes",
+            "Locations seen becoming online, offline or stale, per partition swept",
+            ["location", "status"],
+            registry=r,
+        )
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None], Any] = {}
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
@@ -93,3 +99,6 @@ class PrometheusObserver(Observer):
         if counter is None:
             counter = self._decision_counters[(kind, reason)] = self.decisions.labels(kind, reason or "")
         counter.inc()
+
+    def on_location_status(self, location: str, status: str) -> None:
+        self.location_changes.labels(location, status).inc()

@@ -26,3 +26,6 @@ class Observer:
 
     def on_decision(self, kind: str, reason: str | None) -> None:
         """The allocator emitted a decision (allocated, rejected with a reason, released, ...)."""
+
+    def on_location_status(self, location: str, status: str) -> None:
+        """A partition's allocator saw a location become online, offline or stale (and swept it)."""

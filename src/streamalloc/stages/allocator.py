@@ -51,7 +51,15 @@ from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import PartitionTransaction
 from streamalloc.serialization import topic_serde
-from streamalloc.stages.state_codec import due_timers, feed_key, load_state, skus_at, write_changes
+from streamalloc.stages.state_codec import (
+    due_timers,
+    feed_key,
+    load_state,
+    note_swept,
+    skus_at,
+    swept_locations,
+    write_changes,
+)
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -80,8 +88,6 @@ class AllocatorStage(BaseStage):
         # state) for the SKUs changed in it): availability needs no second read at commit
         self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, SkuState]]]] = {}
         self.punctuate_interval_ms = settings.punctuate_interval_ms
-        # partition -> the unusable locations its last sweep acted on (None: not swept yet)
-        self._swept: dict[int, frozenset[str]] = {}
         # partition -> (base tables, stale set) -> the tables decisions use there
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
 
@@ -136,38 +142,30 @@ class AllocatorStage(BaseStage):
         tables = self._partition_tables(ctx.partition, txn, now_ms)
         acted = self._expire_due(ctx, txn, tables, now_ms)
         unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
-        last = self._swept.get(ctx.partition)
-        if last is None:
-            changed = set(unusable)  # first look after an assignment: act on every one
-        else:
-            changed = set(unusable ^ last)
-        if changed:
-            self._swept[ctx.partition] = unusable
-            for location in sorted(changed):
-                status = tables.status(location)
-                cause = f"locations:{location}:{status}@{now_ms}"
-                skus = skus_at(location, txn)
-                if last is not None:
-                    _log.info(
-                        "location status changed",
-                        extra={
-                            "location": location,
-                            "status": status,
-                            "skus": len(skus),
-                            "partition": ctx.partition,
-                        },
-                    )
-                for sku in skus:
-                    acted |= self._decide(
-                        ctx,
-                        txn,
-                        sku,
-                        Sweep(event_id=cause, occurred_at=now_ms, sku=sku),
-                        tables,
-                        now_ms,
-                        always_publish=last is not None,
-                    )
-        return acted
+        # What the partition's state was last swept for is part of that state (restored with
+        # it): a sweep lost in a crash is redone, and a new owner acts on a change it missed.
+        last = swept_locations(txn)
+        changed = unusable ^ last
+        if not changed:
+            return acted
+        note_swept(txn, unusable)
+        for location in sorted(changed):
+            status = tables.status(location)
+            cause = f"locations:{location}:{status}@{now_ms}"
+            skus = skus_at(location, txn)
+            _log.info(
+                "location status changed",
+                extra={"location": location, "status": status, "skus": len(skus), "partition": ctx.partition},
+            )
+            self._observer.on_location_status(location, status)
+            for sku in skus:
+                # Availability goes out for every SKU there even when nothing moved: it is
+                # the event that tells channel-sync the location's new status.
+                self._decide(
+                    ctx, txn, sku, Sweep(event_id=cause, occurred_at=now_ms, sku=sku), tables, now_ms,
+                    always_publish=True,
+                )  # fmt: skip
+        return True
 
     def _expire_due(self, ctx: PartitionContext, txn: PartitionTransaction, tables: Tables, now: int) -> bool:
         acted = False

@@ -8,6 +8,7 @@ Keys (NUL-joined parts, see runtime.state.keys):
     ("#loc", location, sku)         -> marker: the SKU has a balance at the location
     ("#t", due, sku, order, line)   -> marker: the line's reservation expires at `due`
     ("#f", location)                -> the newest inventory event time seen for the location
+    ("#swept",)                     -> the unusable locations the partition was last swept for
 
 The "#" keys are the partition's indexes: a table change finds the SKUs at a location,
 and the expiry timers are read in due order, without scanning every SKU.
@@ -69,6 +70,17 @@ def feed_key(location: str) -> bytes:
 
 
 TIMERS = prefix_of("#t")
+_SWEPT = encode_key("#swept")
+
+
+def swept_locations(txn: PartitionTransaction) -> frozenset[str]:
+    """The unusable locations the partition's SKUs were last swept for (none at first)."""
+    data = txn.get(_SWEPT)
+    return frozenset() if data is None else frozenset(marshal.loads(data))  # noqa: S302 - see encode_balance
+
+
+def note_swept(txn: PartitionTransaction, locations: frozenset[str]) -> None:
+    txn.set(_SWEPT, marshal.dumps(tuple(sorted(locations))))
 
 
 def skus_at(location: str, txn: PartitionTransaction) -> list[str]:
