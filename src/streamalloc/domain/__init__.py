@@ -29,6 +29,7 @@ from streamalloc.domain.commands import (
     ReturnLine,
     Sweep,
 )
+from streamalloc.domain.contention import contend
 from streamalloc.domain.events import (
     DUPLICATE,
     AllocationEvent,
@@ -113,5 +114,6 @@ __all__ = [
     "availability",
     "channel_ats",
     "choose_locations",
+    "contend",
     "reasons",
 ]

@@ -70,7 +70,8 @@ class Channel:
     `backorder_limit` is the most units a line may be backordered against incoming stock;
     `waitlist` makes a line that cannot be allocated wait instead of being rejected;
     `lot_policy` (FIFO, FEFO, LIFO) decides which lot its allocations count against (None:
-    the tables' default).
+    the tables' default); `priority_window_ms` lets its lines yield to higher-ranked
+    requests that arrive that soon after them (contention.py; 0: arrival order).
     """
 
     channel_id: str
@@ -82,6 +83,7 @@ class Channel:
     allow_split: bool = False
     waitlist: bool = False
     lot_policy: LotPolicy | None = None
+    priority_window_ms: int = 0
 
     def allows(self, location_id: str) -> bool:
         return self.locations is None or location_id in self.locations
@@ -106,12 +108,16 @@ class Tables:
     lot_policy: LotPolicy = "FEFO"  # for channels that set none
     online: Mapping[str, Location] = field(init=False, repr=False, compare=False)
     pooled: tuple[Channel, ...] = field(init=False, repr=False, compare=False)
+    contending: bool = field(init=False, repr=False, compare=False)  # a channel has a priority window
 
     def __post_init__(self) -> None:
         pooled = tuple(
             ch for _, ch in sorted(self.channels.items()) if ch.pool_share is not None and ch.pool_share > 0
         )
         object.__setattr__(self, "pooled", pooled)
+        object.__setattr__(
+            self, "contending", any(ch.priority_window_ms > 0 for ch in self.channels.values())
+        )
         online = {
             lid: loc for lid, loc in self.locations.items() if loc.status == ONLINE and lid not in self.stale
         }

@@ -44,6 +44,7 @@ from streamalloc.domain import (
     Sweep,
     Tables,
     apply,
+    contend,
 )
 from streamalloc.domain.views import availability
 from streamalloc.errors import ValidationError
@@ -120,6 +121,8 @@ class AllocatorStage(BaseStage):
         emit, encode, topic = ctx.emit, self._allocations.encode, self._allocations_topic
         on_decision = self._observer.on_decision
         for sku, sku_records in by_sku.items():
+            if tables.contending:  # a channel lets its lines yield to higher-ranked rivals
+                sku_records = contend(sku_records, _command_of, tables)  # noqa: PLW2901
             state = load_state(sku, txn)
             cause = dirty[sku][0] if sku in dirty else None
             for record in sku_records:
@@ -369,6 +372,11 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
         ],
         "channels": [{"channel": channel, "ats": ats} for channel, ats in sorted(view.ats.items())],
     }
+
+
+def _command_of(record: Record) -> Command:
+    command: Command = record.value
+    return command
 
 
 def _note_feed(txn: PartitionTransaction, feed: dict[str, int]) -> None:
