@@ -5,19 +5,36 @@ Input: decoded events of `orders*`, `inventory`, `allocations`, `availability` a
 partition of `allocations` (keyed by order_id), so each line's story is in order; each
 availability record is a committed snapshot of one SKU.
 
+How an allocation event moves a line's units, always at its one `location`:
+`allocated` and `reallocated` add soft units; `picked` turns soft units there into hard
+ones, and any remainder becomes hard directly; `released` takes units away there, soft
+first (an expiry releases only soft ones, a cancel all); `fulfilled` takes them away hard
+first, and they leave on_hand; `backordered`, `rejected` and `returned` hold nothing. A
+`released` with reason `reallocated` is not a final release: a `reallocated`, `picked`,
+`backordered` or another `released` follows it (a location went offline, or the pick
+came from elsewhere).
+
 Checks:
 - oversold: no availability snapshot shows allocated + picked above on_hand anywhere, and
-  no line ever holds more units than it ordered;
-- traceable: every allocation event names a cause that exists (an order event, or, for
-  releases the engine sent itself, an allocation event);
+  no line ever holds more units than it ordered, nor gives back or ships more than it
+  holds at a location;
+- traceable: every allocation event names a cause that exists: an order event, an
+  inventory event, an allocation event (the order stage's releases, expiries), or a
+  locations-table or clock decision (`locations:<location_id>:...`, `clock:...`);
 - one decision: every placed line has exactly one first decision (allocated, rejected or
-  backordered), repeats of the same event id aside;
-- cancelled lines released: every line of a cancelled order that held units has a release;
+  backordered) caused by its placement, repeats of the same event id aside. The parts of
+  a split allocation (by location or lot) are one decision; a second placement-caused
+  `allocated` after it, or at a location and lot it already took from, is another one. A
+  fill of a backordered line (an `allocated` with another cause) and a reallocation are
+  not decisions, but they need a backorder or a release for reallocation before them;
+- cancelled lines released: no line of a cancelled order still holds units at the end;
 - balances: the final balances replayed from the events equal the last availability record.
 
 The caller leaves out batches that never committed but that a broker showed anyway (a
 crashed worker's last batch on the embedded broker, see runtime/lineage.py); their event
 ids still count as known causes, since the engine may have reacted to them.
+
+The report also carries the run's KPIs (kpis.py), computed from the same replay.
 """
 
 from __future__ import annotations
@@ -27,8 +44,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamalloc.kpis import Kpis, LineOutcome, compute_kpis
+
 FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
 BUCKETS = ("on_hand", "allocated", "picked", "quality_control", "damaged")
+REALLOCATED = "reallocated"  # the reason of a release that is not final: the units move on
+TABLE_CAUSES = ("locations:", "clock:")  # decisions a table or the clock caused, not an event
 
 
 @dataclass
@@ -41,9 +62,17 @@ class _Line:
     placed_by: str = ""  # event id of the placed order event
     soft: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # location -> units
     hard: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    decisions: set[str] = field(default_factory=set)  # causes of first decisions
+    decisions: set[str] = field(default_factory=set)  # event ids starting a first decision
     first: str | None = None  # allocated, rejected or backordered
-    released: bool = False
+    first_allocated: int = 0  # units the first decision allocated
+    split: set[tuple[str, str | None]] = field(default_factory=set)  # (location, lot) of its parts
+    splitting: bool = False  # the last event was a placement-caused `allocated`
+    released: bool = False  # a final release was seen
+    waiting: bool = False  # backordered, not filled yet
+    reallocating: bool = False  # the last event was a release for reallocation or a reallocation
+    dangling: bool = False  # the last event was a release for reallocation
+    fills: set[str] = field(default_factory=set)  # causes of fills of its backorder
+    held_since: int | None = None  # decided_at of the last event that gave it units
     fulfilled: int = 0
 
     @property
@@ -63,6 +92,9 @@ class AuditReport:
     checked_skus: int = 0
     leaked_batches: int = 0  # batches a broker showed although they never committed, left out
     leaked_events: int = 0
+    waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
+    reallocations: int = 0  # `reallocated` events: units moved to another location
+    kpis: Kpis = field(default_factory=Kpis)
 
     @property
     def ok(self) -> bool:
@@ -107,38 +139,78 @@ def audit(
             cancelled[event["order_id"]] = None if not listed or already is None else already | listed
     report.lines_placed = len(placed_lines)
 
-    leaked_ids = {event["event_id"] for event in leaked_allocations}
-    lines, final = _replay_allocations(report, allocations, order_events, placed_lines, leaked_ids)
-    _apply_inventory(final, inventory, set(refused_inventory_ids), report)
+    inventory = list(inventory)
+    refused = set(refused_inventory_ids)
+    known = {event["event_id"] for event in leaked_allocations}
+    known.update(order_events)
+    known.update(event["event_id"] for event in inventory if event["event_id"] not in refused)
+    lines, final, end_ms, depleted = _replay_allocations(report, allocations, placed_lines, known)
+    _apply_inventory(final, inventory, refused, report)
     for key, line in lines.items():
         if key in placed_lines:
             if len(line.decisions) > 1:
                 report.breach(f"line {key} has {len(line.decisions)} first decisions")
             if line.decisions:
                 report.lines_decided += 1
+            else:
+                report.breach(f"placed line {key} has no decision")
+        if line.dangling:
+            report.breach(f"line {key} was released for reallocation and nothing followed")
+        report.waitlist_fills += len(line.fills)
         order_cancel = cancelled.get(key[0], set())
-        if (order_cancel is None or key[1] in (order_cancel or set())) and line.held and not line.released:
+        if (order_cancel is None or key[1] in (order_cancel or set())) and line.held:
             report.breach(f"cancelled line {key} still holds {line.held} unit(s)")
-    for key in placed_lines.keys() - lines.keys():
+    undecided = placed_lines.keys() - lines.keys()
+    for key in undecided:
         report.breach(f"placed line {key} has no decision")
+    availability = list(availability)
     _check_availability(report, availability, final)
+    outcomes = [
+        LineOutcome(
+            line.channel,
+            line.qty,
+            key in placed_lines,
+            line.first,
+            line.first_allocated,
+            line.held,
+            line.held_since,
+        )
+        for key, line in lines.items()
+    ]
+    outcomes += [
+        LineOutcome(placed_lines[key][1], placed_lines[key][2], True, None, 0, 0, None) for key in undecided
+    ]
+    report.kpis = compute_kpis(outcomes, availability, units_depleted=depleted, end_ms=end_ms)
     return report
+
+
+def _traceable(cause: str, known: set[str]) -> bool:
+    """An event, or a table or clock decision: `locations:<location_id>:...`, `clock:...`."""
+    if cause in known:
+        return True
+    if cause.startswith("locations:"):
+        location, sep, rest = cause.removeprefix("locations:").partition(":")
+        return bool(location and sep and rest)
+    return cause.startswith("clock:") and len(cause) > len("clock:")
 
 
 def _replay_allocations(
     report: AuditReport,
     allocations: Iterable[Mapping[str, Any]],
-    order_events: Mapping[str, Mapping[str, Any]],
     placed_lines: Mapping[tuple[str, str], tuple[str, str, int, str]],
-    leaked_ids: set[str],
-) -> tuple[dict[tuple[str, str], _Line], dict[tuple[str, str], Counter[str]]]:
+    known: set[str],
+) -> tuple[dict[tuple[str, str], _Line], dict[tuple[str, str], Counter[str]], int, int]:
+    """Each line's units and decisions, and each (SKU, location)'s balance changes.
+
+    Also returns the end of the stream (the latest decided_at) and the units shipped.
+    `known` holds the ids of the events outside `allocations` a cause may name.
+    """
     seen: set[str] = set()
-    all_ids: set[str] = set(leaked_ids)
     events = list(allocations)
-    for event in events:
-        all_ids.add(event["event_id"])
+    known = known | {event["event_id"] for event in events}
     lines: dict[tuple[str, str], _Line] = {}
     final: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)  # (sku, location) -> buckets
+    end_ms = depleted = 0
     for event in events:
         event_id = event["event_id"]
         if event_id in seen:
@@ -147,8 +219,10 @@ def _replay_allocations(
         seen.add(event_id)
         kind = event["type"]
         report.events[f"allocation.{kind}"] += 1
+        decided_at = event.get("decided_at") or 0
+        end_ms = max(end_ms, decided_at)
         cause = event["cause_event_id"]
-        if cause not in order_events and cause not in all_ids:
+        if not _traceable(cause, known):
             report.breach(f"{kind} {event_id} has an unknown cause {cause}")
         if event["line_id"] is None or event["sku"] is None:
             continue
@@ -160,48 +234,126 @@ def _replay_allocations(
             line = lines[key] = _Line(key[0], key[1], sku, channel, qty, placed_by)
         qty, location = event["qty"], event["location"]
         stats = report.per_channel[line.channel]
-        if kind in FIRST_DECISIONS and cause == line.placed_by:
-            # The decision about the placed line (a refused pick or release is not one);
-            # a split allocation is several events with one cause: still one decision.
-            line.decisions.add(event_id if kind != "allocated" else cause)
-            if line.first is None:
-                line.first = kind
-                stats[kind if kind != "rejected" else f"rejected: {event['reason']}"] += 1
-        if kind == "allocated":
+        placement = bool(line.placed_by) and cause == line.placed_by
+        # What the line's previous event left open; this event closes it unless it continues it.
+        splitting, reallocating = line.splitting, line.reallocating
+        line.splitting = line.reallocating = line.dangling = False
+        if kind in FIRST_DECISIONS and placement:
+            # The decision about the placed line (a refused pick or release is not one); the
+            # parts of a split allocation come together, each at another location or lot.
+            part = (location, event.get("lot"))
+            if not (kind == "allocated" and splitting and part not in line.split):
+                line.decisions.add(event_id)
+                line.split = set()
+                if line.first is None:
+                    line.first = kind
+                    stats[kind if kind != "rejected" else f"rejected: {event['reason']}"] += 1
+            if kind == "allocated":
+                line.splitting = True
+                line.split.add(part)
+                if line.first == "allocated" and len(line.decisions) == 1:
+                    line.first_allocated += qty
+        if location is None and kind in ("allocated", "reallocated", "picked", "fulfilled", "returned"):
+            report.breach(f"{kind} {event_id} of line {key} names no location")
+            continue
+        if kind in ("allocated", "reallocated"):
+            if not placement and line.placed_by:
+                if kind == "allocated" and line.waiting:
+                    if cause not in line.fills:  # the parts of a split fill are one fill
+                        line.fills.add(cause)
+                        stats["waitlist fills"] += 1
+                elif not (reallocating or line.waiting):
+                    report.breach(
+                        f"{kind} {event_id}: line {key} gets units from {cause}, neither its placement "
+                        "nor after a backorder or a release for reallocation"
+                    )
+            if kind == REALLOCATED:
+                report.reallocations += 1
+                line.reallocating = True  # a reallocation may be split over locations too
             line.soft[location] += qty
             final[(line.sku, location)]["allocated"] += qty
-            if line.held > line.qty:
-                report.oversold_units += line.held - line.qty
-                report.breach(f"line {key} holds {line.held} of {line.qty} ordered")
-        elif kind == "rejected" and cause != line.placed_by:
+            line.held_since = decided_at
+            line.waiting = line.waiting and line.held < line.qty
+            _check_held(report, line, key)
+        elif kind == "backordered":
+            if not (placement or reallocating or not line.placed_by):
+                report.breach(
+                    f"backordered {event_id}: line {key} is backordered by {cause}, neither its "
+                    "placement nor after a release for reallocation"
+                )
+            line.waiting = True
+        elif kind == "rejected" and not placement:
             stats[f"command refused: {event['reason']}"] += 1
         elif kind == "picked":
             moved = min(qty, line.soft[location])
             line.soft[location] -= moved
-            line.hard[location] += moved
+            line.hard[location] += qty  # beyond its soft units there, a pick takes units directly
             final[(line.sku, location)]["allocated"] -= moved
-            final[(line.sku, location)]["picked"] += moved
+            final[(line.sku, location)]["picked"] += qty
+            if qty > moved:
+                line.held_since = decided_at
+            line.waiting = False
+            _check_held(report, line, key)
         elif kind == "released":
-            stats["released"] += 1
-            line.released = True
-            for bucket, held in (("allocated", line.soft), ("picked", line.hard)):
-                for loc, units in held.items():
-                    final[(line.sku, loc)][bucket] -= units
-                held.clear()
+            _release(report, line, key, event, final)
+            if event.get("reason") == REALLOCATED:
+                line.reallocating = line.dangling = True
+            else:
+                stats["released"] += 1
+                line.released = True
+                line.waiting = False
         elif kind == "fulfilled":
             stats["fulfilled"] += 1
-            left = qty
-            for bucket, held in (("picked", line.hard), ("allocated", line.soft)):
-                take = min(left, held[location])
-                held[location] -= take
-                final[(line.sku, location)][bucket] -= take
-                left -= take
+            hard = min(qty, line.hard[location])
+            soft = min(qty - hard, line.soft[location])
+            if hard + soft < qty:
+                report.breach(
+                    f"fulfilled {event_id} ships {qty} unit(s) of line {key} at {location}, "
+                    f"which holds {hard + soft} there"
+                )
+            line.hard[location] -= hard
+            line.soft[location] -= soft
+            final[(line.sku, location)]["picked"] -= hard
+            final[(line.sku, location)]["allocated"] -= soft
             final[(line.sku, location)]["on_hand"] -= qty
             line.fulfilled += qty
+            depleted += qty
         elif kind == "returned":
             stats["returned"] += 1
             final[(line.sku, location)]["quality_control"] += qty
-    return lines, final
+    return lines, final, end_ms, depleted
+
+
+def _release(
+    report: AuditReport,
+    line: _Line,
+    key: tuple[str, str],
+    event: Mapping[str, Any],
+    final: dict[tuple[str, str], Counter[str]],
+) -> None:
+    """Take a release's units from the line at its location: soft ones first, then hard."""
+    qty, location = event["qty"], event["location"]
+    if location is None:
+        if qty:
+            report.breach(f"released {event['event_id']} gives back {qty} unit(s) at no location")
+        return  # the line held nothing
+    soft = min(qty, line.soft[location])
+    hard = min(qty - soft, line.hard[location])
+    if soft + hard < qty:
+        report.breach(
+            f"released {event['event_id']} gives back {qty} unit(s) of line {key} at {location}, "
+            f"which holds {soft + hard} there"
+        )
+    line.soft[location] -= soft
+    line.hard[location] -= hard
+    final[(line.sku, location)]["allocated"] -= soft
+    final[(line.sku, location)]["picked"] -= hard
+
+
+def _check_held(report: AuditReport, line: _Line, key: tuple[str, str]) -> None:
+    if line.held > line.qty:
+        report.oversold_units += line.held - line.qty
+        report.breach(f"line {key} holds {line.held} of {line.qty} ordered")
 
 
 def _apply_inventory(

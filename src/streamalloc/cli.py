@@ -310,10 +310,13 @@ def audit() -> None:
 
 
 def print_audit(report: Any) -> None:
-    """The audit's summary: per channel, rejections by reason, then the invariants."""
+    """The audit's summary: per channel, rejections by reason, the KPIs, then the invariants."""
+    from streamalloc.kpis import kpi_rows
+
     columns = ("placed", "allocated", "rejected", "released", "fulfilled", "returned")
     table = Table(*(Column(c, no_wrap=True) for c in ("channel", *columns)), box=SIMPLE_HEAD, show_edge=False)
     reasons = Table("channel", "rejected because", "lines", box=SIMPLE_HEAD, show_edge=False)
+    waiting = Table("channel", "backordered", "filled later", box=SIMPLE_HEAD, show_edge=False)
     for channel, stats in sorted(report.per_channel.items()):
         rejected = {k.removeprefix("rejected: "): v for k, v in stats.items() if k.startswith("rejected: ")}
         table.add_row(
@@ -327,14 +330,28 @@ def print_audit(report: Any) -> None:
         )
         for reason, count in sorted(rejected.items(), key=lambda item: -item[1]):
             reasons.add_row(channel, reason, str(count))
+        if stats["backordered"] or stats["waitlist fills"]:
+            waiting.add_row(channel, str(stats["backordered"]), str(stats["waitlist fills"]))
     out.print(table)
-    if reasons.row_count:
-        out.print()
-        out.print(reasons)
+    for extra in (reasons, waiting):
+        if extra.row_count:
+            out.print()
+            out.print(extra)
+    out.print()
+    kpis = Table(
+        "KPI", Column("value", justify="right", no_wrap=True), "from", box=SIMPLE_HEAD, show_edge=False
+    )
+    for row in kpi_rows(report.kpis):
+        kpis.add_row(*row)
+    out.print(kpis)
     out.print()
     decided = f"{report.lines_decided}/{report.lines_placed}"
     out.print(f"units oversold: [bold]{report.oversold_units}[/bold]")
-    out.print(f"order lines with exactly one final decision: {decided}")
+    out.print(f"order lines with exactly one first decision: {decided}")
+    out.print(
+        f"backorders filled later: {report.waitlist_fills}; "
+        f"reallocations to another location: {report.reallocations}"
+    )
     out.print(
         f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
     )
@@ -466,3 +483,88 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
     if runs > 1:
         out.print(f"median of {runs} runs:")
     out.print(table)
+
+
+_JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)
+
+
+@main.command()
+@click.option(
+    "--policy",
+    multiple=True,
+    required=True,
+    type=_JSONL,
+    help="Location and channel records to try, JSONL; each replaces the baseline's record with its id.",
+)
+@click.option("--orders", multiple=True, type=_JSONL, help="Order events, JSONL [the orders* topics].")
+@click.option("--inventory", multiple=True, type=_JSONL, help="Inventory events, JSONL [the inventory topic]")
+@click.option(
+    "--baseline",
+    multiple=True,
+    type=_JSONL,
+    help="Location and channel records, JSONL [the locations and channels topics].",
+)
+@click.option(
+    "--examples", type=click.IntRange(min=0), default=10, show_default=True, help="Changed orders to list."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+def replay(
+    policy: tuple[Path, ...],
+    orders: tuple[Path, ...],
+    inventory: tuple[Path, ...],
+    baseline: tuple[Path, ...],
+    examples: int,
+    as_json: bool,
+) -> None:
+    """What-if: replay recorded orders and inventory under the baseline tables and under
+    --policy, offline, and show how allocation would have differed per channel.
+
+    Every option repeats; an input given no file is read from its topic to the end
+    (needs --bootstrap). Events run in occurred_at order, inventory first on a tie.
+    """
+    import json
+    from contextlib import nullcontext
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from streamalloc.commands.replay import load_inputs, needs_topics, replay_json, replay_report
+    from streamalloc.errors import ConfigError
+    from streamalloc.replay import compare
+
+    settings = _settings()
+    try:
+        if needs_topics(orders, inventory, baseline) and not settings.bootstrap:
+            raise ConfigError(
+                "reading the topics needs a cluster: pass --bootstrap (or set STREAMALLOC_BOOTSTRAP), "
+                "or give --orders, --inventory and --baseline files"
+            )
+        reach = kafka_available(settings, _say) if settings.bootstrap else nullcontext(settings)
+        with reach as ready:
+            inputs = load_inputs(
+                ready, orders=orders, inventory=inventory, baseline=baseline, policy=policy, say=_say
+            )
+        steps = inputs.steps
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            console=console,
+            transient=True,
+            disable=len(steps) < 20_000,
+        ) as bar:
+            task = bar.add_task("events replayed (baseline, then what-if)", total=2 * len(steps))
+            comparison = compare(
+                steps,
+                inputs.baseline.tables(),
+                inputs.baseline.overlay(inputs.policy).tables(),
+                on_progress=lambda done: bar.update(task, completed=done),
+            )
+    except StreamallocError as exc:
+        _fail(exc)
+    if as_json:
+        click.echo(json.dumps(replay_json(inputs, comparison, examples), indent=2))
+        return
+    for number, part in enumerate(replay_report(inputs, comparison, examples)):
+        if number > 1:
+            out.print()
+        out.print(part)

@@ -127,3 +127,323 @@ def test_repeats_of_the_same_event_id_are_counted_not_breaches() -> None:
 def test_a_placed_line_without_decision_is_a_breach() -> None:
     report = audit([order("o1", "A", ("1", "S", 1))], [receipt("r1", 3)], [], [snapshot(3, 0)])
     assert any("has no decision" in b for b in report.breaches)
+
+
+# ------------------------------------------------ the new allocation semantics
+
+
+def event(
+    kind: str,
+    cause: str,
+    line_id: str,
+    qty: int,
+    location: str | None = "WH",
+    *,
+    order_id: str = "A",
+    reason: str | None = None,
+    event_id: str | None = None,
+    at: int = 0,
+) -> dict[str, Any]:
+    """An allocation event; its id names the cause, line, type and location, as the engine's do."""
+    return {
+        "event_id": event_id or f"{cause}:{line_id}:{kind}:{location}",
+        "cause_event_id": cause,
+        "type": kind,
+        "order_id": order_id,
+        "line_id": line_id,
+        "sku": "S",
+        "channel": "web",
+        "qty": qty,
+        "location": location,
+        "reason": reason,
+        "decided_at": at,
+    }
+
+
+def stock(event_id: str, qty: int, location: str = "WH", kind: str = "received") -> dict[str, Any]:
+    return {**receipt(event_id, qty), "type": kind, "location": location}
+
+
+def rows(*balances: tuple[str, int, int, int]) -> dict[str, Any]:
+    """One availability record of SKU S: (location, on_hand, allocated, picked) per location."""
+    return {
+        "sku": "S",
+        "locations": [
+            {
+                "location": loc,
+                "on_hand": on,
+                "allocated": al,
+                "picked": pk,
+                "quality_control": 0,
+                "damaged": 0,
+            }
+            for loc, on, al, pk in balances
+        ],
+    }
+
+
+def test_a_backorder_filled_by_a_receipt_passes_and_counts_as_a_fill() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("e1", 5, kind="expected"), stock("r1", 2)],
+        [
+            event("backordered", "o1", "1", 2, None, reason="incoming"),
+            event("allocated", "r1", "1", 2),  # filled by the receipt, not by the placement
+        ],
+        [snapshot(0, 0), snapshot(2, 2)],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_decided == 1 and report.waitlist_fills == 1
+    assert report.per_channel["web"]["backordered"] == 1
+    assert report.per_channel["web"]["waitlist fills"] == 1
+
+
+def test_a_split_fill_is_one_fill() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 3))],
+        [stock("r1", 2), stock("r2", 1, "ST")],
+        [
+            event("backordered", "o1", "1", 3, None, reason="waitlisted"),
+            event("allocated", "r2", "1", 2),
+            event("allocated", "r2", "1", 1, "ST"),
+        ],
+        [rows(("WH", 2, 2, 0), ("ST", 1, 1, 0))],
+    )
+    assert report.ok, report.breaches
+    assert report.waitlist_fills == 1
+
+
+def test_units_given_to_a_line_that_was_not_backordered_are_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("c1", "A", kind="cancelled")],
+        [stock("r1", 4)],
+        [
+            event("allocated", "o1", "1", 2),
+            event("released", "c1", "1", 2, reason="cancelled"),
+            event("allocated", "r1", "1", 2),  # a receipt hands units to a cancelled line
+        ],
+        [snapshot(4, 2)],
+    )
+    assert any("neither its placement nor after a backorder" in b for b in report.breaches)
+    assert any("cancelled line ('A', '1') still holds 2" in b for b in report.breaches)
+
+
+def test_a_split_allocation_is_one_decision() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 3))],
+        [stock("r1", 2), stock("r2", 1, "ST")],
+        [event("allocated", "o1", "1", 2), event("allocated", "o1", "1", 1, "ST")],
+        [rows(("WH", 2, 2, 0), ("ST", 1, 1, 0))],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_decided == 1
+
+
+def test_a_second_allocation_from_the_placement_at_the_same_location_is_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 4))],
+        [stock("r1", 4)],
+        [
+            event("allocated", "o1", "1", 2, event_id="o1:1:allocated"),
+            event("allocated", "o1", "1", 2, event_id="o1:1:allocated:again"),
+        ],
+        [snapshot(4, 4)],
+    )
+    assert any("2 first decisions" in b for b in report.breaches)
+
+
+def test_a_placement_decision_after_the_line_moved_on_is_a_breach() -> None:
+    # Another location, so not caught as a repeat at one location: it comes after a pick.
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("p1", "A", ("1", "S", 1), kind="picked")],
+        [stock("r1", 2), stock("r2", 2, "ST")],
+        [
+            event("allocated", "o1", "1", 1, event_id="o1:1:allocated"),
+            event("picked", "p1", "1", 1),
+            event("allocated", "o1", "1", 1, "ST", event_id="o1:1:allocated:ST"),
+        ],
+        [rows(("WH", 2, 0, 1), ("ST", 2, 1, 0))],
+    )
+    assert any("2 first decisions" in b for b in report.breaches)
+
+
+def test_a_backorder_and_an_allocation_from_the_placement_are_two_decisions() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 2)],
+        [event("backordered", "o1", "1", 2, None, reason="incoming"), event("allocated", "o1", "1", 2)],
+        [snapshot(2, 2)],
+    )
+    assert any("2 first decisions" in b for b in report.breaches)
+
+
+OFFLINE = "locations:WH:7"  # the locations-table record that took WH offline
+
+
+def test_a_reallocation_after_a_location_went_offline_passes_with_matching_balances() -> None:
+    history = [
+        event("allocated", "o1", "1", 2),
+        event("released", OFFLINE, "1", 2, reason="reallocated"),
+        event("reallocated", OFFLINE, "1", 2, "ST"),
+    ]
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 2), stock("r2", 3, "ST")],
+        history,
+        [rows(("WH", 2, 2, 0), ("ST", 3, 0, 0)), rows(("WH", 2, 0, 0), ("ST", 3, 2, 0))],
+    )
+    assert report.ok, report.breaches
+    assert report.reallocations == 1 and report.waitlist_fills == 0 and report.lines_decided == 1
+
+    stale = audit(  # the record still shows the units at the offline location
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 2), stock("r2", 3, "ST")],
+        history,
+        [rows(("WH", 2, 2, 0), ("ST", 3, 2, 0))],
+    )
+    assert any("WH: last availability has allocated=2, the events give 0" in b for b in stale.breaches)
+
+
+def test_a_line_backordered_again_after_its_location_went_offline_can_be_filled_later() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 2), stock("r2", 2, "ST")],
+        [
+            event("allocated", "o1", "1", 2),
+            event("released", OFFLINE, "1", 2, reason="reallocated"),
+            event("backordered", OFFLINE, "1", 2, None, reason="incoming"),
+            event("allocated", "r2", "1", 2, "ST"),
+        ],
+        [rows(("WH", 2, 0, 0), ("ST", 2, 2, 0))],
+    )
+    assert report.ok, report.breaches
+    assert report.waitlist_fills == 1 and report.lines_decided == 1
+
+
+def test_a_release_for_reallocation_that_nothing_follows_is_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 2)],
+        [event("allocated", "o1", "1", 2), event("released", OFFLINE, "1", 2, reason="reallocated")],
+        [snapshot(2, 0)],
+    )
+    assert any("released for reallocation and nothing followed" in b for b in report.breaches)
+
+
+def test_a_reallocation_without_a_release_before_it_is_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("p1", "A", ("1", "S", 1), kind="picked")],
+        [stock("r1", 2), stock("r2", 2, "ST")],
+        [
+            event("allocated", "o1", "1", 1),
+            event("picked", "p1", "1", 1),
+            event("reallocated", OFFLINE, "1", 1, "ST"),
+        ],
+        [rows(("WH", 2, 0, 1), ("ST", 2, 1, 0))],
+    )
+    assert any("neither its placement nor after a backorder or a release" in b for b in report.breaches)
+
+
+def test_a_pick_at_another_location_moves_the_units_there() -> None:
+    pick = order("p1", "A", ("1", "S", 2), kind="picked")
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), pick],
+        [stock("r1", 2), stock("r2", 2, "ST")],
+        [
+            event("allocated", "o1", "1", 2),
+            event("released", "p1", "1", 2, reason="reallocated"),
+            event("picked", "p1", "1", 2, "ST"),  # hard units taken directly at ST
+        ],
+        [rows(("WH", 2, 0, 0), ("ST", 2, 0, 2))],
+    )
+    assert report.ok, report.breaches
+
+
+def test_an_expiry_release_passes_and_leaves_picked_units_held() -> None:
+    allocated = event("allocated", "o1", "1", 3)
+    pick = order("p1", "A", ("1", "S", 1), kind="picked")
+    report = audit(
+        [order("o1", "A", ("1", "S", 3)), pick],
+        [stock("r1", 3)],
+        [
+            allocated,
+            event("picked", "p1", "1", 1),
+            event("released", allocated["event_id"], "1", 2, reason="expired"),  # its soft units only
+        ],
+        [snapshot(3, 0, 1)],
+    )
+    assert report.ok, report.breaches
+    assert report.kpis.aging.open_lines == 1
+
+
+def test_a_cancel_releases_soft_then_hard_units() -> None:
+    report = audit(
+        [
+            order("o1", "A", ("1", "S", 3)),
+            order("p1", "A", ("1", "S", 1), kind="picked"),
+            order("c1", "A", kind="cancelled"),
+        ],
+        [stock("r1", 3)],
+        [
+            event("allocated", "o1", "1", 3),
+            event("picked", "p1", "1", 1),
+            event("released", "c1", "1", 3, reason="cancelled"),
+        ],
+        [snapshot(3, 0, 0)],
+    )
+    assert report.ok, report.breaches
+
+
+def test_a_release_of_more_than_the_line_holds_there_is_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("c1", "A", kind="cancelled")],
+        [stock("r1", 2)],
+        [event("allocated", "o1", "1", 2), event("released", "c1", "1", 3, reason="cancelled")],
+        [snapshot(2, 0)],
+    )
+    assert any("gives back 3 unit(s) of line ('A', '1') at WH, which holds 2" in b for b in report.breaches)
+
+
+def test_causes_may_be_inventory_events_table_records_or_the_clock() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 1)), order("o2", "B", ("1", "S", 1)), order("o3", "C", ("1", "S", 1))],
+        [stock("r1", 3)],
+        [
+            event("backordered", "o1", "1", 1, None, reason="incoming"),
+            event("allocated", "r1", "1", 1),  # an inventory event
+            event("allocated", "o2", "1", 1, order_id="B"),
+            event("released", "clock:1700000000000", "1", 1, order_id="B", reason="location_stale"),
+            event("allocated", "o3", "1", 1, order_id="C"),
+            event("released", "locations:WH:12", "1", 1, order_id="C", reason="location_offline"),
+        ],
+        [snapshot(3, 1)],
+    )
+    assert report.ok, report.breaches
+
+
+def test_a_cause_that_exists_nowhere_is_a_breach() -> None:
+    causes = ("nowhere", "locations:", "locations:WH", "clock:", "refused")
+    history = [event("allocated", "o1", "1", 1)]
+    history += [
+        event("released", cause, "1", 0, None, reason="cancelled", event_id=f"x{i}")
+        for i, cause in enumerate(causes)
+    ]
+    report = audit(
+        [order("o1", "A", ("1", "S", 1))],
+        [stock("r1", 3), stock("refused", 1)],
+        history,
+        [snapshot(3, 1)],
+        refused_inventory_ids=["refused"],
+    )
+    unknown = sorted(b.rsplit(" ", 1)[1] for b in report.breaches if "unknown cause" in b)
+    assert unknown == sorted(causes)
+
+
+def test_a_split_over_lots_at_one_location_is_one_decision() -> None:
+    parts = [
+        {**event("allocated", "o1", "1", 1), "event_id": "o1:1:allocated:WH:L1", "lot": "L1"},
+        {**event("allocated", "o1", "1", 1), "event_id": "o1:1:allocated:WH:L2", "lot": "L2"},
+    ]
+    report = audit([order("o1", "A", ("1", "S", 2))], [stock("r1", 2)], parts, [snapshot(2, 2)])
+    assert report.ok, report.breaches
+    assert report.kpis.service_level.served_first == 1

@@ -6,6 +6,13 @@ marketplace) place orders concurrently, cancelling some. A warehouse simulator f
 allocations: it picks and ships some lines, takes some back as returns, and inspects
 them (pass or fail). When every line has been decided and the warehouse has caught up, the
 workers stop and the audit checks the engine's promises from the topics alone.
+
+The policies at work: some SKUs are lot-tracked at WH-EAST (one lot already expired, the
+others allocated first-expiry-first), purchase orders are expected for some SKUs so web
+may backorder against them, and their receipt mid-run fills the waitlist; marketplace
+holds its reservations for a few seconds only, so the lines the warehouse does not pick
+in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
+wait) and comes back (the waitlist is served first).
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ from streamalloc.serialization import topic_serde
 CHANNELS = ("web", "store", "marketplace")
 REGIONS = {"web": ("east", "west", "south"), "store": ("east",), "marketplace": ("west", "north")}
 SKUS = tuple(f"SKU-{i:03d}" for i in range(12))
+LOT_SKUS = SKUS[:4]  # lot-tracked at WH-EAST
+EXPECTED_SKUS = SKUS[4:8]  # purchase orders due at WH-EAST
+RESERVATION_TTL_S = {"marketplace": 3}  # the others hold their reservations until picked
+OFFLINE_LOCATION = "STORE-NYC"
 
 
 def examples_dir() -> Path:
@@ -61,6 +72,12 @@ class _Publisher:
         self.producer = Producer(producer_config(settings))
         self.orders = {c: topic_serde(settings, settings.topic(f"orders.{c}")) for c in CHANNELS}
         self.inventory = topic_serde(settings, settings.topic("inventory"))
+        self.locations = topic_serde(settings, settings.topic("locations"))
+
+    def location(self, record: dict[str, Any]) -> None:
+        record = self.locations.validate(record)
+        self._send(self.locations.topic, self.locations.key_of(record), self.locations.encode(record))
+        self.producer.flush(30)
 
     def order(self, event: dict[str, Any]) -> None:
         serde = self.orders[event["channel"]]
@@ -93,8 +110,40 @@ def _stock(publisher: _Publisher, rng: random.Random) -> set[str]:
                     {"event_id": f"demo-recv-{n}", "type": "received", "sku": sku,
                      "location": location, "qty": qty, "occurred_at": _now()}
                 )  # fmt: skip
+    day = 86_400_000
+    for sku in LOT_SKUS:  # lots at WH-EAST: one expired, one expiring soon, one late
+        stocked.add(sku)
+        for lot, qty, expires_in in (("EXPIRED", 8, -day), ("SOON", 6, 2 * day), ("LATE", 6, 60 * day)):
+            publisher.stock(
+                {"event_id": f"demo-lot-{sku}-{lot}", "type": "received", "sku": sku, "location": "WH-EAST",
+                 "qty": qty, "occurred_at": _now(),
+                 "lot": {"lot_id": f"{sku}-{lot}", "expires_at": _now() + expires_in}}
+            )  # fmt: skip
+    for sku in EXPECTED_SKUS:  # purchase orders web may backorder against
+        stocked.add(sku)
+        publisher.stock(
+            {"event_id": f"demo-po-{sku}", "type": "expected", "sku": sku, "location": "WH-EAST",
+             "qty": 15, "occurred_at": _now(), "eta": _now() + 60_000}
+        )  # fmt: skip
     publisher.producer.flush(30)
     return stocked
+
+
+def _receive_purchase_orders(publisher: _Publisher) -> None:
+    """The expected stock arrives: the waitlist is served from it before anyone else."""
+    for sku in EXPECTED_SKUS:
+        publisher.stock(
+            {"event_id": f"demo-po-{sku}-received", "type": "received", "sku": sku, "location": "WH-EAST",
+             "qty": 15, "occurred_at": _now()}
+        )  # fmt: skip
+    publisher.producer.flush(30)
+
+
+def _set_location(publisher: _Publisher, status: str) -> None:
+    for line in (examples_dir() / "locations.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["location_id"] == OFFLINE_LOCATION:
+            publisher.location({**record, "status": status})
 
 
 def _wait_until_engine_has(settings: Settings, skus: set[str], timeout_s: float) -> None:
@@ -138,6 +187,7 @@ def _channel(
             "channel": channel, "occurred_at": _now(), "priority": rng.choice((0, 0, 1)),
             "region": rng.choice(REGIONS[channel]),
             "ship_complete": rng.random() < 0.1, "lines": lines,
+            "reservation_ttl_s": RESERVATION_TTL_S.get(channel),
         }  # fmt: skip
         publisher.order(order)
         placed.append(order)
@@ -283,8 +333,18 @@ def run_demo(
         deadline = time.monotonic() + timeout_s
         expected_lines = orders_per_channel * len(CHANNELS) * 1.75  # 1, 1, 2 or 3 lines an order
         crash_after = None if crash_at is None else int(expected_lines * crash_at)
+        # Operations during the run, at shares of the expected lines: (share, what, done?)
+        operations: list[tuple[float, str, Callable[[], None]]] = [
+            (0.35, f"{OFFLINE_LOCATION} goes offline", lambda: _set_location(publisher, "offline")),
+            (0.55, "the purchase orders arrive", lambda: _receive_purchase_orders(publisher)),
+            (0.7, f"{OFFLINE_LOCATION} is back online", lambda: _set_location(publisher, "online")),
+        ]
         while time.monotonic() < deadline:
             on_progress(progress)
+            while operations and progress.lines_decided >= expected_lines * operations[0][0]:
+                _, what, act = operations.pop(0)
+                act()
+                say(f"{what} (after {progress.lines_decided} decided line(s))")
             if crash_after is not None and progress.lines_decided >= crash_after:
                 crash_after = None
                 victim = workers[0]
@@ -296,8 +356,14 @@ def run_demo(
                 )
                 workers[0] = _start_worker(settings, "worker-1", workdir)
             generators_done = not any(t.is_alive() for t in channels)
-            quiet = time.monotonic() - progress.last_event > 3.0
-            if generators_done and progress.lines_decided >= progress.lines_placed and quiet:
+            # Quiet for longer than a reservation lives: the last expiries have fired.
+            quiet = time.monotonic() - progress.last_event > max(RESERVATION_TTL_S.values()) + 2.0
+            if (
+                generators_done
+                and not operations
+                and progress.lines_decided >= progress.lines_placed
+                and quiet
+            ):
                 break
             for worker in workers:
                 if worker.poll() is not None:
@@ -324,5 +390,12 @@ def run_demo(
         "auditing the topics"
     )
     report = run_audit(settings)
-    (workdir / "audit.json").write_text(json.dumps({"ok": report.ok, "breaches": report.breaches}, indent=2))
+    summary = {
+        "ok": report.ok,
+        "breaches": report.breaches,
+        "kpis": report.kpis.as_record(),
+        "waitlist_fills": report.waitlist_fills,
+        "reallocations": report.reallocations,
+    }
+    (workdir / "audit.json").write_text(json.dumps(summary, indent=2))
     return report

@@ -90,29 +90,42 @@ class IntakeStage(BaseStage):
             elif kind == "cancelled" and not order["lines"]:
                 emit(allocations_topic, key, allocations.encode(_cancel_requested(order)))
                 continue
-            command = LINE_COMMANDS[kind]
-            count = len(order["lines"])
-            for line in order["lines"]:
-                request = {
-                    "event_id": f"{event_id}:{line['line_id']}",
-                    "cause_event_id": event_id,
-                    "command": command,
-                    "order_id": order_id,
-                    "line_id": line["line_id"],
-                    "sku": line["sku"],
-                    "qty": line["qty"],
-                    "channel": order["channel"],
-                    "location": line["location"],
-                    "lot": line["lot"],
-                    "priority": order["priority"],
-                    "ship_complete": order["ship_complete"],
-                    "region": order["region"],
-                    "reservation_ttl_s": order["reservation_ttl_s"],
-                    "line_count": count,
-                    "reason": "cancelled" if kind == "cancelled" else None,
-                    "occurred_at": order["occurred_at"],
-                }
-                emit(requests_topic, line["sku"].encode(), requests.encode(request))
+            for request in line_requests(order):
+                emit(requests_topic, request["sku"].encode(), requests.encode(request))
+
+
+def line_requests(order: dict[str, Any]) -> list[dict[str, Any]]:
+    """The allocation-request records of a decoded order event: one per line it lists.
+
+    Pure, so the offline replay (`streamalloc replay`) turns orders into commands exactly
+    as intake does. A whole-order cancellation lists no lines and so yields none: the
+    order stage expands it.
+    """
+    kind, order_id, event_id = order["type"], order["order_id"], order["event_id"]
+    command = LINE_COMMANDS[kind]
+    count = len(order["lines"])
+    return [
+        {
+            "event_id": f"{event_id}:{line['line_id']}",
+            "cause_event_id": event_id,
+            "command": command,
+            "order_id": order_id,
+            "line_id": line["line_id"],
+            "sku": line["sku"],
+            "qty": line["qty"],
+            "channel": order["channel"],
+            "location": line["location"],
+            "lot": line["lot"],
+            "priority": order["priority"],
+            "ship_complete": order["ship_complete"],
+            "region": order["region"],
+            "reservation_ttl_s": order["reservation_ttl_s"],
+            "line_count": count,
+            "reason": "cancelled" if kind == "cancelled" else None,
+            "occurred_at": order["occurred_at"],
+        }
+        for line in order["lines"]
+    ]
 
 
 def _cancel_requested(order: dict[str, Any]) -> dict[str, Any]:

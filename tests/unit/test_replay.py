@@ -1,0 +1,435 @@
+"""The what-if replay core with plain values: history order, tables, the order stage's rules,
+exact differences for a known policy change, and the same decisions as the engine's stages."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from streamalloc.config import Settings
+from streamalloc.domain import Tables
+from streamalloc.errors import ValidationError
+from streamalloc.replay import (
+    SPLIT,
+    InventoryStep,
+    OrderStep,
+    TableRecords,
+    compare,
+    history,
+    inventory_step,
+    order_step,
+    policy_changes,
+    run,
+    table_kind,
+)
+from streamalloc.serialization import topic_serde
+from streamalloc.stages.allocator import AllocatorStage
+from streamalloc.stages.intake import IntakeStage, line_requests
+from streamalloc.stages.order_stage import OrderStage
+from streamalloc.testing import StageHarness
+
+T0 = 1_764_000_000_000
+SETTINGS = Settings()
+
+
+def order(
+    event_id: str,
+    order_id: str,
+    at: int,
+    *lines: tuple[str, str, int],
+    channel: str = "web",
+    type: str = "placed",
+    ship_complete: bool = False,
+) -> dict[str, Any]:
+    """An order event as the topic decodes it (defaults filled)."""
+    record = {
+        "event_id": event_id,
+        "type": type,
+        "order_id": order_id,
+        "channel": channel,
+        "occurred_at": T0 + at,
+        "ship_complete": ship_complete,
+        "lines": [{"line_id": i, "sku": sku, "qty": qty} for i, sku, qty in lines],
+    }
+    return topic_serde(SETTINGS, SETTINGS.topic("orders")).validate(record)
+
+
+def received(event_id: str, at: int, sku: str, location: str, qty: int) -> dict[str, Any]:
+    record = {
+        "event_id": event_id,
+        "type": "received",
+        "sku": sku,
+        "location": location,
+        "qty": qty,
+        "occurred_at": T0 + at,
+    }
+    return topic_serde(SETTINGS, SETTINGS.topic("inventory")).validate(record)
+
+
+def tables(*records: dict[str, Any]) -> TableRecords:
+    table = TableRecords()
+    for record in records:
+        serde = "locations" if table_kind(record) == "location" else "channels"
+        table.add(topic_serde(SETTINGS, SETTINGS.topic(serde)).validate(record))
+    return table
+
+
+# ---------------------------------------------------------------- a known policy change
+
+BASELINE = tables(
+    {"location_id": "WH", "priority": 10},
+    {"location_id": "STORE", "priority": 5},
+    {"channel_id": "web", "locations": ["WH"]},
+)
+POLICY = tables({"channel_id": "web", "locations": None, "allow_split": True})
+
+INVENTORY = [
+    received("i1", 1, "A", "WH", 2),
+    received("i2", 2, "A", "STORE", 2),
+    received("i3", 3, "B", "WH", 5),
+]
+ORDERS = [
+    order("o1", "web-1", 10, ("1", "A", 1)),
+    # ship-complete: line 2 needs 3 of A; only WH (1 left) is allowed and no split
+    order("o2", "web-2", 20, ("1", "B", 1), ("2", "A", 3), ship_complete=True),
+    order("o3", "web-3", 30, ("1", "A", 1)),
+    order("o4", "web-1", 40, type="cancelled"),  # the whole order
+    order("o5", "web-5", 50, ("1", "A", 1)),
+    order("o6", "store-1", 60, ("1", "B", 2), channel="store"),  # a channel the tables do not know
+]
+
+
+def the_history() -> list[InventoryStep | OrderStep]:
+    return history([order_step(o) for o in ORDERS], [inventory_step(i) for i in INVENTORY])
+
+
+def test_a_wider_allow_list_with_splits_changes_exactly_the_orders_it_should() -> None:
+    comparison = compare(the_history(), BASELINE.tables(), BASELINE.overlay(POLICY).tables())
+
+    before, after = comparison.figures("baseline", "web"), comparison.figures("what_if", "web")
+    # baseline: web-2 line 2 is rejected, so its line 1 is released (ship-complete); web-3 gets
+    # WH's last unit. What-if: web-2 line 2 splits over WH and STORE; web-3 finds no A left.
+    assert before["lines", "allocated"] == 4 and after["lines", "allocated"] == 4
+    assert before["lines", "rejected"] == 1 and after["lines", "rejected"] == 1
+    assert before["reason", "rejected", "insufficient_stock"] == 1
+    assert after["reason", "rejected", "insufficient_stock"] == 1
+    assert before["lines", "released"] == 2 and after["lines", "released"] == 1
+    assert before["reason", "released", "ship_complete_failed"] == 1
+    assert after["reason", "released", "ship_complete_failed"] == 0
+    assert before["reason", "released", "cancelled"] == after["reason", "released", "cancelled"] == 1
+    assert before[SPLIT] == 0 and after[SPLIT] == 1
+    assert before["units", "allocated"] == 4 and after["units", "allocated"] == 6
+
+    difference = comparison.difference("web")
+    assert difference["lines", "allocated"] == 0
+    assert difference["lines", "released"] == -1
+    assert difference[SPLIT] == 1
+    assert difference["units", "allocated"] == 2
+    # The same number of orders in each status, but two orders swapped outcomes.
+    assert before["orders", "allocated"] == after["orders", "allocated"] == 2
+    assert [c.order_id for c in comparison.changed] == ["web-2", "web-3"]
+    web2, web3 = comparison.changed
+    assert (web2.baseline, web2.what_if) == ("rejected", "allocated")
+    assert web2.lines == (
+        ("1", "released (ship_complete_failed)", "allocated WH:1"),
+        ("2", "rejected (insufficient_stock)", "allocated STORE:2+WH:1"),
+    )
+    assert (web3.baseline, web3.what_if) == ("allocated", "rejected")
+
+    # the channel the policy does not touch does not move
+    assert comparison.figures("baseline", "store") == comparison.figures("what_if", "store")
+    assert comparison.figures("what_if", "store")["lines", "allocated"] == 1
+    assert comparison.changed_in("store") == 0
+
+
+def test_the_json_comparison_nests_the_figures_and_lists_examples() -> None:
+    comparison = compare(the_history(), BASELINE.tables(), BASELINE.overlay(POLICY).tables())
+    data = json.loads(json.dumps(comparison.as_json(examples=1)))
+    web = data["channels"]["web"]
+    assert web["baseline"]["lines"]["released"] == 2
+    assert web["what_if"]["lines"]["released"] == 1
+    assert web["difference"]["lines"] == {"allocated": 0, "backordered": 0, "rejected": 0, "released": -1}
+    assert web["difference"]["units"]["allocated"] == 2
+    assert web["difference"]["split"] == 1
+    assert web["difference"]["reasons"]["released"] == {"cancelled": 0, "ship_complete_failed": -1}
+    assert web["orders_changed"] == 2
+    assert data["total"]["difference"]["units"]["allocated"] == 2
+    assert data["orders_changed"] == 2
+    assert [e["order_id"] for e in data["examples"]] == ["web-2"]
+
+
+def test_the_baseline_replayed_against_itself_changes_nothing() -> None:
+    comparison = compare(the_history(), BASELINE.tables(), BASELINE.overlay(TableRecords()).tables())
+    assert comparison.changed == []
+    assert all(v == 0 for v in comparison.difference().values())
+
+
+# ---------------------------------------------------------------- history and inputs
+
+
+def test_events_run_in_occurred_at_order_inventory_first_on_a_tie_then_input_order() -> None:
+    orders = [order_step(order(f"o{i}", f"web-{i}", at, ("1", "A", 1))) for i, at in enumerate((5, 1, 5))]
+    inventory = [inventory_step(received(f"i{i}", at, "A", "WH", 1)) for i, at in enumerate((5, 9, 5))]
+    merged = history(orders, inventory)
+    names = [s.event_id if isinstance(s, OrderStep) else s.command.event_id for s in merged]
+    assert names == ["o1", "i0", "i2", "o0", "o2", "i1"]
+
+
+def test_a_receipt_at_the_same_millisecond_as_an_order_is_there_for_it() -> None:
+    steps = history(
+        [order_step(order("o1", "web-1", 5, ("1", "A", 1)))], [inventory_step(received("i", 5, "A", "WH", 1))]
+    )
+    result = run(steps, BASELINE.tables())
+    assert result.figures["web"]["lines", "allocated"] == 1
+
+
+@pytest.mark.parametrize(
+    ("event", "message"),
+    [
+        (order("o", "web-1", 1, type="placed"), "needs at least one line"),
+        (order("o", "web-1", 1, ("1", "A", 1), ("1", "B", 1)), "appears twice"),
+    ],
+)
+def test_order_events_intake_would_dead_letter_are_refused(event: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        order_step(event)
+
+
+def test_order_steps_carry_the_commands_intake_makes() -> None:
+    event = order("o9", "web-9", 3, ("1", "A", 2), ("2", "B", 1), ship_complete=True)
+    step = order_step(event)
+    assert [(c.line_id, c.sku) for c in step.commands] == [("1", "A"), ("2", "B")]
+    assert len(line_requests(event)) == 2
+    assert all(c.event_id == "o9" for c in step.commands)  # the order event is every decision's cause
+    assert step.ship_complete and step.occurred_at == T0 + 3
+
+
+def test_table_records_are_told_apart_by_their_id_field() -> None:
+    assert table_kind({"location_id": "X"}) == "location"
+    assert table_kind({"channel_id": "web"}) == "channel"
+    with pytest.raises(ValidationError, match="either location_id"):
+        table_kind({"priority": 1})
+    with pytest.raises(ValidationError, match="not both"):
+        table_kind({"location_id": "X", "channel_id": "web"})
+
+
+def test_a_policy_record_replaces_the_whole_record_and_the_changes_are_named() -> None:
+    policy = tables({"channel_id": "web", "allow_split": True}, {"location_id": "DS-1", "priority": 1})
+    merged = BASELINE.overlay(policy)
+    assert merged.channels["web"]["locations"] is None  # not kept from the baseline record
+    assert set(merged.locations) == {"WH", "STORE", "DS-1"}
+    assert BASELINE.channels["web"]["allow_split"] is False  # the baseline is untouched
+    assert policy_changes(BASELINE, policy) == [
+        "location DS-1: added",
+        'channel web: allow_split false -> true, locations ["WH"] -> null',
+    ]
+    assert policy_changes(BASELINE, tables({"channel_id": "web", "locations": ["WH"]})) == [
+        "channel web: unchanged"
+    ]
+
+
+# ---------------------------------------------------------------- the order stage's rules
+
+
+def test_a_whole_order_cancel_releases_lines_that_hold_units_and_later_ones_too() -> None:
+    steps = history(
+        [
+            order_step(order("o1", "web-1", 10, ("1", "A", 1), ("2", "B", 1))),
+            order_step(order("o2", "web-1", 20, type="cancelled")),
+        ],
+        [inventory_step(received("i1", 1, "A", "WH", 5)), inventory_step(received("i2", 1, "B", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    web = result.figures["web"]
+    assert web["lines", "released"] == 2 and web["reason", "released", "cancelled"] == 2
+    assert web["units", "released"] == 2
+    assert result.orders["web-1"].status == "cancelled"
+
+
+def test_a_refused_pick_does_not_fail_a_ship_complete_order() -> None:
+    steps = history(
+        [
+            order_step(order("o1", "web-1", 10, ("1", "A", 1), ("2", "B", 1), ship_complete=True)),
+            order_step(order("o2", "web-1", 20, ("1", "A", 5), type="picked")),  # more than it holds
+            order_step(order("o3", "web-1", 30, ("2", "B", 1), type="picked")),
+            order_step(order("o4", "web-1", 40, ("2", "B", 1), type="fulfilled")),
+        ],
+        [inventory_step(received("i1", 1, "A", "WH", 5)), inventory_step(received("i2", 1, "B", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    web = result.figures["web"]
+    assert web["lines", "rejected"] == 1 and web["reason", "rejected", "exceeds_allocation"] == 1
+    assert web["lines", "released"] == 0
+    # event types are counted as they come, without a list of them here
+    assert web["lines", "picked"] == 1 and web["lines", "fulfilled"] == 1 and web["units", "fulfilled"] == 1
+    assert result.orders["web-1"].status == "allocated"
+
+
+def test_lines_of_a_failed_ship_complete_order_decided_after_the_failure_are_released() -> None:
+    steps = history(
+        [
+            order_step(
+                order("o1", "web-1", 10, ("1", "A", 1), ("2", "C", 1), ("3", "B", 1), ship_complete=True)
+            )
+        ],
+        [inventory_step(received("i1", 1, "A", "WH", 5)), inventory_step(received("i2", 1, "B", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    web = result.figures["web"]
+    assert web["reason", "rejected", "unknown_sku"] == 1
+    assert web["lines", "allocated"] == 2
+    assert web["reason", "released", "ship_complete_failed"] == 2
+    assert result.orders["web-1"].status == "rejected"
+
+
+def test_reservations_expire_when_due_before_the_next_event_unless_picked() -> None:
+    reserved = order("o1", "web-1", 10, ("1", "A", 1))
+    reserved["reservation_ttl_s"] = 60
+    later = [
+        order_step(order("o2", "web-2", 30_000, ("1", "A", 1))),  # within the reservation
+        order_step(order("o3", "web-3", 60_010, ("1", "A", 1))),  # at the expiry: it is gone
+    ]
+    stock = [inventory_step(received("i1", 1, "A", "WH", 1))]
+
+    result = run(history([order_step(reserved), *later], stock), BASELINE.tables())
+    web = result.figures["web"]
+    assert web["reason", "rejected", "insufficient_stock"] == 1  # web-2
+    assert web["reason", "released", "expired"] == 1
+    assert web["lines", "allocated"] == 2  # web-1, then web-3 with the unit that came back
+    assert str(result.orders["web-1"].lines["1"]) == "released (expired)"
+    assert str(result.orders["web-3"].lines["1"]) == "allocated WH:1"
+
+    pick = order_step(order("p1", "web-1", 20_000, ("1", "A", 1), type="picked"))
+    result = run(history([order_step(reserved), pick, *later], stock), BASELINE.tables())
+    assert result.figures["web"]["reason", "released", "expired"] == 0
+    assert str(result.orders["web-3"].lines["1"]) == "rejected (insufficient_stock)"
+
+    # a timer still pending when the history ends does not fire
+    result = run(history([order_step(reserved)], stock), BASELINE.tables())
+    assert str(result.orders["web-1"].lines["1"]) == "allocated WH:1"
+
+
+# ---------------------------------------------------------------- the engine agrees
+
+
+def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do() -> None:
+    """A random history through intake, allocator and order stage (in-memory harness, each
+    input pumped to quiescence) gives the same allocation decisions as the replay."""
+    orders, inventory = _random_history(random.Random(11), orders=150)
+    table_records = tables(
+        {"location_id": "WH", "priority": 10, "region": "east", "regions_served": ["east"]},
+        {"location_id": "WEST", "priority": 7, "region": "west", "regions_served": ["west"]},
+        {"location_id": "STORE", "priority": 5, "safety_stock": 1},
+        {"channel_id": "web", "allow_split": True},
+        {"channel_id": "store", "locations": ["STORE", "WH"], "safety_stock": 1},
+    )
+    domain_tables = table_records.tables()
+
+    steps = history([order_step(o) for o in orders], [inventory_step(i) for i in inventory])
+    replayed = run(steps, domain_tables).figures
+    engine = _engine_figures(orders, inventory, domain_tables)
+
+    def decisions(figures: dict[str, Counter[tuple[str, ...]]]) -> dict[tuple[str, ...], int]:
+        return {
+            (channel, *key): n
+            for channel, counts in figures.items()
+            for key, n in counts.items()
+            if key[0] != "orders" and n
+        }
+
+    assert decisions(replayed) == engine
+    assert sum(n for key, n in engine.items() if key[1:] == ("lines", "allocated")) > 20
+    assert sum(n for key, n in engine.items() if key[1:3] == ("reason", "released")) > 0
+
+
+def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    skus, locations = ["A", "B", "C", "D"], ["WH", "WEST", "STORE"]
+    inventory = [
+        received(f"i{n}", n * 40, r.choice(skus), r.choice(locations), r.randint(1, 6)) for n in range(40)
+    ]
+    events: list[dict[str, Any]] = []
+    placed: list[tuple[str, str, list[tuple[str, str, int]], bool]] = []
+    # The order stage reads any rejection as a failed line (a refused pick too); the replay
+    # does not (its line still holds units). Pick each line once, of non-ship-complete
+    # orders only, so no pick is refused for holding too little.
+    picked: set[tuple[str, str]] = set()
+    for n in range(orders):
+        at = n * 10 + 3
+        channel = r.choice(["web", "store", "marketplace"])
+        kind = r.random()
+        if kind < 0.1 and placed:
+            order_id, ch, _, _ = r.choice(placed)
+            events.append(order(f"c{n}", order_id, at, channel=ch, type="cancelled"))
+        elif kind < 0.2 and placed:
+            order_id, ch, lines, ship_complete = r.choice(placed)
+            line = r.choice(lines)
+            if not ship_complete and (order_id, line[0]) not in picked:
+                picked.add((order_id, line[0]))
+                events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
+        else:
+            lines = [(str(i), r.choice(skus), r.randint(1, 4)) for i in range(r.randint(1, 3))]
+            ship_complete = r.random() < 0.3
+            order_id = f"{channel}-{n}"
+            events.append(order(f"o{n}", order_id, at, *lines, channel=channel, ship_complete=ship_complete))
+            placed.append((order_id, channel, lines, ship_complete))
+    return events, inventory
+
+
+def _engine_figures(
+    orders: list[dict[str, Any]], inventory: list[dict[str, Any]], domain_tables: Tables
+) -> dict[tuple[str, ...], int]:
+    """Figures as the replay counts them, from the allocation events the real stages emit."""
+    intake = StageHarness(IntakeStage(SETTINGS))
+    allocator = StageHarness(AllocatorStage(SETTINGS, lambda: domain_tables))
+    order_stage = StageHarness(OrderStage(SETTINGS))
+    requests_topic, allocations_topic = SETTINGS.topic("allocation-requests"), SETTINGS.topic("allocations")
+    allocations = topic_serde(SETTINGS, allocations_topic)
+    emitted: list[dict[str, Any]] = []
+
+    def pump(outputs: list[Any]) -> None:
+        while outputs:
+            requests = [(o.key, o.value) for o in outputs if o.topic == requests_topic]
+            decided = [(o.key, o.value) for o in outputs if o.topic == allocations_topic]
+            outputs = []
+            for key, value in requests:
+                outputs += allocator.feed(requests_topic, [(key, value)])
+            for key, value in decided:
+                event = allocations.decode(value)
+                if event["type"] not in ("accepted", "cancel_requested"):
+                    emitted.append(event)
+                outputs += order_stage.feed(allocations_topic, [(key, value)])
+
+    # the same merge as the replay: by occurred_at, inventory first on a tie
+    merged = sorted(
+        [(i["occurred_at"], 0, n, i) for n, i in enumerate(inventory)]
+        + [(o["occurred_at"], 1, n, o) for n, o in enumerate(orders)],
+        key=lambda item: item[:3],
+    )
+    for _, kind, _, event in merged:
+        raw = json.dumps(event).encode()
+        if kind == 0:
+            pump(allocator.feed(SETTINGS.topic("inventory"), [(event["sku"].encode(), raw)]))
+        else:
+            pump(intake.feed(SETTINGS.topic("orders"), [(event["order_id"].encode(), raw)]))
+    assert not intake.dead_letters and not allocator.dead_letters
+
+    figures: Counter[tuple[str, ...]] = Counter()
+    lines: dict[tuple[str, str, str, str], set[str | None]] = {}
+    for e in emitted:
+        channel, kind = e["channel"], e["type"]
+        figures[channel, "units", kind] += e["qty"]
+        key = (e["cause_event_id"], e["order_id"], e["line_id"], kind)
+        if key not in lines:
+            lines[key] = {e["location"]}
+            figures[channel, "lines", kind] += 1
+            if e["reason"] is not None:
+                figures[channel, "reason", kind, e["reason"]] += 1
+        elif e["location"] not in lines[key]:
+            if kind == "allocated" and len(lines[key]) == 1:
+                figures[channel, "split"] += 1
+            lines[key].add(e["location"])
+    return {key: n for key, n in figures.items() if n}

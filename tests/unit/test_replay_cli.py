@@ -1,0 +1,183 @@
+"""`streamalloc replay` on files, through the real CLI (click's runner): no broker needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from streamalloc.cli import main
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+T0 = 1_764_000_000_000
+
+# The scenario of test_replay.py: widening web's allow-list and letting it split moves two
+# orders (web-2 gets its line 2 across two locations, so web-3 finds no stock left).
+INVENTORY = [
+    {"event_id": "i1", "type": "received", "sku": "A", "location": "WH", "qty": 2, "occurred_at": T0 + 1},
+    {"event_id": "i2", "type": "received", "sku": "A", "location": "STORE", "qty": 2, "occurred_at": T0 + 2},
+    {"event_id": "i3", "type": "received", "sku": "B", "location": "WH", "qty": 5, "occurred_at": T0 + 3},
+]
+ORDERS = [
+    {"event_id": "o1", "type": "placed", "order_id": "web-1", "channel": "web", "occurred_at": T0 + 10,
+     "lines": [{"line_id": "1", "sku": "A", "qty": 1}]},
+    {"event_id": "o2", "type": "placed", "order_id": "web-2", "channel": "web", "occurred_at": T0 + 20,
+     "ship_complete": True,
+     "lines": [{"line_id": "1", "sku": "B", "qty": 1}, {"line_id": "2", "sku": "A", "qty": 3}]},
+    {"event_id": "o3", "type": "placed", "order_id": "web-3", "channel": "web", "occurred_at": T0 + 30,
+     "lines": [{"line_id": "1", "sku": "A", "qty": 1}]},
+    {"event_id": "o4", "type": "cancelled", "order_id": "web-1", "channel": "web", "occurred_at": T0 + 40},
+    {"event_id": "o5", "type": "placed", "order_id": "web-5", "channel": "web", "occurred_at": T0 + 50,
+     "lines": [{"line_id": "1", "sku": "A", "qty": 1}]},
+    {"event_id": "o6", "type": "placed", "order_id": "store-1", "channel": "store", "occurred_at": T0 + 60,
+     "lines": [{"line_id": "1", "sku": "B", "qty": 2}]},
+]  # fmt: skip
+LOCATIONS = [{"location_id": "WH", "priority": 10}, {"location_id": "STORE", "priority": 5}]
+CHANNELS = [{"channel_id": "web", "locations": ["WH"]}]
+POLICY = [{"channel_id": "web", "locations": None, "allow_split": True}]
+
+
+def write(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+@pytest.fixture
+def files(tmp_path: Path) -> dict[str, Path]:
+    return {
+        "orders": write(tmp_path / "orders.jsonl", ORDERS),
+        "inventory": write(tmp_path / "inventory.jsonl", INVENTORY),
+        "locations": write(tmp_path / "locations.jsonl", LOCATIONS),
+        "channels": write(tmp_path / "channels.jsonl", CHANNELS),
+        "policy": write(tmp_path / "policy.jsonl", POLICY),
+    }
+
+
+def replay(*args: str | Path) -> Result:
+    # no cluster configured, whatever the environment of the test run says
+    env = {"STREAMALLOC_BOOTSTRAP": None}
+    return CliRunner().invoke(main, ["replay", *(str(a) for a in args)], env=env, catch_exceptions=False)
+
+
+def file_args(files: dict[str, Path]) -> list[str | Path]:
+    return [
+        "--orders", files["orders"], "--inventory", files["inventory"],
+        "--baseline", files["locations"], "--baseline", files["channels"],
+        "--policy", files["policy"],
+    ]  # fmt: skip
+
+
+def test_json_gives_each_channels_figures_and_the_difference(files: dict[str, Path]) -> None:
+    result = replay(*file_args(files), "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+
+    assert data["inputs"]["order_events"] == 6 and data["inputs"]["inventory_events"] == 3
+    assert data["inputs"]["locations"] == 2 and data["inputs"]["channels"] == 1
+    assert data["policy_changes"] == ['channel web: allow_split false -> true, locations ["WH"] -> null']
+    web = data["channels"]["web"]
+    assert web["baseline"]["lines"] == {"allocated": 4, "backordered": 0, "rejected": 1, "released": 2}
+    assert web["what_if"]["lines"] == {"allocated": 4, "backordered": 0, "rejected": 1, "released": 1}
+    assert web["difference"]["lines"] == {"allocated": 0, "backordered": 0, "rejected": 0, "released": -1}
+    assert web["baseline"]["reasons"]["rejected"] == {"insufficient_stock": 1}
+    assert web["difference"]["reasons"]["released"] == {"cancelled": 0, "ship_complete_failed": -1}
+    assert (web["baseline"]["split"], web["what_if"]["split"], web["difference"]["split"]) == (0, 1, 1)
+    assert web["baseline"]["units"]["allocated"] == 4 and web["what_if"]["units"]["allocated"] == 6
+    assert web["orders_changed"] == 2
+    store = data["channels"]["store"]
+    assert store["baseline"] == store["what_if"] and store["orders_changed"] == 0
+    assert data["total"]["difference"]["units"]["allocated"] == 2
+    assert [e["order_id"] for e in data["examples"]] == ["web-2", "web-3"]
+    assert data["examples"][0]["lines"][1] == {
+        "line_id": "2",
+        "baseline": "rejected (insufficient_stock)",
+        "what_if": "allocated STORE:2+WH:1",
+    }
+
+
+def test_the_table_shows_baseline_what_if_and_change_per_channel(files: dict[str, Path]) -> None:
+    result = replay(*file_args(files), "--examples", "1")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+
+    def row(label: str, after: str) -> list[str]:
+        start = next(i for i, line in enumerate(lines) if line.split()[:1] == [after])
+        return next(line.split() for line in lines[start:] if label in line.split())
+
+    # columns: allocated, rejected, backordered, released, split, units allocated
+    assert row("baseline", "web")[-6:] == ["4", "1", "0", "2", "0", "4"]
+    assert row("what-if", "web")[-6:] == ["4", "1", "0", "1", "1", "6"]
+    assert row("change", "web")[-6:] == ["0", "0", "0", "-1", "+1", "+2"]
+    assert row("change", "store")[-6:] == ["0"] * 6
+    text = result.stdout
+    assert 'channel web: allow_split false -> true, locations ["WH"] -> null' in text
+    assert "ship_complete_failed" in text
+    assert "2 order(s) changed outcome; the first 1" in text
+    assert "web-2" in text and "web-3" not in text.split("changed outcome")[1]
+
+
+def test_the_example_data_replays(tmp_path: Path) -> None:
+    policy = write(tmp_path / "policy.jsonl", [{"channel_id": "store", "pool_share": None}])
+    result = replay(
+        "--orders", EXAMPLES / "orders.jsonl", "--inventory", EXAMPLES / "inventory.jsonl",
+        "--baseline", EXAMPLES / "locations.jsonl", "--baseline", EXAMPLES / "channels.jsonl",
+        "--policy", policy, "--json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["inputs"]["order_events"] == len((EXAMPLES / "orders.jsonl").read_text().splitlines())
+    assert set(data["channels"]) >= {"web", "store", "marketplace"}
+
+
+def test_a_bad_policy_line_is_refused_with_file_and_line(files: dict[str, Path], tmp_path: Path) -> None:
+    bad = tmp_path / "bad-policy.jsonl"
+    bad.write_text(
+        json.dumps({"channel_id": "web", "allow_split": True})
+        + "\n\n"
+        + json.dumps({"channel_id": "store", "pool_share": "half"})
+        + "\n"
+    )
+    args = [*file_args(files)[:-1], bad]
+    result = replay(*args)
+    assert result.exit_code == 1
+    message = result.stderr.replace("\n", "")  # rich folds a long path
+    assert f"{bad}:3" in message and "pool_share" in message
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("{not json", "not JSON"),
+        ('["a list"]', "expected a JSON object"),
+        ('{"priority": 3}', "either location_id (a location) or channel_id"),
+    ],
+)
+def test_policy_lines_that_are_not_records_are_refused(
+    files: dict[str, Path], tmp_path: Path, line: str, expected: str
+) -> None:
+    bad = write(tmp_path / "p.jsonl", POLICY)
+    bad.write_text(bad.read_text() + line + "\n")
+    result = replay(*file_args(files)[:-1], bad)
+    assert result.exit_code == 1
+    message = result.stderr.replace("\n", "")
+    assert f"{bad}:2" in message and expected in " ".join(result.stderr.split())
+
+
+def test_an_order_intake_would_refuse_is_refused_with_file_and_line(files: dict[str, Path]) -> None:
+    orders = files["orders"]
+    placed_without_lines = {**ORDERS[0], "event_id": "o9", "lines": []}
+    orders.write_text(orders.read_text() + json.dumps(placed_without_lines) + "\n")
+    result = replay(*file_args(files))
+    assert result.exit_code == 1
+    assert f"{orders}:7" in result.stderr.replace("\n", "")
+    assert "needs at least one line" in " ".join(result.stderr.split())
+
+
+def test_reading_topics_without_a_cluster_says_what_to_pass(files: dict[str, Path]) -> None:
+    result = replay("--policy", files["policy"])
+    assert result.exit_code == 1
+    message = " ".join(result.stderr.split())
+    assert "--bootstrap" in message and "--orders, --inventory and --baseline" in message
