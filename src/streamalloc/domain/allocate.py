@@ -8,9 +8,9 @@ Among the usable locations (online, not stale) the channel may use, with units a
 4. then location id (so equal candidates always resolve the same way).
 
 A line goes to one location. Only a channel with `allow_split` may spread a line that no
-single location can hold, taking the candidates in the same order, which uses the fewest
-locations a greedy choice can. A line is never partly allocated: it gets all its units or
-none.
+single location can hold: over the fewest locations that can hold it, and among those the
+best ranked, in the same order. A line is never partly allocated: it gets all its units
+or none.
 
 Available at a location excludes the free units of expired lots. The channel's ATS
 bounds every allocation: available at the locations it may use, less its safety stock,
@@ -187,9 +187,12 @@ def _split(
     region: str | None,
     now: int,
 ) -> Choice:
-    """No single location holds the line: take from the best candidates first.
+    """No single location holds the line: the fewest locations that do, best ranked first.
 
-    The caller checked that the pool covers qty, so the line is always completed.
+    The number of parts k is the fewest whose largest availables cover qty. Candidates are
+    then taken in rank order, each only if the line can still be completed with the parts
+    left (what it gives plus the largest availables after it), and as much as it has. The
+    caller checked that the pool covers qty, so the line is always completed.
     """
     ranked: list[tuple[bool, int, int, str]] = []
     for location_id, balance in balances.items():
@@ -201,12 +204,22 @@ def _split(
             # Negated so an ascending sort puts the preferred first, ids ascending on ties.
             ranked.append((region not in loc.served, -loc.priority, -available, location_id))
     ranked.sort()
+    availables = [-negative for _, _, negative, _ in ranked]
+    slots, covered = 0, 0
+    for available in sorted(availables, reverse=True):
+        slots, covered = slots + 1, covered + available
+        if covered >= qty:
+            break
     parts: list[tuple[str, int]] = []
     remaining = qty
-    for _, _, negative_available, location_id in ranked:
-        take = min(-negative_available, remaining)
+    for i, (_, _, _, location_id) in enumerate(ranked):
+        take = min(availables[i], remaining)
+        rest = sorted(availables[i + 1 :], reverse=True)[: slots - 1]
+        if take + sum(rest) < remaining:
+            continue  # with it, the line would need more locations than it must
         parts.append((location_id, take))
         remaining -= take
+        slots -= 1
         if remaining == 0:
             break
     return tuple(parts)

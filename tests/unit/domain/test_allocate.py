@@ -295,3 +295,17 @@ def test_allocation_is_deterministic() -> None:
         return [e for c in cmds for e in apply(state, c, t, NOW)]
 
     assert run() == run()
+
+
+def test_a_split_uses_the_fewest_locations_before_the_preferred_ones() -> None:
+    # Taking the best ranked first would need three locations (A 3, B 4, then C 1);
+    # C and A hold the line in two.
+    state = stocked(A=3, B=4, C=6)
+    t = tables(
+        online("A", priority=9),
+        online("B", priority=5),
+        online("C", priority=1),
+        channels=(Channel(channel_id="web", allow_split=True),),
+    )
+    decision = apply(state, allocate(qty=8), t, NOW)
+    assert [(e.location, e.qty) for e in allocation_events(decision)] == [("A", 3), ("C", 5)]
