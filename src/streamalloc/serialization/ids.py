@@ -8,7 +8,7 @@ from typing import Any, Protocol
 import fastavro
 
 from streamalloc.errors import SchemaError
-from streamalloc.serialization.schemas import local_ids, parsed_schema, raw_schema
+from streamalloc.serialization.schemas import local_ids, parsed_schema, raw_schema, retired_schemas
 
 #: The registry's "schema not found" error code (HTTP 404).
 _NOT_FOUND = 40403
@@ -33,12 +33,14 @@ class LocalSchemaIds:
     """Ids from schemas/ids.json, so bytes have the registry's shape without a registry.
 
     An id names exactly one writer layout: a change to a schema's parsing canonical form
-    needs a new id in ids.json (tests/unit/serialization/test_compat.py checks this).
+    needs a new id in ids.json, and the retired layout is kept in schemas/history so what
+    it wrote still decodes (tests/unit/serialization/test_compat.py checks this).
     """
 
     def __init__(self) -> None:
         self._ids = local_ids()
         self._by_id = {schema_id: name for name, schema_id in self._ids.items()}
+        self._retired = retired_schemas()
 
     def id_for(self, name: str, topic: str) -> int:
         try:
@@ -48,7 +50,10 @@ class LocalSchemaIds:
 
     def writer_schema(self, schema_id: int) -> Any | None:
         name = self._by_id.get(schema_id)
-        return None if name is None else parsed_schema(name)
+        if name is not None:
+            return parsed_schema(name)
+        retired = self._retired.get(schema_id)
+        return None if retired is None else retired[1]
 
 
 class RegistrySchemaIds:

@@ -23,7 +23,9 @@ compatible: the current schema reads what any earlier version wrote):
     consumers that check them (the allocator, sales channels) refuse or ignore a value
     they do not know with a reason of their own.
 - Local schema ids (schemas/ids.json) name one writer layout each: a change to a
-  schema's parsing canonical form needs a new id (test_compat.py checks this).
+  schema's parsing canonical form needs a new id, and the layout it retires goes to
+  schemas/history/<name>-<old id>.avsc, so records written before the change (a
+  compacted table above all) still decode (test_compat.py checks both).
 """
 
 from __future__ import annotations
@@ -91,3 +93,21 @@ def local_ids() -> dict[str, int]:
     except (OSError, json.JSONDecodeError) as exc:
         raise SchemaError(f"cannot load {path}: {exc}") from exc
     return ids
+
+
+@functools.cache
+def retired_schemas() -> dict[int, tuple[str, Any]]:
+    """Layouts earlier versions wrote under local ids no longer current: id -> (name, parsed)."""
+    retired: dict[int, tuple[str, Any]] = {}
+    folder = schema_dir() / "history"
+    if not folder.is_dir():
+        return retired
+    for path in sorted(folder.glob("*.avsc")):
+        name, _, schema_id = path.stem.rpartition("-")
+        if name not in SCHEMA_NAMES or not schema_id.isdigit():
+            raise SchemaError(f"{path}: a retired schema is named <schema>-<id>.avsc")
+        try:
+            retired[int(schema_id)] = (name, fastavro.parse_schema(json.loads(path.read_text())))
+        except (OSError, ValueError) as exc:
+            raise SchemaError(f"cannot load {path}: {exc}") from exc
+    return retired

@@ -113,3 +113,51 @@ def test_every_field_has_a_doc() -> None:
 
     for name in SCHEMA_NAMES:
         walk(raw_schema(name))
+
+
+def test_every_retired_layout_has_its_own_id_and_decodes_with_the_current_schema() -> None:
+    from streamalloc.serialization.schemas import local_ids, retired_schemas
+
+    current = set(local_ids().values())
+    for schema_id, (name, parsed) in retired_schemas().items():
+        assert schema_id not in current, f"retired {name} layout {schema_id} is still a current id"
+        old = json.loads((REPO / "schemas" / "history" / f"{name}-{schema_id}.avsc").read_text())
+        assert fastavro.parse_schema(old) == parsed
+        assert set(_reads_with_current(old, name)) == {f["name"] for f in raw_schema(name)["fields"]}
+
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_a_changed_layout_got_a_new_id_and_the_old_one_was_kept(name: str) -> None:
+    from fastavro.schema import to_parsing_canonical_form
+
+    from streamalloc.serialization.schemas import retired_schemas
+
+    old = _previous_version(name)
+    if old is None:
+        pytest.skip(f"{name}.avsc has no previous committed version yet")
+    layout = to_parsing_canonical_form(fastavro.parse_schema(old))
+    if layout == to_parsing_canonical_form(parsed_schema(name)):
+        return  # docs or defaults changed, not the layout: the id still names it
+    kept = [i for i, (n, parsed) in retired_schemas().items() if n == name]
+    assert any(to_parsing_canonical_form(retired_schemas()[i][1]) == layout for i in kept), (
+        f"{name}.avsc changed its layout: give it a new id in schemas/ids.json and keep the previous "
+        f"layout as schemas/history/{name}-<its old id>.avsc"
+    )
+
+
+def test_a_record_written_under_a_retired_id_decodes_with_the_current_serde() -> None:
+    from streamalloc.config import Settings
+    from streamalloc.serialization import topic_serde
+    from streamalloc.serialization.schemas import retired_schemas
+
+    settings = Settings()
+    for schema_id, (name, parsed) in retired_schemas().items():
+        topic = {"channel": "channels", "availability": "availability", "location": "locations"}.get(name)
+        if topic is None:
+            continue
+        record = _example(json.loads(json.dumps(parsed)), {})
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, parsed, record)
+        framed = b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
+        decoded = topic_serde(settings, settings.topic(topic)).decode(framed)
+        assert set(decoded) == {f["name"] for f in raw_schema(name)["fields"]}
