@@ -6,6 +6,7 @@ from collections.abc import Iterable
 
 from streamalloc.config import Settings
 from streamalloc.kafka.admin import TopicSpec
+from streamalloc.serialization.contract import CONTRACT
 
 ORDERS = "orders"
 INVENTORY = "inventory"
@@ -15,20 +16,11 @@ ALLOCATION_REQUESTS = "allocation-requests"
 ALLOCATIONS = "allocations"
 AVAILABILITY = "availability"
 ORDER_STATUS = "order-status"
+STOCK_CHANGES = "stock-changes"
 DEAD_LETTER = "dead-letter"
 
 #: Contract topics in the order `topics describe` shows them, with whether they are compacted.
-CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = (
-    (ORDERS, False),
-    (INVENTORY, False),
-    (LOCATIONS, True),
-    (CHANNELS, True),
-    (ALLOCATION_REQUESTS, False),
-    (ALLOCATIONS, False),
-    (AVAILABILITY, True),
-    (ORDER_STATUS, False),
-    (DEAD_LETTER, False),
-)
+CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = tuple((name, c.compacted) for name, c in CONTRACT.items())
 
 #: Global tables are read whole by every worker; one partition keeps their order total.
 GLOBAL_TABLES = (LOCATIONS, CHANNELS)

@@ -50,6 +50,7 @@ CONTRACT: dict[str, TopicContract] = {
         TopicContract("allocations", "allocation", "order_id", "output"),
         TopicContract("availability", "availability", "sku", "output", compacted=True),
         TopicContract("order-status", "order_status", "order_id", "output"),
+        TopicContract("stock-changes", "stock_change", "sku", "output"),
         TopicContract("dead-letter", "dead_letter", None, "output"),
     )
 }

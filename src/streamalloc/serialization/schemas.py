@@ -50,6 +50,7 @@ SCHEMA_NAMES = (
     "availability",
     "order_status",
     "dead_letter",
+    "stock_change",
 )
 
 

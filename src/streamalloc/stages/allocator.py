@@ -41,6 +41,7 @@ from streamalloc.domain import (
     ReleaseLine,
     ReturnLine,
     SkuState,
+    StockChanged,
     Sweep,
     Tables,
     apply,
@@ -77,10 +78,12 @@ class AllocatorStage(BaseStage):
         self._inventory_topic = settings.topic("inventory")
         self._allocations_topic = settings.topic("allocations")
         self._availability_topic = settings.topic("availability")
+        self._stock_changes_topic = settings.topic("stock-changes")
         self._dead_letter_topic = settings.topic("dead-letter")
         self._requests = topic_serde(settings, self._requests_topic)
         self._inventory = topic_serde(settings, self._inventory_topic)
         self._allocations = topic_serde(settings, self._allocations_topic)
+        self._stock_changes = topic_serde(settings, self._stock_changes_topic)
         self._availability = topic_serde(settings, self._availability_topic)
         self._dead_letters = topic_serde(settings, self._dead_letter_topic)
         self._tables = tables
@@ -131,6 +134,12 @@ class AllocatorStage(BaseStage):
                     if type(event) is AllocationEvent:
                         emit(topic, event.order_id.encode(), encode(event.as_record()))
                         on_decision(event.type, event.reason)
+                    elif type(event) is StockChanged:  # the inventory ledger: every change, its cause
+                        emit(
+                            self._stock_changes_topic,
+                            event.sku.encode(),
+                            self._stock_changes.encode(event.as_record()),
+                        )
                     elif type(event) is InventoryRejected:
                         self._reject_inventory(ctx, record, event)
                 if decision.events:

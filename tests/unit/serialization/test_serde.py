@@ -42,6 +42,10 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "lines": [{"line_id": "1", "sku": "TEE", "qty": 2, "allocated": 2, "status": "allocated",
                    "reason": None}],
     },
+    "stock_change": {
+        "event_id": "c1:stock:WH", "cause_event_id": "c1", "sku": "TEE", "location": "WH",
+        "reason": "counted", "on_hand_delta": -2, "on_hand": 3, "occurred_at": 1, "decided_at": 2,
+    },
     "dead_letter": {
         "event_id": "d1", "source_topic": "streamalloc.orders", "partition": 0, "offset": 9,
         "key": b"k", "value": b"\xff", "error": "bad", "failed_at": 4,
