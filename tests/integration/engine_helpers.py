@@ -84,9 +84,16 @@ class Tail:
 class EngineUnderTest:
     """Topics, tables, one worker process and readers of the outputs of one engine."""
 
-    def __init__(self, settings: Settings, tmp: Path) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tmp: Path,
+        locations: list[dict[str, Any]] | None = None,
+        channels: list[dict[str, Any]] | None = None,
+    ) -> None:
         self.settings = settings
         self.tmp = tmp
+        self.tables = {"locations": locations or LOCATIONS, "channels": channels or CHANNELS}
         self.orders_topic = settings.topic("orders")
         self.inventory_topic = settings.topic("inventory")
         self._serdes = {
@@ -99,11 +106,13 @@ class EngineUnderTest:
                 "allocations",
                 "availability",
                 "order-status",
+                "stock-changes",
                 "dead-letter",
             )
         }
         self._producer = Producer(producer_config(settings))
-        self.worker: WorkerProcess | None = None
+        self.worker: WorkerProcess | None = None  # the one started last
+        self.started: list[WorkerProcess] = []  # every one: close() kills those still alive
         self._tails: dict[str, Tail] = {}
 
     # ------------------------------------------------------------ lifecycle
@@ -111,34 +120,39 @@ class EngineUnderTest:
     def prepare(self) -> None:
         """Create the contract topics and publish the global tables (before any worker starts)."""
         ensure_topics(self.settings)
-        for name, rows in (("locations", LOCATIONS), ("channels", CHANNELS)):
-            serde = self._serdes[name]
-            self._send(
-                self.settings.topic(name),
-                [(serde.key_of(row), serde.encode(serde.validate(row))) for row in rows],
-            )
-        for name in ("allocations", "availability", "order-status", "dead-letter"):
+        for name, rows in self.tables.items():
+            self.publish(name, *rows)
+        for name in ("allocations", "availability", "order-status", "stock-changes", "dead-letter"):
             serde = self._serdes[name]
             self._tails[name] = Tail(self.settings, self.settings.topic(name), serde.decode)
 
-    def start(self) -> WorkerProcess:
+    def publish(self, table: str, *rows: dict[str, Any]) -> None:
+        """Publish records to a global table (`locations` or `channels`), as operations do."""
+        serde = self._serdes[table]
+        self._send(
+            self.settings.topic(table),
+            [(serde.key_of(row), serde.encode(serde.validate(row))) for row in rows],
+        )
+
+    def start(self, name: str = "worker", state: str = "state") -> WorkerProcess:
         args = [
             "-m", "streamalloc",
             "--bootstrap", str(self.settings.bootstrap),
             "--prefix", self.settings.topic_prefix,
             "--app-id", self.settings.app_id,
-            "--state-dir", str(self.tmp / "state"),
+            "--state-dir", str(self.tmp / state),
             "--log-level", "INFO",
             "worker",
         ]  # fmt: skip
-        self.worker = WorkerProcess(args, self.tmp / "worker.log")
+        self.worker = WorkerProcess(args, self.tmp / f"{name}.log")
+        self.started.append(self.worker)
         return self.worker
 
     def close(self) -> None:
         for tail in self._tails.values():
             tail.close()
-        if self.worker is not None:
-            self.worker.close()
+        for worker in self.started:
+            worker.close()
 
     # ------------------------------------------------------------ inputs
 
@@ -213,6 +227,10 @@ class EngineUnderTest:
     def statuses(self, order_id: str) -> list[dict[str, Any]]:
         key = order_id.encode()
         return [event for k, event in self._tails["order-status"].poll() if k == key]
+
+    def stock_changes(self, sku: str) -> list[dict[str, Any]]:
+        key = sku.encode()
+        return [event for k, event in self._tails["stock-changes"].poll() if k == key]
 
     def dead_letters(self) -> list[dict[str, Any]]:
         return [event for _, event in self._tails["dead-letter"].poll()]
