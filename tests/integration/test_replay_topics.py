@@ -1,17 +1,25 @@
-"""`streamalloc replay` reading the history and the baseline tables from the topics."""
+"""`streamalloc replay` reading the history and the baseline tables from the topics, and
+predicting what a running engine decides under the baseline and under the policy."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
+from tests.conftest import TestBroker
+from tests.integration.engine_helpers import EngineUnderTest
 from tests.unit.test_replay_cli import CHANNELS, INVENTORY, LOCATIONS, ORDERS, POLICY, write
 
 from streamalloc.cli import main
 from streamalloc.commands.io import produce_file
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
+from streamalloc.replay import CORE_TYPES
 
 
 def test_topics_replay_as_their_files_do(settings: Settings, tmp_path: Path) -> None:
@@ -50,3 +58,117 @@ def test_topics_replay_as_their_files_do(settings: Settings, tmp_path: Path) -> 
     )
     assert topics["channels"] == local["channels"] and topics["examples"] == local["examples"]
     assert topics["channels"]["web"]["difference"]["units"]["allocated"] == 2
+
+
+def engine_figures(engine: EngineUnderTest, order_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """Per channel, what the running engine decided, counted as the replay counts: a line once
+    per decision (cause) of each type, units summed, orders by their last status."""
+    figures: dict[str, dict[str, Any]] = {}
+    for order_id in order_ids:
+        seen: set[tuple[str, str, str]] = set()
+        for event in engine.allocations(order_id):
+            if event["type"] not in CORE_TYPES:
+                continue
+            channel = figures.setdefault(
+                event["channel"], {"lines": Counter(), "units": Counter(), "orders": Counter()}
+            )
+            channel["units"][event["type"]] += event["qty"]
+            decision = (event["cause_event_id"], event["line_id"], event["type"])
+            if decision not in seen:
+                seen.add(decision)
+                channel["lines"][event["type"]] += 1
+        statuses = engine.settled_statuses(order_id)
+        channel_id = next(o["channel"] for o in ORDERS if o["order_id"] == order_id)
+        figures[channel_id]["orders"][statuses[-1]["status"]] += 1
+    return figures
+
+
+def run_history(engine: EngineUnderTest) -> None:
+    """Publish the history as it happened: each event once the engine has settled the last."""
+    engine.send_inventory(*(engine.inventory(**_inventory_fields(e)) for e in INVENTORY))
+    for sku in {e["sku"] for e in INVENTORY}:
+        last = [e for e in INVENTORY if e["sku"] == sku][-1]
+        engine.wait_stock(sku, last["event_id"])
+    for order in ORDERS:
+        published = len(engine.statuses(order["order_id"]))
+        fields = {
+            k: v for k, v in order.items() if k not in ("event_id", "type", "order_id", "lines", "channel")
+        }
+        lines = [{"location": None, "lot": None, **line} for line in order.get("lines", [])]
+        engine.send_orders(
+            engine.order(
+                order["event_id"], order["type"], order["order_id"], lines, order["channel"], **fields
+            )
+        )
+
+        # an order's status goes out once every line is decided and the order stage's releases are done
+        def settled(order_id: str = order["order_id"], before: int = published) -> bool:
+            return len(engine.statuses(order_id)) > before
+
+        engine.wait(settled, f"the status after {order['event_id']}")
+
+
+def _inventory_fields(event: dict[str, Any]) -> dict[str, Any]:
+    rest = {k: v for k, v in event.items() if k not in ("event_id", "type", "sku", "qty")}
+    return {
+        "event_id": event["event_id"],
+        "type_": event["type"],
+        "sku": event["sku"],
+        "qty": event["qty"],
+        **rest,
+    }
+
+
+@pytest.fixture
+def engines(kafka_broker: TestBroker, tmp_path: Path) -> Iterator[dict[str, EngineUnderTest]]:
+    """Two engines on the same history: one under the baseline tables, one under the policy."""
+    policy_channels = [{**c, **p} for c in CHANNELS for p in POLICY if p["channel_id"] == c["channel_id"]]
+    built: dict[str, EngineUnderTest] = {}
+    try:
+        for name, channels in (("baseline", CHANNELS), ("what_if", policy_channels)):
+            built[name] = EngineUnderTest(
+                kafka_broker.settings(state_dir=tmp_path / name / "state"),
+                tmp_path / name,
+                LOCATIONS,
+                channels,
+            )
+            (tmp_path / name).mkdir()
+            built[name].prepare()
+            built[name].start()
+        yield built
+    finally:
+        for engine in built.values():
+            engine.close()
+
+
+def test_the_replay_predicts_what_the_running_engine_decides_under_either_tables(
+    engines: dict[str, EngineUnderTest], tmp_path: Path
+) -> None:
+    for engine in engines.values():
+        run_history(engine)
+    order_ids = list(dict.fromkeys(o["order_id"] for o in ORDERS))
+    actual = {name: engine_figures(engine, order_ids) for name, engine in engines.items()}
+
+    s = engines["baseline"].settings
+    cluster = [
+        "--bootstrap", str(s.bootstrap), "--prefix", s.topic_prefix, "--app-id", s.app_id,
+        "--broker-profile", s.broker_profile,
+    ]  # fmt: skip
+    policy = write(tmp_path / "policy.jsonl", POLICY)
+    result = CliRunner().invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
+    assert result.exit_code == 0, result.output
+    predicted = json.loads(result.stdout)["channels"]
+
+    for run in ("baseline", "what_if"):
+        for channel, figures in actual[run].items():
+            replayed = predicted[channel][run]
+            assert {t: replayed["lines"].get(t, 0) for t in CORE_TYPES} == {
+                t: figures["lines"][t] for t in CORE_TYPES
+            }, run
+            assert {t: replayed["units"].get(t, 0) for t in CORE_TYPES} == {
+                t: figures["units"][t] for t in CORE_TYPES
+            }, run
+            assert {k: v for k, v in replayed["orders"].items() if v} == dict(figures["orders"]), run
+    assert actual["baseline"] != actual["what_if"], (
+        "the policy changes the outcome: the test compares something"
+    )
