@@ -94,6 +94,14 @@ class AuditReport:
     leaked_events: int = 0
     waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
     reallocations: int = 0  # `reallocated` events: units moved to another location
+    released_by_reason: Counter[str] = field(default_factory=Counter)  # final releases (lines)
+    units_by_lot: Counter[str] = field(
+        default_factory=Counter
+    )  # units allocated, by lot (None: ""), moves too
+    inspected: Counter[str] = field(default_factory=Counter)  # units inspected, by result
+    #: events the engine decided on its own, by (cause, type): cause "locations" (a sweep) or "clock"
+    engine_decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
+    expired_units: int = 0  # free units of expired lots in the last availability of each SKU
     kpis: Kpis = field(default_factory=Kpis)
 
     @property
@@ -224,6 +232,8 @@ def _replay_allocations(
         cause = event["cause_event_id"]
         if not _traceable(cause, known):
             report.breach(f"{kind} {event_id} has an unknown cause {cause}")
+        elif cause.startswith(TABLE_CAUSES):
+            report.engine_decisions[(cause.partition(":")[0], kind)] += 1
         if event["line_id"] is None or event["sku"] is None:
             continue
         key = (event["order_id"], event["line_id"])
@@ -272,6 +282,7 @@ def _replay_allocations(
                 line.reallocating = True  # a reallocation may be split over locations too
             line.soft[location] += qty
             final[(line.sku, location)]["allocated"] += qty
+            report.units_by_lot[event.get("lot") or ""] += qty
             line.held_since = decided_at
             line.waiting = line.waiting and line.held < line.qty
             _check_held(report, line, key)
@@ -300,6 +311,7 @@ def _replay_allocations(
                 line.reallocating = line.dangling = True
             else:
                 stats["released"] += 1
+                report.released_by_reason[event.get("reason") or ""] += 1
                 line.released = True
                 line.waiting = False
         elif kind == "fulfilled":
@@ -379,6 +391,7 @@ def _apply_inventory(
         elif kind == "counted":
             buckets["uncheckable"] = 1  # an absolute count depends on interleaving the events do not show
         elif kind == "inspected":
+            report.inspected[event["result"] or ""] += qty
             buckets["quality_control"] -= qty
             buckets["on_hand" if event["result"] == "pass" else "damaged"] += qty
 
@@ -397,6 +410,7 @@ def _check_availability(
                 report.oversold_units = max(report.oversold_units, over)
                 report.breach(f"{record['sku']} at {row['location']}: {over} unit(s) promised beyond on_hand")
     report.checked_skus = len(last)
+    report.expired_units = sum(record.get("totals", {}).get("expired", 0) for record in last.values())
     for sku, record in last.items():
         for row in record["locations"]:
             expected = final.get((sku, row["location"]), Counter())

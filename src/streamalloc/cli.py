@@ -263,7 +263,7 @@ def demo(orders: int, seed: int, crash_at: float | None) -> None:
     """Three channels against scarce stock, two workers, returns and cancellations; then the audit."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from streamalloc.commands.demo import DemoProgress, run_demo
+    from streamalloc.commands.demo import DemoProgress, policy_rows, run_demo
 
     try:
         with kafka_available(_settings(), _say) as settings:
@@ -289,6 +289,11 @@ def demo(orders: int, seed: int, crash_at: float | None) -> None:
                 )
     except StreamallocError as exc:
         _fail(exc)
+    policies = Table("policy", "in this run", box=SIMPLE_HEAD, show_edge=False)
+    for row in policy_rows(report):
+        policies.add_row(*row)
+    out.print(policies)
+    out.print()
     print_audit(report)
     if not report.ok:
         sys.exit(1)

@@ -447,3 +447,29 @@ def test_a_split_over_lots_at_one_location_is_one_decision() -> None:
     report = audit([order("o1", "A", ("1", "S", 2))], [stock("r1", 2)], parts, [snapshot(2, 2)])
     assert report.ok, report.breaches
     assert report.kpis.service_level.served_first == 1
+
+
+def test_the_report_counts_what_each_policy_did() -> None:
+    inspected = {**stock("q1", 1, kind="inspected"), "result": "pass"}
+    failed = {**stock("q2", 1, kind="inspected"), "result": "fail"}
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("o2", "B", ("1", "S", 1))],
+        [stock("r1", 3)],
+        [
+            {**event("allocated", "o1", "1", 2), "lot": "L-SOON"},
+            event("allocated", "o2", "1", 1, order_id="B"),
+            event("released", OFFLINE, "1", 2, reason="reallocated"),
+            event("reallocated", OFFLINE, "1", 2, "ST"),
+            event("released", "clock:expiry:B:1:9", "1", 1, order_id="B", reason="expired"),
+        ],
+        [],
+    )
+    assert report.released_by_reason == {"expired": 1}
+    assert report.units_by_lot == {"L-SOON": 2, "": 3}  # the reallocation's units too
+    assert report.engine_decisions == {
+        ("locations", "released"): 1,
+        ("locations", "reallocated"): 1,
+        ("clock", "released"): 1,
+    }
+    report = audit([], [stock("r1", 2), inspected, failed], [], [])
+    assert report.inspected == {"pass": 1, "fail": 1}

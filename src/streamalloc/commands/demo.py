@@ -25,6 +25,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -335,9 +336,10 @@ def run_demo(
         crash_after = None if crash_at is None else int(expected_lines * crash_at)
         # Operations during the run, at shares of the expected lines: (share, what, done?)
         operations: list[tuple[float, str, Callable[[], None]]] = [
-            (0.35, f"{OFFLINE_LOCATION} goes offline", lambda: _set_location(publisher, "offline")),
+            # early, while the other locations still have stock for the lines it holds
+            (0.15, f"{OFFLINE_LOCATION} goes offline", lambda: _set_location(publisher, "offline")),
+            (0.45, f"{OFFLINE_LOCATION} is back online", lambda: _set_location(publisher, "online")),
             (0.55, "the purchase orders arrive", lambda: _receive_purchase_orders(publisher)),
-            (0.7, f"{OFFLINE_LOCATION} is back online", lambda: _set_location(publisher, "online")),
         ]
         while time.monotonic() < deadline:
             on_progress(progress)
@@ -399,3 +401,44 @@ def run_demo(
     }
     (workdir / "audit.json").write_text(json.dumps(summary, indent=2))
     return report
+
+
+def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
+    """What each policy of the scenario did in this run, as (policy, what happened) rows."""
+    lots = Counter[str]()
+    for lot, units in report.units_by_lot.items():
+        if lot:
+            lots[lot.rsplit("-", 1)[-1]] += units
+    swept = {kind: n for (cause, kind), n in report.engine_decisions.items() if cause == "locations"}
+    backordered = sum(stats["backordered"] for stats in report.per_channel.values())
+    fills = sum(stats["waitlist fills"] for stats in report.per_channel.values())
+    returned = sum(stats["returned"] for stats in report.per_channel.values())
+    return [
+        (
+            "lots, first expiry first",
+            f"at WH-EAST {lots['SOON']} unit(s) allocated from the lots expiring in 2 days, "
+            f"{lots['LATE']} from those expiring in 60 days, {lots['EXPIRED']} from the expired "
+            f"ones; {report.expired_units} expired unit(s) reported in availability",
+        ),
+        (
+            f"{OFFLINE_LOCATION} offline",
+            f"{swept.get('reallocated', 0)} soft allocation(s) moved to other locations, "
+            f"{swept.get('backordered', 0)} left waiting, {report.released_by_reason['location_offline']} "
+            f"released; {swept.get('allocated', 0)} waiting line(s) filled when it came back",
+        ),
+        (
+            "backorders and the waitlist",
+            f"{backordered} line(s) backordered or waitlisted, {fills} filled later "
+            "(from the purchase orders' receipt, releases, expiries, passed inspections)",
+        ),
+        (
+            "reservation expiry",
+            f"{report.released_by_reason['expired']} marketplace line(s) not picked within "
+            f"{RESERVATION_TTL_S['marketplace']} s released (reason expired)",
+        ),
+        (
+            "returns and inspection",
+            f"{returned} line(s) returned into quality control; {report.inspected['pass']} unit(s) passed "
+            f"inspection (back on hand), {report.inspected['fail']} failed (damaged)",
+        ),
+    ]
