@@ -75,7 +75,7 @@ from streamalloc.domain import (
 from streamalloc.domain.model import UNPLACED
 from streamalloc.errors import ValidationError
 from streamalloc.stages.allocator import inventory_command, request_command
-from streamalloc.stages.intake import line_requests
+from streamalloc.stages.intake import check_order, line_requests
 from streamalloc.stages.order_stage import HOLDING, LineView, OrderView
 from streamalloc.stages.tables import channel_of, location_of
 
@@ -126,13 +126,7 @@ def order_step(order: Mapping[str, Any]) -> OrderStep:
 
     Refuses, with ValidationError, what intake would send to the dead-letter topic.
     """
-    lines = order["lines"]
-    if order["type"] in ("placed", "picked", "fulfilled", "returned") and not lines:
-        raise ValidationError(f"a {order['type']} order event needs at least one line")
-    line_ids = [line["line_id"] for line in lines]
-    if len(set(line_ids)) != len(line_ids):
-        twice = next(i for i in line_ids if line_ids.count(i) > 1)
-        raise ValidationError(f"line_id {twice!r} appears twice in order {order['order_id']}")
+    check_order(order)
     commands = tuple(request_command(request) for request in line_requests(dict(order)))
     return OrderStep(
         occurred_at=order["occurred_at"],

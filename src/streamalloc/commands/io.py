@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,23 +26,31 @@ class Prepared:
     value: bytes
 
 
+def jsonl_records(paths: Sequence[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(file:line, JSON object) for every non-blank line of the files, in order; a line that
+    is not a JSON object is refused (ValidationError naming file and line)."""
+    for path in paths:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ValidationError(f"cannot read {path}: {exc}") from exc
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValidationError(f"not JSON: {exc.msg} at column {exc.colno}", where=where) from exc
+            if not isinstance(record, dict):
+                raise ValidationError(f"expected a JSON object, got {type(record).__name__}", where=where)
+            yield where, record
+
+
 def prepare_file(serde: TopicSerde, path: Path) -> list[Prepared]:
     """Validate and encode every line of a JSONL file; refuse the whole file on the first bad line."""
     prepared: list[Prepared] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"cannot read {path}: {exc}") from exc
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ValidationError(f"not JSON: {exc.msg} at column {exc.colno}", where=where) from exc
-        if not isinstance(record, dict):
-            raise ValidationError(f"expected a JSON object, got {type(record).__name__}", where=where)
+    for where, record in jsonl_records([path]):
         try:
             normalised = serde.validate(record)
             prepared.append(Prepared(serde.key_of(normalised), serde.encode(normalised)))

@@ -8,7 +8,6 @@ dead-letter topic is skipped and counted, as the engine skipped it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from rich.console import RenderableType
 from rich.table import Column, Table
 from rich.text import Text
 
+from streamalloc.commands.io import jsonl_records
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError, ValidationError
 from streamalloc.replay import (
@@ -128,7 +128,7 @@ def read_order_files(settings: Settings, paths: Sequence[Path]) -> list[OrderSte
     """Order events from JSONL files, checked as intake checks them; refused on the first bad line."""
     serde = topic_serde(settings, settings.topic("orders"))
     steps: list[OrderStep] = []
-    for where, record in _lines(paths):
+    for where, record in jsonl_records(paths):
         with _at(where):
             steps.append(order_step(serde.validate(record)))
     return steps
@@ -138,7 +138,7 @@ def read_inventory_files(settings: Settings, paths: Sequence[Path]) -> list[Inve
     """Inventory events from JSONL files, checked as the allocator checks them."""
     serde = topic_serde(settings, settings.topic("inventory"))
     steps: list[InventoryStep] = []
-    for where, record in _lines(paths):
+    for where, record in jsonl_records(paths):
         with _at(where):
             steps.append(inventory_step(serde.validate(record)))
     return steps
@@ -152,7 +152,7 @@ def read_table_files(settings: Settings, paths: Sequence[Path]) -> TableRecords:
         "channel": topic_serde(settings, settings.topic("channels")),
     }
     records = TableRecords()
-    for where, record in _lines(paths):
+    for where, record in jsonl_records(paths):
         with _at(where):
             records.add(serdes[table_kind(record)].validate(record))
     return records
@@ -173,26 +173,6 @@ def read_table_topics(settings: Settings, say: Callable[[str], None]) -> tuple[T
             except StreamallocError:
                 skipped += 1
     return records, skipped
-
-
-def _lines(paths: Sequence[Path]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(file:line, JSON object) for every non-blank line of the files, in order."""
-    for path in paths:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ValidationError(f"cannot read {path}: {exc}") from exc
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValidationError(f"not JSON: {exc.msg} at column {exc.colno}", where=where) from exc
-            if not isinstance(record, dict):
-                raise ValidationError(f"expected a JSON object, got {type(record).__name__}", where=where)
-            yield where, record
 
 
 @contextmanager

@@ -9,7 +9,7 @@ and the order stage, which follows every line, sends the releases.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamalloc.config import Settings
@@ -50,15 +50,7 @@ class IntakeStage(BaseStage):
         if value is None:
             raise ValidationError("an order event needs a value")
         order = self._order_serde.decode(value, topic=topic)
-        if order["type"] in ("placed", "picked", "fulfilled", "returned") and not order["lines"]:
-            raise ValidationError(f"a {order['type']} order event needs at least one line")
-        seen: set[str] = set()
-        for line in order["lines"]:
-            if line["line_id"] in seen:
-                raise ValidationError(
-                    f"line_id {line['line_id']!r} appears twice in order {order['order_id']}"
-                )
-            seen.add(line["line_id"])
+        check_order(order)
         return order
 
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
@@ -92,6 +84,17 @@ class IntakeStage(BaseStage):
                 continue
             for request in line_requests(order):
                 emit(requests_topic, request["sku"].encode(), requests.encode(request))
+
+
+def check_order(order: Mapping[str, Any]) -> None:
+    """Refuse (ValidationError) what the schema admits but intake cannot split into lines."""
+    if order["type"] in ("placed", "picked", "fulfilled", "returned") and not order["lines"]:
+        raise ValidationError(f"a {order['type']} order event needs at least one line")
+    seen: set[str] = set()
+    for line in order["lines"]:
+        if line["line_id"] in seen:
+            raise ValidationError(f"line_id {line['line_id']!r} appears twice in order {order['order_id']}")
+        seen.add(line["line_id"])
 
 
 def line_requests(order: dict[str, Any]) -> list[dict[str, Any]]:
