@@ -18,7 +18,10 @@ channel. After every command the invariants of DESIGN.md are checked:
 The engine's own commands are in the sequences too: reservation expiry (`ExpireLine`,
 for lines allocated with a time to live) and sweeps (`Sweep`) under tables where a
 location went offline and another stale, then back. Receipts are sometimes of lots, with
-or without expiry, one of them already expired.
+or without expiry, one of them already expired; channels rotate lots FEFO (the default),
+FIFO or LIFO, and picks sometimes name a lot. Orders carry priorities, so the waitlist
+ranks them, and some steps are two rival requests taken in together, decided in the
+order `domain.contention` gives (one channel yields to higher-ranked ones).
 
 Now and then the changes are written to a dict "store" (and the state kept), or the state
 is rebuilt from those records (as the stage does per batch), so persisting only the dirty
@@ -60,6 +63,7 @@ from streamalloc.domain import (
     Tables,
     apply,
     channel_ats,
+    contend,
 )
 from streamalloc.domain.model import SkuBook
 
@@ -73,10 +77,11 @@ TABLES = Tables.of(
         Location(location_id="L4", regions_served=frozenset({"eu"})),
     ],  # L5 is not in the table
     [
-        Channel(channel_id="shop", locations=frozenset({"L1", "L3"})),
+        Channel(channel_id="shop", locations=frozenset({"L1", "L3"}), lot_policy="FIFO"),
         Channel(channel_id="split", allow_split=True),
         Channel(channel_id="guarded", safety_stock=2, pool_share=0.5),
         Channel(channel_id="waits", backorder_limit=3, waitlist=True, lot_policy="LIFO", priority=2),
+        Channel(channel_id="yields", priority=1, priority_window_ms=100, waitlist=True),
     ],  # "web" is not in the table
 )
 # A sweep runs under these: L2 went offline and L1 stale (the next steps see TABLES again).
@@ -120,6 +125,7 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         mostly(st.none(), locations),
         st.sampled_from((None, "eu", "us")),
         st.sampled_from((None, None, 1)),  # reservation time to live (s)
+        st.sampled_from((0, 0, 1, 3)),  # the order's priority
     )
     line_steps = st.tuples(
         st.sampled_from(("release", "pick", "fulfil", "return")),
@@ -131,6 +137,8 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
     # one_of does not weight its branches evenly: draw the kind of step first, by weight.
     kinds: dict[str, tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = {
         "allocate": (8, allocate_steps),
+        # two requests taken in together: decided in contention order (domain.contention)
+        "rivals": (2, st.tuples(st.just("rivals"), allocate_steps, allocate_steps)),
         "line": (10, line_steps),
         "receive": (
             2,
@@ -186,7 +194,7 @@ def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]])
 
 
 steps = sequences(
-    ("web", "shop", "split", "guarded", "waits"), st.integers(min_value=1, max_value=6), stock=8
+    ("web", "shop", "split", "guarded", "waits", "yields"), st.integers(min_value=1, max_value=6), stock=8
 )
 # Lines larger than any one location, on the splitting channel: multi-location lines throughout.
 split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)
@@ -228,10 +236,10 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
     kind = step[0]
     base = {"event_id": event_id, "occurred_at": NOW, "sku": SKU}
     if kind == "allocate":
-        _, (order, line), qty, channel, location, region, ttl = step
+        _, (order, line), qty, channel, location, region, ttl, *priority = step
         return AllocateLine(
             **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, region=region,
-            reservation_ttl_s=ttl,
+            reservation_ttl_s=ttl, priority=priority[0] if priority else 0,
         )  # fmt: skip
     if kind == "expire":
         _, (order, line), due = step
@@ -255,6 +263,14 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
         return Adjust(**base, location=step[1], qty=step[2], reason=step[3])
     cls = {"receive": Receive, "count": Count, "expect": Expect}[kind]
     return cls(**base, location=step[1], qty=step[2])  # type: ignore[no-any-return]
+
+
+def commands_of(step: tuple[Any, ...], state: SkuState, event_id: str) -> list[Command]:
+    """The commands a step stands for: one, or two rivals in the order they are decided."""
+    if step[0] == "rivals":
+        rivals = [build(resolve(rival, state), f"{event_id}-{i}") for i, rival in enumerate(step[1:])]
+        return contend(rivals, lambda c: c, TABLES)
+    return [build(resolve(step, state), event_id)]
 
 
 def tables_for(cmd: Command, down: bool) -> Tables:
@@ -434,19 +450,22 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
         if step[0] == "repeat":
             if not history:
                 continue
-            cmd = history[step[1] % len(history)]
+            commands = [history[step[1] % len(history)]]
         else:
-            cmd = build(resolve(step, state), f"ev{n}")
-        before = state.copy()
-        tables = tables_for(cmd, step[0] == "sweep" and bool(step[1]))
-        decision = apply(state, cmd, tables, NOW + n)
-        if step[0] == "repeat":
-            assert decision.events == () and snapshot(state) == snapshot(before)
-        check_decision(before, state, cmd, decision, tables)
-        check_state(state)
-        check_repeat_is_a_no_op(state, cmd, tables, NOW + n + 1)
-        if not isinstance(cmd, Sweep):  # a sweep is not an input event: it acts on the tables of the moment
-            history.append(cmd)
+            commands = commands_of(step, state, f"ev{n}")
+        for cmd in commands:
+            before = state.copy()
+            tables = tables_for(cmd, step[0] == "sweep" and bool(step[1]))
+            decision = apply(state, cmd, tables, NOW + n)
+            if step[0] == "repeat":
+                assert decision.events == () and snapshot(state) == snapshot(before)
+            check_decision(before, state, cmd, decision, tables)
+            check_state(state)
+            check_repeat_is_a_no_op(state, cmd, tables, NOW + n + 1)
+            if not isinstance(
+                cmd, Sweep
+            ):  # a sweep is not an input event: it acts on the tables of the moment
+                history.append(cmd)
     store.write(state)
     assert snapshot(store.load()) == snapshot(state)
     # However late it comes back, a command already applied changes nothing.
@@ -481,7 +500,8 @@ def test_a_release_restores_exactly_what_its_allocation_took(
     state = SkuState(SKU)
     for n, step in enumerate(prefix):
         if step[0] not in ("repeat", "reload", "flush"):
-            apply(state, build(resolve(step, state), f"ev{n}"), TABLES, NOW + n)
+            for cmd in commands_of(step, state, f"ev{n}"):
+                apply(state, cmd, TABLES, NOW + n)
     apply(state, Sweep(event_id="settle", occurred_at=NOW, sku=SKU), TABLES, NOW)  # nothing left waiting
     before = snapshot(state)[0]
 
@@ -526,7 +546,8 @@ def test_the_same_sequence_gives_the_same_events(sequence: list[tuple[Any, ...]]
             e
             for n, step in enumerate(sequence)
             if step[0] not in ("repeat", "reload", "flush")
-            for e in apply(state, build(resolve(step, state), f"ev{n}"), TABLES, NOW + n)
+            for cmd in commands_of(step, state, f"ev{n}")
+            for e in apply(state, cmd, TABLES, NOW + n)
         ]
 
     assert run() == run()
