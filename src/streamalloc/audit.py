@@ -28,7 +28,11 @@ Checks:
   fill of a backordered line (an `allocated` with another cause) and a reallocation are
   not decisions, but they need a backorder or a release for reallocation before them;
 - cancelled lines released: no line of a cancelled order still holds units at the end;
-- balances: the final balances replayed from the events equal the last availability record.
+- balances: the final balances replayed from the events equal the last availability record;
+- the ledger (when `stock_changes` are given): every change names a known cause, moves its
+  location by exactly its deltas, and every applied inventory event has one; where a count
+  makes the events alone unable to say the balance, the ledger's last word is checked
+  against the last availability record instead.
 
 The caller leaves out batches that never committed but that a broker showed anyway (a
 crashed worker's last batch on the embedded broker, see runtime/lineage.py); their event
@@ -121,6 +125,7 @@ def audit(
     refused_inventory_ids: Iterable[str] = (),
     *,
     leaked_allocations: Iterable[Mapping[str, Any]] = (),
+    stock_changes: Iterable[Mapping[str, Any]] | None = None,
 ) -> AuditReport:
     report = AuditReport()
     order_events: dict[str, Mapping[str, Any]] = {}
@@ -154,6 +159,8 @@ def audit(
     known.update(event["event_id"] for event in inventory if event["event_id"] not in refused)
     lines, final, end_ms, depleted = _replay_allocations(report, allocations, placed_lines, known)
     _apply_inventory(final, inventory, refused, report)
+    if stock_changes is not None:
+        _check_ledger(report, stock_changes, inventory, refused, known, final)
     for key, line in lines.items():
         if key in placed_lines:
             if len(line.decisions) > 1:
@@ -394,6 +401,66 @@ def _apply_inventory(
             report.inspected[event["result"] or ""] += qty
             buckets["quality_control"] -= qty
             buckets["on_hand" if event["result"] == "pass" else "damaged"] += qty
+
+
+_LEDGER = ("on_hand", "quality_control", "damaged", "incoming")
+
+
+def _check_ledger(
+    report: AuditReport,
+    changes: Iterable[Mapping[str, Any]],
+    inventory: Iterable[Mapping[str, Any]],
+    refused: set[str],
+    known: set[str],
+    final: dict[tuple[str, str], Counter[str]],
+) -> None:
+    """The inventory ledger (`stock-changes`) against the events and itself.
+
+    Each change names a known cause and moves its location from what the last change there
+    left by exactly its deltas; every inventory event applied has its change, and no
+    change is there twice. The ledger's last word on a location is what its balance must
+    be, which also settles the locations a count made uncheckable from the events alone.
+    """
+    balance: dict[tuple[str, str], dict[str, int]] = {}
+    seen: set[str] = set()
+    inventory_causes: set[str] = set()
+    for change in changes:
+        event_id = change["event_id"]
+        if event_id in seen:
+            report.repeats += 1
+            continue
+        seen.add(event_id)
+        report.events["stock.change"] += 1
+        cause = change["cause_event_id"]
+        if cause not in known:
+            report.breach(f"stock change {event_id} has an unknown cause {cause}")
+        if change.get("line_id") is None:
+            inventory_causes.add(cause)
+        where = (change["sku"], change["location"])
+        before = balance.get(where, dict.fromkeys(_LEDGER, 0))
+        after = {bucket: change[bucket] for bucket in _LEDGER}
+        moved = {bucket: before[bucket] + change[f"{bucket}_delta"] for bucket in _LEDGER}
+        if moved != after:
+            report.breach(
+                f"stock change {event_id} at {where}: {before} moved by its deltas is {moved}, not {after}"
+            )
+        balance[where] = after
+    applied = {e["event_id"] for e in inventory if e["event_id"] not in refused}
+    for missing in sorted(applied - inventory_causes):
+        report.breach(f"inventory event {missing} was applied but has no stock change")
+    for where, after in balance.items():
+        buckets = final[where]
+        if buckets.get("uncheckable"):  # a count: the ledger says what the events cannot
+            del buckets["uncheckable"]
+            for bucket in ("on_hand", "quality_control", "damaged"):
+                buckets[bucket] = after[bucket]
+        else:
+            for bucket in ("on_hand", "quality_control", "damaged"):
+                if buckets.get(bucket, 0) != after[bucket]:
+                    report.breach(
+                        f"{where[0]} at {where[1]}: the ledger ends at {bucket}={after[bucket]}, "
+                        f"the events give {buckets.get(bucket, 0)}"
+                    )
 
 
 def _check_availability(

@@ -473,3 +473,35 @@ def test_the_report_counts_what_each_policy_did() -> None:
     }
     report = audit([], [stock("r1", 2), inspected, failed], [], [])
     assert report.inspected == {"pass": 1, "fail": 1}
+
+
+def change(
+    cause: str, on_hand_delta: int, on_hand: int, location: str = "WH", **fields: Any
+) -> dict[str, Any]:
+    """A stock-changes record of SKU S (quality control, damaged and incoming untouched)."""
+    zero = {f"{b}{s}": 0 for b in ("quality_control", "damaged", "incoming") for s in ("", "_delta")}
+    return {
+        "event_id": f"{cause}:stock:{location}", "cause_event_id": cause, "sku": "S", "location": location,
+        "reason": "x", "on_hand_delta": on_hand_delta, "on_hand": on_hand, "line_id": None, **zero, **fields,
+    }  # fmt: skip
+
+
+def test_the_ledger_settles_a_count_the_events_alone_cannot_check() -> None:
+    inventory = [stock("r1", 5), {**stock("c1", 3, kind="counted")}]
+    ledger = [change("r1", 5, 5), change("c1", -2, 3)]
+    report = audit([], inventory, [], [snapshot(3, 0)], stock_changes=ledger)
+    assert report.ok, report.breaches
+    wrong = audit([], inventory, [], [snapshot(4, 0)], stock_changes=ledger)
+    assert any("on_hand=4, the events give 3" in b for b in wrong.breaches), wrong.breaches
+
+
+def test_a_ledger_change_that_does_not_add_up_or_is_missing_is_a_breach() -> None:
+    inventory = [stock("r1", 5), stock("r2", 2)]
+    skipped = audit([], inventory, [], [snapshot(7, 0)], stock_changes=[change("r1", 5, 5)])
+    assert any("inventory event r2 was applied but has no stock change" in b for b in skipped.breaches)
+    jumped = audit(
+        [], inventory, [], [snapshot(7, 0)], stock_changes=[change("r1", 5, 5), change("r2", 2, 8)]
+    )
+    assert any("moved by its deltas" in b for b in jumped.breaches), jumped.breaches
+    unknown = audit([], inventory[:1], [], [snapshot(5, 0)], stock_changes=[change("r9", 5, 5)])
+    assert any("stock change r9:stock:WH has an unknown cause r9" in b for b in unknown.breaches)

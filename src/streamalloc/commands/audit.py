@@ -25,7 +25,8 @@ def run_audit(settings: Settings) -> AuditReport:
     availability = read_with_batches(settings, settings.topic("availability"))
     # A crashed worker's last batch, if the broker leaked it (embedded broker only), is not
     # a decision the engine stands by: its successor redid that input (lineage.py).
-    void = void_batches(batch for batch, _ in allocations + availability if batch is not None)
+    ledger = read_with_batches(settings, settings.topic("stock-changes"))
+    void = void_batches(batch for batch, _ in allocations + availability + ledger if batch is not None)
     leaked = [event for batch, event in allocations if batch in void]
     report = audit(
         orders,
@@ -34,7 +35,8 @@ def run_audit(settings: Settings) -> AuditReport:
         [record for batch, record in availability if batch not in void],
         refused,
         leaked_allocations=leaked,
+        stock_changes=[change for batch, change in ledger if batch not in void],
     )
     report.leaked_batches = len(void)
-    report.leaked_events = len(leaked) + sum(1 for batch, _ in availability if batch in void)
+    report.leaked_events = len(leaked) + sum(1 for batch, _ in availability + ledger if batch in void)
     return report
