@@ -1,0 +1,142 @@
+"""Two runs of one history compared: figures per channel and the orders whose outcome changed."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from streamalloc.domain import Tables
+from streamalloc.replay.history import Step
+from streamalloc.replay.run import CORE_TYPES, SPLIT, Key, RunResult, run
+
+# ---------------------------------------------------------------- the comparison
+
+
+@dataclass(frozen=True, slots=True)
+class ChangedOrder:
+    """An order whose outcome differs: its status in each run and the lines that differ."""
+
+    order_id: str
+    channel: str
+    baseline: str
+    what_if: str
+    lines: tuple[tuple[str, str, str], ...]  # (line_id, baseline outcome, what-if outcome)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "order_id": self.order_id,
+            "channel": self.channel,
+            "baseline": self.baseline,
+            "what_if": self.what_if,
+            "lines": [{"line_id": i, "baseline": b, "what_if": w} for i, b, w in self.lines],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """Two runs of one history: figures per channel (and in total) and the orders that changed."""
+
+    baseline: dict[str, Counter[Key]]
+    what_if: dict[str, Counter[Key]]
+    changed: list[ChangedOrder]  # in history order (when each order was first seen)
+
+    @property
+    def channels(self) -> list[str]:
+        return sorted(set(self.baseline) | set(self.what_if))
+
+    def figures(self, run: Literal["baseline", "what_if"], channel: str | None = None) -> Counter[Key]:
+        """One run's figures for a channel, or summed over every channel (None)."""
+        runs = self.baseline if run == "baseline" else self.what_if
+        if channel is not None:
+            return runs.get(channel, Counter())
+        total: Counter[Key] = Counter()
+        for figures in runs.values():
+            total.update(figures)
+        return total
+
+    def difference(self, channel: str | None = None) -> dict[Key, int]:
+        """What-if minus baseline, for every figure either run has (zeros included)."""
+        before, after = self.figures("baseline", channel), self.figures("what_if", channel)
+        return {key: after[key] - before[key] for key in _keys(before, after)}
+
+    def changed_in(self, channel: str | None = None) -> int:
+        return sum(1 for c in self.changed if channel is None or c.channel == channel)
+
+    def as_json(self, examples: int = 10) -> dict[str, Any]:
+        """The comparison for scripts: figures per channel and in total, and example orders."""
+
+        def entry(channel: str | None) -> dict[str, Any]:
+            before, after = self.figures("baseline", channel), self.figures("what_if", channel)
+            return {
+                "baseline": _nested(before, _keys(before, after)),
+                "what_if": _nested(after, _keys(before, after)),
+                "difference": _nested(self.difference(channel), _keys(before, after)),
+                "orders_changed": self.changed_in(channel),
+            }
+
+        return {
+            "channels": {channel: entry(channel) for channel in self.channels},
+            "total": entry(None),
+            "orders_changed": len(self.changed),
+            "examples": [c.as_json() for c in self.changed[:examples]],
+        }
+
+
+def compare(
+    steps: Sequence[Step],
+    baseline: Tables,
+    what_if: Tables,
+    on_progress: Callable[[int], None] | None = None,
+) -> Comparison:
+    """Run the history under both tables and compare; progress counts steps over both runs."""
+    total = len(steps)
+
+    def second(done: int) -> None:
+        if on_progress is not None:
+            on_progress(total + done)
+
+    before = run(steps, baseline, on_progress)
+    after = run(steps, what_if, second)
+    return Comparison(before.figures, after.figures, changed_orders(before, after))
+
+
+def changed_orders(baseline: RunResult, what_if: RunResult) -> list[ChangedOrder]:
+    """The orders whose status or any line's outcome differs between the runs, in history order
+    (both runs see the same events, so the same orders, first seen in the same order)."""
+    changed: list[ChangedOrder] = []
+    for order_id, before in baseline.orders.items():
+        after = what_if.orders.get(order_id)
+        if after is None or (after.status == before.status and after.lines == before.lines):
+            continue
+        was, now = before.lines, after.lines
+        lines = tuple(
+            (line_id, str(was.get(line_id, "-")), str(now.get(line_id, "-")))
+            for line_id in sorted(was.keys() | now.keys())
+            if was.get(line_id) != now.get(line_id)
+        )
+        changed.append(ChangedOrder(order_id, before.channel, before.status, after.status, lines))
+    return changed
+
+
+def _keys(*figures: Mapping[Key, int]) -> list[Key]:
+    """Every figure either has, plus the core line decisions, in a stable order."""
+    keys: set[Key] = {("lines", t) for t in CORE_TYPES} | {("units", t) for t in CORE_TYPES} | {SPLIT}
+    for f in figures:
+        keys.update(f)
+    return sorted(keys)
+
+
+def _nested(figures: Mapping[Key, int], keys: Iterable[Key]) -> dict[str, Any]:
+    """Flat figures as JSON: {lines: {type: n}, units: {...}, reasons: {type: {reason: n}}, split, orders}."""
+    out: dict[str, Any] = {"lines": {}, "units": {}, "reasons": {}, "split": 0, "orders": {}}
+    for key in keys:
+        value = figures.get(key, 0)
+        if key == SPLIT:
+            out["split"] = value
+        elif key[0] == "reason":
+            out["reasons"].setdefault(key[1], {})[key[2]] = value
+        else:
+            out[key[0]][key[1]] = value
+    return out

@@ -1,0 +1,156 @@
+"""The recorded history as replay steps, and the table records a run is decided under."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from streamalloc.domain import (
+    Channel,
+    Command,
+    Location,
+    Tables,
+)
+from streamalloc.errors import ValidationError
+from streamalloc.stages.allocator import inventory_command, request_command
+from streamalloc.stages.intake import check_order, line_requests
+from streamalloc.stages.tables import channel_of, location_of
+
+# ---------------------------------------------------------------- history
+
+
+@dataclass(frozen=True, slots=True)
+class OrderStep:
+    """One order event, with the per-line commands intake would have made of it."""
+
+    occurred_at: int
+    event_id: str
+    type: str
+    order_id: str
+    channel: str
+    ship_complete: bool
+    commands: tuple[Command, ...]
+
+    @property
+    def whole_order_cancel(self) -> bool:
+        return self.type == "cancelled" and not self.commands
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryStep:
+    """One inventory event as its domain command."""
+
+    occurred_at: int
+    command: Command
+
+
+Step = OrderStep | InventoryStep
+
+
+def order_step(order: Mapping[str, Any]) -> OrderStep:
+    """A decoded order event (topic shape, defaults filled) as a history step.
+
+    Refuses, with ValidationError, what intake would send to the dead-letter topic.
+    """
+    check_order(order)
+    commands = tuple(request_command(request) for request in line_requests(dict(order)))
+    return OrderStep(
+        occurred_at=order["occurred_at"],
+        event_id=order["event_id"],
+        type=order["type"],
+        order_id=order["order_id"],
+        channel=order["channel"],
+        ship_complete=order["ship_complete"],
+        commands=commands,
+    )
+
+
+def inventory_step(event: Mapping[str, Any]) -> InventoryStep:
+    """A decoded inventory event as a history step (ValidationError as the allocator refuses it)."""
+    return InventoryStep(occurred_at=event["occurred_at"], command=inventory_command(dict(event)))
+
+
+def history(orders: Iterable[OrderStep], inventory: Iterable[InventoryStep]) -> list[Step]:
+    """Both inputs merged by occurred_at; on a tie inventory first, then input order."""
+    merged: list[Step] = [*inventory, *orders]
+    merged.sort(key=lambda step: (step.occurred_at, type(step) is OrderStep))  # stable: input order
+    return merged
+
+
+# ---------------------------------------------------------------- tables
+
+TableKind = Literal["location", "channel"]
+
+
+def table_kind(record: Mapping[str, Any]) -> TableKind:
+    """Whether a table record is a location (has location_id) or a channel (has channel_id)."""
+    has_location, has_channel = "location_id" in record, "channel_id" in record
+    if has_location == has_channel:
+        raise ValidationError(
+            "a table record has either location_id (a location) or channel_id (a channel)"
+            + (", not both" if has_location else "")
+        )
+    return "location" if has_location else "channel"
+
+
+@dataclass(frozen=True, slots=True)
+class TableRecords:
+    """Location and channel records by id, as decoded from the tables; later records win."""
+
+    locations: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    channels: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def add(self, record: Mapping[str, Any]) -> TableKind:
+        """Add (or replace) one record; ValidationError if the domain cannot read it."""
+        kind = table_kind(record)
+        try:
+            if kind == "location":
+                location_of(record)
+                self.locations[record["location_id"]] = record
+            else:
+                channel_of(record)
+                self.channels[record["channel_id"]] = record
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValidationError(f"not a valid {kind} record: {exc!r}") from exc
+        return kind
+
+    def overlay(self, policy: TableRecords) -> TableRecords:
+        """These records with `policy`'s on top: a policy record replaces the whole record,
+        as publishing it to the compacted topic would."""
+        return TableRecords({**self.locations, **policy.locations}, {**self.channels, **policy.channels})
+
+    def tables(self) -> Tables:
+        locations: dict[str, Location] = {k: location_of(v) for k, v in self.locations.items()}
+        channels: dict[str, Channel] = {k: channel_of(v) for k, v in self.channels.items()}
+        return Tables(locations=locations, channels=channels)
+
+    def __len__(self) -> int:
+        return len(self.locations) + len(self.channels)
+
+
+def policy_changes(baseline: TableRecords, policy: TableRecords) -> list[str]:
+    """What the policy changes in the baseline, one line per record, e.g.
+    `channel store: pool_share 0.2 -> 0.5`."""
+    changes: list[str] = []
+    for kind, base, new in (
+        ("location", baseline.locations, policy.locations),
+        ("channel", baseline.channels, policy.channels),
+    ):
+        for key in sorted(new):
+            record, before = new[key], base.get(key)
+            if before is None:
+                changes.append(f"{kind} {key}: added")
+                continue
+            fields = [
+                f"{name} {_show(before.get(name))} -> {_show(record.get(name))}"
+                for name in sorted(set(before) | set(record))
+                if before.get(name) != record.get(name)
+            ]
+            changes.append(f"{kind} {key}: " + (", ".join(fields) if fields else "unchanged"))
+    return changes
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
