@@ -43,3 +43,13 @@ def test_a_worker_killed_and_restarted_mid_run_leaves_an_audit_without_breaches(
     if kafka_broker.kind != "embedded":
         assert report.leaked_batches == 0, "real Kafka never shows an uncommitted batch"
     assert sum(stats["allocated"] for stats in report.per_channel.values()) > 0
+
+    # The scenario's policies were at work, and the KPIs cover every placed line.
+    lots = {lot.rsplit("-", 1)[-1]: units for lot, units in report.units_by_lot.items() if lot}
+    assert lots.get("SOON", 0) > 0 and lots.get("EXPIRED", 0) == 0, lots  # first expiry first, expired never
+    assert report.expired_units > 0, "the expired lots are reported in availability"
+    assert report.released_by_reason["expired"] > 0, "marketplace reservations expired"
+    assert report.inspected["pass"] + report.inspected["fail"] > 0, "returns were inspected"
+    assert report.waitlist_fills > 0, "waiting lines were filled later"
+    assert report.kpis.service_level.placed == report.lines_placed
+    assert 0 < (report.kpis.service_level.rate or 0) < 1
