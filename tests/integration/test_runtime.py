@@ -210,6 +210,46 @@ def test_restore_skips_a_leaked_batch_even_after_the_next_owner_committed_past_i
     assert job.skipped == 2
 
 
+def test_a_skipped_batch_the_local_store_already_holds_is_taken_back_by_a_full_restore(
+    counting: Counting,
+) -> None:
+    """Local data may be newer than its checkpoint, and the broker may keep a batch's records
+    but not its consumed offsets: the restore then skips a batch the store already applied.
+
+    Seen in the kill -9 demo on the embedded broker: the killed worker's last batch committed
+    and was applied locally, the checkpoint file lagged, and the group's offsets stayed
+    before the batch, so its successor redid the input but found the lines already decided.
+    """
+    settings = counting.settings
+    producer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-local-test"))
+    producer.init_transactions(30)
+    batches = [
+        (encode_src({(counting.input, 0): 0}, {(counting.input, 0): 10}), [(b"a", b"1"), (b"shared", b"1")]),
+        (encode_src({(counting.input, 0): 10}, {(counting.input, 0): 30}), [(b"x", b"7"), (b"shared", b"7")]),
+    ]
+    for header, records in batches:
+        producer.begin_transaction()
+        for key, value in records:
+            producer.produce(counting.changelog, value, key, partition=0, headers=[(SRC_HEADER, header)])
+        producer.commit_transaction(30)
+    store = InMemoryStore("counts")
+    partition = store.partition(0)
+    partition.write_batch({b"a": b"1", b"x": b"7", b"shared": b"7"})  # both batches applied
+    partition.write_checkpoint(1)  # the checkpoint only records the first batch's first record
+    job = RestoreJob(partition, counting.changelog, {f"{counting.input}:0": 10})  # offsets: before the 2nd
+    restorer = Restorer(consumer_config(settings), Observer())
+    try:
+        restorer.start(job)
+        deadline = time.monotonic() + 30
+        while restorer.active and time.monotonic() < deadline:
+            restorer.step(0.2)
+        assert not restorer.active, "restore did not finish"
+    finally:
+        restorer.close()
+    assert dict(partition.iter_prefix(b"")) == {b"a": b"1", b"shared": b"1"}
+    assert (job.skipped, job.records) == (2, 2), "the second pass restored from the start"
+
+
 def test_two_workers_one_killed_survivor_restores_and_counts_stay_exact(counting: Counting) -> None:
     counting.send(40_000, keys=400)
     with processes() as running:

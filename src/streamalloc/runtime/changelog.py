@@ -27,6 +27,12 @@ records that it was kept, so every later restore agrees. The header also names t
 writer (the task's incarnation): the restore tells batches apart by their headers, and a
 leaked punctuation and the next owner's punctuation can have the same ranges and base.
 
+A restore that skips a batch while it began on local data starts over from an empty
+store: the local data may be newer than its checkpoint and already hold that batch (the
+embedded broker can keep a batch's records but not its consumed offsets, so a batch the
+worker applied looks uncommitted to the next owner), and a replay from the checkpoint
+cannot take writes back.
+
 So a restore holds each batch's records until the next batch, or the end of the
 changelog, settles it. Checking only "does the batch end before the committed offsets"
 is not enough: once the next owner commits past it, a leaked batch would pass that test
@@ -118,6 +124,10 @@ class RestoreJob:
     records: int = 0
     skipped: int = 0
     next_offset: int = 0
+    #: this pass began on local data (a checkpoint, maybe older than the data) or on nothing
+    on_local_data: bool = False
+    #: this pass skipped a batch although it began on local data (see `needs_full_restore`)
+    skipped_past_checkpoint: bool = False
     _held: list[ChangelogRecord] = field(default_factory=list)
     _held_header: bytes | None = None
     _held_from: int = 0
@@ -141,6 +151,26 @@ class RestoreJob:
         return self._settle(None, at_end=True)
 
     @property
+    def needs_full_restore(self) -> bool:
+        """Whether this pass must be redone from an empty store.
+
+        Local data may be newer than its checkpoint (the checkpoint file is written after the
+        data): replaying from the checkpoint is idempotent for batches it keeps, but cannot
+        take back one it skips. The embedded broker can acknowledge a commit whose consumed
+        offsets it then does not keep (seen in the kill -9 demo: a batch committed and applied
+        locally, its input offsets back where they were), so the restore skips a batch the
+        store already holds. Only a restore from nothing is sure to leave it out.
+        """
+        return self.skipped_past_checkpoint
+
+    def restart_from_scratch(self) -> None:
+        self.next_offset = 0
+        self.on_local_data = False
+        self.records = self.skipped = 0
+        self.skipped_past_checkpoint = False
+        self._held, self._held_header, self._held_from = [], None, 0
+
+    @property
     def safe_offset(self) -> int:
         """Where a restore may resume: before any record that is still held."""
         return self._held_from if self._held else self.next_offset
@@ -160,6 +190,8 @@ class RestoreJob:
         if keep:
             return held
         self.skipped += len(held)
+        if self.on_local_data:
+            self.skipped_past_checkpoint = True
         _log.info(
             "skipped a batch that never committed",
             extra={"topic": self.topic, "partition": self.partition.partition, "records": len(held)},
@@ -188,6 +220,7 @@ class Restorer:
         partition = job.partition
         start = partition.checkpoint_offset or 0
         job.next_offset = start
+        job.on_local_data = partition.checkpoint_offset is not None
         partition.mark_restoring()
         self._jobs[(job.topic, partition.partition)] = job
         self._consumer.incremental_assign([TopicPartition(job.topic, partition.partition, start)])
@@ -214,7 +247,10 @@ class Restorer:
                 if error.code() == KafkaError._PARTITION_EOF:
                     job.next_offset = max(job.next_offset, msg.offset())
                     self._flush(job, pending.pop(key, []) + job.at_end())
-                    done.append(job)
+                    if job.needs_full_restore:
+                        self._from_scratch(job)
+                    else:
+                        done.append(job)
                     continue
                 raise error_to_exception(error)
             record_key = msg.key()
@@ -230,6 +266,17 @@ class Restorer:
         for job in done:
             self._finish(job)
         return done
+
+    def _from_scratch(self, job: RestoreJob) -> None:
+        _log.warning(
+            "a skipped batch may be in the local store: restoring it from the start",
+            extra={"topic": job.topic, "partition": job.partition.partition},
+        )
+        job.partition.wipe()
+        job.restart_from_scratch()
+        tp = TopicPartition(job.topic, job.partition.partition, 0)
+        self._consumer.incremental_unassign([tp])
+        self._consumer.incremental_assign([tp])
 
     def _flush(self, job: RestoreJob, records: list[ChangelogRecord]) -> None:
         if records:
