@@ -183,6 +183,17 @@ class ExpireLine:
     line_id: str
     sku: str
 
+    @classmethod
+    def due(cls, sku: str, order_id: str, line_id: str, due: int) -> ExpireLine:
+        """The timer of the line due at `due`; its id names the clock, the line and the time."""
+        return cls(
+            event_id=f"clock:expiry:{order_id}:{line_id}:{due}",
+            occurred_at=due,
+            order_id=order_id,
+            line_id=line_id,
+            sku=sku,
+        )
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Sweep:

@@ -164,14 +164,7 @@ class _Run:
             timer = heapq.heappop(timers)
             self._timer_set.discard(timer)
             due, sku, order_id, line_id = timer
-            command = ExpireLine(
-                event_id=f"clock:expiry:{order_id}:{line_id}:{due}",
-                occurred_at=due,
-                order_id=order_id,
-                line_id=line_id,
-                sku=sku,
-            )
-            self._decide([command], due)
+            self._decide([ExpireLine.due(sku, order_id, line_id, due)], due)
 
     def _order(self, order_id: str, channel: str) -> _Order:
         order = self.orders.get(order_id)

@@ -184,14 +184,7 @@ class AllocatorStage(BaseStage):
         for key, due, sku, order_id, line_id in due_timers(txn, now, _TIMERS_PER_PUNCTUATION):
             txn.delete(key)
             acted = True
-            command = ExpireLine(
-                event_id=f"clock:expiry:{order_id}:{line_id}:{due}",
-                occurred_at=due,
-                order_id=order_id,
-                line_id=line_id,
-                sku=sku,
-            )
-            self._decide(ctx, txn, sku, command, tables, now)
+            self._decide(ctx, txn, sku, ExpireLine.due(sku, order_id, line_id, due), tables, now)
         return acted
 
     def _decide(
