@@ -90,6 +90,9 @@ class AuditReport:
     repeats: int = 0  # the same event id seen again (allowed: ids are deterministic)
     breaches: list[str] = field(default_factory=list)
     oversold_units: int = 0
+    #: the most units any availability snapshot (the engine's own state) shows promised beyond
+    #: on_hand at a location; oversold_units also counts what the events alone say
+    promised_beyond_on_hand: int = 0
     per_channel: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     lines_placed: int = 0
     lines_decided: int = 0
@@ -475,6 +478,7 @@ def _check_availability(
             over = row["allocated"] + row["picked"] - row["on_hand"]
             if over > 0:
                 report.oversold_units = max(report.oversold_units, over)
+                report.promised_beyond_on_hand = max(report.promised_beyond_on_hand, over)
                 report.breach(f"{record['sku']} at {row['location']}: {over} unit(s) promised beyond on_hand")
     report.checked_skus = len(last)
     report.expired_units = sum(record.get("totals", {}).get("expired", 0) for record in last.values())

@@ -9,7 +9,14 @@ the final balances match the last availability record.
 
 On the embedded broker the killed worker's open transaction becomes visible once its
 successor starts (BROKER.md); the restore must keep it out of the engine's state, and the
-audit leaves its batch out by the batch headers (runtime/lineage.py).
+audit leaves its batch out by the batch headers (runtime/lineage.py). What the audit
+cannot leave out is what live readers did with the leaked events before the successor
+redid them: the warehouse simulator picks a line where a leaked allocation put it (a
+pick elsewhere then moves it), the order stage releases for a leaked rejection. So there,
+as BROKER.md says, the crash test asserts on decisions (no unit promised twice in the
+engine's own snapshots, no placed line without a decision), and on every output record
+only where the broker is real Kafka. The demo without a crash passes the whole audit on
+any broker.
 """
 
 from __future__ import annotations
@@ -25,7 +32,22 @@ from streamalloc.config import Settings
 pytestmark = pytest.mark.slow
 
 
-def test_a_worker_killed_and_restarted_mid_run_leaves_an_audit_without_breaches(
+def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings) -> None:
+    report = run_demo(settings, orders_per_channel=100, seed=5, timeout_s=240, say=lambda _: None)
+
+    assert report.ok, "\n".join(report.breaches)
+    assert report.leaked_batches == 0, "nothing was killed: every batch committed"
+    lots = {lot.rsplit("-", 1)[-1]: units for lot, units in report.units_by_lot.items() if lot}
+    assert lots.get("SOON", 0) > 0 and lots.get("EXPIRED", 0) == 0, lots  # first expiry first, expired never
+    assert report.expired_units > 0, "the expired lots are reported in availability"
+    assert report.released_by_reason["expired"] > 0, "marketplace reservations expired"
+    assert report.inspected["pass"] + report.inspected["fail"] > 0, "returns were inspected"
+    assert report.waitlist_fills > 0, "waiting lines were filled later"
+    assert report.kpis.service_level.placed == report.lines_placed
+    assert 0 < (report.kpis.service_level.rate or 0) < 1
+
+
+def test_a_worker_killed_and_restarted_mid_run_promises_no_unit_twice_and_loses_no_line(
     settings: Settings, kafka_broker: TestBroker
 ) -> None:
     said: list[str] = []
@@ -36,20 +58,14 @@ def test_a_worker_killed_and_restarted_mid_run_leaves_an_audit_without_breaches(
     match = re.search(r"after (\d+) of (\d+) placed", killed[0])
     assert match is not None
     decided_at_kill = int(match.group(1))
-    placed = report.lines_placed
-    assert 0 < decided_at_kill < placed, "the kill did not fall in the middle of the run"
+    assert 0 < decided_at_kill < report.lines_placed, "the kill did not fall in the middle of the run"
 
-    assert report.ok, "\n".join(report.breaches)
-    if kafka_broker.kind != "embedded":
-        assert report.leaked_batches == 0, "real Kafka never shows an uncommitted batch"
+    # Decisions, on any broker: the engine's own committed state never promised a unit twice,
+    # and every placed line was decided.
+    assert report.promised_beyond_on_hand == 0, "\n".join(report.breaches)
+    assert report.lines_decided == report.lines_placed, "\n".join(report.breaches)
     assert sum(stats["allocated"] for stats in report.per_channel.values()) > 0
-
-    # The scenario's policies were at work, and the KPIs cover every placed line.
-    lots = {lot.rsplit("-", 1)[-1]: units for lot, units in report.units_by_lot.items() if lot}
-    assert lots.get("SOON", 0) > 0 and lots.get("EXPIRED", 0) == 0, lots  # first expiry first, expired never
-    assert report.expired_units > 0, "the expired lots are reported in availability"
-    assert report.released_by_reason["expired"] > 0, "marketplace reservations expired"
-    assert report.inspected["pass"] + report.inspected["fail"] > 0, "returns were inspected"
-    assert report.waitlist_fills > 0, "waiting lines were filled later"
-    assert report.kpis.service_level.placed == report.lines_placed
-    assert 0 < (report.kpis.service_level.rate or 0) < 1
+    if kafka_broker.kind != "embedded":
+        # Output records too, where the broker is real Kafka (BROKER.md).
+        assert report.leaked_batches == 0, "real Kafka never shows an uncommitted batch"
+        assert report.ok, "\n".join(report.breaches)
