@@ -261,19 +261,11 @@ def worker(http_host: str | None, http_port: int | None, create_topics: bool) ->
 )
 def demo(orders: int, seed: int, crash_at: float | None) -> None:
     """Three channels against scarce stock, two workers, returns and cancellations; then the audit."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from streamalloc.commands.demo import DemoProgress, policy_rows, run_demo
 
     try:
         with kafka_available(_settings(), _say) as settings:
-            with Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=console,
-                transient=True,
-            ) as bar:
+            with _counting_bar() as bar:
                 task = bar.add_task("order lines decided", total=orders * 3)
 
                 def show(p: DemoProgress) -> None:
@@ -297,6 +289,20 @@ def demo(orders: int, seed: int, crash_at: float | None) -> None:
     print_audit(report)
     if not report.ok:
         sys.exit(1)
+
+
+def _counting_bar(*, disable: bool = False) -> Any:
+    """A transient progress bar that counts done of total (rich.progress.Progress)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        console=console,
+        transient=True,
+        disable=disable,
+    )
 
 
 @main.command()
@@ -530,8 +536,6 @@ def replay(
     import json
     from contextlib import nullcontext
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
     from streamalloc.commands.replay import load_inputs, needs_topics, replay_json, replay_report
     from streamalloc.errors import ConfigError
     from streamalloc.replay import compare
@@ -549,14 +553,7 @@ def replay(
                 ready, orders=orders, inventory=inventory, baseline=baseline, policy=policy, say=_say
             )
         steps = inputs.steps
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            console=console,
-            transient=True,
-            disable=len(steps) < 20_000,
-        ) as bar:
+        with _counting_bar(disable=len(steps) < 20_000) as bar:
             task = bar.add_task("events replayed (baseline, then what-if)", total=2 * len(steps))
             comparison = compare(
                 steps,

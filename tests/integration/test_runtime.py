@@ -171,6 +171,35 @@ def test_kill9_mid_run_state_equals_recomputation_from_committed_input(counting:
     assert counting.highest_output() == dict(counting.sent)
 
 
+def write_changelog(
+    counting: Counting, batches: list[tuple[tuple[int, int], list[tuple[bytes, bytes]]]]
+) -> None:
+    """Each batch as one committed transaction on changelog partition 0: ((first, next) input
+    offsets of the counting input, its records)."""
+    settings = counting.settings
+    producer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-changelog-test"))
+    producer.init_transactions(30)
+    for (first, end), records in batches:
+        header = encode_src({(counting.input, 0): first}, {(counting.input, 0): end})
+        producer.begin_transaction()
+        for key, value in records:
+            producer.produce(counting.changelog, value, key, partition=0, headers=[(SRC_HEADER, header)])
+        producer.commit_transaction(30)
+
+
+def restore(counting: Counting, job: RestoreJob) -> None:
+    """Run a restore job to its end against the real broker."""
+    restorer = Restorer(consumer_config(counting.settings), Observer())
+    try:
+        restorer.start(job)
+        deadline = time.monotonic() + 30
+        while restorer.active and time.monotonic() < deadline:
+            restorer.step(0.2)
+        assert not restorer.active, "restore did not finish"
+    finally:
+        restorer.close()
+
+
 def test_restore_skips_a_leaked_batch_even_after_the_next_owner_committed_past_it(
     counting: Counting,
 ) -> None:
@@ -182,30 +211,17 @@ def test_restore_skips_a_leaked_batch_even_after_the_next_owner_committed_past_i
     committed input offsets are now past the leaked batch's end, so only the input ranges
     in the headers can tell it apart.
     """
-    settings = counting.settings
-    producer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-leak-test"))
-    producer.init_transactions(30)
-    batches = [
-        (encode_src({(counting.input, 0): 0}, {(counting.input, 0): 10}), [(b"a", b"1"), (b"shared", b"1")]),
-        (encode_src({(counting.input, 0): 10}, {(counting.input, 0): 30}), [(b"x", b"7"), (b"shared", b"7")]),
-        (encode_src({(counting.input, 0): 10}, {(counting.input, 0): 40}), [(b"b", b"2"), (b"c", b"2")]),
-    ]
-    for header, records in batches:
-        producer.begin_transaction()
-        for key, value in records:
-            producer.produce(counting.changelog, value, key, partition=0, headers=[(SRC_HEADER, header)])
-        producer.commit_transaction(30)
+    write_changelog(
+        counting,
+        [
+            ((0, 10), [(b"a", b"1"), (b"shared", b"1")]),
+            ((10, 30), [(b"x", b"7"), (b"shared", b"7")]),
+            ((10, 40), [(b"b", b"2"), (b"c", b"2")]),
+        ],
+    )
     store = InMemoryStore("counts")
     job = RestoreJob(store.partition(0), counting.changelog, {f"{counting.input}:0": 40})
-    restorer = Restorer(consumer_config(settings), Observer())
-    try:
-        restorer.start(job)
-        deadline = time.monotonic() + 30
-        while restorer.active and time.monotonic() < deadline:
-            restorer.step(0.2)
-        assert not restorer.active, "restore did not finish"
-    finally:
-        restorer.close()
+    restore(counting, job)
     assert dict(store.partition(0).iter_prefix(b"")) == {b"a": b"1", b"shared": b"1", b"b": b"2", b"c": b"2"}
     assert job.skipped == 2
 
@@ -220,32 +236,15 @@ def test_a_skipped_batch_the_local_store_already_holds_is_taken_back_by_a_full_r
     and was applied locally, the checkpoint file lagged, and the group's offsets stayed
     before the batch, so its successor redid the input but found the lines already decided.
     """
-    settings = counting.settings
-    producer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-local-test"))
-    producer.init_transactions(30)
-    batches = [
-        (encode_src({(counting.input, 0): 0}, {(counting.input, 0): 10}), [(b"a", b"1"), (b"shared", b"1")]),
-        (encode_src({(counting.input, 0): 10}, {(counting.input, 0): 30}), [(b"x", b"7"), (b"shared", b"7")]),
-    ]
-    for header, records in batches:
-        producer.begin_transaction()
-        for key, value in records:
-            producer.produce(counting.changelog, value, key, partition=0, headers=[(SRC_HEADER, header)])
-        producer.commit_transaction(30)
-    store = InMemoryStore("counts")
-    partition = store.partition(0)
+    write_changelog(
+        counting,
+        [((0, 10), [(b"a", b"1"), (b"shared", b"1")]), ((10, 30), [(b"x", b"7"), (b"shared", b"7")])],
+    )
+    partition = InMemoryStore("counts").partition(0)
     partition.write_batch({b"a": b"1", b"x": b"7", b"shared": b"7"})  # both batches applied
     partition.write_checkpoint(1)  # the checkpoint only records the first batch's first record
     job = RestoreJob(partition, counting.changelog, {f"{counting.input}:0": 10})  # offsets: before the 2nd
-    restorer = Restorer(consumer_config(settings), Observer())
-    try:
-        restorer.start(job)
-        deadline = time.monotonic() + 30
-        while restorer.active and time.monotonic() < deadline:
-            restorer.step(0.2)
-        assert not restorer.active, "restore did not finish"
-    finally:
-        restorer.close()
+    restore(counting, job)
     assert dict(partition.iter_prefix(b"")) == {b"a": b"1", b"shared": b"1"}
     assert (job.skipped, job.records) == (2, 2), "the second pass restored from the start"
 
