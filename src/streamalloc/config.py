@@ -66,7 +66,7 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def group_timeouts(self) -> dict[str, int]:
-        """Consumer-group timeouts for the broker profile (BROKER.md)."""
+        """Consumer-group timeouts for the broker profile (docs/brokers.md, Client settings)."""
         if self.broker_profile == "embedded":
             return {
                 "session.timeout.ms": 3_000,
@@ -81,7 +81,7 @@ class Settings:
 
     @property
     def fetch_wait_max_ms(self) -> int:
-        """How long a fetch waits for data at the broker (BROKER.md).
+        """How long a fetch waits for data at the broker (docs/brokers.md, Client settings).
 
         Kafka answers a waiting fetch as soon as data arrives, so this only bounds the fetch
         rate of an idle consumer. The embedded broker answers at the end of the wait, so

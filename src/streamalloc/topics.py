@@ -1,4 +1,4 @@
-"""The topics of the public contract (DESIGN.md), as specs the admin layer can create."""
+"""The topics of the public contract (docs/contract.md, Topics), as specs the admin layer can create."""
 
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ twice, every line has exactly one first decision, every cancelled line was relea
 the final balances match the last availability record.
 
 On the embedded broker the killed worker's open transaction becomes visible once its
-successor starts (BROKER.md); the restore must keep it out of the engine's state, and the
+successor starts (docs/brokers.md); the restore must keep it out of the engine's state, and the
 audit leaves its batch out by the batch headers (runtime/lineage.py). What the audit
 cannot leave out is what live readers did with the leaked events before the successor
 redid them: the warehouse simulator picks a line where a leaked allocation put it (a
 pick elsewhere then moves it), the order stage releases for a leaked rejection. So there,
-as BROKER.md says, the crash test asserts on decisions (no unit promised twice in the
+as docs/exactly-once.md says, the crash test asserts on decisions (no unit promised twice in the
 engine's own snapshots, no placed line without a decision), and on every output record
 only where the broker is real Kafka. The demo without a crash passes the whole audit on
 any broker.
@@ -66,6 +66,6 @@ def test_a_worker_killed_and_restarted_mid_run_promises_no_unit_twice_and_loses_
     assert report.lines_decided == report.lines_placed, "\n".join(report.breaches)
     assert sum(stats["allocated"] for stats in report.per_channel.values()) > 0
     if kafka_broker.kind != "embedded":
-        # Output records too, where the broker is real Kafka (BROKER.md).
+        # Output records too, where the broker is real Kafka (docs/exactly-once.md).
         assert report.leaked_batches == 0, "real Kafka never shows an uncommitted batch"
         assert report.ok, "\n".join(report.breaches)

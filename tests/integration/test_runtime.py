@@ -3,7 +3,7 @@
 The workload is the counting stage: each record adds one to its key's count. Decisions
 are checked on state (restored from the changelog the way a worker restores it) and on the
 highest output per key; raw output counts are only compared where the broker is real Kafka,
-because the embedded broker can leak a killed producer's open transaction (BROKER.md).
+because the embedded broker can leak a killed producer's open transaction (docs/brokers.md).
 """
 
 from __future__ import annotations
@@ -205,7 +205,7 @@ def test_restore_skips_a_leaked_batch_even_after_the_next_owner_committed_past_i
 ) -> None:
     """A crashed worker's last batch, leaked into the changelog, never reaches restored state.
 
-    The changelog is written as the embedded broker leaves it after a crash (BROKER.md): a
+    The changelog is written as the embedded broker leaves it after a crash (docs/brokers.md): a
     committed batch, the dead worker's batch (visible although its offsets never
     committed), then the next owner's batch redoing the same input with other keys. The
     committed input offsets are now past the leaked batch's end, so only the input ranges
@@ -427,7 +427,7 @@ def test_punctuation_commits_state_and_outputs_without_input_and_a_fired_timer_s
         wait_for(lambda: timers.partitions_with(b"armed") == everywhere, 60, "every partition armed")
         # From here on the first worker's punctuations find nothing to do and produce
         # nothing (the empty-transaction path), so this kill cannot leave an open
-        # transaction for the embedded broker to leak (BROKER.md): the counts below are exact.
+        # transaction for the embedded broker to leak (docs/brokers.md): the counts below are exact.
         first.kill9()
         armed_at = {p: v for p, k, v in timers.events() if k == b"armed"}
         assert timers.restored_state() == {

@@ -6,7 +6,7 @@ or incoming a cause (an inventory event, a shipment or a return); `InventoryReje
 says why an inventory event changed nothing.
 
 Output event ids are derived from the cause, never random, so a repeated input produces
-the same ids (see DESIGN.md, idempotence):
+the same ids (see docs/contract.md, Event ids):
 
     {cause}:{order_id}:{line_id}:{type}[:{location}[:{lot}]]   AllocationEvent
     {cause}:stock:{location}                   StockChanged of an inventory event

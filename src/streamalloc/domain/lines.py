@@ -1,6 +1,6 @@
 """Order-line commands: allocate, release, pick, fulfil, return.
 
-Idempotence (see DESIGN.md). A line is decided once: a second `AllocateLine` for a line
+Idempotence (docs/exactly-once.md). A line is decided once: a second `AllocateLine` for a line
 this SKU has decided, whatever its event id, is a duplicate: nothing changes and nothing
 is emitted (the first decision was published in the same transaction that stored the
 line). Every later command records its cause event id on the line, applied or refused, so

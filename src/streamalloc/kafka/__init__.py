@@ -1,7 +1,7 @@
 """Thin typed wrappers over confluent-kafka, kept apart from the engine.
 
 Every client the project creates gets its settings from here, so the broker profile
-(BROKER.md: short group timeouts on the embedded broker, murmur2 partitioning everywhere)
+(docs/brokers.md: short group timeouts on the embedded broker, murmur2 partitioning everywhere)
 is applied in one place.
 """
 

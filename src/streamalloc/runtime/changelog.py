@@ -3,7 +3,7 @@
 Every changelog record carries a `src` header: the input range of the batch that wrote
 it, {"topic:partition": [first offset, next offset]}. Real Kafka never shows a record of an
 uncommitted transaction to a read_committed reader, but the embedded broker can leak a
-dead producer's open transaction (BROKER.md), and the leaked batch then sits in the
+dead producer's open transaction (docs/brokers.md), and the leaked batch then sits in the
 changelog for good. A restore tells it from committed batches by the input ranges:
 
 - the committed batches of a task form a chain, each starting where the one before ended;

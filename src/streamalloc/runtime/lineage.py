@@ -7,7 +7,7 @@ opened at (the committed offsets) and the positions its batch started at.
 On real Kafka a read_committed reader never sees a batch whose transaction did not
 commit. The embedded broker can show one: the open transaction of a worker killed
 mid-batch becomes visible when its successor initialises the same transactional id
-(BROKER.md). The successor redoes that input from the committed offsets, and its
+(docs/brokers.md). The successor redoes that input from the committed offsets, and its
 decisions can differ (records of two input topics may interleave differently), so the
 leaked records are not mere repeats. A reader that has the whole history tells them apart:
 

@@ -1,4 +1,4 @@
-"""The topics of the public contract (DESIGN.md): schema, record key and role of each."""
+"""The topics of the public contract (docs/contract.md): schema, record key and role of each."""
 
 from __future__ import annotations
 

@@ -1,1 +1,1 @@
-"""The engine's stages on the runtime: intake, allocator, order stage (DESIGN.md, Stages)."""
+"""The engine's stages on the runtime: intake, allocator, order stage (docs/architecture.md, Stages)."""

@@ -2,7 +2,7 @@
 
 A sequence runs against one SKU in a small world: four locations in the table (one
 offline) and one outside it, a default, an allow-listed, a splitting and a guarded
-channel. After every command the invariants of DESIGN.md are checked:
+channel. After every command the invariants (docs/architecture.md, The domain core) are checked:
 
 - an allocation never makes available negative (nor takes more than the channel's ATS);
 - units are conserved: on_hand, quality_control and damaged change only through the
