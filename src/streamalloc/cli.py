@@ -70,6 +70,13 @@ def _say(text: str) -> None:
     help="Client timeouts for the broker kind [auto].",
 )
 @click.option(
+    "--kafka-config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="STREAMALLOC_KAFKA_CONFIG",
+    help="Kafka client properties file, as Kafka's tools take it (security.protocol, sasl.*, "
+    "ssl.*; schema.registry.* for the registry).",
+)
+@click.option(
     "--log-level",
     type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
     envvar="STREAMALLOC_LOG_LEVEL",
@@ -77,14 +84,22 @@ def _say(text: str) -> None:
 )
 @click.pass_context
 def main(ctx: click.Context, /, **options: Any) -> None:
-    """streamalloc: inventory allocation as an exactly-once Kafka stream processor."""
+    """streamalloc: inventory allocation as an exactly-once Kafka stream processor.
+
+    \b
+    Any librdkafka property reaches every Kafka client, from --kafka-config FILE or from
+    STREAMALLOC_KAFKA_<PROPERTY> (STREAMALLOC_KAFKA_SASL_USERNAME -> sasl.username); the
+    schema registry client's from schema.registry.* in the file or
+    STREAMALLOC_SCHEMA_REGISTRY_<PROPERTY>. Precedence: options > variables > file > defaults.
+    Secret values (passwords, keys, tokens) are never printed or logged.
+    """
     try:
         # Options win; every other setting (commit interval, batch size...) comes from its
         # STREAMALLOC_* variable, so a worker is tuned the same way in a shell or a container.
         settings = Settings.from_env(None, **options)
     except StreamallocError as exc:
         raise click.UsageError(str(exc)) from exc
-    logs.configure(settings.log_level)
+    logs.configure(settings.log_level, secrets=settings.secrets())
     ctx.obj = settings
 
 

@@ -12,11 +12,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from streamalloc.client_properties import (
+    KAFKA_ENV_PREFIX,
+    REDACTED,
+    REGISTRY_ENV_PREFIX,
+    ClientProperties,
+    combine,
+    environment_source,
+    read_properties_file,
+    url_password,
+)
 from streamalloc.errors import ConfigError
 
 BrokerProfile = Literal["auto", "embedded", "kafka"]
 
 ENV_PREFIX = "STREAMALLOC_"
+# Mappings built from many variables (STREAMALLOC_KAFKA_<PROPERTY>...), not from one.
+_NOT_FROM_ONE_VARIABLE = frozenset({"kafka_properties", "schema_registry_properties"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +45,11 @@ class Settings:
     partitions: int = 4
     replication_factor: int = 1
     schema_registry_url: str | None = None
+    #: Extra librdkafka properties for every Kafka client (security, TLS, tuning), from
+    #: --kafka-config and STREAMALLOC_KAFKA_<PROPERTY>; never those the engine controls.
+    kafka_properties: ClientProperties = field(default_factory=ClientProperties)
+    #: Schema registry client properties (basic.auth.user.info, ssl.ca.location, ...).
+    schema_registry_properties: ClientProperties = field(default_factory=ClientProperties)
     #: Application id: the consumer group and the prefix of changelog topics (`<app>-<store>-changelog`).
     app_id: str = "streamalloc"
     state_dir: Path = field(default_factory=lambda: Path("state"))
@@ -53,6 +70,29 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     log_level: str = "WARNING"
+
+    def __post_init__(self) -> None:
+        # Plain dicts are accepted for convenience; what is kept is immutable and redacts itself.
+        for name in ("kafka_properties", "schema_registry_properties"):
+            value = getattr(self, name)
+            if not isinstance(value, ClientProperties):
+                object.__setattr__(self, name, ClientProperties(value))
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            password = url_password(value) if f.name == "schema_registry_url" else None
+            if password:
+                value = value.replace(f":{password}@", f":{REDACTED}@", 1)
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    def secrets(self) -> list[str]:
+        """Every secret value these settings hold, for redaction wherever text is printed."""
+        found = [*self.kafka_properties.secrets(), *self.schema_registry_properties.secrets()]
+        password = url_password(self.schema_registry_url)
+        return [*found, password] if password else found
 
     def topic(self, name: str) -> str:
         """Full topic name for a contract name, e.g. ``orders`` -> ``streamalloc.orders``."""
@@ -90,14 +130,38 @@ class Settings:
         return 10 if self.broker_profile == "embedded" else 100
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Settings from ``STREAMALLOC_*`` variables, then explicit overrides (None means unset)."""
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, kafka_config: Path | None = None, **overrides: Any
+    ) -> Settings:
+        """Settings from explicit overrides (None means unset), then ``STREAMALLOC_*`` variables,
+        then the Kafka client properties file, then defaults.
+
+        The file is `kafka_config`, else ``STREAMALLOC_KAFKA_CONFIG``; ``STREAMALLOC_KAFKA_<PROPERTY>``
+        and ``STREAMALLOC_SCHEMA_REGISTRY_<PROPERTY>`` variables override its properties. Its
+        ``bootstrap.servers`` and ``schema.registry.url`` apply when no option or variable names them.
+        """
         env = os.environ if environ is None else environ
         values: dict[str, Any] = {}
         for f in dataclasses.fields(cls):
+            if f.name in _NOT_FROM_ONE_VARIABLE:
+                continue
             raw = env.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _coerce(f.name, raw, f.type)
+        path = kafka_config or (
+            Path(env["STREAMALLOC_KAFKA_CONFIG"]) if env.get("STREAMALLOC_KAFKA_CONFIG") else None
+        )
+        client = combine(
+            read_properties_file(path) if path is not None else None,
+            environment_source(env, KAFKA_ENV_PREFIX),
+            environment_source(env, REGISTRY_ENV_PREFIX),
+        )
+        values["kafka_properties"] = client.kafka
+        values["schema_registry_properties"] = client.registry
+        if client.bootstrap is not None:
+            values.setdefault("bootstrap", client.bootstrap)
+        if client.registry_url is not None:
+            values.setdefault("schema_registry_url", client.registry_url)
         values.update({k: v for k, v in overrides.items() if v is not None})
         try:
             settings = cls(**values)

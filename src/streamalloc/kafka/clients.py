@@ -3,17 +3,25 @@
 from __future__ import annotations
 
 import logging
+import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient
 
 from streamalloc.config import Settings
-from streamalloc.errors import BrokerError
+from streamalloc.errors import BrokerError, ConfigError
+from streamalloc.logs import redact
 
 _log = logging.getLogger("streamalloc.kafka")
+# The connection probe reports what went wrong itself, in one line; librdkafka's own
+# retry-by-retry log lines would only repeat it.
+_quiet = logging.getLogger("streamalloc.kafka.probe")
+_quiet.addHandler(logging.NullHandler())
+_quiet.propagate = False
 
 # Java clients hash keys with murmur2; so must we, or a channel's Java producer and the
 # engine would put the same SKU on different partitions.
@@ -27,25 +35,30 @@ def _bootstrap(settings: Settings) -> str:
 
 
 def _common(settings: Settings) -> dict[str, Any]:
-    return {"bootstrap.servers": _bootstrap(settings), "logger": _log}
+    """What every client gets: the cluster, the logger, and the user's properties (security...)."""
+    return {"bootstrap.servers": _bootstrap(settings), "logger": _log, **settings.kafka_properties}
 
 
 def producer_config(
     settings: Settings, *, transactional_id: str | None = None, **extra: Any
 ) -> dict[str, Any]:
-    """Producer settings: idempotent, murmur2, small linger; transactional when an id is given."""
+    """Producer settings: idempotent, murmur2, small linger; transactional when an id is given.
+
+    The user's properties may retune the defaults (linger, batching), never what exactly-once
+    rests on (idempotence, the transactional id, the partitioner: the settings refuse those).
+    """
     config: dict[str, Any] = {
-        **_common(settings),
-        "partitioner": PARTITIONER,
-        "enable.idempotence": True,
         "linger.ms": 5,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
+        **({"transaction.timeout.ms": 60_000} if transactional_id is not None else {}),
+        **_common(settings),
+        "partitioner": PARTITIONER,
+        "enable.idempotence": True,
     }
     if transactional_id is not None:
         config["transactional.id"] = transactional_id
-        config["transaction.timeout.ms"] = 60_000
     config.update(extra)
     return config
 
@@ -55,9 +68,12 @@ def consumer_config(settings: Settings, *, group_id: str | None = None, **extra:
 
     The range assignor gives a member the same partition numbers of every topic it
     subscribes to, which is what co-partitioned inputs (allocation-requests + inventory)
-    need; the sticky assignors do not promise that.
+    need; the sticky assignors do not promise that. The user's properties may retune the
+    timeouts and fetching, not the group, isolation, commits or assignment.
     """
     config: dict[str, Any] = {
+        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
+        **settings.group_timeouts(),
         **_common(settings),
         "group.id": group_id or f"{settings.app_id}-reader",
         "isolation.level": "read_committed",
@@ -65,33 +81,94 @@ def consumer_config(settings: Settings, *, group_id: str | None = None, **extra:
         "enable.auto.offset.store": False,
         "auto.offset.reset": "earliest",
         "partition.assignment.strategy": "range",
-        "fetch.wait.max.ms": settings.fetch_wait_max_ms,
-        **settings.group_timeouts(),
     }
     config.update(extra)
     return config
 
 
 def admin_client(settings: Settings) -> AdminClient:
-    return AdminClient(_common(settings))
+    return _admin(_common(settings))
+
+
+def _admin(config: dict[str, Any]) -> AdminClient:
+    try:
+        return AdminClient(config)
+    except KafkaException as exc:  # a property librdkafka does not know, or a bad value
+        raise ConfigError(redact(f"Kafka client properties: {_reason(exc)}")) from exc
 
 
 @contextmanager
 def kafka_errors(doing: str) -> Iterator[None]:
-    """Turn librdkafka's exceptions into BrokerError naming what we were doing."""
+    """Turn librdkafka's exceptions into BrokerError naming what we were doing (secrets redacted)."""
     try:
         yield
     except KafkaException as exc:
-        raise BrokerError(f"{doing}: {exc.args[0] if exc.args else exc}") from exc
+        raise BrokerError(redact(f"{doing}: {_reason(exc)}")) from exc
+
+
+def _reason(exc: KafkaException) -> str:
+    error = exc.args[0] if exc.args else exc
+    return error.str() if isinstance(error, KafkaError) else str(error)
 
 
 def resolve_profile(settings: Settings, timeout_s: float = 10.0) -> Settings:
-    """Settle an "auto" broker profile by asking the cluster who it is."""
+    """Reach the cluster (failing fast when it refuses us), and settle an "auto" broker
+    profile by asking it who it is."""
+    cluster_id = probe(settings, timeout_s)
     if settings.broker_profile != "auto":
         return settings
-    with kafka_errors(f"connecting to {settings.bootstrap}"):
-        cluster_id = admin_client(settings).list_topics(timeout=timeout_s).cluster_id or ""
     return settings.replace(broker_profile="embedded" if cluster_id.startswith("tansu") else "kafka")
+
+
+# librdkafka retries a refused login or TLS handshake forever and tells only error_cb; these
+# do not heal by waiting, so the probe stops at the first one.
+_REFUSALS = (KafkaError._AUTHENTICATION, KafkaError._SSL)
+
+
+def probe(settings: Settings, timeout_s: float = 10.0) -> str:
+    """Fetch the cluster's metadata once, before any client writes; return its cluster id.
+
+    A wrong password or an untrusted certificate raises one BrokerError naming the cause
+    within a second or so; a cluster that does not answer, after `timeout_s` with the last
+    connection error. Metadata for all topics creates none.
+    """
+    errors: list[KafkaError] = []
+    admin = _admin({**_common(settings), "logger": _quiet, "error_cb": errors.append})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return str(admin.list_topics(timeout=0.5).cluster_id or "")
+        except KafkaException as exc:
+            failure = _reason(exc)
+        admin.poll(0)  # serves error_cb
+        refused = next((e for e in errors if e.code() in _REFUSALS), None)
+        if refused is not None:
+            raise BrokerError(redact(describe_refusal(settings, refused)))
+        if time.monotonic() >= deadline:
+            last = _connection_error(errors[-1].str()) if errors else failure
+            raise BrokerError(redact(f"connecting to {settings.bootstrap}: {last}"))
+
+
+def describe_refusal(settings: Settings, error: KafkaError) -> str:
+    """One line saying who was refused by which broker, and librdkafka's reason, no secret."""
+    text = error.str()
+    found = re.match(r"(?:\w+://)?([^\s/]+)/\S*: ", text)
+    broker = found.group(1) if found else settings.bootstrap
+    reason = _connection_error(text)
+    props = settings.kafka_properties
+    if error.code() == KafkaError._SSL:
+        ca = props.get("ssl.ca.location", "unset")
+        return f"TLS handshake with {broker} failed (ssl.ca.location={ca}): {reason}"
+    mechanism = props.get("sasl.mechanism") or props.get("sasl.mechanisms") or "GSSAPI"
+    user = props.get("sasl.username")
+    who = f" for sasl.username={user}" if user else ""
+    return f"authentication failed{who} with {mechanism} at {broker}: {reason}"
+
+
+def _connection_error(text: str) -> str:
+    """librdkafka's error text without its broker prefix and its "(after 5ms in state X)"."""
+    text = re.sub(r"^(?:\w+://)?[^\s/]+/\S*: ", "", text)
+    return re.sub(r"\s*\(after \d+ms in state \w+\)$", "", text)
 
 
 def produce(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from streamalloc.client_properties import ClientProperties
 from streamalloc.config import Settings
 from streamalloc.errors import SchemaError, ValidationError
 from streamalloc.serialization.ids import LocalSchemaIds, RegistrySchemaIds, SchemaIds
@@ -83,15 +84,15 @@ def contract_for(settings: Settings, topic: str) -> TopicContract:
     return resolve_topic(topic, settings.topic_prefix)
 
 
-_IDS: dict[str | None, SchemaIds] = {}
+_IDS: dict[tuple[str | None, ClientProperties], SchemaIds] = {}
 
 
 def schema_ids(settings: Settings) -> SchemaIds:
-    """One id source per registry URL per process, so registrations and lookups are cached once."""
-    url = settings.schema_registry_url
-    if url not in _IDS:
-        _IDS[url] = RegistrySchemaIds(url) if url else LocalSchemaIds()
-    return _IDS[url]
+    """One id source per registry per process, so registrations and lookups are cached once."""
+    url, properties = settings.schema_registry_url, settings.schema_registry_properties
+    if (url, properties) not in _IDS:
+        _IDS[url, properties] = RegistrySchemaIds(url, properties=properties) if url else LocalSchemaIds()
+    return _IDS[url, properties]
 
 
 class TopicSerde(Serde):

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any, Protocol
 
 import fastavro
 
-from streamalloc.errors import SchemaError
+from streamalloc.client_properties import REDACTED, url_password
+from streamalloc.errors import ConfigError, SchemaError
+from streamalloc.logs import redact
 from streamalloc.serialization.schemas import local_ids, parsed_schema, raw_schema, retired_schemas
 
 #: The registry's "schema not found" error code (HTTP 404).
 _NOT_FOUND = 40403
+#: Registry client properties that the client wants as numbers (a properties file gives text).
+_NUMERIC = (
+    "timeout",
+    "cache.capacity",
+    "cache.latest.ttl.sec",
+    "max.retries",
+    "retries.wait.ms",
+    "retries.max.wait.ms",
+)
 
 
 class SchemaIds(Protocol):
@@ -64,12 +76,14 @@ class RegistrySchemaIds:
     records written by a newer or older producer are resolved to the local schema.
     """
 
-    def __init__(self, url: str, *, client: Any | None = None) -> None:
+    def __init__(
+        self, url: str, *, properties: Mapping[str, str] | None = None, client: Any | None = None
+    ) -> None:
         if client is None:
-            from confluent_kafka.schema_registry import SchemaRegistryClient
-
-            client = SchemaRegistryClient({"url": url})
-        self.url = url
+            client = _registry_client(url, properties or {})
+        password = url_password(url)
+        #: The URL as messages show it: no password from its user info.
+        self.url = url.replace(f":{password}@", f":{REDACTED}@", 1) if password else url
         self._client = client
         self._registered: dict[tuple[str, str], int] = {}
         self._writers: dict[int, Any | None] = {}
@@ -83,7 +97,9 @@ class RegistrySchemaIds:
             try:
                 schema_id = self._client.register_schema(f"{topic}-value", schema)
             except Exception as exc:  # noqa: BLE001 - the client raises several unrelated types
-                raise SchemaError(f"registering {name} as {topic}-value at {self.url}: {exc}") from exc
+                raise SchemaError(
+                    redact(f"registering {name} as {topic}-value at {self.url}: {exc}")
+                ) from exc
             self._registered[key] = int(schema_id)
         return self._registered[key]
 
@@ -96,7 +112,7 @@ class RegistrySchemaIds:
             if getattr(exc, "error_code", None) == _NOT_FOUND:
                 self._writers[schema_id] = None  # ids are never reused: remember the miss
                 return None
-            raise SchemaError(f"fetching schema id {schema_id} from {self.url}: {exc}") from exc
+            raise SchemaError(redact(f"fetching schema id {schema_id} from {self.url}: {exc}")) from exc
         if schema.schema_type not in (None, "AVRO") or schema.schema_str is None:
             raise SchemaError(f"schema id {schema_id} is {schema.schema_type}, not Avro")
         try:
@@ -105,3 +121,22 @@ class RegistrySchemaIds:
             raise SchemaError(f"schema id {schema_id} from {self.url} does not parse: {exc}") from exc
         self._writers[schema_id] = parsed
         return parsed
+
+
+def _registry_client(url: str, properties: Mapping[str, str]) -> Any:
+    """A SchemaRegistryClient with the user's properties (credentials, CA), numbers as numbers."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    config: dict[str, Any] = {"url": url}
+    for key, value in properties.items():
+        if key in _NUMERIC:
+            try:
+                config[key] = float(value) if key == "timeout" else int(value)
+            except ValueError:
+                raise ConfigError(f"schema registry property {key} must be a number, not {value!r}") from None
+        else:
+            config[key] = value
+    try:
+        return SchemaRegistryClient(config)
+    except (ValueError, TypeError, OSError) as exc:  # unknown keys, bad pairs, unreadable CA
+        raise ConfigError(redact(f"schema registry client properties: {exc}")) from exc
