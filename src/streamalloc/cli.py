@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import click
 from rich.box import SIMPLE_HEAD
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Column, Table
 
 from streamalloc import logs
@@ -111,7 +112,8 @@ def _settings() -> Settings:
 
 
 def _fail(exc: StreamallocError) -> None:
-    console.print(f"[bold red]error:[/bold red] {exc}")
+    """One line on stderr, never wrapped (logs and CI read it whole), the text taken literally."""
+    console.print(f"[bold red]error:[/bold red] {escape(str(exc))}", soft_wrap=True)
     sys.exit(1)
 
 
