@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamalloc.config import Settings
@@ -69,11 +69,23 @@ _TIMERS_PER_PUNCTUATION = 2000  # the rest wait for the next one: a backlog cann
 _log = logging.getLogger(__name__)
 
 
+def wall_clock_ms() -> int:
+    """The wall clock in epoch ms: the stage's clock unless a test gives it a fake one."""
+    return time.time_ns() // 1_000_000
+
+
 class AllocatorStage(BaseStage):
     name = "allocator"
     stores: Sequence[str] = (STORE,)
 
-    def __init__(self, settings: Settings, tables: TablesProvider, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tables: TablesProvider,
+        observer: Observer | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self._requests_topic = settings.topic("allocation-requests")
         self._inventory_topic = settings.topic("inventory")
         self._allocations_topic = settings.topic("allocations")
@@ -88,6 +100,7 @@ class AllocatorStage(BaseStage):
         self._dead_letters = topic_serde(settings, self._dead_letter_topic)
         self._tables = tables
         self._observer = observer or Observer()
+        self._clock = clock  # epoch ms: decision times, reservation deadlines, availability's as_of
         # partition -> (the transaction they belong to, SKU -> (cause event id, its latest
         # state) for the SKUs changed in it): availability needs no second read at commit
         self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, SkuState]]]] = {}
@@ -108,7 +121,7 @@ class AllocatorStage(BaseStage):
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         txn = ctx.stores[STORE]
         dirty = self._dirty_skus(ctx.partition, txn)
-        now = int(time.time() * 1000)
+        now = self._clock()
         tables = self._partition_tables(ctx.partition, txn, now)
         by_sku: dict[str, list[Record]] = {}
         feed: dict[str, int] = {}
@@ -238,7 +251,7 @@ class AllocatorStage(BaseStage):
         txn = ctx.stores.get(STORE)
         if entry is None or txn is None or entry[0] is not txn:
             return
-        now = int(time.time() * 1000)
+        now = self._clock()
         tables = self._partition_tables(ctx.partition, entry[0], now)
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
