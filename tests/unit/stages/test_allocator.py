@@ -1,10 +1,11 @@
 """The allocator stage through the harness: availability from `before_commit`, expiry and
-sweeps by punctuation in fake time."""
+sweeps by punctuation in fake time, and one path that emits every kind of event."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from tests.unit.stages._inputs import (
     ALLOCATIONS,
     AVAILABILITY,
@@ -20,7 +21,9 @@ from tests.unit.stages._inputs import (
     tables,
 )
 
-from streamalloc.domain import Tables
+from streamalloc.domain import Command, Decision, ExpireLine, SkuState, Tables
+from streamalloc.domain.events import inventory_rejected, stock_changed
+from streamalloc.stages import allocator as allocator_module
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.testing import ManualClock, Output, StageHarness
 
@@ -146,3 +149,44 @@ def test_inventory_outcomes_of_an_input_record_go_to_the_ledger_and_the_dead_let
     [letter] = _on(DEAD_LETTER, harness.outputs)
     assert (letter["source_topic"], letter["offset"], letter["value"]) == (INVENTORY, 1, refused)
     assert letter["error"] == "inventory event refused: negative_on_hand"
+
+
+def test_stock_changes_and_rejections_of_a_punctuation_decision_are_emitted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No engine command yields these today; here the domain's decision of an expiry carries
+    them, so whichever engine command gains one, the stage emits it like any input's."""
+    real_apply = allocator_module.apply
+
+    def apply(state: SkuState, command: Command, table: Tables, now: int) -> Decision:
+        decision = real_apply(state, command, table, now)
+        if not isinstance(command, ExpireLine):
+            return decision
+        written_off = stock_changed(
+            command.event_id, state.sku, "WH-1", "expired", -1, 0, 0, 0, (2, 0, 0, 0), None, None, None,
+            command.occurred_at, now,
+        )  # fmt: skip
+        refused = inventory_rejected(
+            command.event_id, "adjusted", state.sku, "WH-1", -1, "negative_on_hand", command.occurred_at, now
+        )
+        return Decision((*decision, written_off, refused))
+
+    monkeypatch.setattr(allocator_module, "apply", apply)
+    harness, _ = _allocator()
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 3))])
+    harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 1, reservation_ttl_s=1))])
+    outputs = harness.advance(1_000)
+    cause = f"clock:expiry:o1:1:{T0 + 1_000}"
+
+    [change] = _on(STOCK_CHANGES, outputs)
+    assert (change["event_id"], change["on_hand_delta"], change["reason"]) == (
+        f"{cause}:stock:WH-1",
+        -1,
+        "expired",
+    )
+    [letter] = _on(DEAD_LETTER, outputs)
+    # No input record behind it: the letter names the SKU's partition and no offset or bytes.
+    assert (letter["event_id"], letter["source_topic"]) == (f"{cause}:rejected", INVENTORY)
+    assert (letter["partition"], letter["offset"], letter["key"], letter["value"]) == (0, -1, b"SKU-A", None)
+    assert letter["error"] == f"inventory event refused: negative_on_hand (decided by the engine: {cause})"
+    assert [o.key for o in outputs if o.topic == DEAD_LETTER] == [b"SKU-A"]
