@@ -2,6 +2,7 @@ FROM python:3.11-slim
 WORKDIR /app
 COPY pyproject.toml README.md requirements/constraints.txt ./
 COPY schemas ./schemas
+COPY examples ./examples
 COPY src ./src
 RUN pip install --no-cache-dir -c constraints.txt .
 ENTRYPOINT []

@@ -17,6 +17,7 @@ wait) and comes back (the waitlist is served first).
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import random
 import subprocess
@@ -53,7 +54,14 @@ OFFLINE_LOCATION = "STORE-NYC"
 
 
 def examples_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "examples"
+    """The demo's data: the installed copy (wheel: streamalloc/_examples) or the repository's examples/."""
+    packaged = importlib.resources.files("streamalloc").joinpath("_examples")
+    if packaged.is_dir():
+        return Path(str(packaged))
+    repo = Path(__file__).resolve().parents[3] / "examples"
+    if repo.is_dir():
+        return repo
+    raise StreamallocError("cannot find the example data (neither streamalloc/_examples nor ./examples)")
 
 
 @dataclass

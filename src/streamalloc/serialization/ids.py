@@ -44,9 +44,10 @@ class SchemaIds(Protocol):
 class LocalSchemaIds:
     """Ids from schemas/ids.json, so bytes have the registry's shape without a registry.
 
-    An id names exactly one writer layout: a change to a schema's parsing canonical form
-    needs a new id in ids.json, and the retired layout is kept in schemas/history so what
-    it wrote still decodes (tests/unit/serialization/test_compat.py checks this).
+    An id names exactly one writer layout, whose fingerprint ids.json records next to it: a
+    change to a schema's parsing canonical form needs a new id, and the retired layout is
+    kept in schemas/history so what it wrote still decodes (schemas.py says how; the
+    tests in tests/unit/serialization/test_compat.py fail on a change that skips a step).
     """
 
     def __init__(self) -> None:

@@ -22,10 +22,15 @@ compatible: the current schema reads what any earlier version wrote):
     each set grows with the policies (waitlisted, expired, stale, ...), and the
     consumers that check them (the allocator, sales channels) refuse or ignore a value
     they do not know with a reason of their own.
-- Local schema ids (schemas/ids.json) name one writer layout each: a change to a
-  schema's parsing canonical form needs a new id, and the layout it retires goes to
+- Local schema ids (schemas/ids.json) name one writer layout each, and ids.json records
+  that layout's fingerprint next to its id (`layout_fingerprint`: Avro's CRC-64 of the
+  parsing canonical form, which docs and defaults do not change). A change to the
+  layout needs a new id, the next one above the highest ever issued (ids are never
+  reused), with the new fingerprint; the layout it retires goes to
   schemas/history/<name>-<old id>.avsc, so records written before the change (a
-  compacted table above all) still decode (test_compat.py checks both).
+  compacted table above all) still decode. tests/unit/serialization/test_compat.py
+  fails on a layout that does not match its fingerprint, on an issued id that is
+  neither current nor kept, and on a kept layout the current schema cannot read.
 """
 
 from __future__ import annotations
@@ -33,10 +38,12 @@ from __future__ import annotations
 import functools
 import importlib.resources
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import fastavro
+from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from streamalloc.errors import SchemaError
 
@@ -85,15 +92,39 @@ def parsed_schema(name: str) -> Any:
     return fastavro.parse_schema(raw_schema(name))
 
 
+@dataclass(frozen=True, slots=True)
+class LocalId:
+    """A schema's entry in schemas/ids.json: its id, and the fingerprint of the layout it names."""
+
+    id: int
+    fingerprint: str
+
+
+def layout_fingerprint(schema: Any) -> str:
+    """Avro's CRC-64 fingerprint (hex) of the schema's parsing canonical form: its writer layout."""
+    canonical = to_parsing_canonical_form(fastavro.parse_schema(schema))
+    value: str = fingerprint(canonical, "CRC-64-AVRO")
+    return value
+
+
+@functools.cache
+def local_id_table() -> dict[str, LocalId]:
+    """schemas/ids.json: name -> {"id": ..., "fingerprint": ...} for every current schema."""
+    path = schema_dir() / "ids.json"
+    try:
+        entries = json.loads(path.read_text())
+        return {name: LocalId(int(e["id"]), str(e["fingerprint"])) for name, e in entries.items()}
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"cannot load {path}: {exc}") from exc
+    except (AttributeError, KeyError, TypeError, ValueError) as exc:
+        shape = '{"id": <int>, "fingerprint": <hex>}'
+        raise SchemaError(f"{path}: each schema maps to {shape} ({exc!r})") from exc
+
+
 @functools.cache
 def local_ids() -> dict[str, int]:
     """The committed schema-id table used when no schema registry is configured."""
-    path = schema_dir() / "ids.json"
-    try:
-        ids: dict[str, int] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise SchemaError(f"cannot load {path}: {exc}") from exc
-    return ids
+    return {name: entry.id for name, entry in local_id_table().items()}
 
 
 @functools.cache

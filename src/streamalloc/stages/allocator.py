@@ -1,8 +1,10 @@
 """Allocator: the SKU state machine. allocation-requests + inventory -> allocations, availability.
 
 Single writer per SKU: both inputs are keyed by SKU and co-partitioned, so every command
-for a SKU lands, in order, on one partition that one worker owns. Availability goes out
-at most once per SKU per commit, from `before_commit`.
+for a SKU lands, in order, on one partition that one worker owns. Every command, from an
+input record or from punctuation, goes through `_apply`, which emits every kind of event
+its decision holds: allocations, stock changes (`stock-changes`) and refused inventory
+(`dead-letter`). Availability goes out at most once per SKU per commit, from `before_commit`.
 
 Punctuation (wall clock, every `punctuate_interval_ms`) does what no input triggers:
 
@@ -21,8 +23,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, assert_never
 
 from streamalloc.config import Settings
 from streamalloc.domain import (
@@ -69,11 +71,23 @@ _TIMERS_PER_PUNCTUATION = 2000  # the rest wait for the next one: a backlog cann
 _log = logging.getLogger(__name__)
 
 
+def wall_clock_ms() -> int:
+    """The wall clock in epoch ms: the stage's clock unless a test gives it a fake one."""
+    return time.time_ns() // 1_000_000
+
+
 class AllocatorStage(BaseStage):
     name = "allocator"
     stores: Sequence[str] = (STORE,)
 
-    def __init__(self, settings: Settings, tables: TablesProvider, observer: Observer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        tables: TablesProvider,
+        observer: Observer | None = None,
+        *,
+        clock: Callable[[], int] = wall_clock_ms,
+    ) -> None:
         self._requests_topic = settings.topic("allocation-requests")
         self._inventory_topic = settings.topic("inventory")
         self._allocations_topic = settings.topic("allocations")
@@ -88,6 +102,7 @@ class AllocatorStage(BaseStage):
         self._dead_letters = topic_serde(settings, self._dead_letter_topic)
         self._tables = tables
         self._observer = observer or Observer()
+        self._clock = clock  # epoch ms: decision times, reservation deadlines, availability's as_of
         # partition -> (the transaction they belong to, SKU -> (cause event id, its latest
         # state) for the SKUs changed in it): availability needs no second read at commit
         self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, SkuState]]]] = {}
@@ -108,7 +123,7 @@ class AllocatorStage(BaseStage):
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         txn = ctx.stores[STORE]
         dirty = self._dirty_skus(ctx.partition, txn)
-        now = int(time.time() * 1000)
+        now = self._clock()
         tables = self._partition_tables(ctx.partition, txn, now)
         by_sku: dict[str, list[Record]] = {}
         feed: dict[str, int] = {}
@@ -121,28 +136,14 @@ class AllocatorStage(BaseStage):
                     feed[record.value.location] = at
         if feed:
             _note_feed(txn, feed)
-        emit, encode, topic = ctx.emit, self._allocations.encode, self._allocations_topic
-        on_decision = self._observer.on_decision
+        decide = self._apply
         for sku, sku_records in by_sku.items():
             if tables.contending:  # a channel lets its lines yield to higher-ranked rivals
                 sku_records = contend(sku_records, _command_of, tables)  # noqa: PLW2901
             state = load_state(sku, txn)
             cause = dirty[sku][0] if sku in dirty else None
             for record in sku_records:
-                decision = apply(state, record.value, tables, now)
-                for event in decision.events:
-                    if type(event) is AllocationEvent:
-                        emit(topic, event.order_id.encode(), encode(event.as_record()))
-                        on_decision(event.type, event.reason)
-                    elif type(event) is StockChanged:  # the inventory ledger: every change, its cause
-                        emit(
-                            self._stock_changes_topic,
-                            event.sku.encode(),
-                            self._stock_changes.encode(event.as_record()),
-                        )
-                    elif type(event) is InventoryRejected:
-                        self._reject_inventory(ctx, record, event)
-                if decision.events:
+                if decide(ctx, state, record.value, tables, now, record):
                     cause = record.value.event_id
             if cause is not None:
                 dirty[sku] = (cause, state)  # the newest state object: it holds every change
@@ -202,17 +203,49 @@ class AllocatorStage(BaseStage):
         dirty = self._dirty_skus(ctx.partition, txn)
         entry = dirty.get(sku)
         state = entry[1] if entry is not None else load_state(sku, txn)
-        decision = apply(state, command, tables, now)
-        emit, encode, topic = ctx.emit, self._allocations.encode, self._allocations_topic
-        for event in decision.events:
-            if type(event) is AllocationEvent:
-                emit(topic, event.order_id.encode(), encode(event.as_record()))
-                self._observer.on_decision(event.type, event.reason)
-        if decision.events or always_publish:
+        decided = self._apply(ctx, state, command, tables, now, None)
+        if decided or always_publish:
             dirty[sku] = (command.event_id, state)
         if state.has_changes:
             write_changes(sku, state.take_changes(), txn)
-        return bool(decision.events) or always_publish
+        return decided or always_publish
+
+    def _apply(
+        self,
+        ctx: PartitionContext,
+        state: SkuState,
+        command: Command,
+        tables: Tables,
+        now: int,
+        source: Record | None,
+    ) -> bool:
+        """Decide `command` against `state` and emit every event of the decision; False when
+        it was a duplicate. Input records (`source`) and punctuation (None) both come here, so
+        no kind of event goes out from one of them only."""
+        decision = apply(state, command, tables, now)
+        if not decision:
+            return False
+        emit = ctx.emit
+        for event in decision:
+            match event:
+                case AllocationEvent():
+                    emit(
+                        self._allocations_topic,
+                        event.order_id.encode(),
+                        self._allocations.encode(event.as_record()),
+                    )
+                    self._observer.on_decision(event.type, event.reason)
+                case StockChanged():  # the inventory ledger: every change, its cause
+                    emit(
+                        self._stock_changes_topic,
+                        event.sku.encode(),
+                        self._stock_changes.encode(event.as_record()),
+                    )
+                case InventoryRejected():
+                    self._reject_inventory(ctx, source, event)
+                case _:
+                    assert_never(event)
+        return True
 
     def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
         """The tables as this partition sees them: stale locations marked from its feed clock."""
@@ -238,7 +271,7 @@ class AllocatorStage(BaseStage):
         txn = ctx.stores.get(STORE)
         if entry is None or txn is None or entry[0] is not txn:
             return
-        now = int(time.time() * 1000)
+        now = self._clock()
         tables = self._partition_tables(ctx.partition, entry[0], now)
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
@@ -252,19 +285,41 @@ class AllocatorStage(BaseStage):
             entry = self._dirty[partition] = (txn, {})
         return entry[1]
 
-    def _reject_inventory(self, ctx: PartitionContext, record: Record, event: InventoryRejected) -> None:
+    def _reject_inventory(
+        self, ctx: PartitionContext, source: Record | None, event: InventoryRejected
+    ) -> None:
+        """Dead-letter a refused inventory command with its bytes as they came, or, for one the
+        engine issued itself (no input record), with the SKU's partition, offset -1 and no value."""
+        error = f"inventory event refused: {event.reason}"
+        if source is not None:
+            topic, partition, offset, key, value = (
+                source.topic,
+                source.partition,
+                source.offset,
+                source.key,
+                source.raw,
+            )
+        else:
+            topic, partition, offset, key, value = (
+                self._inventory_topic,
+                ctx.partition,
+                -1,
+                event.sku.encode(),
+                None,
+            )
+            error += f" (decided by the engine: {event.cause_event_id})"
         letter = {
             "event_id": event.event_id,
-            "source_topic": record.topic,
-            "partition": record.partition,
-            "offset": record.offset,
-            "key": record.key,
-            "value": record.raw,
-            "error": f"inventory event refused: {event.reason}",
+            "source_topic": topic,
+            "partition": partition,
+            "offset": offset,
+            "key": key,
+            "value": value,
+            "error": error,
             "failed_at": event.decided_at,
         }
-        ctx.emit(self._dead_letter_topic, record.key, self._dead_letters.encode(letter))
-        self._observer.on_dead_letter(record.topic, event.reason)
+        ctx.emit(self._dead_letter_topic, key, self._dead_letters.encode(letter))
+        self._observer.on_dead_letter(topic, event.reason)
 
 
 def request_command(r: dict[str, Any]) -> Command:

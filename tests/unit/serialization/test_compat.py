@@ -1,20 +1,35 @@
-"""Schemas stay backward compatible: what an older version wrote, the current one reads."""
+"""Schemas stay backward compatible: what an older layout wrote, the current one reads.
+
+schemas/history keeps every retired writer layout under the id it was written with, and
+schemas/ids.json records next to each current id the fingerprint of the layout it names.
+So these checks read the schema files alone, never git history, and none skips: a schema
+that never changed has one id, and then what is checked is that this id names and reads
+its current layout.
+"""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
-import shutil
-import subprocess
-from pathlib import Path
 from typing import Any
 
 import fastavro
 import pytest
 
-from streamalloc.serialization import SCHEMA_NAMES, parsed_schema, raw_schema
+from streamalloc.config import Settings
+from streamalloc.serialization import CONTRACT, SCHEMA_NAMES, parsed_schema, raw_schema, topic_serde
+from streamalloc.serialization.schemas import (
+    layout_fingerprint,
+    local_id_table,
+    local_ids,
+    retired_schemas,
+    schema_dir,
+)
 
-REPO = Path(__file__).resolve().parents[3]
+SETTINGS = Settings()
+TOPIC_OF = {c.schema: SETTINGS.topic(c.name) for c in CONTRACT.values()}
+FIRST_ID = 1001
 
 
 def _example(schema: Any, names: dict[str, Any]) -> Any:
@@ -46,28 +61,6 @@ def _example(schema: Any, names: dict[str, Any]) -> Any:
     return _example(kind, names)
 
 
-def _previous_version(name: str) -> dict[str, Any] | None:
-    """The committed version before the current one, or None when there is none."""
-    if shutil.which("git") is None or not (REPO / ".git").exists():
-        return None
-    path = f"schemas/{name}.avsc"
-
-    def show(rev: str) -> str | None:
-        done = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=REPO, capture_output=True, text=True)
-        return done.stdout if done.returncode == 0 else None
-
-    head = show("HEAD")
-    if head is not None and json.loads(head) != raw_schema(name):
-        return dict(json.loads(head))  # the working copy changed it: HEAD is the previous version
-    commits = subprocess.run(
-        ["git", "log", "--format=%H", "-n", "2", "--", path], cwd=REPO, capture_output=True, text=True
-    ).stdout.split()
-    if len(commits) < 2:
-        return None
-    older = show(commits[1])
-    return None if older is None else dict(json.loads(older))
-
-
 def _reads_with_current(old: dict[str, Any], name: str) -> dict[str, Any]:
     record = _example(old, {})
     buffer = io.BytesIO()
@@ -77,15 +70,6 @@ def _reads_with_current(old: dict[str, Any], name: str) -> dict[str, Any]:
         buffer, fastavro.parse_schema(old), parsed_schema(name)
     )
     return decoded
-
-
-@pytest.mark.parametrize("name", SCHEMA_NAMES)
-def test_previous_committed_version_decodes_with_the_current_schema(name: str) -> None:
-    old = _previous_version(name)
-    if old is None:
-        pytest.skip(f"{name}.avsc has no previous committed version yet")
-    decoded = _reads_with_current(old, name)
-    assert set(decoded) == {f["name"] for f in raw_schema(name)["fields"]}
 
 
 def test_a_record_written_before_fields_were_added_decodes_with_defaults() -> None:
@@ -115,49 +99,91 @@ def test_every_field_has_a_doc() -> None:
         walk(raw_schema(name))
 
 
-def test_every_retired_layout_has_its_own_id_and_decodes_with_the_current_schema() -> None:
-    from streamalloc.serialization.schemas import local_ids, retired_schemas
+def _layouts(name: str) -> dict[int, dict[str, Any]]:
+    """Every layout ever written under an id of `name`: the current one, then those in history."""
+    layouts = {local_ids()[name]: raw_schema(name)}
+    for schema_id, (owner, _) in sorted(retired_schemas().items()):
+        if owner == name:
+            layouts[schema_id] = json.loads(
+                (schema_dir() / "history" / f"{name}-{schema_id}.avsc").read_text()
+            )
+    return layouts
 
-    current = set(local_ids().values())
-    for schema_id, (name, parsed) in retired_schemas().items():
-        assert schema_id not in current, f"retired {name} layout {schema_id} is still a current id"
-        old = json.loads((REPO / "schemas" / "history" / f"{name}-{schema_id}.avsc").read_text())
-        assert fastavro.parse_schema(old) == parsed
-        assert set(_reads_with_current(old, name)) == {f["name"] for f in raw_schema(name)["fields"]}
+
+def _framed(schema_id: int, layout: dict[str, Any], record: dict[str, Any]) -> bytes:
+    """`record` as a producer with `layout` writes it: Confluent header with `schema_id`, then the body."""
+    body = io.BytesIO()
+    fastavro.schemaless_writer(body, fastavro.parse_schema(layout), record)
+    return b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
 
 
 @pytest.mark.parametrize("name", SCHEMA_NAMES)
-def test_a_changed_layout_got_a_new_id_and_the_old_one_was_kept(name: str) -> None:
-    from fastavro.schema import to_parsing_canonical_form
-
-    from streamalloc.serialization.schemas import retired_schemas
-
-    old = _previous_version(name)
-    if old is None:
-        pytest.skip(f"{name}.avsc has no previous committed version yet")
-    layout = to_parsing_canonical_form(fastavro.parse_schema(old))
-    if layout == to_parsing_canonical_form(parsed_schema(name)):
-        return  # docs or defaults changed, not the layout: the id still names it
-    kept = [i for i, (n, parsed) in retired_schemas().items() if n == name]
-    assert any(to_parsing_canonical_form(retired_schemas()[i][1]) == layout for i in kept), (
-        f"{name}.avsc changed its layout: give it a new id in schemas/ids.json and keep the previous "
-        f"layout as schemas/history/{name}-<its old id>.avsc"
+def test_the_current_layout_is_the_one_its_id_names(name: str) -> None:
+    entry = local_id_table()[name]
+    found = layout_fingerprint(raw_schema(name))
+    issued = set(local_ids().values()) | set(retired_schemas())
+    assert found == entry.fingerprint, (
+        f"schemas/{name}.avsc no longer has the layout that id {entry.id} names in schemas/ids.json, so "
+        f"records written under {entry.id} would be misread. Keep the layout it had as "
+        f"schemas/history/{name}-{entry.id}.avsc (git show HEAD:schemas/{name}.avsc), then give {name} "
+        f'the id {max(issued) + 1} with "fingerprint": "{found}". Docs and defaults do not change the layout.'
     )
 
 
-def test_a_record_written_under_a_retired_id_decodes_with_the_current_serde() -> None:
-    from streamalloc.config import Settings
-    from streamalloc.serialization import topic_serde
-    from streamalloc.serialization.schemas import retired_schemas
+def test_every_id_ever_issued_is_current_or_kept_in_history() -> None:
+    current, retired = local_ids(), retired_schemas()
+    assert len(set(current.values())) == len(current), (
+        f"two schemas share an id in schemas/ids.json: {current}"
+    )
+    reused = set(current.values()) & set(retired)
+    assert not reused, f"ids {sorted(reused)} are both current and retired: an id is never reused"
+    issued = set(current.values()) | set(retired)
+    missing = sorted(set(range(FIRST_ID, max(issued) + 1)) - issued)
+    assert not missing, (
+        f"ids {missing} were issued but are neither current nor kept: keep the layout each of them named "
+        "as schemas/history/<name>-<id>.avsc, so what was written under it still decodes"
+    )
+    assert min(issued) == FIRST_ID
 
-    settings = Settings()
-    for schema_id, (name, parsed) in retired_schemas().items():
-        topic = {"channel": "channels", "availability": "availability", "location": "locations"}.get(name)
-        if topic is None:
+
+@pytest.mark.parametrize("name", SCHEMA_NAMES)
+def test_what_was_written_under_every_id_of_a_schema_decodes_with_the_current_one(name: str) -> None:
+    serde = topic_serde(SETTINGS, TOPIC_OF[name])
+    fields = {f["name"]: f for f in raw_schema(name)["fields"]}
+    current_id = local_ids()[name]
+    for schema_id, layout in _layouts(name).items():
+        record = _example(layout, {})
+        framed = _framed(schema_id, layout, record)
+        decoded = serde.decode(framed)
+        assert set(decoded) == set(fields), f"{name} under id {schema_id}"
+        if schema_id == current_id:
+            assert decoded == record
+            assert serde.encode(record) == framed, f"the serde writes {name} under another id or layout"
             continue
-        record = _example(json.loads(json.dumps(parsed)), {})
-        body = io.BytesIO()
-        fastavro.schemaless_writer(body, parsed, record)
-        framed = b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
-        decoded = topic_serde(settings, settings.topic(topic)).decode(framed)
-        assert set(decoded) == {f["name"] for f in raw_schema(name)["fields"]}
+        for field, value in decoded.items():
+            if field not in record:
+                assert value == fields[field]["default"], (
+                    f"{name} under id {schema_id}: {field} lacks its default"
+                )
+            elif not isinstance(value, dict | list):
+                assert value == record[field], f"{name} under id {schema_id}: {field}"
+
+
+def test_the_fingerprint_follows_the_layout_not_docs_or_defaults() -> None:
+    schema = raw_schema("location")
+    reworded = copy.deepcopy(schema)
+    reworded["doc"] = "reworded"
+    for field in reworded["fields"]:
+        field["doc"] = f"{field['doc']} (reworded)"
+        if field["name"] == "priority":
+            field["default"] = 7
+    assert layout_fingerprint(reworded) == layout_fingerprint(schema)
+
+    added = copy.deepcopy(schema)
+    added["fields"].append({"name": "dock_doors", "type": "int", "default": 0, "doc": "Dock doors."})
+    reordered = copy.deepcopy(schema)
+    reordered["fields"].reverse()
+    widened = copy.deepcopy(schema)
+    widened["fields"][0]["type"] = ["null", widened["fields"][0]["type"]]
+    fingerprints = {layout_fingerprint(s) for s in (schema, added, reordered, widened)}
+    assert len(fingerprints) == 4, "each change of layout changes the fingerprint"
