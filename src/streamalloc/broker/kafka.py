@@ -29,7 +29,7 @@ from streamalloc.errors import BrokerError
 
 KAFKA_VERSION = "4.1.1"
 JARS_ENV = "STREAMALLOC_KAFKA_JARS"
-FETCH_COMMAND = "make kafka (or: streamalloc broker --kafka --fetch-only)"
+FETCH_COMMAND = "`make kafka` (or `streamalloc broker --kafka --fetch-only`)"
 SERVER_MAIN = "kafka.Kafka"
 STORAGE_MAIN = "kafka.tools.StorageTool"
 # BROKER_JVM from bin/kafka-server-start.sh and kafka-run-class.sh, less what a test broker needs.
@@ -73,7 +73,7 @@ def find_java(environ: Mapping[str, str]) -> str:
 def check_jars(jars: Path) -> Path:
     """`jars` if it holds the broker's jars, else a BrokerError naming the command that fetches them."""
     if not (jars / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-        raise BrokerError(f"no Apache Kafka {KAFKA_VERSION} jars in {jars}: run `{FETCH_COMMAND}` once")
+        raise BrokerError(f"no Apache Kafka {KAFKA_VERSION} jars in {jars}: run {FETCH_COMMAND} once")
     return jars
 
 
@@ -89,7 +89,7 @@ def fetch_jars(jars: Path, *, environ: Mapping[str, str], say: Callable[[str], N
     if mvn is None:
         raise BrokerError(
             f"no Apache Kafka {KAFKA_VERSION} jars in {jars} and no mvn on the PATH to fetch them "
-            f"from Maven Central: install Maven 3 and run `{FETCH_COMMAND}`"
+            f"from Maven Central: install Maven 3 and run {FETCH_COMMAND}"
         )
     pom = kafka_files() / "pom.xml"
     jars.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +110,7 @@ def fetch_jars(jars: Path, *, environ: Mapping[str, str], say: Callable[[str], N
         if done.returncode != 0 or not (staged / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
             raise BrokerError(
                 f"mvn could not fetch the Apache Kafka {KAFKA_VERSION} jars from Maven Central "
-                f"(exit {done.returncode}); run `{FETCH_COMMAND}` where it answers: "
+                f"(exit {done.returncode}); run {FETCH_COMMAND} where it answers: "
                 f"{_last_lines(done.stdout + done.stderr)}"
             )
         try:
