@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test lint typecheck pytest venv lock clean
+.PHONY: demo test lint typecheck pytest kafka kafka-if-possible venv lock clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,11 +25,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
+# Real Apache Kafka for the tests and `streamalloc broker --kafka`: its jars are fetched from
+# Maven Central once per machine into ${STREAMALLOC_KAFKA_JARS:-${XDG_CACHE_HOME:-~/.cache}/streamalloc/kafka-4.1.1},
+# from deploy/kafka/pom.xml; once they are there this does nothing.
+kafka: $(STAMP)
+	$(BIN)/streamalloc broker --kafka --fetch-only
+
+# Without the jars (no Maven, no Maven Central) the suite says why and runs on the embedded
+# broker instead; under CI=true it fails (tests/conftest.py), so this step may fail quietly here.
+kafka-if-possible: $(STAMP)
+	-$(BIN)/streamalloc broker --kafka --fetch-only
+
 # pytest exits 5 when it collects nothing: that is a failure of the suite, and make treats it so.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-test: lint typecheck pytest
+test: lint typecheck kafka-if-possible pytest
 
 # Re-resolve the pinned dependency set (run by a developer on purpose, never by CI).
 lock:

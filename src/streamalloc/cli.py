@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -119,25 +120,62 @@ def _fail(exc: StreamallocError) -> None:
 
 @main.command()
 @click.option("--port", type=click.IntRange(1, 65535), help="Port to listen on [a free one].")
-def broker(port: int | None) -> None:
-    """Run the embedded Tansu broker until Ctrl-C or SIGTERM."""
-    from streamalloc.broker import EmbeddedBroker
+@click.option(
+    "--kafka",
+    "use_kafka",
+    is_flag=True,
+    help="Run real Apache Kafka 4.1.1 (single-node KRaft, needs Java 17) instead of the embedded broker.",
+)
+@click.option(
+    "--log-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --kafka: keep the data here, across restarts [a temporary dir, removed on exit].",
+)
+@click.option(
+    "--fetch-only",
+    is_flag=True,
+    help="Fetch the Kafka jars from Maven Central into the cache (once) and exit [$STREAMALLOC_KAFKA_JARS].",
+)
+def broker(port: int | None, use_kafka: bool, log_dir: Path | None, fetch_only: bool) -> None:
+    """Run a broker until Ctrl-C or SIGTERM: the embedded Tansu broker, or Apache Kafka with --kafka."""
+    from streamalloc.broker import EmbeddedBroker, KafkaBroker, default_jars_dir, fetch_jars
 
-    embedded = EmbeddedBroker(port=port)
+    if log_dir is not None and not use_kafka:
+        raise click.UsageError("--log-dir needs --kafka: the embedded broker keeps its data in memory only")
+    jars = default_jars_dir(os.environ)
+    if fetch_only:
+        try:
+            if not fetch_jars(jars, environ=os.environ, say=_say):
+                out.print(f"the Apache Kafka jars are already in {jars}")
+        except StreamallocError as exc:
+            _fail(exc)
+        return
+    running: EmbeddedBroker | KafkaBroker = (
+        KafkaBroker(port=port, log_dir=log_dir, jars=jars, fetch=True, say=_say)
+        if use_kafka
+        else EmbeddedBroker(port=port)
+    )
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        bootstrap = embedded.start()
-        out.print(
-            f"embedded broker (Tansu, memory only) listening on [bold]{bootstrap}[/bold]; Ctrl-C stops it"
-        )
-        code = embedded.wait()
+        bootstrap = running.start()
+        if isinstance(running, KafkaBroker):
+            kept = "kept" if log_dir is not None else "removed on exit"
+            out.print(
+                f"Apache Kafka (KRaft, single node) listening on [bold]{bootstrap}[/bold]; "
+                f"data in {running.log_dir} ({kept}), log in {running.log_path}; Ctrl-C stops it"
+            )
+        else:
+            out.print(
+                f"embedded broker (Tansu, memory only) listening on [bold]{bootstrap}[/bold]; Ctrl-C stops it"
+            )
+        code = running.wait()
         _fail(StreamallocError(f"the broker exited on its own with code {code}"))
     except KeyboardInterrupt:
         out.print("stopping the broker")
     except StreamallocError as exc:
         _fail(exc)
     finally:
-        embedded.stop()
+        running.close()
 
 
 @main.group()

