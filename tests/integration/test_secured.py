@@ -8,13 +8,10 @@ client that trusts the cluster's CA connects over TLS, one that does not is told
 
 from __future__ import annotations
 
-import base64
 import json
-import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from tests.conftest import real_kafka_missing, under_ci
 from tests.integration.helpers import wait_for
 
+from streamalloc.broker.kafka import KafkaBroker
+from streamalloc.broker.process import free_port
 from streamalloc.commands.io import read_to_end
 from streamalloc.config import Settings
 from streamalloc.kafka import admin_client
@@ -38,48 +37,35 @@ USER = "alice"
 PASSWORD = "alice-secret"  # noqa: S105 - the test cluster's SCRAM user
 WRONG = "wr0ng-Pa55word"  # noqa: S105
 KEYSTORE_PASSWORD = "broker-keystore-pass"  # noqa: S105
-DEFAULT_JARS = Path("/tmp/kjars/lib")  # noqa: S108 - the machine's Kafka jar cache
 
 
 # ---------------------------------------------------------------- a secured Kafka for this module
-# Small and self-contained until it moves onto streamalloc.broker.kafka.KafkaBroker; the piece
-# to keep is `secured_server_properties`: a single KRaft node whose broker-to-broker and
-# controller traffic stays PLAINTEXT, with a SASL_PLAINTEXT (SCRAM-SHA-512) and an SSL listener.
+# The session's KafkaBroker with two more listeners: a SASL_PLAINTEXT one (SCRAM-SHA-512, the user
+# made when the log dir is formatted) and an SSL one; broker-to-broker and controller traffic
+# stays on PLAINTEXT, which the launcher also uses to see that the node answers.
 
 
-def secured_server_properties(
-    *, plain: int, sasl: int, tls: int, controller: int, log_dir: Path, keystore: Path, keystore_password: str
-) -> str:
-    """server.properties of a one-node test cluster with SASL/SCRAM and TLS listeners on 127.0.0.1."""
+def secured_properties(
+    *, plain: int, sasl: int, tls: int, controller: int, keystore: Path, keystore_password: str
+) -> dict[str, str]:
+    """What a single test node adds to KafkaBroker's properties for the SASL and SSL listeners."""
     host = "127.0.0.1"
-    return f"""\
-process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@{host}:{controller}
-listeners=PLAINTEXT://{host}:{plain},SASL_PLAINTEXT://{host}:{sasl},SSL://{host}:{tls},CONTROLLER://{host}:{controller}
-advertised.listeners=PLAINTEXT://{host}:{plain},SASL_PLAINTEXT://{host}:{sasl},SSL://{host}:{tls}
-controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
-sasl.enabled.mechanisms=SCRAM-SHA-512
-listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=\\
-    org.apache.kafka.common.security.scram.ScramLoginModule required;
-ssl.keystore.type=PKCS12
-ssl.keystore.location={keystore}
-ssl.keystore.password={keystore_password}
-ssl.key.password={keystore_password}
-log.dirs={log_dir}
-offsets.topic.replication.factor=1
-offsets.topic.num.partitions=1
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-transaction.state.log.num.partitions=1
-group.initial.rebalance.delay.ms=0
-log.cleaner.backoff.ms=1000
-log.cleaner.dedupe.buffer.size=33554432
-num.network.threads=2
-num.io.threads=4
-"""
+    served = f"PLAINTEXT://{host}:{plain},SASL_PLAINTEXT://{host}:{sasl},SSL://{host}:{tls}"
+    return {
+        "listeners": f"{served},CONTROLLER://{host}:{controller}",
+        "advertised.listeners": served,
+        "listener.security.protocol.map": (
+            "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL"
+        ),
+        "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+        "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        "ssl.keystore.type": "PKCS12",
+        "ssl.keystore.location": str(keystore),
+        "ssl.keystore.password": keystore_password,
+        "ssl.key.password": keystore_password,
+    }
 
 
 def make_tls_files(directory: Path, openssl: str) -> tuple[Path, Path]:
@@ -100,20 +86,9 @@ def make_tls_files(directory: Path, openssl: str) -> tuple[Path, Path]:
     return directory / "ca.pem", directory / "broker.p12"
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
 @dataclass(frozen=True)
 class SecuredKafka:
-    plain: str  # for the fixture's own readiness check only
+    plain: str  # for checks made without credentials
     sasl: str
     tls: str
     ca: Path
@@ -129,70 +104,36 @@ class SecuredKafka:
 
 @pytest.fixture(scope="module")
 def secured_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
-    jars = Path(os.environ.get("STREAMALLOC_KAFKA_JARS") or DEFAULT_JARS)
-    if not any(jars.glob("kafka_2.13-*.jar")):
-        pytest.skip(f"no Apache Kafka jars in {jars} (set STREAMALLOC_KAFKA_JARS to a jar cache)")
-    java, openssl = shutil.which("java"), shutil.which("openssl")
-    if java is None or openssl is None:
-        pytest.skip("a secured Kafka needs java (17+) and openssl on PATH")
+    """Real Kafka with SASL and TLS listeners; missing java, jars or openssl skips (fails under CI)."""
+    missing = real_kafka_missing() or (None if shutil.which("openssl") else "no openssl on PATH")
+    if missing is not None:
+        if under_ci():
+            pytest.fail(f"CI=true, but a secured Kafka cannot start: {missing}", pytrace=False)
+        pytest.skip(f"a secured Kafka cannot start here: {missing}")
     home = tmp_path_factory.mktemp("secured-kafka")
-    ca, keystore = make_tls_files(home, openssl)
-    plain, sasl, tls, controller = _free_ports(4)
-    config = home / "server.properties"
-    config.write_text(
-        secured_server_properties(
-            plain=plain,
-            sasl=sasl,
-            tls=tls,
-            controller=controller,
-            log_dir=home / "logs",
-            keystore=keystore,
-            keystore_password=KEYSTORE_PASSWORD,
-        )
+    ca, keystore = make_tls_files(home, str(shutil.which("openssl")))
+    ports: list[int] = []
+    while len(ports) < 4:  # four different free ports
+        port = free_port()
+        ports += [port] if port not in ports else []
+    plain, sasl, tls, controller = ports
+    properties = secured_properties(
+        plain=plain,
+        sasl=sasl,
+        tls=tls,
+        controller=controller,
+        keystore=keystore,
+        keystore_password=KEYSTORE_PASSWORD,
     )
-    classpath = f"{jars}/*"  # the JVM expands the wildcard itself
-    cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-    subprocess.run(  # noqa: S603
-        [java, "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config),
-         "--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
-    log = (home / "kafka.log").open("wb")
-    process = subprocess.Popen(  # noqa: S603
-        [java, "-Xms256m", "-Xmx768m", "-XX:+UseG1GC", "-Djava.awt.headless=true", "-cp", classpath,
-         "kafka.Kafka", str(config)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        kafka = SecuredKafka(f"127.0.0.1:{plain}", f"127.0.0.1:{sasl}", f"127.0.0.1:{tls}", ca)
-        _wait_ready(kafka, process, home / "kafka.log")
-        yield kafka
-    finally:
-        if process.poll() is None:
-            os.kill(process.pid, signal.SIGTERM)
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                os.kill(process.pid, signal.SIGKILL)
-                process.wait(10)
-        log.close()
-
-
-def _wait_ready(kafka: SecuredKafka, process: subprocess.Popen[bytes], log: Path) -> None:
-    quiet = logging.getLogger("tests.secured_kafka")  # librdkafka logs every refused connection
-    quiet.addHandler(logging.NullHandler())
-    quiet.propagate = False
-    admin = AdminClient({"bootstrap.servers": kafka.plain, "logger": quiet})
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"Kafka exited with {process.returncode}: {log.read_text()[-2000:]}")
-        try:
-            admin.list_topics(timeout=1)
-            return
-        except Exception:  # noqa: BLE001 - not up yet
-            time.sleep(0.2)
-    raise AssertionError(f"Kafka did not answer within 120s: {log.read_text()[-2000:]}")
+    broker = KafkaBroker(
+        port=plain,
+        controller_port=controller,
+        log_dir=home / "data",
+        extra_properties=properties,
+        format_options=("--add-scram", f"SCRAM-SHA-512=[name={USER},password={PASSWORD}]"),
+    )
+    with broker:
+        yield SecuredKafka(f"127.0.0.1:{plain}", f"127.0.0.1:{sasl}", f"127.0.0.1:{tls}", ca)
 
 
 # ---------------------------------------------------------------- running the CLI against it

@@ -19,7 +19,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -220,6 +220,8 @@ class KafkaBroker:
         stop_timeout_s: float = 30.0,
         fetch: bool = False,
         say: Callable[[str], None] = print,
+        extra_properties: Mapping[str, str] | None = None,
+        format_options: Sequence[str] = (),
     ) -> None:
         self.host = host
         self.port = port
@@ -230,6 +232,10 @@ class KafkaBroker:
         self.stop_timeout_s = stop_timeout_s
         self.fetch = fetch
         self.say = say
+        #: Over the single-node properties: more listeners (SASL, TLS), their settings.
+        self.extra_properties = dict(extra_properties or {})
+        #: More options of the storage tool's `format` (e.g. `--add-scram` users).
+        self.format_options = tuple(format_options)
         self._given_log_dir = log_dir
         self._temporary: Path | None = None
         self._log_dir: Path | None = None
@@ -306,12 +312,22 @@ class KafkaBroker:
         self.port = self.port or free_port(self.host)
         self.controller_port = self.controller_port or free_port(self.host)
         properties = server_properties(log_dir, self.port, self.controller_port, self.host)
+        properties.update(self.extra_properties)
         path.write_text(render_properties(properties))
         return path
 
     def _format(self, java: str, jars: Path, properties: Path) -> None:
         command = java_command(
-            java, jars, STORAGE_MAIN, "format", "-t", cluster_id(), "-c", str(properties), jvm=TOOL_JVM
+            java,
+            jars,
+            STORAGE_MAIN,
+            "format",
+            "-t",
+            cluster_id(),
+            "-c",
+            str(properties),
+            *self.format_options,
+            jvm=TOOL_JVM,
         )
         try:
             done = subprocess.run(  # noqa: S603 - java found on the PATH, arguments built here
