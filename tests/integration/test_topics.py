@@ -9,6 +9,7 @@ from streamalloc.commands.topics import describe, ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import TopicError
 from streamalloc.kafka import admin_client
+from streamalloc.kafka.admin import wait_for_topics
 from streamalloc.topics import CONTRACT_TOPICS
 
 
@@ -38,6 +39,7 @@ def test_create_refuses_when_not_copartitioned(settings: Settings) -> None:
     admin = admin_client(settings)
     inventory = settings.topic("inventory")
     admin.create_topics([NewTopic(inventory, settings.partitions + 1, 1)])[inventory].result()
+    wait_for_topics(admin, [inventory])  # real Kafka's metadata lags a creation by a moment
     with pytest.raises(TopicError, match="co-partitioned"):
         ensure_topics(settings)
     _, missing = describe(settings)

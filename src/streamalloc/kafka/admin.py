@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -43,6 +44,25 @@ def existing_partitions(admin: AdminClient, timeout_s: float = 10.0) -> dict[str
     except KafkaException as exc:
         raise BrokerError(f"listing topics: {exc.args[0]}") from exc
     return {name: len(topic.partitions) for name, topic in metadata.topics.items() if not topic.error}
+
+
+def wait_for_topics(admin: AdminClient, names: Iterable[str], timeout_s: float = 30.0) -> dict[str, int]:
+    """Partition counts of `names` once the cluster's metadata shows every one of them.
+
+    Right after a creation, or another process's, a broker's metadata may not list a topic yet.
+    """
+    wanted = set(names)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        have = existing_partitions(admin, timeout_s)
+        missing = wanted - have.keys()
+        if not missing:
+            return {name: have[name] for name in wanted}
+        if time.monotonic() >= deadline:
+            raise BrokerError(
+                f"topics {', '.join(sorted(missing))} not in the cluster's metadata after {timeout_s}s"
+            )
+        time.sleep(0.1)
 
 
 def create_topics(admin: AdminClient, specs: Sequence[TopicSpec], timeout_s: float = 30.0) -> list[str]:
