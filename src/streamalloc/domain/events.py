@@ -1,9 +1,11 @@
 """Events: what a decision emits, and the `Decision` that carries them.
 
 `AllocationEvent` mirrors the contract's Allocation event field for field (topic
-`allocations`). `StockChanged` gives every change of on_hand, quality_control, damaged
-or incoming a cause (an inventory event, a shipment or a return); `InventoryRejected`
-says why an inventory event changed nothing.
+`allocations`), for the decisions about one order line; the order-level events on that
+topic (`accepted`, `cancel_requested`) are `domain.orders`' own. `StockChanged` gives
+every change of on_hand, quality_control, damaged or incoming a cause (an inventory
+event, a shipment or a return); `InventoryRejected` says why an inventory event changed
+nothing.
 
 Output event ids are derived from the cause, never random, so a repeated input produces
 the same ids (see DESIGN.md, idempotence):
@@ -28,11 +30,11 @@ also why these classes have no `__slots__`: `as_record()` is then one dict copy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
 
 AllocationEventType = Literal[
-    "accepted",  # emitted by intake, with line_count
     "allocated",
     "rejected",
     "backordered",  # waits on the waitlist: reason incoming or waitlisted
@@ -88,6 +90,19 @@ class AllocationEvent:
     def as_record(self) -> dict[str, Any]:
         """The event as a plain dict (contract field names), e.g. for a serializer."""
         return dict(self.__dict__)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AllocationEvent:
+        """The event a contract dict (as `as_record` gives it) holds; other keys are ignored.
+
+        The caller checks the record first: its `type` is one of `ALLOCATION_EVENT_TYPES`
+        and it names its line and SKU.
+        """
+        return _build(cls, {name: record[name] for name in _ALLOCATION_FIELDS})
+
+
+_ALLOCATION_FIELDS: Final = tuple(AllocationEvent.__dataclass_fields__)
+ALLOCATION_EVENT_TYPES: Final[frozenset[str]] = frozenset(get_args(AllocationEventType))
 
 
 @dataclass(frozen=True)
