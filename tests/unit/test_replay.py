@@ -353,10 +353,8 @@ def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]]
     ]
     events: list[dict[str, Any]] = []
     placed: list[tuple[str, str, list[tuple[str, str, int]], bool]] = []
-    # The order stage reads any rejection as a failed line (a refused pick too); the replay
-    # does not (its line still holds units). Pick each line once, of non-ship-complete
-    # orders only, so no pick is refused for holding too little.
-    picked: set[tuple[str, str]] = set()
+    # Picks of any order, a line maybe twice (then refused: it holds too little), ship-complete
+    # ones too: a refused pick fails nothing, in the stage as in the replay (domain.orders).
     for n in range(orders):
         at = n * 10 + 3
         channel = r.choice(["web", "store", "marketplace"])
@@ -365,11 +363,9 @@ def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]]
             order_id, ch, _, _ = r.choice(placed)
             events.append(order(f"c{n}", order_id, at, channel=ch, type="cancelled"))
         elif kind < 0.2 and placed:
-            order_id, ch, lines, ship_complete = r.choice(placed)
+            order_id, ch, lines, _ = r.choice(placed)
             line = r.choice(lines)
-            if not ship_complete and (order_id, line[0]) not in picked:
-                picked.add((order_id, line[0]))
-                events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
+            events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
         else:
             lines = [(str(i), r.choice(skus), r.randint(1, 4)) for i in range(r.randint(1, 3))]
             ship_complete = r.random() < 0.3
