@@ -84,6 +84,7 @@ BASELINE = tables(
     {"location_id": "WH", "priority": 10},
     {"location_id": "STORE", "priority": 5},
     {"channel_id": "web", "locations": ["WH"]},
+    {"channel_id": "store"},
 )
 POLICY = tables({"channel_id": "web", "locations": None, "allow_split": True})
 
@@ -99,7 +100,7 @@ ORDERS = [
     order("o3", "web-3", 30, ("1", "A", 1)),
     order("o4", "web-1", 40, type="cancelled"),  # the whole order
     order("o5", "web-5", 50, ("1", "A", 1)),
-    order("o6", "store-1", 60, ("1", "B", 2), channel="store"),  # a channel the tables do not know
+    order("o6", "store-1", 60, ("1", "B", 2), channel="store"),  # a channel the policy leaves alone
 ]
 
 
@@ -185,6 +186,17 @@ def test_a_receipt_at_the_same_millisecond_as_an_order_is_there_for_it() -> None
     )
     result = run(steps, BASELINE.tables())
     assert result.figures["web"]["lines", "allocated"] == 1
+
+
+def test_an_order_from_a_channel_the_tables_do_not_know_is_rejected() -> None:
+    steps = history(
+        [order_step(order("o1", "pop-up-1", 10, ("1", "A", 1), channel="pop-up"))],
+        [inventory_step(received("i1", 1, "A", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    assert result.figures["pop-up"]["reason", "rejected", "unknown_channel"] == 1
+    assert str(result.orders["pop-up-1"].lines["1"]) == "rejected (unknown_channel)"
+    assert result.orders["pop-up-1"].status == "rejected"
 
 
 @pytest.mark.parametrize(
@@ -326,6 +338,7 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do() -> None:
         {"location_id": "STORE", "priority": 5, "safety_stock": 1},
         {"channel_id": "web", "allow_split": True},
         {"channel_id": "store", "locations": ["STORE", "WH"], "safety_stock": 1},
+        {"channel_id": "marketplace"},
     )
     domain_tables = table_records.tables()
 
