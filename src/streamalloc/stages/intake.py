@@ -63,11 +63,23 @@ class IntakeStage(BaseStage):
 
 
 def check_order(order: Mapping[str, Any]) -> None:
-    """Refuse (ValidationError) what the schema admits but intake cannot split into lines."""
+    """Refuse (ValidationError) what the schema admits but intake cannot split into lines.
+
+    An empty id is refused like a missing one (the JSON path refuses both already; an Avro
+    record reaches this check with whatever strings it carries), naming the field.
+    """
+    for name in ("event_id", "order_id", "channel"):
+        if not order[name]:
+            raise ValidationError(f"order event: {name}: must not be empty")
     if order["type"] in ("placed", "picked", "fulfilled", "returned") and not order["lines"]:
         raise ValidationError(f"a {order['type']} order event needs at least one line")
     seen: set[str] = set()
-    for line in order["lines"]:
+    for i, line in enumerate(order["lines"]):
+        for name in ("line_id", "sku"):
+            if not line[name]:
+                raise ValidationError(
+                    f"order event {order['event_id']}: lines[{i}].{name}: must not be empty"
+                )
         if line["line_id"] in seen:
             raise ValidationError(f"line_id {line['line_id']!r} appears twice in order {order['order_id']}")
         seen.add(line["line_id"])

@@ -1,9 +1,11 @@
-"""Intake through the harness: typed records out."""
+"""Intake through the harness: typed records out, and empty ids refused like missing ones."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
+
+import pytest
 
 from streamalloc.config import Settings
 from streamalloc.domain import CancelRequested, OrderAccepted
@@ -65,3 +67,37 @@ def test_a_whole_order_cancel_becomes_a_cancel_request_for_the_order_stage() -> 
     cancel = order(event_id="e2", type="cancelled", lines=[])
     [output] = harness.feed(ORDERS, [(b"o1", json.dumps(cancel).encode())])
     assert decoded(ALLOCATIONS, output.value) == CancelRequested.of("e2", "o1", "web", T0).as_record()
+
+
+EMPTY = [
+    (order(event_id=""), "event_id"),
+    (order(order_id=""), "order_id"),
+    (order(channel=""), "channel"),
+    (order(lines=[{"line_id": "", "sku": "A", "qty": 1}]), "lines[0].line_id"),
+    (
+        order(lines=[{"line_id": "1", "sku": "A", "qty": 1}, {"line_id": "2", "sku": "", "qty": 1}]),
+        "lines[1].sku",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), EMPTY)
+def test_an_empty_id_in_json_is_dead_lettered_naming_the_field(event: dict[str, Any], field: str) -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    assert harness.feed(ORDERS, [(b"o1", json.dumps(event).encode())]) == []
+    [letter] = harness.dead_letters
+    assert f"{field}: must not be empty" in letter.error
+
+
+@pytest.mark.parametrize(("event", "field"), EMPTY)
+def test_an_empty_id_in_avro_is_dead_lettered_naming_the_field(event: dict[str, Any], field: str) -> None:
+    serde = topic_serde(SETTINGS, ORDERS)
+    filled = serde.validate(order())  # the schema's defaults, then the empty field over them
+    if "lines" in field:
+        filled["lines"] = [{"location": None, "lot": None, **line} for line in event["lines"]]
+    else:
+        filled[field] = ""
+    harness = StageHarness(IntakeStage(SETTINGS))
+    assert harness.feed(ORDERS, [(b"o1", serde.encode(filled))]) == []
+    [letter] = harness.dead_letters
+    assert f"{field}: must not be empty" in letter.error
