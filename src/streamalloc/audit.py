@@ -1,7 +1,7 @@
 """Audit from the events alone: the engine's promises, checked against its own topics.
 
-Input: decoded events of `orders*`, `inventory`, `allocations`, `availability` and
-`dead-letter`, each topic in its partition order. Events about one order share a
+Input: decoded events of `orders*`, `inventory`, `allocations`, `availability`,
+`order-status` and `dead-letter`, each topic in its partition order. Events about one order share a
 partition of `allocations` (keyed by order_id), so each line's story is in order; each
 availability record is a committed snapshot of one SKU.
 
@@ -36,6 +36,8 @@ Checks:
   location by exactly its deltas, and every applied inventory event has one; where a count
   makes the events alone unable to say the balance, the ledger's last word is checked
   against the last availability record instead (audit_ledger.py).
+- order status (when `order_statuses` are given): each order's last `order-status` record
+  agrees with its lines' final states from the events, as audit_orders.py defines it.
 
 The caller leaves out batches that never committed but that a broker showed anyway (a
 crashed worker's last batch on the embedded broker, see runtime/lineage.py); their event
@@ -52,6 +54,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from streamalloc.audit_ledger import check_ledger
+from streamalloc.audit_orders import check_order_statuses
 from streamalloc.kpis import Kpis, LineOutcome, compute_kpis
 
 FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
@@ -104,6 +107,7 @@ class AuditReport:
     lines_placed: int = 0
     lines_decided: int = 0
     checked_skus: int = 0
+    checked_orders: int = 0  # orders whose last order-status was checked against their events
     leaked_batches: int = 0  # batches a broker showed although they never committed, left out
     leaked_events: int = 0
     waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
@@ -136,6 +140,7 @@ def audit(
     *,
     leaked_allocations: Iterable[Mapping[str, Any]] = (),
     stock_changes: Iterable[Mapping[str, Any]] | None = None,
+    order_statuses: Iterable[Mapping[str, Any]] | None = None,
 ) -> AuditReport:
     report = AuditReport()
     order_events: dict[str, Mapping[str, Any]] = {}
@@ -190,6 +195,9 @@ def audit(
     undecided = placed_lines.keys() - lines.keys()
     for key in undecided:
         report.breach(f"placed line {key} has no decision")
+    if order_statuses is not None:
+        held = {key: line.held for key, line in lines.items()}
+        report.checked_orders = check_order_statuses(report, allocations, order_statuses, held)
     availability = list(availability)
     _check_availability(report, availability, final)
     outcomes = [

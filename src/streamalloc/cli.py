@@ -367,6 +367,7 @@ def print_audit(report: Any) -> None:
     out.print(
         f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
     )
+    out.print(f"orders whose last order-status agrees with their lines: checked {report.checked_orders}")
     out.print(f"repeated events with the same id (harmless): {report.repeats}")
     if report.leaked_batches:
         out.print(
