@@ -35,12 +35,13 @@ is one that leaves the line units elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, NamedTuple, assert_never
 
 from streamalloc.domain import reasons
 from streamalloc.domain.commands import ReleaseLine
-from streamalloc.domain.events import AllocationEvent
+from streamalloc.domain.events import AllocationEvent, _build
 
 OrderLineStatus = Literal[
     "pending",  # no decision yet (maybe refused commands: the SKU's `unplaced`)
@@ -64,8 +65,11 @@ UnitsKey = tuple[str, str | None]
 
 # ---------------------------------------------------------------- order-level events
 
+# Built in one step on intake's and the order stage's hot paths, as the allocation events are
+# (see domain/events.py): a frozen dataclass's own __init__ sets each field separately.
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+
+@dataclass(frozen=True, kw_only=True)
 class OrderAccepted:
     """Intake saw a placed order (contract: an allocation event of type `accepted`)."""
 
@@ -90,15 +94,35 @@ class OrderAccepted:
         occurred_at: int,
     ) -> OrderAccepted:
         """The `accepted` event of the placed order event `cause_event_id`, with its derived id."""
-        return cls(
-            event_id=f"{cause_event_id}:accepted",
-            cause_event_id=cause_event_id,
-            order_id=order_id,
-            channel=channel,
-            line_count=line_count,
-            qty=qty,
-            ship_complete=ship_complete,
-            occurred_at=occurred_at,
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:accepted",
+                "cause_event_id": cause_event_id,
+                "order_id": order_id,
+                "channel": channel,
+                "line_count": line_count,
+                "qty": qty,
+                "ship_complete": ship_complete,
+                "occurred_at": occurred_at,
+            },
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> OrderAccepted:
+        """The event a contract allocation record of type `accepted` holds (its line_count set)."""
+        return _build(
+            cls,
+            {
+                "event_id": record["event_id"],
+                "cause_event_id": record["cause_event_id"],
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "line_count": record["line_count"],
+                "qty": record["qty"],
+                "ship_complete": record["ship_complete"],
+                "occurred_at": record["occurred_at"],
+            },
         )
 
     def as_record(self) -> dict[str, Any]:
@@ -122,7 +146,7 @@ class OrderAccepted:
         }
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True)
 class CancelRequested:
     """A whole-order cancellation (contract: an allocation event of type `cancel_requested`)."""
 
@@ -135,12 +159,29 @@ class CancelRequested:
     @classmethod
     def of(cls, cause_event_id: str, order_id: str, channel: str, occurred_at: int) -> CancelRequested:
         """The request of the cancelled order event `cause_event_id`, with its derived id."""
-        return cls(
-            event_id=f"{cause_event_id}:cancel_requested",
-            cause_event_id=cause_event_id,
-            order_id=order_id,
-            channel=channel,
-            occurred_at=occurred_at,
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:cancel_requested",
+                "cause_event_id": cause_event_id,
+                "order_id": order_id,
+                "channel": channel,
+                "occurred_at": occurred_at,
+            },
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CancelRequested:
+        """The request a contract allocation record of type `cancel_requested` holds."""
+        return _build(
+            cls,
+            {
+                "event_id": record["event_id"],
+                "cause_event_id": record["cause_event_id"],
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "occurred_at": record["occurred_at"],
+            },
         )
 
     def as_record(self) -> dict[str, Any]:
@@ -178,9 +219,6 @@ class Units(NamedTuple):
     shipped: int = 0
 
 
-_NONE: Final = Units()
-
-
 @dataclass(slots=True)
 class OrderLine:
     """One line of an order, as its events tell it."""
@@ -204,6 +242,14 @@ class OrderLine:
     @property
     def shipped(self) -> int:
         return sum(u.shipped for u in self.units.values())
+
+    @property
+    def seen(self) -> int:
+        """Units held or shipped: never more than the line ordered."""
+        total = 0
+        for soft, hard, shipped in self.units.values():
+            total += soft + hard + shipped
+        return total
 
     def held_at(self) -> tuple[tuple[str, int], ...]:
         """Units held or shipped, per location (in location order; none where it has none)."""
@@ -276,27 +322,44 @@ def status(order: OrderState) -> OrderStatus | None:
     refused commands named are not counted). While releases this order's rules asked for
     are in flight (cancel, failed ship-complete) there is none either: a ship-complete
     order never reads as partially allocated, nor a cancelled one as allocated. A cancel
-    that listed every line is a cancellation too, not a rejection.
+    that listed every line is a cancellation too, not a rejection. Then, in this order:
+    every line shipped (fulfilled, or returned since) is `fulfilled`; every line released
+    or rejected, the order or a line cancelled, is `cancelled`; a line waiting makes it
+    `backordered`; and by the lines that hold or shipped units: all `allocated`, none
+    `rejected`, some `partially_allocated`.
     """
     if order.line_count is None:
         return None
-    decided = [line for line in order.lines.values() if line.status != PENDING]
-    if len(decided) < order.line_count:
+    decided = active = fulfilled = returned = waiting = gone = 0
+    cancelled = order.cancelled
+    for line in order.lines.values():  # one pass: the order stage asks at every commit
+        kind = line.status
+        if kind == PENDING:
+            continue
+        decided += 1
+        if kind == "allocated" or kind == "picked":
+            active += 1
+        elif kind == "fulfilled":
+            fulfilled += 1
+        elif kind == "returned":
+            returned += 1
+        elif kind == "backordered":
+            waiting += 1
+        else:  # released or rejected
+            gone += 1
+            cancelled = cancelled or (kind == "released" and line.reason == reasons.CANCELLED)
+    if decided < order.line_count:
         return None
-    statuses = [line.status for line in decided]
-    if (order.cancelled or order.ship_failed) and any(s in HOLDING for s in statuses):
+    if (order.cancelled or order.ship_failed) and active + waiting:
         return None
-    if all(s == "fulfilled" or s == "returned" for s in statuses):
+    if fulfilled + returned == decided:
         return "fulfilled"
-    if all(s == "released" or s == "rejected" for s in statuses) and (
-        order.cancelled
-        or any(line.status == "released" and line.reason == reasons.CANCELLED for line in decided)
-    ):
+    if gone == decided and cancelled:
         return "cancelled"
-    if "backordered" in statuses:
+    if waiting:
         return "backordered"
-    holding = sum(s in ("allocated", "picked", "fulfilled") for s in statuses)
-    if holding == len(statuses):
+    holding = active + fulfilled
+    if holding == decided:
         return "allocated"
     if holding == 0:
         return "rejected"
@@ -312,44 +375,49 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
     match event.type:
         case "allocated" | "reallocated":
             if location is not None:
-                _add(line, (location, lot), Units(soft=qty))
-            _set(line, "allocated", None)
+                _add(line, (location, lot), Units(qty, 0, 0))
+            line.status, line.reason = "allocated", None
+            line.qty = max(line.qty, line.seen)
         case "picked":
             if location is not None:
                 _harden(line, location, lot, qty)
-            _set(line, "picked" if line.soft == 0 else "allocated", None)
+            line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
+            line.qty = max(line.qty, line.seen)
         case "fulfilled":
             if location is not None:
                 _take(line, location, lot, qty, hard_first=True)
-                _add(line, (location, lot), Units(shipped=qty))
-            _after_shipping(line)
+                _add(line, (location, lot), Units(0, 0, qty))
+            if line.held == 0:
+                line.status, line.reason = "fulfilled", None
+            else:
+                line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
         case "released":
             if location is not None:
                 _take(line, location, lot, qty, hard_first=False)
             if event.reason != reasons.REALLOCATED:  # else not final: the units move on
                 if line.held == 0:
-                    _set(line, "released", event.reason)
+                    line.status, line.reason = "released", event.reason
                 elif event.reason == reasons.EXPIRED and line.soft == 0:
-                    _set(line, "picked", None)  # an expiry leaves the hard units
+                    line.status, line.reason = "picked", None  # an expiry leaves the hard units
         case "returned":
             line.returned += qty
             if line.held == 0 and line.returned >= line.shipped:
-                _set(line, "returned", None)
+                line.status, line.reason = "returned", None
         case "backordered":
-            _set(line, "backordered", event.reason)
+            line.status, line.reason = "backordered", event.reason
         case "rejected":
-            if was == PENDING and _decides(order, event):
-                _set(line, "rejected", event.reason)
-            else:  # a refused command leaves the line as it was
-                return ()
+            if was != PENDING or not _decides(order, event):
+                return ()  # a refused command leaves the line as it was
+            line.status, line.reason = "rejected", event.reason
         case _:
             assert_never(event.type)
-    line.qty = max(line.qty, qty if was == PENDING else 0, line.held + line.shipped)
+    if was == PENDING:
+        line.qty = max(line.qty, qty)
 
     if line.status == "rejected":  # (just decided: a refusal returned above)
         if order.ship_complete and not order.ship_failed:
             return _fail_ship_complete(order, event, event.line_id)
-    elif line.status in HOLDING and was not in HOLDING and (order.cancelled or order.ship_failed):
+    elif (order.cancelled or order.ship_failed) and line.status in HOLDING and was not in HOLDING:
         reason = reasons.CANCELLED if order.cancelled else reasons.SHIP_COMPLETE_FAILED
         return (_release(order, event, event.line_id, line, reason),)
     return ()
@@ -388,21 +456,12 @@ def _release(order: OrderState, cause: OrderEvent, line_id: str, line: OrderLine
     )
 
 
-def _set(line: OrderLine, status: OrderLineStatus, reason: str | None) -> None:
-    line.status = status
-    line.reason = reason
-
-
-def _after_shipping(line: OrderLine) -> None:
-    if line.held == 0:
-        _set(line, "fulfilled", None)
-    else:
-        _set(line, "picked" if line.soft == 0 else "allocated", None)
-
-
 def _add(line: OrderLine, key: UnitsKey, more: Units) -> None:
-    units = line.units.get(key, _NONE)
-    line.units[key] = Units(units.soft + more.soft, units.hard + more.hard, units.shipped + more.shipped)
+    units = line.units.get(key)
+    if units is None:
+        line.units[key] = more
+    else:
+        line.units[key] = Units(units.soft + more.soft, units.hard + more.hard, units.shipped + more.shipped)
 
 
 def _put(line: OrderLine, key: UnitsKey, units: Units) -> None:

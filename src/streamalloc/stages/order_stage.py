@@ -43,9 +43,10 @@ class OrderStage(BaseStage):
         self._allocations = topic_serde(settings, self._allocations_topic)
         self._requests = topic_serde(settings, self._requests_topic)
         self._status = topic_serde(settings, self._status_topic)
-        # partition -> (the transaction they belong to, order id -> (cause event id, its
-        # latest state)) for the orders changed in it: the status needs no second read
-        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, tuple[str, OrderState]]]] = {}
+        # partition -> (the transaction they belong to, order id -> its order-status record as
+        # of the latest batch, encoded, or None while it has none): bytes, not the orders
+        # themselves, so a large transaction keeps no object graph alive for the collector
+        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, bytes | None]]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
@@ -62,33 +63,38 @@ class OrderStage(BaseStage):
             entry = self._dirty[ctx.partition] = (txn, {})
         dirty = entry[1]
         emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
-        changed: dict[str, OrderState] = {}
+        changed: dict[str, tuple[str, OrderState]] = {}  # order id -> (its latest event id, state)
         for record in records:
             event: OrderEvent = record.value
             order_id = event.order_id
-            order = changed.get(order_id)
-            if order is None:
+            seen = changed.get(order_id)
+            if seen is None:
                 data = txn.get(order_id.encode())
-                order = changed[order_id] = OrderState() if data is None else decode_order(data)
+                order = OrderState() if data is None else decode_order(data)
+            else:
+                order = seen[1]
+            changed[order_id] = (event.event_id, order)
             _, releases = orders.apply(order, event)
             for release in releases:
                 request = AllocationRequest.release(release, order)
                 emit(topic, release.sku.encode(), encode(request.as_record()))
-            dirty[order_id] = (event.event_id, order)
-        for order_id, order in changed.items():
+        for order_id, (cause, order) in changed.items():
             txn.set(order_id.encode(), encode_order(order))
+            status = orders.status(order)
+            dirty[order_id] = (
+                None
+                if status is None
+                else self._status.encode(OrderStatusRecord.of(order_id, order, status, cause).as_record())
+            )
 
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
         if entry is None or txn is None or entry[0] is not txn:
             return
-        for order_id, (cause, order) in entry[1].items():
-            status = orders.status(order)
-            if status is None:
-                continue
-            record = OrderStatusRecord.of(order_id, order, status, cause)
-            ctx.emit(self._status_topic, order_id.encode(), self._status.encode(record.as_record()))
+        for order_id, status in entry[1].items():
+            if status is not None:  # its status after the last batch of the commit that changed it
+                ctx.emit(self._status_topic, order_id.encode(), status)
 
 
 # ---------------------------------------------------------------- store record
@@ -103,7 +109,7 @@ def encode_order(order: OrderState) -> bytes:
             line.status,
             line.reason,
             line.returned,
-            tuple((loc, lot, *units) for (loc, lot), units in line.units.items()),
+            tuple(key + units for key, units in line.units.items()),  # (location, lot, soft, hard, shipped)
         )
         for line_id, line in order.lines.items()
     }
@@ -141,9 +147,7 @@ def decode_order(data: bytes) -> OrderState:
         ship_failed,
         decided_at,
         {
-            line_id: OrderLine(
-                sku, qty, status, reason, {(loc, lot): Units(*n) for loc, lot, *n in units}, returned
-            )
+            line_id: OrderLine(sku, qty, status, reason, {u[:2]: Units._make(u[2:]) for u in units}, returned)
             for line_id, (sku, qty, status, reason, returned, units) in lines.items()
         },
         applied,

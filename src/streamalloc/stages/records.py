@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, TypeVar
+from typing import Any, Final, NamedTuple, TypeVar
 
 from streamalloc.domain import (
     ALLOCATION_EVENT_TYPES,
@@ -126,8 +126,7 @@ class AllocationRequest:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class OrderStatusLine:
+class OrderStatusLine(NamedTuple):
     """One line in an order status: units it holds now (soft and hard), its status and why."""
 
     line_id: str
@@ -148,7 +147,7 @@ class OrderStatusLine:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class OrderStatusRecord:
     """An order's status for its channel (topic order-status, keyed by order_id)."""
 
@@ -162,16 +161,24 @@ class OrderStatusRecord:
     def of(
         cls, order_id: str, order: OrderState, status: OrderStatus, cause_event_id: str
     ) -> OrderStatusRecord:
-        """The status of `order` after the event `cause_event_id`, every line in line id order."""
-        return cls(
-            event_id=f"{cause_event_id}:status",
-            order_id=order_id,
-            status=status,
-            lines=tuple(
-                OrderStatusLine(line_id, line.sku, line.qty, line.held, line.status, line.reason)
-                for line_id, line in sorted(order.lines.items())
-            ),
-            occurred_at=order.decided_at,
+        """The status of `order` after the event `cause_event_id`, every line in line id order.
+
+        Built in one step: the order stage makes one per changed order per batch."""
+        lines = order.lines
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:status",
+                "order_id": order_id,
+                "status": status,
+                "lines": tuple(
+                    [
+                        OrderStatusLine(line_id, line.sku, line.qty, line.held, line.status, line.reason)
+                        for line_id, line in (sorted(lines.items()) if len(lines) > 1 else lines.items())
+                    ]
+                ),
+                "occurred_at": order.decided_at,
+            },
         )
 
     def as_record(self) -> dict[str, Any]:
@@ -195,22 +202,7 @@ def order_event(record: Mapping[str, Any]) -> OrderEvent:
     if kind == ACCEPTED:
         if record["line_count"] is None:
             raise ValidationError("an accepted allocation event needs a line_count")
-        return OrderAccepted(
-            event_id=record["event_id"],
-            cause_event_id=record["cause_event_id"],
-            order_id=record["order_id"],
-            channel=record["channel"],
-            line_count=record["line_count"],
-            qty=record["qty"],
-            ship_complete=record["ship_complete"],
-            occurred_at=record["occurred_at"],
-        )
+        return OrderAccepted.from_record(record)
     if kind == CANCEL_REQUESTED:
-        return CancelRequested(
-            event_id=record["event_id"],
-            cause_event_id=record["cause_event_id"],
-            order_id=record["order_id"],
-            channel=record["channel"],
-            occurred_at=record["occurred_at"],
-        )
+        return CancelRequested.from_record(record)
     raise ValidationError(f"unknown allocation event type {kind!r}")

@@ -171,3 +171,22 @@ def test_an_event_applied_again_changes_nothing_and_asks_for_nothing() -> None:
     for repeat in (allocated, rejected, accepted(lines=2, ship_complete=True)):
         assert orders.apply(order, repeat)[1] == ()
     assert order == before and order.lines["1"].held == 2
+
+
+def test_events_built_in_one_step_equal_those_built_by_their_constructors() -> None:
+    accepted_event = OrderAccepted.of("placed", "o1", "web", 2, 3, True, NOW)
+    assert accepted_event == OrderAccepted(
+        event_id="placed:accepted", cause_event_id="placed", order_id="o1", channel="web", line_count=2,
+        qty=3, ship_complete=True, occurred_at=NOW,
+    )  # fmt: skip
+    assert OrderAccepted.from_record(accepted_event.as_record()) == accepted_event
+    cancel = CancelRequested.of("c", "o1", "web", NOW)
+    assert cancel == CancelRequested(
+        event_id="c:cancel_requested", cause_event_id="c", order_id="o1", channel="web", occurred_at=NOW
+    )
+    assert CancelRequested.from_record(cancel.as_record()) == cancel
+    allocated = event("allocated", qty=2)
+    assert AllocationEvent.from_record({**allocated.as_record(), "ship_complete": False}) == allocated
+    assert "ship_complete" not in vars(
+        AllocationEvent.from_record({**allocated.as_record(), "ship_complete": False})
+    )
