@@ -15,9 +15,11 @@ every `AllocationEvent` about one of its lines. `apply` updates the state in pla
 
 A refused later command (a pick, fulfilment, return or release the line's books do not
 allow) is a `rejected` event too, but it leaves the line as it was and fails nothing: only
-a rejection the order's placement caused decides a line. When no `accepted` was seen (the
-property tests, an order stage record from before placements were kept) a rejection
-decides an undecided line unless its reason is `unknown_line`.
+a rejection the order's placement caused (the cause of one of its `accepted` events)
+decides a line. When no `accepted` was seen (an order stage record from before placements
+were kept) a rejection decides an undecided line unless its reason is `unknown_line`. An
+event applied again (the same id: a crash on the embedded broker can repeat one) changes
+nothing.
 
 Each line's units are followed per location and lot from its events, as the allocator's
 books move them: `allocated` and `reallocated` add soft units; `picked` turns soft units

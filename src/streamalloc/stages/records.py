@@ -2,14 +2,15 @@
 
 `AllocationRequest` is one record of the internal `allocation-requests` topic
 (schemas/allocation_request.avsc): intake makes one per order line, the order stage one
-per release. `OrderStatusRecord` is one record of `order-status` (schemas/order_status.avsc).
-Each is a frozen dataclass whose `as_record()` gives the contract's dict, as
-`domain.AllocationEvent.as_record()` does; `order_event` reads an `allocations` record
-into the domain's order events.
+per release. `OrderStatusRecord` is one record of `order-status` (schemas/order_status.avsc),
+its lines `OrderStatusLine`s. Each is immutable (a frozen dataclass, a named tuple for a
+line) and its `as_record()` gives the contract's dict, as `domain.AllocationEvent.as_record()`
+does; `order_event` reads an `allocations` record into the domain's order events.
 
-Intake builds a request per order line on its hot path, so `AllocationRequest.line` fills
-the instance in one step (see domain/events.py: a frozen dataclass's own `__init__` sets
-each field separately, several times slower); the result equals the constructor's.
+Intake builds a request per order line, and the order stage a status per changed order
+per batch, so `AllocationRequest.line` and `OrderStatusRecord.of` fill the instance in one
+step (see domain/events.py: a frozen dataclass's own `__init__` sets each field
+separately, several times slower); the result equals the constructor's (tests check it).
 """
 
 from __future__ import annotations

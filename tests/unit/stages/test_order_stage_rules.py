@@ -12,11 +12,14 @@ from typing import Any
 import pytest
 
 from streamalloc.config import Settings
+from streamalloc.domain import OrderLine, OrderState
+from streamalloc.domain.orders import Units
 from streamalloc.errors import StreamallocError
 from streamalloc.runtime.stage import PartitionContext, Record
 from streamalloc.runtime.state import InMemoryStore
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.order_stage import STORE, OrderStage, decode_order, encode_order
+from streamalloc.stages.records import OrderStatusLine, OrderStatusRecord
 
 SETTINGS = Settings()
 ALLOCATIONS = SETTINGS.topic("allocations")
@@ -161,3 +164,28 @@ def test_a_record_of_the_previous_version_still_decodes_and_carries_on() -> None
 def test_an_allocation_record_the_order_stage_cannot_follow_is_refused(record: bytes, message: str) -> None:
     with pytest.raises(StreamallocError, match=message):
         OrderStage(SETTINGS).decode(ALLOCATIONS, b"o1", record)
+
+
+def test_a_status_record_built_in_one_step_equals_its_constructors_and_fits_the_schema() -> None:
+    order = OrderState(
+        "web",
+        2,
+        decided_at=T0,
+        lines={
+            "2": OrderLine("SKU-B", 1, "rejected", "insufficient_stock"),
+            "1": OrderLine("SKU-A", 2, "picked", None, {("WH-A", None): Units(0, 2, 0)}),
+        },
+    )
+    record = OrderStatusRecord.of("o1", order, "partially_allocated", "cause")
+    assert record == OrderStatusRecord(
+        "cause:status",
+        "o1",
+        "partially_allocated",
+        (
+            OrderStatusLine("1", "SKU-A", 2, 2, "picked"),
+            OrderStatusLine("2", "SKU-B", 1, 0, "rejected", "insufficient_stock"),
+        ),
+        T0,
+    )
+    serde = topic_serde(SETTINGS, ORDER_STATUS)
+    assert serde.validate(record.as_record()) == record.as_record()
