@@ -36,10 +36,12 @@ from streamalloc.domain.events import (
     DUPLICATE,
     AllocationEvent,
     AllocationEventType,
+    CancelRequested,
     Decision,
     Event,
     InventoryEventType,
     InventoryRejected,
+    OrderAccepted,
     StockChanged,
 )
 from streamalloc.domain.model import (
@@ -55,8 +57,6 @@ from streamalloc.domain.model import (
     WaitEntry,
 )
 from streamalloc.domain.orders import (
-    CancelRequested,
-    OrderAccepted,
     OrderEvent,
     OrderLine,
     OrderLineStatus,

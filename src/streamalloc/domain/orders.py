@@ -2,10 +2,11 @@
 
 The order stage (keyed by order id) and the offline replay both follow an order with
 `apply(order, event) -> (order, releases)`, over the events on `allocations` in their
-order: `OrderAccepted` (intake saw the order placed: its line count and ship-complete),
-`CancelRequested` (a whole-order cancellation, which intake cannot split into lines) and
-every `AllocationEvent` about one of its lines. `apply` updates the state in place, as
-`domain.apply` does a SKU's, and returns the releases the order's rules ask for:
+order (all in domain/events.py): `OrderAccepted` (intake saw the order placed: its line
+count and ship-complete), `CancelRequested` (a whole-order cancellation, which intake
+cannot split into lines) and every `AllocationEvent` about one of its lines. `apply`
+updates the state in place, as `domain.apply` does a SKU's, and returns the releases the
+order's rules ask for:
 
 - **ship-complete**: when the allocation of a line of a ship-complete order is rejected,
   every other line that holds units or waits for them is released (reason
@@ -37,13 +38,12 @@ is one that leaves the line units elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, NamedTuple, assert_never
+from typing import Final, Literal, NamedTuple, assert_never
 
 from streamalloc.domain import reasons
 from streamalloc.domain.commands import ReleaseLine
-from streamalloc.domain.events import AllocationEvent, _build
+from streamalloc.domain.events import AllocationEvent, CancelRequested, OrderAccepted
 
 OrderLineStatus = Literal[
     "pending",  # no decision yet (maybe refused commands: the SKU's `unplaced`)
@@ -65,149 +65,8 @@ UnitsKey = tuple[str, str | None]
 """(location, lot) of units a line holds or shipped."""
 
 
-# ---------------------------------------------------------------- order-level events
-
-# Built in one step on intake's and the order stage's hot paths, as the allocation events are
-# (see domain/events.py): a frozen dataclass's own __init__ sets each field separately.
-
-
-@dataclass(frozen=True, kw_only=True)
-class OrderAccepted:
-    """Intake saw a placed order (contract: an allocation event of type `accepted`)."""
-
-    event_id: str
-    cause_event_id: str  # the placed order event: the cause of its lines' allocation decisions
-    order_id: str
-    channel: str
-    line_count: int
-    qty: int  # units over all lines
-    ship_complete: bool
-    occurred_at: int
-
-    @classmethod
-    def of(
-        cls,
-        cause_event_id: str,
-        order_id: str,
-        channel: str,
-        line_count: int,
-        qty: int,
-        ship_complete: bool,
-        occurred_at: int,
-    ) -> OrderAccepted:
-        """The `accepted` event of the placed order event `cause_event_id`, with its derived id."""
-        return _build(
-            cls,
-            {
-                "event_id": f"{cause_event_id}:accepted",
-                "cause_event_id": cause_event_id,
-                "order_id": order_id,
-                "channel": channel,
-                "line_count": line_count,
-                "qty": qty,
-                "ship_complete": ship_complete,
-                "occurred_at": occurred_at,
-            },
-        )
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> OrderAccepted:
-        """The event a contract allocation record of type `accepted` holds (its line_count set)."""
-        return _build(
-            cls,
-            {
-                "event_id": record["event_id"],
-                "cause_event_id": record["cause_event_id"],
-                "order_id": record["order_id"],
-                "channel": record["channel"],
-                "line_count": record["line_count"],
-                "qty": record["qty"],
-                "ship_complete": record["ship_complete"],
-                "occurred_at": record["occurred_at"],
-            },
-        )
-
-    def as_record(self) -> dict[str, Any]:
-        """The event as the contract's allocation record."""
-        return {
-            "event_id": self.event_id,
-            "cause_event_id": self.cause_event_id,
-            "type": "accepted",
-            "order_id": self.order_id,
-            "line_id": None,
-            "sku": None,
-            "channel": self.channel,
-            "qty": self.qty,
-            "location": None,
-            "lot": None,
-            "reason": None,
-            "line_count": self.line_count,
-            "ship_complete": self.ship_complete,
-            "occurred_at": self.occurred_at,
-            "decided_at": self.occurred_at,
-        }
-
-
-@dataclass(frozen=True, kw_only=True)
-class CancelRequested:
-    """A whole-order cancellation (contract: an allocation event of type `cancel_requested`)."""
-
-    event_id: str
-    cause_event_id: str  # the cancelled order event
-    order_id: str
-    channel: str
-    occurred_at: int
-
-    @classmethod
-    def of(cls, cause_event_id: str, order_id: str, channel: str, occurred_at: int) -> CancelRequested:
-        """The request of the cancelled order event `cause_event_id`, with its derived id."""
-        return _build(
-            cls,
-            {
-                "event_id": f"{cause_event_id}:cancel_requested",
-                "cause_event_id": cause_event_id,
-                "order_id": order_id,
-                "channel": channel,
-                "occurred_at": occurred_at,
-            },
-        )
-
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> CancelRequested:
-        """The request a contract allocation record of type `cancel_requested` holds."""
-        return _build(
-            cls,
-            {
-                "event_id": record["event_id"],
-                "cause_event_id": record["cause_event_id"],
-                "order_id": record["order_id"],
-                "channel": record["channel"],
-                "occurred_at": record["occurred_at"],
-            },
-        )
-
-    def as_record(self) -> dict[str, Any]:
-        """The request as the contract's allocation record."""
-        return {
-            "event_id": self.event_id,
-            "cause_event_id": self.cause_event_id,
-            "type": "cancel_requested",
-            "order_id": self.order_id,
-            "line_id": None,
-            "sku": None,
-            "channel": self.channel,
-            "qty": 0,
-            "location": None,
-            "lot": None,
-            "reason": reasons.CANCELLED,
-            "line_count": None,
-            "ship_complete": False,
-            "occurred_at": self.occurred_at,
-            "decided_at": self.occurred_at,
-        }
-
-
 OrderEvent = AllocationEvent | OrderAccepted | CancelRequested
+"""What an order is followed from: the events on `allocations` (domain/events.py)."""
 
 
 # ---------------------------------------------------------------- state
