@@ -1,7 +1,7 @@
 """Audit from the events alone: the engine's promises, checked against its own topics.
 
-Input: decoded events of `orders*`, `inventory`, `allocations`, `availability` and
-`dead-letter`, each topic in its partition order. Events about one order share a
+Input: decoded events of `orders*`, `inventory`, `allocations`, `availability`,
+`order-status` and `dead-letter`, each topic in its partition order. Events about one order share a
 partition of `allocations` (keyed by order_id), so each line's story is in order; each
 availability record is a committed snapshot of one SKU.
 
@@ -17,7 +17,10 @@ came from elsewhere).
 Checks:
 - oversold: no availability snapshot shows allocated + picked above on_hand anywhere, and
   no line ever holds more units than it ordered, nor gives back or ships more than it
-  holds at a location;
+  holds at a location. `oversold_units` is one measure of both: each place's worst
+  excess, counted once and summed over places, a place being a (SKU, location) in the
+  availability snapshots (units promised beyond on_hand there) or an order line (units
+  held beyond what it ordered);
 - traceable: every allocation event names a cause that exists: an order event, an
   inventory event, an allocation event (the order stage's releases, expiries), or a
   locations-table or clock decision (`locations:<location_id>:...`, `clock:...`);
@@ -32,7 +35,9 @@ Checks:
 - the ledger (when `stock_changes` are given): every change names a known cause, moves its
   location by exactly its deltas, and every applied inventory event has one; where a count
   makes the events alone unable to say the balance, the ledger's last word is checked
-  against the last availability record instead.
+  against the last availability record instead (audit_ledger.py).
+- order status (when `order_statuses` are given): each order's last `order-status` record
+  agrees with its lines' final states from the events, as audit_orders.py defines it.
 
 The caller leaves out batches that never committed but that a broker showed anyway (a
 crashed worker's last batch on the embedded broker, see runtime/lineage.py); their event
@@ -48,6 +53,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamalloc.audit_ledger import check_ledger
+from streamalloc.audit_orders import check_order_statuses
 from streamalloc.kpis import Kpis, LineOutcome, compute_kpis
 
 FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
@@ -78,6 +85,7 @@ class _Line:
     fills: set[str] = field(default_factory=set)  # causes of fills of its backorder
     held_since: int | None = None  # decided_at of the last event that gave it units
     fulfilled: int = 0
+    over: int = 0  # the most units it ever held beyond what it ordered
 
     @property
     def held(self) -> int:
@@ -89,14 +97,17 @@ class AuditReport:
     events: Counter[str] = field(default_factory=Counter)
     repeats: int = 0  # the same event id seen again (allowed: ids are deterministic)
     breaches: list[str] = field(default_factory=list)
+    #: each place's worst excess, summed: every (SKU, location)'s most units promised beyond
+    #: on_hand in a snapshot, and every line's most units held beyond what it ordered
     oversold_units: int = 0
     #: the most units any availability snapshot (the engine's own state) shows promised beyond
-    #: on_hand at a location; oversold_units also counts what the events alone say
+    #: on_hand at one location (a maximum, not a sum)
     promised_beyond_on_hand: int = 0
     per_channel: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
     lines_placed: int = 0
     lines_decided: int = 0
     checked_skus: int = 0
+    checked_orders: int = 0  # orders whose last order-status was checked against their events
     leaked_batches: int = 0  # batches a broker showed although they never committed, left out
     leaked_events: int = 0
     waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
@@ -129,6 +140,7 @@ def audit(
     *,
     leaked_allocations: Iterable[Mapping[str, Any]] = (),
     stock_changes: Iterable[Mapping[str, Any]] | None = None,
+    order_statuses: Iterable[Mapping[str, Any]] | None = None,
 ) -> AuditReport:
     report = AuditReport()
     order_events: dict[str, Mapping[str, Any]] = {}
@@ -160,10 +172,12 @@ def audit(
     known = {event["event_id"] for event in leaked_allocations}
     known.update(order_events)
     known.update(event["event_id"] for event in inventory if event["event_id"] not in refused)
+    allocations = list(allocations)
     lines, final, end_ms, depleted = _replay_allocations(report, allocations, placed_lines, known)
+    report.oversold_units += sum(line.over for line in lines.values())
     _apply_inventory(final, inventory, refused, report)
     if stock_changes is not None:
-        _check_ledger(report, stock_changes, inventory, refused, known, final)
+        check_ledger(report, stock_changes, inventory, refused, known, final)
     for key, line in lines.items():
         if key in placed_lines:
             if len(line.decisions) > 1:
@@ -181,6 +195,9 @@ def audit(
     undecided = placed_lines.keys() - lines.keys()
     for key in undecided:
         report.breach(f"placed line {key} has no decision")
+    if order_statuses is not None:
+        held = {key: line.held for key, line in lines.items()}
+        report.checked_orders = check_order_statuses(report, allocations, order_statuses, held)
     availability = list(availability)
     _check_availability(report, availability, final)
     outcomes = [
@@ -374,7 +391,7 @@ def _release(
 
 def _check_held(report: AuditReport, line: _Line, key: tuple[str, str]) -> None:
     if line.held > line.qty:
-        report.oversold_units += line.held - line.qty
+        line.over = max(line.over, line.held - line.qty)
         report.breach(f"line {key} holds {line.held} of {line.qty} ordered")
 
 
@@ -406,80 +423,23 @@ def _apply_inventory(
             buckets["on_hand" if event["result"] == "pass" else "damaged"] += qty
 
 
-_LEDGER = ("on_hand", "quality_control", "damaged", "incoming")
-
-
-def _check_ledger(
-    report: AuditReport,
-    changes: Iterable[Mapping[str, Any]],
-    inventory: Iterable[Mapping[str, Any]],
-    refused: set[str],
-    known: set[str],
-    final: dict[tuple[str, str], Counter[str]],
-) -> None:
-    """The inventory ledger (`stock-changes`) against the events and itself.
-
-    Each change names a known cause and moves its location from what the last change there
-    left by exactly its deltas; every inventory event applied has its change, and no
-    change is there twice. The ledger's last word on a location is what its balance must
-    be, which also settles the locations a count made uncheckable from the events alone.
-    """
-    balance: dict[tuple[str, str], dict[str, int]] = {}
-    seen: set[str] = set()
-    inventory_causes: set[str] = set()
-    for change in changes:
-        event_id = change["event_id"]
-        if event_id in seen:
-            report.repeats += 1
-            continue
-        seen.add(event_id)
-        report.events["stock.change"] += 1
-        cause = change["cause_event_id"]
-        if cause not in known:
-            report.breach(f"stock change {event_id} has an unknown cause {cause}")
-        if change.get("line_id") is None:
-            inventory_causes.add(cause)
-        where = (change["sku"], change["location"])
-        before = balance.get(where, dict.fromkeys(_LEDGER, 0))
-        after = {bucket: change[bucket] for bucket in _LEDGER}
-        moved = {bucket: before[bucket] + change[f"{bucket}_delta"] for bucket in _LEDGER}
-        if moved != after:
-            report.breach(
-                f"stock change {event_id} at {where}: {before} moved by its deltas is {moved}, not {after}"
-            )
-        balance[where] = after
-    applied = {e["event_id"] for e in inventory if e["event_id"] not in refused}
-    for missing in sorted(applied - inventory_causes):
-        report.breach(f"inventory event {missing} was applied but has no stock change")
-    for where, after in balance.items():
-        buckets = final[where]
-        if buckets.get("uncheckable"):  # a count: the ledger says what the events cannot
-            del buckets["uncheckable"]
-            for bucket in ("on_hand", "quality_control", "damaged"):
-                buckets[bucket] = after[bucket]
-        else:
-            for bucket in ("on_hand", "quality_control", "damaged"):
-                if buckets.get(bucket, 0) != after[bucket]:
-                    report.breach(
-                        f"{where[0]} at {where[1]}: the ledger ends at {bucket}={after[bucket]}, "
-                        f"the events give {buckets.get(bucket, 0)}"
-                    )
-
-
 def _check_availability(
     report: AuditReport,
     availability: Iterable[Mapping[str, Any]],
     final: Mapping[tuple[str, str], Counter[str]],
 ) -> None:
     last: dict[str, Mapping[str, Any]] = {}
+    worst: dict[tuple[str, str], int] = {}  # (sku, location) -> its most units promised beyond on_hand
     for record in availability:
         last[record["sku"]] = record
         for row in record["locations"]:
             over = row["allocated"] + row["picked"] - row["on_hand"]
             if over > 0:
-                report.oversold_units = max(report.oversold_units, over)
-                report.promised_beyond_on_hand = max(report.promised_beyond_on_hand, over)
+                where = (record["sku"], row["location"])
+                worst[where] = max(worst.get(where, 0), over)
                 report.breach(f"{record['sku']} at {row['location']}: {over} unit(s) promised beyond on_hand")
+    report.oversold_units += sum(worst.values())
+    report.promised_beyond_on_hand = max(worst.values(), default=0)
     report.checked_skus = len(last)
     report.expired_units = sum(record.get("totals", {}).get("expired", 0) for record in last.values())
     for sku, record in last.items():

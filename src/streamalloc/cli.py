@@ -412,7 +412,8 @@ def print_audit(report: Any) -> None:
     out.print(kpis)
     out.print()
     decided = f"{report.lines_decided}/{report.lines_placed}"
-    out.print(f"units oversold: [bold]{report.oversold_units}[/bold]")
+    oversold = report.oversold_units
+    out.print(f"units oversold (each location's and line's worst excess, summed): [bold]{oversold}[/bold]")
     out.print(f"order lines with exactly one first decision: {decided}")
     out.print(
         f"backorders filled later: {report.waitlist_fills}; "
@@ -421,6 +422,7 @@ def print_audit(report: Any) -> None:
     out.print(
         f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
     )
+    out.print(f"orders whose last order-status agrees with their lines: checked {report.checked_orders}")
     out.print(f"repeated events with the same id (harmless): {report.repeats}")
     if report.leaked_batches:
         out.print(

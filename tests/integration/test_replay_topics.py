@@ -122,7 +122,9 @@ def _inventory_fields(event: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def engines(kafka_broker: TestBroker, tmp_path: Path) -> Iterator[dict[str, EngineUnderTest]]:
     """Two engines on the same history: one under the baseline tables, one under the policy."""
-    policy_channels = [{**c, **p} for c in CHANNELS for p in POLICY if p["channel_id"] == c["channel_id"]]
+    # the baseline's channels with the policy's records over them, as the replay overlays them
+    policy = {p["channel_id"]: p for p in POLICY}
+    policy_channels = [{**c, **policy.get(c["channel_id"], {})} for c in CHANNELS]
     built: dict[str, EngineUnderTest] = {}
     try:
         for name, channels in (("baseline", CHANNELS), ("what_if", policy_channels)):

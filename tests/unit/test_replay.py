@@ -84,6 +84,7 @@ BASELINE = tables(
     {"location_id": "WH", "priority": 10},
     {"location_id": "STORE", "priority": 5},
     {"channel_id": "web", "locations": ["WH"]},
+    {"channel_id": "store"},
 )
 POLICY = tables({"channel_id": "web", "locations": None, "allow_split": True})
 
@@ -99,7 +100,7 @@ ORDERS = [
     order("o3", "web-3", 30, ("1", "A", 1)),
     order("o4", "web-1", 40, type="cancelled"),  # the whole order
     order("o5", "web-5", 50, ("1", "A", 1)),
-    order("o6", "store-1", 60, ("1", "B", 2), channel="store"),  # a channel the tables do not know
+    order("o6", "store-1", 60, ("1", "B", 2), channel="store"),  # a channel the policy leaves alone
 ]
 
 
@@ -185,6 +186,17 @@ def test_a_receipt_at_the_same_millisecond_as_an_order_is_there_for_it() -> None
     )
     result = run(steps, BASELINE.tables())
     assert result.figures["web"]["lines", "allocated"] == 1
+
+
+def test_an_order_from_a_channel_the_tables_do_not_know_is_rejected() -> None:
+    steps = history(
+        [order_step(order("o1", "pop-up-1", 10, ("1", "A", 1), channel="pop-up"))],
+        [inventory_step(received("i1", 1, "A", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    assert result.figures["pop-up"]["reason", "rejected", "unknown_channel"] == 1
+    assert str(result.orders["pop-up-1"].lines["1"]) == "rejected (unknown_channel)"
+    assert result.orders["pop-up-1"].status == "rejected"
 
 
 @pytest.mark.parametrize(
@@ -326,6 +338,7 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do() -> None:
         {"location_id": "STORE", "priority": 5, "safety_stock": 1},
         {"channel_id": "web", "allow_split": True},
         {"channel_id": "store", "locations": ["STORE", "WH"], "safety_stock": 1},
+        {"channel_id": "marketplace"},
     )
     domain_tables = table_records.tables()
 
@@ -353,10 +366,8 @@ def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]]
     ]
     events: list[dict[str, Any]] = []
     placed: list[tuple[str, str, list[tuple[str, str, int]], bool]] = []
-    # The order stage reads any rejection as a failed line (a refused pick too); the replay
-    # does not (its line still holds units). Pick each line once, of non-ship-complete
-    # orders only, so no pick is refused for holding too little.
-    picked: set[tuple[str, str]] = set()
+    # Picks of any order, a line maybe twice (then refused: it holds too little), ship-complete
+    # ones too: a refused pick fails nothing, in the stage as in the replay (domain.orders).
     for n in range(orders):
         at = n * 10 + 3
         channel = r.choice(["web", "store", "marketplace"])
@@ -365,11 +376,9 @@ def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]]
             order_id, ch, _, _ = r.choice(placed)
             events.append(order(f"c{n}", order_id, at, channel=ch, type="cancelled"))
         elif kind < 0.2 and placed:
-            order_id, ch, lines, ship_complete = r.choice(placed)
+            order_id, ch, lines, _ = r.choice(placed)
             line = r.choice(lines)
-            if not ship_complete and (order_id, line[0]) not in picked:
-                picked.add((order_id, line[0]))
-                events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
+            events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
         else:
             lines = [(str(i), r.choice(skus), r.randint(1, 4)) for i in range(r.randint(1, 3))]
             ship_complete = r.random() < 0.3

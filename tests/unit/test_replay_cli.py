@@ -36,7 +36,7 @@ ORDERS = [
      "lines": [{"line_id": "1", "sku": "B", "qty": 2}]},
 ]  # fmt: skip
 LOCATIONS = [{"location_id": "WH", "priority": 10}, {"location_id": "STORE", "priority": 5}]
-CHANNELS = [{"channel_id": "web", "locations": ["WH"]}]
+CHANNELS = [{"channel_id": "web", "locations": ["WH"]}, {"channel_id": "store"}]
 POLICY = [{"channel_id": "web", "locations": None, "allow_split": True}]
 
 
@@ -76,7 +76,7 @@ def test_json_gives_each_channels_figures_and_the_difference(files: dict[str, Pa
     data = json.loads(result.stdout)
 
     assert data["inputs"]["order_events"] == 6 and data["inputs"]["inventory_events"] == 3
-    assert data["inputs"]["locations"] == 2 and data["inputs"]["channels"] == 1
+    assert data["inputs"]["locations"] == 2 and data["inputs"]["channels"] == 2
     assert data["policy_changes"] == ['channel web: allow_split false -> true, locations ["WH"] -> null']
     web = data["channels"]["web"]
     assert web["baseline"]["lines"] == {"allocated": 4, "backordered": 0, "rejected": 1, "released": 2}

@@ -162,6 +162,9 @@ def run(
         record = {"location_id": location, "status": "online", "priority": 1, "regions_served": []}
         serde = topic_serde(settings, settings.topic("locations"))
         send(serde.topic, location.encode(), serde.encode(serde.validate(record)))
+    for channel in CHANNELS:  # default rules; an order from a channel without a record is rejected
+        serde = topic_serde(settings, settings.topic("channels"))
+        send(serde.topic, channel.encode(), serde.encode(serde.validate({"channel_id": channel})))
     now = int(time.time() * 1000)
     for i in range(skus):
         for location in LOCATIONS:

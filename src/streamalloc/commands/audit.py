@@ -26,7 +26,9 @@ def run_audit(settings: Settings) -> AuditReport:
     # A crashed worker's last batch, if the broker leaked it (embedded broker only), is not
     # a decision the engine stands by: its successor redid that input (lineage.py).
     ledger = read_with_batches(settings, settings.topic("stock-changes"))
-    void = void_batches(batch for batch, _ in allocations + availability + ledger if batch is not None)
+    statuses = read_with_batches(settings, settings.topic("order-status"))
+    outputs = allocations + availability + ledger + statuses
+    void = void_batches(batch for batch, _ in outputs if batch is not None)
     leaked = [event for batch, event in allocations if batch in void]
     report = audit(
         orders,
@@ -36,7 +38,10 @@ def run_audit(settings: Settings) -> AuditReport:
         refused,
         leaked_allocations=leaked,
         stock_changes=[change for batch, change in ledger if batch not in void],
+        order_statuses=[status for batch, status in statuses if batch not in void],
     )
     report.leaked_batches = len(void)
-    report.leaked_events = len(leaked) + sum(1 for batch, _ in availability + ledger if batch in void)
+    report.leaked_events = len(leaked) + sum(
+        1 for batch, _ in availability + ledger + statuses if batch in void
+    )
     return report

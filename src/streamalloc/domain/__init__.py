@@ -2,10 +2,11 @@
 
 Nothing here touches Kafka, Avro, RocksDB, HTTP or the clock: a decision is
 `apply(state, command, tables, now)`, deterministic in its arguments. See `model` for how
-the state maps onto store records and how changes are reported for write-back.
+the state maps onto store records and how changes are reported for write-back. An order
+is followed from the events about it with `orders.apply(order, event)` (module `orders`).
 """
 
-from streamalloc.domain import reasons
+from streamalloc.domain import orders, reasons
 from streamalloc.domain.allocate import channel_ats, choose_locations
 from streamalloc.domain.apply import apply
 from streamalloc.domain.commands import (
@@ -31,13 +32,16 @@ from streamalloc.domain.commands import (
 )
 from streamalloc.domain.contention import contend
 from streamalloc.domain.events import (
+    ALLOCATION_EVENT_TYPES,
     DUPLICATE,
     AllocationEvent,
     AllocationEventType,
+    CancelRequested,
     Decision,
     Event,
     InventoryEventType,
     InventoryRejected,
+    OrderAccepted,
     StockChanged,
 )
 from streamalloc.domain.model import (
@@ -52,6 +56,13 @@ from streamalloc.domain.model import (
     StateChanges,
     WaitEntry,
 )
+from streamalloc.domain.orders import (
+    OrderEvent,
+    OrderLine,
+    OrderLineStatus,
+    OrderState,
+    OrderStatus,
+)
 from streamalloc.domain.tables import (
     DEFAULT_CHANNEL,
     OFFLINE,
@@ -64,6 +75,7 @@ from streamalloc.domain.tables import (
 from streamalloc.domain.views import Availability, LocationAvailability, availability
 
 __all__ = [
+    "ALLOCATION_EVENT_TYPES",
     "DEFAULT_CHANNEL",
     "DUPLICATE",
     "FAIL",
@@ -75,6 +87,7 @@ __all__ = [
     "AllocationEvent",
     "AllocationEventType",
     "Availability",
+    "CancelRequested",
     "Channel",
     "Command",
     "Count",
@@ -99,6 +112,12 @@ __all__ = [
     "LocationBalance",
     "LocationStatus",
     "Lot",
+    "OrderAccepted",
+    "OrderEvent",
+    "OrderLine",
+    "OrderLineStatus",
+    "OrderState",
+    "OrderStatus",
     "PickLine",
     "Receive",
     "ReleaseLine",
@@ -115,5 +134,6 @@ __all__ = [
     "channel_ats",
     "choose_locations",
     "contend",
+    "orders",
     "reasons",
 ]

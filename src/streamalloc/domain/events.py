@@ -1,9 +1,12 @@
 """Events: what a decision emits, and the `Decision` that carries them.
 
 `AllocationEvent` mirrors the contract's Allocation event field for field (topic
-`allocations`). `StockChanged` gives every change of on_hand, quality_control, damaged
-or incoming a cause (an inventory event, a shipment or a return); `InventoryRejected`
-says why an inventory event changed nothing.
+`allocations`), for the decisions about one order line; `OrderAccepted` and
+`CancelRequested` are that topic's order-level events (intake's `accepted` and
+`cancel_requested`), which the order stage follows too (domain/orders.py).
+`StockChanged` gives every change of on_hand, quality_control, damaged or incoming a
+cause (an inventory event, a shipment or a return); `InventoryRejected` says why an
+inventory event changed nothing.
 
 Output event ids are derived from the cause, never random, so a repeated input produces
 the same ids (see docs/contract.md, Event ids):
@@ -28,11 +31,13 @@ also why these classes have no `__slots__`: `as_record()` is then one dict copy.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, Final, Literal, TypeVar, get_args
+
+from streamalloc.domain.reasons import CANCELLED
 
 AllocationEventType = Literal[
-    "accepted",  # emitted by intake, with line_count
     "allocated",
     "rejected",
     "backordered",  # waits on the waitlist: reason incoming or waitlisted
@@ -89,6 +94,21 @@ class AllocationEvent:
         """The event as a plain dict (contract field names), e.g. for a serializer."""
         return dict(self.__dict__)
 
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AllocationEvent:
+        """The event a contract dict (as `as_record` gives it, every field present) holds.
+
+        The contract's `ship_complete` (for `accepted` only) is left out. The caller checks
+        the record first: its `type` is one of `ALLOCATION_EVENT_TYPES` and it names its
+        line and SKU. One dict copy, not a field-by-field build: the order stage's hot path.
+        """
+        values = dict(record)
+        values.pop("ship_complete", None)
+        return _build(cls, values)
+
+
+ALLOCATION_EVENT_TYPES: Final[frozenset[str]] = frozenset(get_args(AllocationEventType))
+
 
 @dataclass(frozen=True)
 class StockChanged:
@@ -133,6 +153,147 @@ class InventoryRejected:
 
     def as_record(self) -> dict[str, Any]:
         return dict(self.__dict__)
+
+
+# Order-level events on `allocations`, the order stage's besides the allocation events.
+# Built in one step on intake's and the order stage's hot paths, as the allocation events
+# are (see the module docstring).
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrderAccepted:
+    """Intake saw a placed order (contract: an allocation event of type `accepted`)."""
+
+    event_id: str
+    cause_event_id: str  # the placed order event: the cause of its lines' allocation decisions
+    order_id: str
+    channel: str
+    line_count: int
+    qty: int  # units over all lines
+    ship_complete: bool
+    occurred_at: int
+
+    @classmethod
+    def of(
+        cls,
+        cause_event_id: str,
+        order_id: str,
+        channel: str,
+        line_count: int,
+        qty: int,
+        ship_complete: bool,
+        occurred_at: int,
+    ) -> OrderAccepted:
+        """The `accepted` event of the placed order event `cause_event_id`, with its derived id."""
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:accepted",
+                "cause_event_id": cause_event_id,
+                "order_id": order_id,
+                "channel": channel,
+                "line_count": line_count,
+                "qty": qty,
+                "ship_complete": ship_complete,
+                "occurred_at": occurred_at,
+            },
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> OrderAccepted:
+        """The event a contract allocation record of type `accepted` holds (its line_count set)."""
+        return _build(
+            cls,
+            {
+                "event_id": record["event_id"],
+                "cause_event_id": record["cause_event_id"],
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "line_count": record["line_count"],
+                "qty": record["qty"],
+                "ship_complete": record["ship_complete"],
+                "occurred_at": record["occurred_at"],
+            },
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        """The event as the contract's allocation record."""
+        return {
+            "event_id": self.event_id,
+            "cause_event_id": self.cause_event_id,
+            "type": "accepted",
+            "order_id": self.order_id,
+            "line_id": None,
+            "sku": None,
+            "channel": self.channel,
+            "qty": self.qty,
+            "location": None,
+            "lot": None,
+            "reason": None,
+            "line_count": self.line_count,
+            "ship_complete": self.ship_complete,
+            "occurred_at": self.occurred_at,
+            "decided_at": self.occurred_at,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CancelRequested:
+    """A whole-order cancellation (contract: an allocation event of type `cancel_requested`)."""
+
+    event_id: str
+    cause_event_id: str  # the cancelled order event
+    order_id: str
+    channel: str
+    occurred_at: int
+
+    @classmethod
+    def of(cls, cause_event_id: str, order_id: str, channel: str, occurred_at: int) -> CancelRequested:
+        """The request of the cancelled order event `cause_event_id`, with its derived id."""
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:cancel_requested",
+                "cause_event_id": cause_event_id,
+                "order_id": order_id,
+                "channel": channel,
+                "occurred_at": occurred_at,
+            },
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CancelRequested:
+        """The request a contract allocation record of type `cancel_requested` holds."""
+        return _build(
+            cls,
+            {
+                "event_id": record["event_id"],
+                "cause_event_id": record["cause_event_id"],
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "occurred_at": record["occurred_at"],
+            },
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        """The request as the contract's allocation record."""
+        return {
+            "event_id": self.event_id,
+            "cause_event_id": self.cause_event_id,
+            "type": "cancel_requested",
+            "order_id": self.order_id,
+            "line_id": None,
+            "sku": None,
+            "channel": self.channel,
+            "qty": 0,
+            "location": None,
+            "lot": None,
+            "reason": CANCELLED,
+            "line_count": None,
+            "ship_complete": False,
+            "occurred_at": self.occurred_at,
+            "decided_at": self.occurred_at,
+        }
 
 
 Event = AllocationEvent | StockChanged | InventoryRejected

@@ -12,8 +12,9 @@ A command for a line not yet placed is refused (`unknown_line`) and remembered o
 line (keeping the ids), so a refused pick that arrives again after the placement is a
 duplicate rather than a pick. A return is the exception: see `return_line`.
 
-Validation order, so a reason is always the first thing wrong: duplicate, then quantity,
-then what the line or the stock allows.
+Validation order, so a reason is always the first thing wrong: duplicate, then (for an
+allocation) the channel, which must be in the channels table (`unknown_channel`), then
+quantity, then what the line or the stock allows.
 """
 
 from __future__ import annotations
@@ -54,9 +55,12 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     else:
         return DUPLICATE
     qty = cmd.qty
-    channel = tables.channels.get(cmd.channel) or DEFAULT_CHANNEL
-    if qty <= 0:
-        choice: Choice | str = reasons.INVALID_QUANTITY
+    channel = tables.channels.get(cmd.channel)
+    if channel is None:  # no policy to decide under: rejected, never allocated under defaults
+        channel = DEFAULT_CHANNEL  # (for the type checker: a rejection needs no policy)
+        choice: Choice | str = reasons.UNKNOWN_CHANNEL
+    elif qty <= 0:
+        choice = reasons.INVALID_QUANTITY
     elif not state.balances:
         choice = reasons.UNKNOWN_SKU
     else:

@@ -1,8 +1,8 @@
 """Machine-readable reasons carried by every rejection (the contract's `reason` field).
 
 Each is a plain string constant so an event, a metric label and a test all use the same
-spelling. `SHIP_COMPLETE_FAILED` is decided by the order stage, not here; it is listed so
-the vocabulary lives in one place.
+spelling. `SHIP_COMPLETE_FAILED` and `CANCELLED` are the order's rules' (domain.orders),
+not a SKU's; they are listed so the vocabulary lives in one place.
 """
 
 from __future__ import annotations
@@ -11,13 +11,17 @@ from typing import Final
 
 # Allocation of an order line.
 INVALID_QUANTITY: Final = "invalid_quantity"  # qty <= 0 (or a negative count, a zero adjust)
+UNKNOWN_CHANNEL: Final = "unknown_channel"  # the channels table has no record of the order's channel
 UNKNOWN_SKU: Final = "unknown_sku"  # no inventory event ever reached this SKU
 INSUFFICIENT_STOCK: Final = "insufficient_stock"  # not enough available / channel ATS
 CHANNEL_NOT_ALLOWED: Final = "channel_not_allowed"  # the allow-list excludes every stocked location
 LOCATION_UNAVAILABLE: Final = "location_unavailable"  # the line names an unknown or offline location
-SHIP_COMPLETE_FAILED: Final = "ship_complete_failed"  # order stage: another line of the order failed
+SHIP_COMPLETE_FAILED: Final = "ship_complete_failed"  # domain.orders: another line of the order failed
 
 LOT_UNAVAILABLE: Final = "lot_unavailable"  # a pick names a lot without enough unexpired free units
+
+# Why an order line is released by its order (the order stage's rules, domain.orders).
+CANCELLED: Final = "cancelled"  # the order, or the line, was cancelled
 
 # Why a line waits (a `backordered` event's reason) or was moved or released by the engine.
 INCOMING: Final = "incoming"  # backordered against expected incoming stock

@@ -13,9 +13,11 @@ Decisions taken here, and why:
 - A location **missing from the table** is treated as offline: inventory events still
   apply to it, but nothing is allocated there until operations publish it online (an
   allocation at a location routing does not know could never ship).
-- An **unknown channel** gets `DEFAULT_CHANNEL`'s policy: every online location, no
-  safety stock, no pool share, no split. A channel can start with a plain producer before
-  operations write its record; restricting it is a matter of publishing one.
+- An order from an **unknown channel** is rejected (`unknown_channel`, lines.py): a
+  channel sells once operations have published its record, never under rules nobody set.
+  `DEFAULT_CHANNEL`'s policy (every online location, no safety stock, no pool share, no
+  split) is only for lines already allocated whose channel's record has since gone, when
+  they are moved or served from the waitlist.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ class Channel:
 
 
 DEFAULT_CHANNEL: Final = Channel(channel_id="*")
-"""The policy of a channel the channels table does not (yet) know."""
+"""The policy of an allocated line whose channel the channels table no longer knows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +136,7 @@ class Tables:
         return channel.lot_policy or self.lot_policy
 
     def channel(self, channel_id: str) -> Channel:
-        """The channel's policy; `DEFAULT_CHANNEL` for one the table does not know."""
+        """The channel's policy; `DEFAULT_CHANNEL` for one the table does not know (see above)."""
         return self.channels.get(channel_id) or DEFAULT_CHANNEL
 
     @classmethod

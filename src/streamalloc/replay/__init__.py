@@ -16,27 +16,27 @@ How the offline run stands in for the engine, and why:
   then the allocator's `request_command`), and every command, whatever its type, goes
   through `domain.apply`: a command or an event type the domain adds later is replayed and
   counted without a change here.
-- **The order stage's two rules are replicated** (small, and they change outcomes): when
-  the allocation of a line of a ship-complete order fails (the line is rejected before it
-  ever held units), the order's other lines that hold units are released with reason
-  `ship_complete_failed`, as is any line of it allocated later; a whole-order cancellation
-  (a `cancelled` event listing no lines) releases every line that holds units, and any
-  line allocated later. A refused pick, fulfilment or return does not fail a ship-complete
-  order: its line still holds its units. Releases are applied after the event's own
-  commands (the engine sends them through the order stage, so an order's lines are all
-  decided first) and before the next event.
+- **The order's rules are the order stage's own** (`domain.orders.apply`, fed the same
+  `accepted`, `cancel_requested` and allocation events): when the allocation of a line of
+  a ship-complete order is rejected, its other lines that hold or wait for units are
+  released with reason `ship_complete_failed`, as is any line that does so later; a
+  whole-order cancellation (a `cancelled` event listing no lines) releases every line that
+  holds or waits, and any line that does so later. A refused pick, fulfilment or return
+  does not fail a ship-complete order: its line still holds its units. Releases are
+  applied after the event's own commands (the engine sends them through the order stage,
+  so an order's lines are all decided first) and before the next event.
 - **Counting** is by decision: for each event type, a line counts once per decision that
   emitted that type for it (a line split over two locations is one allocated line and one
   `split`), and its units are the sum of the events' qty. Rejections and releases are also
   counted by reason. Orders are counted by their final status, as the order stage defines
-  it (`OrderView.status`).
+  it (`domain.orders.status`; `open` while an order has none).
 - **Reservations expire** as the allocator's timers make them: a line holding soft units
   with an expiry gets a timer, and every timer due by an event's time fires before that
   event (`ExpireLine`, decided when due). Timers still pending when the history ends do
   not fire: the outcome is the one at the last event.
-- **Line status comes from the domain** (the line's state after the decision), so a line
-  moved to another location, partly expired or filled from the waitlist reads as the
-  engine's books have it.
+- **Line status and units come from the events** as the order stage follows them
+  (`domain.orders`), which keeps them equal to the SKU's books: a line moved to another
+  location, partly expired or filled from the waitlist reads as the engine's books have it.
 - **Simultaneous requests**: where a channel sets `priority_window_ms`, a placed order is
   replayed ahead of earlier ones of such channels that it outranks within their window
   (`domain.contention`), as if the engine had decided them in one batch; the engine can

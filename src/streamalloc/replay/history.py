@@ -55,7 +55,7 @@ def order_step(order: Mapping[str, Any]) -> OrderStep:
     Refuses, with ValidationError, what intake would send to the dead-letter topic.
     """
     check_order(order)
-    commands = tuple(request_command(request) for request in line_requests(dict(order)))
+    commands = tuple(request_command(request.as_record()) for request in line_requests(order))
     return OrderStep(
         occurred_at=order["occurred_at"],
         event_id=order["event_id"],

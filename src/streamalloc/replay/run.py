@@ -1,37 +1,36 @@
-"""One run of the history through the domain, with the order stage's rules and the allocator's timers."""
+"""One run of the history through the domain, with the order's rules and the allocator's timers."""
 
 from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 from streamalloc.domain import (
     AllocateLine,
     AllocationEvent,
+    CancelRequested,
     Command,
     Decision,
     ExpireLine,
     LineState,
+    OrderAccepted,
+    OrderState,
     ReleaseLine,
     SkuState,
     Tables,
     apply,
     contend,
-    reasons,
+    orders,
 )
-from streamalloc.domain.model import UNPLACED
 from streamalloc.replay.history import InventoryStep, OrderStep, Step
-from streamalloc.stages.order_stage import HOLDING, LineView, OrderView
 
 #: Line decisions always shown, even at zero, so tables and JSON keep their columns.
 CORE_TYPES: Final = ("allocated", "rejected", "backordered", "released")
-PENDING: Final = "pending"
-#: Line statuses whose reason is part of the outcome.
-_WITH_REASON: Final = frozenset({"rejected", "released", "backordered"})
-CANCELLED: Final = "cancelled"
+#: An order's status while it has none (`domain.orders.status`): not every line decided.
+OPEN: Final = "open"
 #: How often (in history steps) a run reports progress.
 PROGRESS_EVERY: Final = 1000
 
@@ -41,20 +40,6 @@ Key = tuple[str, ...]
 """A figure: ("lines", type), ("units", type), ("reason", type, reason), ("split",), ("orders", status)."""
 
 SPLIT: Final[Key] = ("split",)
-
-
-@dataclass(slots=True)
-class _Line:
-    """What the replay knows of one order line: the domain's view after its last event."""
-
-    sku: str
-    qty: int
-    status: str = PENDING
-    reason: str | None = None
-    held: tuple[tuple[str, int], ...] = ()  # (location, units held or shipped there)
-
-    def outcome(self) -> LineOutcome:
-        return LineOutcome(self.status, self.reason, self.held)
 
 
 class LineOutcome(NamedTuple):
@@ -72,32 +57,6 @@ class LineOutcome(NamedTuple):
         if self.reason is not None:
             text += f" ({self.reason})"
         return text
-
-
-@dataclass(slots=True)
-class _Order:
-    channel: str
-    ship_complete: bool = False
-    line_count: int | None = None
-    cancelled: bool = False
-    ship_failed: bool = False
-    lines: dict[str, _Line] = field(default_factory=dict)
-
-    def status(self) -> str:
-        """The order stage's status (see `OrderView.status`); `open` while it has none."""
-        view = OrderView(
-            self.channel,
-            self.line_count,
-            self.ship_complete,
-            self.cancelled,
-            self.ship_failed,
-            0,
-            {
-                line_id: LineView(line.sku, line.qty, sum(q for _, q in line.held), line.status, line.reason)
-                for line_id, line in self.lines.items()
-            },
-        )
-        return view.status() or "open"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,13 +77,13 @@ class RunResult:
 
 
 class _Run:
-    """The history through the domain under one set of tables, with the order stage's rules
-    and the allocator's reservation timers."""
+    """The history through the domain under one set of tables, with the order's rules
+    (`domain.orders`) and the allocator's reservation timers."""
 
     def __init__(self, tables: Tables) -> None:
         self.tables = tables
         self.states: dict[str, SkuState] = {}
-        self.orders: dict[str, _Order] = {}
+        self.orders: dict[str, OrderState] = {}
         self.figures: dict[str, Counter[Key]] = {}
         # (due, sku, order_id, line_id): a line's reservation expiry, as the allocator's
         # timer index holds it; a moot one (picked, released, moved) is refused by the domain
@@ -137,21 +96,18 @@ class _Run:
         if isinstance(step, InventoryStep):
             self._decide([step.command], now)
             return
-        order = self._order(step.order_id, step.channel)
+        order = self._order(step.order_id)
         if step.type == "placed":
-            order.ship_complete = step.ship_complete
-            order.line_count = len(step.commands)
-            for command in step.commands:
-                if isinstance(command, AllocateLine):
-                    order.lines.setdefault(command.line_id, _Line(command.sku, command.qty))
-        elif step.whole_order_cancel:
-            order.cancelled = True
-            cause = f"{step.event_id}:cancel_requested"
-            releases = [
-                self._release(step.order_id, cause, order, line_id, line, CANCELLED, now)
-                for line_id, line in order.lines.items()
-                if line.status in HOLDING
-            ]
+            qty = sum(c.qty for c in step.commands if isinstance(c, AllocateLine))
+            accepted = OrderAccepted.of(
+                step.event_id, step.order_id, step.channel, len(step.commands), qty, step.ship_complete, now
+            )
+            _, releases = orders.apply(order, accepted)
+            self._decide([*step.commands, *releases], now)
+            return
+        if step.whole_order_cancel:
+            cancel = CancelRequested.of(step.event_id, step.order_id, step.channel, now)
+            _, releases = orders.apply(order, cancel)
             self._decide(releases, now)
             return
         self._decide(list(step.commands), now)
@@ -166,10 +122,10 @@ class _Run:
             due, sku, order_id, line_id = timer
             self._decide([ExpireLine.due(sku, order_id, line_id, due)], due)
 
-    def _order(self, order_id: str, channel: str) -> _Order:
+    def _order(self, order_id: str) -> OrderState:
         order = self.orders.get(order_id)
         if order is None:
-            order = self.orders[order_id] = _Order(channel)
+            order = self.orders[order_id] = OrderState()
         return order
 
     def _decide(self, commands: Sequence[Command], now: int) -> None:
@@ -186,7 +142,7 @@ class _Run:
                 state = self.states[command.sku] = SkuState(command.sku)
             decision = apply(state, command, self.tables, now)
             if decision:
-                pending.extend(self._record(decision, state, now))
+                pending.extend(self._record(decision, state))
 
     def _schedule(self, due: int, sku: str, line: LineState) -> None:
         """The line's expiry timer, while it holds soft units (as the allocator keeps them)."""
@@ -195,7 +151,7 @@ class _Run:
             self._timer_set.add(timer)
             heapq.heappush(self.timers, timer)
 
-    def _record(self, decision: Decision, state: SkuState, now: int) -> list[ReleaseLine]:
+    def _record(self, decision: Decision, state: SkuState) -> list[ReleaseLine]:
         """Count a decision's allocation events and follow its lines; the releases it causes."""
         if len(decision) == 1:  # most decisions: one event about one line
             event = decision[0]
@@ -206,7 +162,7 @@ class _Run:
             figures["lines", kind] += 1
             if event.reason is not None:
                 figures["reason", kind, event.reason] += 1
-            return self._follow(event, state, now)
+            return list(self._follow(event, state))
         # (order_id, line_id, type) -> locations of its events, for one count per line
         seen: dict[tuple[str, str, str], set[str | None]] = {}
         releases: list[ReleaseLine] = []
@@ -227,7 +183,7 @@ class _Run:
                 if kind == "allocated" and len(locations) == 1:
                     figures[SPLIT] += 1
                 locations.add(event.location)
-            for release in self._follow(event, state, now):
+            for release in self._follow(event, state):
                 if (release.order_id, release.line_id) not in released:
                     released.add((release.order_id, release.line_id))
                     releases.append(release)
@@ -239,75 +195,26 @@ class _Run:
             figures = self.figures[channel] = Counter()
         return figures
 
-    def _follow(self, event: AllocationEvent, state: SkuState, now: int) -> list[ReleaseLine]:
-        """Take the line's status from the domain; the releases the order stage would send."""
-        order = self._order(event.order_id, event.channel)
-        line = order.lines.get(event.line_id)
-        if line is None:
-            line = order.lines[event.line_id] = _Line(event.sku, event.qty)
-        was = line.status
-        truth = state.get_line((event.order_id, event.line_id))
-        if truth is not None and truth.status != UNPLACED:
-            held: dict[str, int] = {}
-            for part in truth.parts:
-                units = part.allocated + part.picked + part.fulfilled
-                if units:
-                    held[part.location] = held.get(part.location, 0) + units
-            line.status, line.qty, line.held = truth.status, truth.qty, tuple(sorted(held.items()))
-            if truth.expires_at is not None and truth.allocated > 0:
-                self._schedule(truth.expires_at, state.sku, truth)
-            if line.status not in _WITH_REASON:
-                line.reason = None
-            elif truth.reason is not None or event.type == line.status:
-                line.reason = truth.reason or event.reason  # (a release records its reason on the event)
-        kind = event.type
-        if kind == "rejected" and line.status == "rejected" and was != "rejected":
-            # The line's own allocation failed (a refused pick or return leaves its status).
-            if order.ship_complete and not order.ship_failed:
-                order.ship_failed = True
-                return [
-                    self._release(
-                        event.order_id,
-                        event.event_id,
-                        order,
-                        other_id,
-                        other,
-                        reasons.SHIP_COMPLETE_FAILED,
-                        now,
-                    )  # fmt: skip
-                    for other_id, other in order.lines.items()
-                    if other_id != event.line_id and other.status in HOLDING
-                ]
-        elif (
-            kind in ("allocated", "backordered")
-            and line.status in HOLDING
-            and (order.cancelled or order.ship_failed)
-        ):
-            reason = CANCELLED if order.cancelled else reasons.SHIP_COMPLETE_FAILED
-            return [self._release(event.order_id, event.event_id, order, event.line_id, line, reason, now)]
-        return []
+    def _follow(self, event: AllocationEvent, state: SkuState) -> tuple[ReleaseLine, ...]:
+        """Follow the event in its order (`domain.orders`): the releases the order's rules send.
 
-    @staticmethod
-    def _release(
-        order_id: str, cause: str, order: _Order, line_id: str, line: _Line, reason: str, now: int
-    ) -> ReleaseLine:
-        """The release the order stage sends; its cause is the event it reacted to."""
-        return ReleaseLine(
-            event_id=cause,
-            occurred_at=now,
-            order_id=order_id,
-            line_id=line_id,
-            sku=line.sku,
-            channel=order.channel,
-            reason=reason,
-        )
+        Also keeps the line's expiry timer, as the allocator does, while it holds soft units.
+        """
+        _, releases = orders.apply(self._order(event.order_id), event)
+        truth = state.get_line((event.order_id, event.line_id))
+        if truth is not None and truth.expires_at is not None and truth.allocated > 0:
+            self._schedule(truth.expires_at, state.sku, truth)
+        return releases
 
     def result(self) -> RunResult:
         outcomes: dict[str, OrderOutcome] = {}
         for order_id, order in self.orders.items():
-            status = order.status()
+            status = orders.status(order) or OPEN
             self._figures(order.channel)["orders", status] += 1
-            lines = {line_id: line.outcome() for line_id, line in order.lines.items()}
+            lines = {
+                line_id: LineOutcome(line.status, line.reason, line.held_at())
+                for line_id, line in order.lines.items()
+            }
             outcomes[order_id] = OrderOutcome(order.channel, status, lines)
         return RunResult(self.figures, outcomes)
 

@@ -3,7 +3,9 @@
 A normaliser is compiled once per schema into nested closures, so checking a record
 costs a few function calls per field. Nullable unions take plain values (`"region":
 "eu"`), not Avro-JSON's tagged form. Unknown fields are ignored, so a newer producer
-can add fields before the engine knows them.
+can add fields before the engine knows them. An identifier (`IDENTIFIERS`, in any
+record) must not be empty, as it must not be missing: nothing could be keyed or traced
+by it.
 """
 
 from __future__ import annotations
@@ -14,6 +16,9 @@ from collections.abc import Callable
 from typing import Any
 
 Normaliser = Callable[[Any, str], Any]
+
+#: Fields that identify an event, an order, a line, a SKU or a channel: never empty.
+IDENTIFIERS = frozenset({"event_id", "order_id", "line_id", "sku", "channel"})
 
 
 class Invalid(Exception):
@@ -99,10 +104,20 @@ def _record(schema: dict[str, Any], names: dict[str, Any]) -> Normaliser:
 
     _register(schema, record, names)  # before fields: a record may refer to itself
     for field in schema["fields"]:
-        fields.append(
-            (field["name"], _compile(field["type"], names), "default" in field, field.get("default"))
-        )
+        normalise = _compile(field["type"], names)
+        if field["name"] in IDENTIFIERS:
+            normalise = _non_empty(normalise)
+        fields.append((field["name"], normalise, "default" in field, field.get("default")))
     return record
+
+
+def _non_empty(normalise: Normaliser) -> Normaliser:
+    def identifier(value: Any, path: str) -> Any:
+        if value == "":
+            raise Invalid(path, "must not be empty")
+        return normalise(value, path)
+
+    return identifier
 
 
 def _union(branches: list[Any], names: dict[str, Any]) -> Normaliser:

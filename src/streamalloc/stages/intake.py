@@ -13,18 +13,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamalloc.config import Settings
+from streamalloc.domain import CancelRequested, OrderAccepted
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.serialization import topic_serde
-
-LINE_COMMANDS = {
-    "placed": "allocate",
-    "cancelled": "release",
-    "picked": "pick",
-    "fulfilled": "fulfil",
-    "returned": "return",
-}
-CANCEL_REQUESTED = "cancel_requested"
+from streamalloc.stages.records import LINE_COMMANDS, AllocationRequest
 
 
 class IntakeStage(BaseStage):
@@ -58,94 +51,65 @@ class IntakeStage(BaseStage):
         requests_topic, allocations_topic = self._requests_topic, self._allocations_topic
         for record in records:
             order = record.value
-            kind, order_id, event_id = order["type"], order["order_id"], order["event_id"]
-            key = order_id.encode()
+            kind = order["type"]
+            key = order["order_id"].encode()
             if kind == "placed":
-                accepted = {
-                    "event_id": f"{event_id}:accepted",
-                    "cause_event_id": event_id,
-                    "type": "accepted",
-                    "order_id": order_id,
-                    "line_id": None,
-                    "sku": None,
-                    "channel": order["channel"],
-                    "qty": sum(line["qty"] for line in order["lines"]),
-                    "location": None,
-                    "lot": None,
-                    "reason": None,
-                    "line_count": len(order["lines"]),
-                    "ship_complete": order["ship_complete"],
-                    "occurred_at": order["occurred_at"],
-                    "decided_at": order["occurred_at"],
-                }
-                emit(allocations_topic, key, allocations.encode(accepted))
+                emit(allocations_topic, key, allocations.encode(accepted(order).as_record()))
             elif kind == "cancelled" and not order["lines"]:
-                emit(allocations_topic, key, allocations.encode(_cancel_requested(order)))
+                emit(allocations_topic, key, allocations.encode(cancel_requested(order).as_record()))
                 continue
             for request in line_requests(order):
-                emit(requests_topic, request["sku"].encode(), requests.encode(request))
+                emit(requests_topic, request.sku.encode(), requests.encode(request.as_record()))
 
 
 def check_order(order: Mapping[str, Any]) -> None:
-    """Refuse (ValidationError) what the schema admits but intake cannot split into lines."""
+    """Refuse (ValidationError) what the schema admits but intake cannot split into lines.
+
+    An empty id is refused like a missing one (the JSON path refuses both already; an Avro
+    record reaches this check with whatever strings it carries), naming the field.
+    """
+    for name in ("event_id", "order_id", "channel"):
+        if not order[name]:
+            raise ValidationError(f"order event: {name}: must not be empty")
     if order["type"] in ("placed", "picked", "fulfilled", "returned") and not order["lines"]:
         raise ValidationError(f"a {order['type']} order event needs at least one line")
     seen: set[str] = set()
-    for line in order["lines"]:
+    for i, line in enumerate(order["lines"]):
+        for name in ("line_id", "sku"):
+            if not line[name]:
+                raise ValidationError(
+                    f"order event {order['event_id']}: lines[{i}].{name}: must not be empty"
+                )
         if line["line_id"] in seen:
             raise ValidationError(f"line_id {line['line_id']!r} appears twice in order {order['order_id']}")
         seen.add(line["line_id"])
 
 
-def line_requests(order: dict[str, Any]) -> list[dict[str, Any]]:
-    """The allocation-request records of a decoded order event: one per line it lists.
+def line_requests(order: Mapping[str, Any]) -> list[AllocationRequest]:
+    """The allocation requests of a decoded order event: one per line it lists.
 
     Pure, so the offline replay (`streamalloc replay`) turns orders into commands exactly
     as intake does. A whole-order cancellation lists no lines and so yields none: the
     order stage expands it.
     """
-    kind, order_id, event_id = order["type"], order["order_id"], order["event_id"]
-    command = LINE_COMMANDS[kind]
-    count = len(order["lines"])
-    return [
-        {
-            "event_id": f"{event_id}:{line['line_id']}",
-            "cause_event_id": event_id,
-            "command": command,
-            "order_id": order_id,
-            "line_id": line["line_id"],
-            "sku": line["sku"],
-            "qty": line["qty"],
-            "channel": order["channel"],
-            "location": line["location"],
-            "lot": line["lot"],
-            "priority": order["priority"],
-            "ship_complete": order["ship_complete"],
-            "region": order["region"],
-            "reservation_ttl_s": order["reservation_ttl_s"],
-            "line_count": count,
-            "reason": "cancelled" if kind == "cancelled" else None,
-            "occurred_at": order["occurred_at"],
-        }
-        for line in order["lines"]
-    ]
+    command = LINE_COMMANDS[order["type"]]
+    return [AllocationRequest.line(order, line, command) for line in order["lines"]]
 
 
-def _cancel_requested(order: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "event_id": f"{order['event_id']}:{CANCEL_REQUESTED}",
-        "cause_event_id": order["event_id"],
-        "type": CANCEL_REQUESTED,
-        "order_id": order["order_id"],
-        "line_id": None,
-        "sku": None,
-        "channel": order["channel"],
-        "qty": 0,
-        "location": None,
-        "lot": None,
-        "reason": "cancelled",
-        "line_count": None,
-        "ship_complete": False,
-        "occurred_at": order["occurred_at"],
-        "decided_at": order["occurred_at"],
-    }
+def accepted(order: Mapping[str, Any]) -> OrderAccepted:
+    """The `accepted` event of a decoded placed order event."""
+    lines = order["lines"]
+    return OrderAccepted.of(
+        order["event_id"],
+        order["order_id"],
+        order["channel"],
+        len(lines),
+        sum(line["qty"] for line in lines),
+        order["ship_complete"],
+        order["occurred_at"],
+    )
+
+
+def cancel_requested(order: Mapping[str, Any]) -> CancelRequested:
+    """The request of a decoded whole-order cancellation (a `cancelled` event listing no lines)."""
+    return CancelRequested.of(order["event_id"], order["order_id"], order["channel"], order["occurred_at"])

@@ -1,112 +1,35 @@
-"""Order stage: follows every line of an order (allocations, keyed by order_id).
+"""Order stage: follows every order (allocations, keyed by order_id) with the domain's rules.
 
-It publishes `order-status` at most once per order per commit, once every line has a
-decision, and enforces ship-complete: when a line of a ship-complete order is rejected,
-it sends releases for the order's other lines, including lines decided later. A whole-
-order cancellation (`cancel_requested`, from intake) releases every line it knows of, and
-any line allocated afterwards.
+Each record is decoded into the domain's order event, applied to the order's state
+(`domain.orders.apply`: ship-complete and whole-order cancel, and each line's status and
+units), and the releases the rules ask for go out as allocation requests. `order-status`
+goes out at most once per order per commit, from `before_commit`, once the order has one
+(`domain.orders.status`).
+
+Store: one record per order (key: order id), marshal of a versioned tuple. Version 2
+keeps each line's units per location and lot, the order's placement ids and the ids of
+the events applied (a handful per order); a version 1 record (before them) still decodes
+(see `_decode_v1`).
 """
 
 from __future__ import annotations
 
 import marshal
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from streamalloc.config import Settings
+from streamalloc.domain import OrderEvent, OrderLine, OrderState, orders
+from streamalloc.domain.orders import Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import PartitionTransaction
 from streamalloc.serialization import topic_serde
-from streamalloc.stages.intake import CANCEL_REQUESTED
+from streamalloc.stages.records import AllocationRequest, OrderStatusRecord, order_event
 
 STORE = "order-stage"
 _V1 = 1
-HOLDING = frozenset({"allocated", "picked", "backordered"})
-FINAL_AFTER_RELEASE = frozenset({"released", "rejected", "fulfilled", "returned"})
-
-
-@dataclass
-class LineView:
-    sku: str
-    qty: int
-    allocated: int = 0
-    status: str = "pending"
-    reason: str | None = None
-
-
-@dataclass
-class OrderView:
-    channel: str = ""
-    line_count: int | None = None
-    ship_complete: bool = False
-    cancelled: bool = False
-    ship_failed: bool = False
-    occurred_at: int = 0
-    lines: dict[str, LineView] = field(default_factory=dict)
-
-    def encode(self) -> bytes:
-        lines = {k: (v.sku, v.qty, v.allocated, v.status, v.reason) for k, v in self.lines.items()}
-        return marshal.dumps(
-            (
-                _V1,
-                self.channel,
-                self.line_count,
-                self.ship_complete,
-                self.cancelled,
-                self.ship_failed,
-                self.occurred_at,
-                lines,
-            )
-        )
-
-    @classmethod
-    def decode(cls, data: bytes) -> OrderView:
-        values = marshal.loads(data)  # noqa: S302 - our own changelog data, marshal never runs code
-        if values[0] != _V1:
-            raise StateError(f"unknown order record version {values[0]}")
-        _, channel, line_count, ship_complete, cancelled, ship_failed, occurred_at, lines = values
-        return cls(
-            channel,
-            line_count,
-            ship_complete,
-            cancelled,
-            ship_failed,
-            occurred_at,
-            {k: LineView(*v) for k, v in lines.items()},
-        )
-
-    def status(self) -> str | None:
-        """The order's status once every line has a decision, else None.
-
-        While this stage's own releases (whole-order cancel, failed ship-complete) are in
-        flight there is none either: a ship-complete order must never read as partially
-        allocated, nor a cancelled one as allocated. A cancel that listed every line is a
-        cancellation too, not a rejection.
-        """
-        if self.line_count is None or len(self.lines) < self.line_count:
-            return None
-        statuses = [line.status for line in self.lines.values()]
-        if "pending" in statuses:
-            return None
-        if (self.cancelled or self.ship_failed) and any(s in HOLDING for s in statuses):
-            return None
-        if all(s == "fulfilled" or s == "returned" for s in statuses):
-            return "fulfilled"
-        if all(s in ("released", "rejected") for s in statuses) and (
-            self.cancelled
-            or any(line.status == "released" and line.reason == "cancelled" for line in self.lines.values())
-        ):
-            return "cancelled"
-        if "backordered" in statuses:
-            return "backordered"
-        holding = sum(s in ("allocated", "picked", "fulfilled") for s in statuses)
-        if holding == len(statuses):
-            return "allocated"
-        if holding == 0:
-            return "rejected"
-        return "partially_allocated"
+_V2 = 2
 
 
 class OrderStage(BaseStage):
@@ -120,128 +43,137 @@ class OrderStage(BaseStage):
         self._allocations = topic_serde(settings, self._allocations_topic)
         self._requests = topic_serde(settings, self._requests_topic)
         self._status = topic_serde(settings, self._status_topic)
-        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, str]]] = {}
+        # partition -> (the transaction they belong to, order id -> its order-status record as
+        # of the latest batch, encoded, or None while it has none): bytes, not the orders
+        # themselves, so a large transaction keeps no object graph alive for the collector
+        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, bytes | None]]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
 
-    def decode(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any]:
+    def decode(self, topic: str, key: bytes | None, value: bytes | None) -> OrderEvent:
         if value is None:
             raise ValidationError("an allocation event needs a value")
-        return self._allocations.decode(value, topic=topic)
+        return order_event(self._allocations.decode(value, topic=topic))
 
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         txn = ctx.stores[STORE]
         entry = self._dirty.get(ctx.partition)
-        if entry is None or entry[0] is not txn:
+        if entry is None or entry[0] is not txn:  # an aborted batch's orders go with its txn
             entry = self._dirty[ctx.partition] = (txn, {})
         dirty = entry[1]
-        orders: dict[str, OrderView] = {}
+        emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
+        changed: dict[str, tuple[str, OrderState]] = {}  # order id -> (its latest event id, state)
         for record in records:
-            event = record.value
-            order_id = event["order_id"]
-            order = orders.get(order_id)
-            if order is None:
+            event: OrderEvent = record.value
+            order_id = event.order_id
+            seen = changed.get(order_id)
+            if seen is None:
                 data = txn.get(order_id.encode())
-                order = orders[order_id] = OrderView() if data is None else OrderView.decode(data)
-            self._apply(ctx, order, event)
-            dirty[order_id] = event["event_id"]
-        for order_id, order in orders.items():
-            txn.set(order_id.encode(), order.encode())
-
-    def _apply(self, ctx: PartitionContext, order: OrderView, event: dict[str, Any]) -> None:
-        kind = event["type"]
-        order.channel = order.channel or event["channel"]
-        order.occurred_at = max(order.occurred_at, event["decided_at"])
-        if kind == "accepted":
-            order.line_count = event["line_count"]
-            order.ship_complete = event["ship_complete"]
-            return
-        if kind == CANCEL_REQUESTED:
-            order.cancelled = True
-            for line_id, line in order.lines.items():
-                if line.status in HOLDING:
-                    self._release(ctx, event, order, line_id, line, "cancelled")
-            return
-        line_id, sku = event["line_id"], event["sku"]
-        if line_id is None or sku is None:
-            return
-        known = order.lines.get(line_id)
-        line = known if known is not None else order.lines.setdefault(line_id, LineView(sku, event["qty"]))
-        if kind == "allocated":
-            line.allocated = line.allocated + event["qty"] if line.status == "allocated" else event["qty"]
-            line.status, line.reason = "allocated", None
-        elif kind in ("rejected", "released"):
-            line.status, line.reason, line.allocated = kind, event["reason"], 0
-        elif kind in ("backordered", "picked", "fulfilled", "returned"):
-            line.status = kind
-        if kind == "rejected" and order.ship_complete and not order.ship_failed:
-            order.ship_failed = True
-            for other_id, other in order.lines.items():
-                if other_id != line_id and other.status in HOLDING:
-                    self._release(ctx, event, order, other_id, other, "ship_complete_failed")
-        elif kind in ("allocated", "backordered") and (order.cancelled or order.ship_failed):
-            reason = "cancelled" if order.cancelled else "ship_complete_failed"
-            self._release(ctx, event, order, line_id, line, reason)
-
-    def _release(
-        self,
-        ctx: PartitionContext,
-        cause: dict[str, Any],
-        order: OrderView,
-        line_id: str,
-        line: LineView,
-        reason: str,
-    ) -> None:
-        request = {
-            "event_id": f"{cause['event_id']}:{line_id}:release",
-            "cause_event_id": cause["event_id"],
-            "command": "release",
-            "order_id": cause["order_id"],
-            "line_id": line_id,
-            "sku": line.sku,
-            "qty": line.qty,
-            "channel": order.channel,
-            "location": None,
-            "lot": None,
-            "priority": 0,
-            "ship_complete": order.ship_complete,
-            "region": None,
-            "reservation_ttl_s": None,
-            "line_count": order.line_count or 1,
-            "reason": reason,
-            "occurred_at": cause["occurred_at"],
-        }
-        ctx.emit(self._requests_topic, line.sku.encode(), self._requests.encode(request))
+                order = OrderState() if data is None else decode_order(data)
+            else:
+                order = seen[1]
+            changed[order_id] = (event.event_id, order)
+            _, releases = orders.apply(order, event)
+            for release in releases:
+                request = AllocationRequest.release(release, order)
+                emit(topic, release.sku.encode(), encode(request.as_record()))
+        for order_id, (cause, order) in changed.items():
+            txn.set(order_id.encode(), encode_order(order))
+            status = orders.status(order)
+            dirty[order_id] = (
+                None
+                if status is None
+                else self._status.encode(OrderStatusRecord.of(order_id, order, status, cause).as_record())
+            )
 
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
         if entry is None or txn is None or entry[0] is not txn:
             return
-        for order_id, cause in entry[1].items():
-            data = txn.get(order_id.encode())
-            if data is None:
-                continue
-            order = OrderView.decode(data)
-            status = order.status()
-            if status is None:
-                continue
-            record = {
-                "event_id": f"{cause}:status",
-                "order_id": order_id,
-                "status": status,
-                "lines": [
-                    {
-                        "line_id": line_id,
-                        "sku": line.sku,
-                        "qty": line.qty,
-                        "allocated": line.allocated,
-                        "status": line.status,
-                        "reason": line.reason,
-                    }
-                    for line_id, line in sorted(order.lines.items())
-                ],
-                "occurred_at": order.occurred_at,
-            }
-            ctx.emit(self._status_topic, order_id.encode(), self._status.encode(record))
+        for order_id, status in entry[1].items():
+            if status is not None:  # its status after the last batch of the commit that changed it
+                ctx.emit(self._status_topic, order_id.encode(), status)
+
+
+# ---------------------------------------------------------------- store record
+
+
+def encode_order(order: OrderState) -> bytes:
+    """The store record of an order (version 2)."""
+    lines = {
+        line_id: (
+            line.sku,
+            line.qty,
+            line.status,
+            line.reason,
+            line.returned,
+            tuple(key + units for key, units in line.units.items()),  # (location, lot, soft, hard, shipped)
+        )
+        for line_id, line in order.lines.items()
+    }
+    return marshal.dumps(
+        (
+            _V2,
+            order.channel,
+            order.line_count,
+            order.ship_complete,
+            order.placements,
+            order.cancelled,
+            order.ship_failed,
+            order.decided_at,
+            lines,
+            order.applied,
+        )
+    )
+
+
+def decode_order(data: bytes) -> OrderState:
+    values: tuple[Any, ...] = marshal.loads(data)  # noqa: S302 - our own changelog data, marshal never runs code
+    if values[0] == _V1:
+        return _decode_v1(values)
+    if values[0] != _V2:
+        raise StateError(f"unknown order record version {values[0]}")
+    _, channel, line_count, ship_complete, placements, cancelled, ship_failed, decided_at, lines, applied = (
+        values
+    )
+    return OrderState(
+        channel,
+        line_count,
+        ship_complete,
+        placements,
+        cancelled,
+        ship_failed,
+        decided_at,
+        {
+            line_id: OrderLine(sku, qty, status, reason, {u[:2]: Units._make(u[2:]) for u in units}, returned)
+            for line_id, (sku, qty, status, reason, returned, units) in lines.items()
+        },
+        applied,
+    )
+
+
+def _decode_v1(values: tuple[Any, ...]) -> OrderState:
+    """A record from before units were kept per location (version 1).
+
+    Its flags, line statuses and reasons carry over. It knew how many units a line held,
+    not where, so its lines start with none: the events that follow move them from what
+    they say (a release or shipment where nothing is known takes nothing), so the statuses
+    stay right and the units the order status reports are those seen since the upgrade.
+    Its placement ids are unknown: a rejection then decides as `domain.orders` says.
+    """
+    _, channel, line_count, ship_complete, cancelled, ship_failed, occurred_at, lines = values
+    return OrderState(
+        channel,
+        line_count,
+        ship_complete,
+        (),
+        cancelled,
+        ship_failed,
+        occurred_at,
+        {
+            line_id: OrderLine(sku, qty, status, reason)
+            for line_id, (sku, qty, _, status, reason) in lines.items()
+        },
+    )

@@ -94,7 +94,16 @@ def stocked(**on_hand: int) -> SkuState:
     return SkuState(SKU, balances={loc: LocationBalance(on_hand=n) for loc, n in on_hand.items()})
 
 
-def tables(*locations: Location, channels: tuple[Channel, ...] = ()) -> Tables:
+#: The channel orders come from unless a test says otherwise: in the table with default
+#: rules, since an order from a channel the table does not know is rejected.
+WEB = Channel(channel_id="web")
+
+
+def tables(*locations: Location, channels: tuple[Channel, ...] | Any = ()) -> Tables:
+    """Tables of `locations` and `channels`, plus `WEB` unless `channels` has its own web."""
+    channels = tuple(channels)
+    if not any(ch.channel_id == WEB.channel_id for ch in channels):
+        channels = (WEB, *channels)
     return Tables.of(locations, channels)
 
 

@@ -186,12 +186,16 @@ def test_insufficient_stock_when_no_location_has_stock_at_all() -> None:
     assert only(apply(state, allocate(qty=1), t, NOW)).reason == reasons.INSUFFICIENT_STOCK
 
 
-def test_unknown_channel_gets_the_default_policy() -> None:
+def test_an_order_from_a_channel_the_table_does_not_know_is_rejected_and_takes_nothing() -> None:
     state = stocked(A=3, B=3)
-    t = tables(online("A"), online("B"), channels=(Channel(channel_id="web", locations=frozenset()),))
-    assert only(apply(state, allocate(qty=3, channel="brand-new"), t, NOW)).location == "A"
-    assert only(apply(state, allocate(order="o2", qty=4, channel="brand-new"), t, NOW)).reason == (
-        reasons.INSUFFICIENT_STOCK  # the default does not split
+    t = tables(online("A"), online("B"))
+    event = only(apply(state, allocate(qty=3, channel="brand-new"), t, NOW))
+    assert (event.type, event.reason, event.location) == ("rejected", reasons.UNKNOWN_CHANNEL, None)
+    assert state.balances == {"A": LocationBalance(on_hand=3), "B": LocationBalance(on_hand=3)}
+    assert state.lines[("o1", "1")].status == "rejected"
+    # ahead of what else is wrong with the line: there are no rules to judge it by
+    assert only(apply(state, allocate(order="o2", qty=0, channel="brand-new"), t, NOW)).reason == (
+        reasons.UNKNOWN_CHANNEL
     )
 
 

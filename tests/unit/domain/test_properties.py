@@ -2,7 +2,8 @@
 
 A sequence runs against one SKU in a small world: four locations in the table (one
 offline) and one outside it, a default, an allow-listed, a splitting and a guarded
-channel. After every command the invariants (docs/architecture.md, The domain core) are checked:
+channel, and one the table does not know. After every command the invariants
+(docs/architecture.md, The domain core) are checked:
 
 - an allocation never makes available negative (nor takes more than the channel's ATS);
 - units are conserved: on_hand, quality_control and damaged change only through the
@@ -82,7 +83,8 @@ TABLES = Tables.of(
         Channel(channel_id="guarded", safety_stock=2, pool_share=0.5),
         Channel(channel_id="waits", backorder_limit=3, waitlist=True, lot_policy="LIFO", priority=2),
         Channel(channel_id="yields", priority=1, priority_window_ms=100, waitlist=True),
-    ],  # "web" is not in the table
+        Channel(channel_id="web"),
+    ],  # "stranger" is not in the table: its orders are rejected
 )
 # A sweep runs under these: L2 went offline and L1 stale (the next steps see TABLES again).
 DOWN = Tables(
@@ -194,7 +196,9 @@ def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]])
 
 
 steps = sequences(
-    ("web", "shop", "split", "guarded", "waits", "yields"), st.integers(min_value=1, max_value=6), stock=8
+    ("web", "shop", "split", "guarded", "waits", "yields", "stranger"),
+    st.integers(min_value=1, max_value=6),
+    stock=8,
 )
 # Lines larger than any one location, on the splitting channel: multi-location lines throughout.
 split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)

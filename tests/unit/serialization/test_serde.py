@@ -95,6 +95,10 @@ def test_json_defaults_are_filled() -> None:
         (b"{not json", "invalid JSON"),
         (b'{"event_id":"e","type":"placed"}', "order_id: is required"),
         (
+            b'{"event_id":"e","type":"placed","order_id":"","channel":"c","occurred_at":1}',
+            "order_id: must not be empty",
+        ),
+        (
             b'{"event_id":"e","type":"sold","order_id":"o","channel":"c","occurred_at":1}',
             "type: must be one of",
         ),
@@ -129,6 +133,14 @@ def test_validate_names_the_field() -> None:
     serde = Serde("inventory", LocalSchemaIds(), "t")
     with pytest.raises(ValidationError, match="qty"):
         serde.validate({**SAMPLES["inventory"], "qty": 2**40})
+
+
+def test_an_empty_identifier_is_refused_like_a_missing_one_on_any_topic() -> None:
+    serde = Serde("inventory", LocalSchemaIds(), "t")
+    with pytest.raises(ValidationError, match="sku: must not be empty"):
+        serde.validate({**SAMPLES["inventory"], "sku": ""})
+    with pytest.raises(ValidationError, match="sku: is required"):
+        serde.validate({k: v for k, v in SAMPLES["inventory"].items() if k != "sku"})
 
 
 @pytest.mark.parametrize("name", ["locations", "channels", "inventory", "orders"])

@@ -1,0 +1,371 @@
+"""Orders: what is known of one order from the events about it, and the order's two rules.
+
+The order stage (keyed by order id) and the offline replay both follow an order with
+`apply(order, event) -> (order, releases)`, over the events on `allocations` in their
+order (all in domain/events.py): `OrderAccepted` (intake saw the order placed: its line
+count and ship-complete), `CancelRequested` (a whole-order cancellation, which intake
+cannot split into lines) and every `AllocationEvent` about one of its lines. `apply`
+updates the state in place, as `domain.apply` does a SKU's, and returns the releases the
+order's rules ask for:
+
+- **ship-complete**: when the allocation of a line of a ship-complete order is rejected,
+  every other line that holds units or waits for them is released (reason
+  `ship_complete_failed`), and so is any line that starts to hold or wait later;
+- **whole-order cancel**: every line that holds units or waits is released (reason
+  `cancelled`), and so is any line that starts to hold or wait later.
+
+A refused later command (a pick, fulfilment, return or release the line's books do not
+allow) is a `rejected` event too, but it leaves the line as it was and fails nothing: only
+a rejection the order's placement caused (the cause of one of its `accepted` events)
+decides a line. When no `accepted` was seen (an order stage record from before placements
+were kept) a rejection decides an undecided line unless its reason is `unknown_line`. An
+event applied again (the same id: a crash on the embedded broker can repeat one) changes
+nothing.
+
+Each line's units are followed per location and lot from its events, as the allocator's
+books move them: `allocated` and `reallocated` add soft units; `picked` turns soft units
+there hard (those of another lot at the location when the pick moved them to its lot) and
+adds the rest hard (a pick at another location, after a `released` with reason
+`reallocated` where they were); `released` takes units away, soft first; `fulfilled`
+takes them away hard first and counts them shipped; `returned` counts returned units;
+`backordered` and `rejected` hold nothing. So a line's status and units are the SKU
+state's (`SkuState.get_line`) once all events of a decision are applied (a property test
+checks it): `picked` when every unit it holds is hard, `fulfilled` once it holds nothing
+and shipped, `returned` once every shipped unit came back, `released` once a release left
+it nothing. A `released` with reason `reallocated` is not final (the units move on), nor
+is one that leaves the line units elsewhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final, Literal, NamedTuple, assert_never
+
+from streamalloc.domain import reasons
+from streamalloc.domain.commands import ReleaseLine
+from streamalloc.domain.events import AllocationEvent, CancelRequested, OrderAccepted
+
+OrderLineStatus = Literal[
+    "pending",  # no decision yet (maybe refused commands: the SKU's `unplaced`)
+    "allocated",  # holds soft units (maybe some hard too)
+    "picked",  # every unit it holds is hard
+    "fulfilled",  # shipped everything it held
+    "returned",  # every shipped unit came back
+    "released",  # gave its units back
+    "rejected",  # its allocation was refused; `reason` says why
+    "backordered",  # waits for units
+]
+OrderStatus = Literal["allocated", "partially_allocated", "backordered", "rejected", "cancelled", "fulfilled"]
+
+PENDING: Final = "pending"
+#: Lines a cancel or a failed ship-complete releases: they hold units, or wait for them.
+HOLDING: Final[frozenset[str]] = frozenset({"allocated", "picked", "backordered"})
+
+UnitsKey = tuple[str, str | None]
+"""(location, lot) of units a line holds or shipped."""
+
+
+OrderEvent = AllocationEvent | OrderAccepted | CancelRequested
+"""What an order is followed from: the events on `allocations` (domain/events.py)."""
+
+
+# ---------------------------------------------------------------- state
+
+
+class Units(NamedTuple):
+    """What a line holds and shipped at one location and lot (replaced on change)."""
+
+    soft: int = 0
+    hard: int = 0
+    shipped: int = 0
+
+
+@dataclass(slots=True)
+class OrderLine:
+    """One line of an order, as its events tell it."""
+
+    sku: str
+    qty: int = 0  # as ordered, as far as the events tell (at least what it held and shipped)
+    status: OrderLineStatus = PENDING
+    reason: str | None = None  # why it was rejected, released or backordered
+    units: dict[UnitsKey, Units] = field(default_factory=dict)
+    returned: int = 0
+
+    @property
+    def held(self) -> int:
+        """Units held, soft and hard: what the order status reports as allocated."""
+        return sum(u.soft + u.hard for u in self.units.values())
+
+    @property
+    def soft(self) -> int:
+        return sum(u.soft for u in self.units.values())
+
+    @property
+    def shipped(self) -> int:
+        return sum(u.shipped for u in self.units.values())
+
+    @property
+    def seen(self) -> int:
+        """Units held or shipped: never more than the line ordered."""
+        total = 0
+        for soft, hard, shipped in self.units.values():
+            total += soft + hard + shipped
+        return total
+
+    def held_at(self) -> tuple[tuple[str, int], ...]:
+        """Units held or shipped, per location (in location order; none where it has none)."""
+        per: dict[str, int] = {}
+        for (location, _), u in self.units.items():
+            n = u.soft + u.hard + u.shipped
+            if n:
+                per[location] = per.get(location, 0) + n
+        return tuple(sorted(per.items()))
+
+
+@dataclass(slots=True)
+class OrderState:
+    """Everything known of one order; changed in place by `apply`."""
+
+    channel: str = ""
+    line_count: int | None = None  # None until `accepted` is seen
+    ship_complete: bool = False
+    placements: tuple[str, ...] = ()  # cause ids of its `accepted` events (its placed order events)
+    cancelled: bool = False
+    ship_failed: bool = False
+    decided_at: int = 0  # of the latest event
+    lines: dict[str, OrderLine] = field(default_factory=dict)
+    applied: set[str] = field(default_factory=set)  # ids of the events applied: a repeat is a no-op
+
+
+# ---------------------------------------------------------------- the rules
+
+
+def apply(order: OrderState, event: OrderEvent) -> tuple[OrderState, tuple[ReleaseLine, ...]]:
+    """Follow `event` in `order` (in place); the releases the order's rules ask for.
+
+    An event already applied (the same id: a repeat, which a crash on the embedded broker
+    can cause) changes nothing and asks for nothing.
+    """
+    if event.event_id in order.applied:
+        return order, ()
+    order.applied.add(event.event_id)
+    order.channel = order.channel or event.channel
+    match event:
+        case AllocationEvent():
+            order.decided_at = max(order.decided_at, event.decided_at)
+            return order, _follow_line(order, event)
+        case OrderAccepted():
+            order.decided_at = max(order.decided_at, event.occurred_at)
+            if event.cause_event_id not in order.placements:
+                order.placements += (event.cause_event_id,)
+            if order.line_count is None:  # the first placement's (a repeat with another id adds none)
+                order.line_count = event.line_count
+                order.ship_complete = event.ship_complete
+            if order.ship_complete and not order.ship_failed and _any_rejected(order):
+                return order, _fail_ship_complete(order, event, None)
+            return order, ()
+        case CancelRequested():
+            order.decided_at = max(order.decided_at, event.occurred_at)
+            order.cancelled = True
+            return order, tuple(
+                _release(order, event, line_id, line, reasons.CANCELLED)
+                for line_id, line in order.lines.items()
+                if line.status in HOLDING
+            )
+        case _:
+            assert_never(event)
+
+
+def status(order: OrderState) -> OrderStatus | None:
+    """The order's status once every line has a decision, else None.
+
+    The decided lines (not `pending`) must be at least the order's line count (lines only
+    refused commands named are not counted). While releases this order's rules asked for
+    are in flight (cancel, failed ship-complete) there is none either: a ship-complete
+    order never reads as partially allocated, nor a cancelled one as allocated. A cancel
+    that listed every line is a cancellation too, not a rejection. Then, in this order:
+    every line shipped (fulfilled, or returned since) is `fulfilled`; every line released
+    or rejected, the order or a line cancelled, is `cancelled`; a line waiting makes it
+    `backordered`; and by the lines that hold or shipped units: all `allocated`, none
+    `rejected`, some `partially_allocated`.
+    """
+    if order.line_count is None:
+        return None
+    decided = active = fulfilled = returned = waiting = gone = 0
+    cancelled = order.cancelled
+    for line in order.lines.values():  # one pass: the order stage asks at every commit
+        kind = line.status
+        if kind == PENDING:
+            continue
+        decided += 1
+        if kind == "allocated" or kind == "picked":
+            active += 1
+        elif kind == "fulfilled":
+            fulfilled += 1
+        elif kind == "returned":
+            returned += 1
+        elif kind == "backordered":
+            waiting += 1
+        else:  # released or rejected
+            gone += 1
+            cancelled = cancelled or (kind == "released" and line.reason == reasons.CANCELLED)
+    if decided < order.line_count:
+        return None
+    if (order.cancelled or order.ship_failed) and active + waiting:
+        return None
+    if fulfilled + returned == decided:
+        return "fulfilled"
+    if gone == decided and cancelled:
+        return "cancelled"
+    if waiting:
+        return "backordered"
+    holding = active + fulfilled
+    if holding == decided:
+        return "allocated"
+    if holding == 0:
+        return "rejected"
+    return "partially_allocated"
+
+
+def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine, ...]:
+    line = order.lines.get(event.line_id)
+    if line is None:
+        line = order.lines[event.line_id] = OrderLine(event.sku)
+    was = line.status
+    location, lot, qty = event.location, event.lot, event.qty
+    match event.type:
+        case "allocated" | "reallocated":
+            if location is not None:
+                _add(line, (location, lot), Units(qty, 0, 0))
+            line.status, line.reason = "allocated", None
+            line.qty = max(line.qty, line.seen)
+        case "picked":
+            if location is not None:
+                _harden(line, location, lot, qty)
+            line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
+            line.qty = max(line.qty, line.seen)
+        case "fulfilled":
+            if location is not None:
+                _take(line, location, lot, qty, hard_first=True)
+                _add(line, (location, lot), Units(0, 0, qty))
+            if line.held == 0:
+                line.status, line.reason = "fulfilled", None
+            else:
+                line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
+        case "released":
+            if location is not None:
+                _take(line, location, lot, qty, hard_first=False)
+            if event.reason != reasons.REALLOCATED:  # else not final: the units move on
+                if line.held == 0:
+                    line.status, line.reason = "released", event.reason
+                elif event.reason == reasons.EXPIRED and line.soft == 0:
+                    line.status, line.reason = "picked", None  # an expiry leaves the hard units
+        case "returned":
+            line.returned += qty
+            if line.held == 0 and line.returned >= line.shipped:
+                line.status, line.reason = "returned", None
+        case "backordered":
+            line.status, line.reason = "backordered", event.reason
+        case "rejected":
+            if was != PENDING or not _decides(order, event):
+                return ()  # a refused command leaves the line as it was
+            line.status, line.reason = "rejected", event.reason
+        case _:
+            assert_never(event.type)
+    if was == PENDING:
+        line.qty = max(line.qty, qty)
+
+    if line.status == "rejected":  # (just decided: a refusal returned above)
+        if order.ship_complete and not order.ship_failed:
+            return _fail_ship_complete(order, event, event.line_id)
+    elif (order.cancelled or order.ship_failed) and line.status in HOLDING and was not in HOLDING:
+        reason = reasons.CANCELLED if order.cancelled else reasons.SHIP_COMPLETE_FAILED
+        return (_release(order, event, event.line_id, line, reason),)
+    return ()
+
+
+def _decides(order: OrderState, event: AllocationEvent) -> bool:
+    """Whether a rejection of an undecided line is its allocation decision (see module doc)."""
+    if order.placements:
+        return event.cause_event_id in order.placements
+    return event.reason != reasons.UNKNOWN_LINE
+
+
+def _any_rejected(order: OrderState) -> bool:
+    return any(line.status == "rejected" for line in order.lines.values())
+
+
+def _fail_ship_complete(order: OrderState, cause: OrderEvent, failed: str | None) -> tuple[ReleaseLine, ...]:
+    order.ship_failed = True
+    return tuple(
+        _release(order, cause, line_id, line, reasons.SHIP_COMPLETE_FAILED)
+        for line_id, line in order.lines.items()
+        if line_id != failed and line.status in HOLDING
+    )
+
+
+def _release(order: OrderState, cause: OrderEvent, line_id: str, line: OrderLine, reason: str) -> ReleaseLine:
+    """The release of a line, caused by the event the rule reacted to."""
+    return ReleaseLine(
+        event_id=cause.event_id,
+        occurred_at=cause.occurred_at,
+        order_id=cause.order_id,
+        line_id=line_id,
+        sku=line.sku,
+        channel=order.channel,
+        reason=reason,
+    )
+
+
+def _add(line: OrderLine, key: UnitsKey, more: Units) -> None:
+    units = line.units.get(key)
+    if units is None:
+        line.units[key] = more
+    else:
+        line.units[key] = Units(units.soft + more.soft, units.hard + more.hard, units.shipped + more.shipped)
+
+
+def _put(line: OrderLine, key: UnitsKey, units: Units) -> None:
+    """Set the units at `key`, dropping the entry when nothing is left (a lean store record)."""
+    if units.soft or units.hard or units.shipped:
+        line.units[key] = units
+    else:
+        line.units.pop(key, None)
+
+
+def _at(line: OrderLine, location: str, lot: str | None) -> list[UnitsKey]:
+    """The line's keys at `location`: (location, lot) first, then its other lots there."""
+    keys = [(location, lot)] if (location, lot) in line.units else []
+    keys += [key for key in line.units if key[0] == location and key[1] != lot]
+    return keys
+
+
+def _take(line: OrderLine, location: str, lot: str | None, qty: int, *, hard_first: bool) -> None:
+    """Take `qty` held units at `location`: from `lot` first (the part the event names), then
+    from the location's other lots (a release that moved several lots names none)."""
+    for key in _at(line, location, lot):
+        if qty <= 0:
+            return
+        units = line.units[key]
+        first, second = (units.hard, units.soft) if hard_first else (units.soft, units.hard)
+        a = min(first, qty)
+        b = min(second, qty - a)
+        qty -= a + b
+        soft, hard = (units.soft - b, units.hard - a) if hard_first else (units.soft - a, units.hard - b)
+        _put(line, key, Units(soft, hard, units.shipped))
+
+
+def _harden(line: OrderLine, location: str, lot: str | None, qty: int) -> None:
+    """`qty` units picked at (location, lot): soft units there turn hard, then those of other
+    lots at the location (a pick that named a lot moves them to it), the rest are new."""
+    for key in _at(line, location, lot):
+        if qty <= 0:
+            break
+        units = line.units[key]
+        move = min(units.soft, qty)
+        if move:
+            qty -= move
+            _put(line, key, Units(units.soft - move, units.hard, units.shipped))
+            _add(line, (location, lot), Units(hard=move))
+    if qty > 0:
+        _add(line, (location, lot), Units(hard=qty))

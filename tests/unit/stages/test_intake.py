@@ -1,0 +1,103 @@
+"""Intake through the harness: typed records out, and empty ids refused like missing ones."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from streamalloc.config import Settings
+from streamalloc.domain import CancelRequested, OrderAccepted
+from streamalloc.serialization import topic_serde
+from streamalloc.stages.intake import IntakeStage
+from streamalloc.stages.records import AllocationRequest
+from streamalloc.testing import StageHarness
+
+SETTINGS = Settings()
+ORDERS = SETTINGS.topic("orders")
+REQUESTS = SETTINGS.topic("allocation-requests")
+ALLOCATIONS = SETTINGS.topic("allocations")
+T0 = 1_764_000_000_000
+
+
+def order(**fields: Any) -> dict[str, Any]:
+    record = {
+        "event_id": "e1",
+        "type": "placed",
+        "order_id": "o1",
+        "channel": "web",
+        "occurred_at": T0,
+        "ship_complete": True,
+        "lines": [
+            {"line_id": "1", "sku": "A", "qty": 2},
+            {"line_id": "2", "sku": "B", "qty": 1, "location": "WH"},
+        ],
+    }
+    return {**record, **fields}
+
+
+def decoded(topic: str, value: bytes | None) -> dict[str, Any]:
+    assert value is not None
+    return topic_serde(SETTINGS, topic).decode(value)
+
+
+def test_a_placed_order_becomes_its_accepted_event_and_one_request_per_line() -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    outputs = harness.feed(ORDERS, [(b"o1", json.dumps(order()).encode())])
+    assert [(o.topic, o.key) for o in outputs] == [(ALLOCATIONS, b"o1"), (REQUESTS, b"A"), (REQUESTS, b"B")]
+    accepted = OrderAccepted.of("e1", "o1", "web", 2, 3, True, T0)
+    assert decoded(ALLOCATIONS, outputs[0].value) == accepted.as_record()
+    second = AllocationRequest(
+        event_id="e1:2", cause_event_id="e1", command="allocate", order_id="o1", line_id="2", sku="B", qty=1,
+        channel="web", location="WH", ship_complete=True, line_count=2, occurred_at=T0,
+    )  # fmt: skip
+    assert decoded(REQUESTS, outputs[2].value) == second.as_record()
+
+
+def test_a_request_built_on_the_hot_path_equals_one_built_by_its_constructor() -> None:
+    validated = topic_serde(SETTINGS, ORDERS).validate(order())
+    fast = AllocationRequest.line(validated, validated["lines"][0], "allocate")
+    assert fast == AllocationRequest(**fast.as_record())
+    assert topic_serde(SETTINGS, REQUESTS).validate(fast.as_record()) == fast.as_record()
+
+
+def test_a_whole_order_cancel_becomes_a_cancel_request_for_the_order_stage() -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    cancel = order(event_id="e2", type="cancelled", lines=[])
+    [output] = harness.feed(ORDERS, [(b"o1", json.dumps(cancel).encode())])
+    assert decoded(ALLOCATIONS, output.value) == CancelRequested.of("e2", "o1", "web", T0).as_record()
+
+
+EMPTY = [
+    (order(event_id=""), "event_id"),
+    (order(order_id=""), "order_id"),
+    (order(channel=""), "channel"),
+    (order(lines=[{"line_id": "", "sku": "A", "qty": 1}]), "lines[0].line_id"),
+    (
+        order(lines=[{"line_id": "1", "sku": "A", "qty": 1}, {"line_id": "2", "sku": "", "qty": 1}]),
+        "lines[1].sku",
+    ),
+]
+
+
+@pytest.mark.parametrize(("event", "field"), EMPTY)
+def test_an_empty_id_in_json_is_dead_lettered_naming_the_field(event: dict[str, Any], field: str) -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    assert harness.feed(ORDERS, [(b"o1", json.dumps(event).encode())]) == []
+    [letter] = harness.dead_letters
+    assert f"{field}: must not be empty" in letter.error
+
+
+@pytest.mark.parametrize(("event", "field"), EMPTY)
+def test_an_empty_id_in_avro_is_dead_lettered_naming_the_field(event: dict[str, Any], field: str) -> None:
+    serde = topic_serde(SETTINGS, ORDERS)
+    filled = serde.validate(order())  # the schema's defaults, then the empty field over them
+    if "lines" in field:
+        filled["lines"] = [{"location": None, "lot": None, **line} for line in event["lines"]]
+    else:
+        filled[field] = ""
+    harness = StageHarness(IntakeStage(SETTINGS))
+    assert harness.feed(ORDERS, [(b"o1", serde.encode(filled))]) == []
+    [letter] = harness.dead_letters
+    assert f"{field}: must not be empty" in letter.error
