@@ -49,6 +49,8 @@ def test_a_ship_complete_order_with_a_rejected_line_releases_the_rest_before_any
     )
     assert [o for o in outputs if o.topic == ORDER_STATUS] == []  # never "partially allocated"
 
-    released = allocation("o1:1:released", "released", "o1", "1", reason="ship_complete_failed")
+    released = allocation(
+        "o1:1:released", "released", "o1", "1", qty=1, location="WH-1", reason="ship_complete_failed"
+    )  # the allocator releases a line's units where they are held
     [status] = [decoded(ORDER_STATUS, o.value) for o in harness.feed(ALLOCATIONS, [(b"o1", released)])]
     assert status["status"] == "rejected"
