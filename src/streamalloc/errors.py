@@ -58,3 +58,25 @@ class StateError(StreamallocError):
 
 class ProcessingError(StreamallocError):
     """The stream runtime hit an error it cannot recover from in place."""
+
+
+class RecordTooLarge(StreamallocError):
+    """A record is larger than the producer or the broker takes: it can never be produced.
+
+    Raised by the produce path (`kafka.produce`), synchronously, when the record exceeds
+    the producer's `message.max.bytes`; a record the broker refuses later (a topic with a
+    smaller `max.message.bytes`) fails its transaction's commit instead (CheckpointAborted).
+    """
+
+    def __init__(self, topic: str | None, size: int | None = None, limit: int | None = None) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        if size is not None and limit is not None:
+            self.reason = (
+                f"output too large: a record of {size:,} bytes for {topic} exceeds "
+                f"the producer's message.max.bytes ({limit:,})"
+            )
+        else:
+            self.reason = f"output too large: the broker refused a record for {topic or 'an output topic'}"
+        super().__init__(self.reason)

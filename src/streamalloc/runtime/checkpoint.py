@@ -11,8 +11,9 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
+from streamalloc.kafka import produce
 from streamalloc.kafka.types import delivered
 from streamalloc.runtime.changelog import SRC_HEADER, encode_src
 from streamalloc.runtime.task import Task
@@ -81,7 +82,7 @@ class Checkpoint:
                 src = encode_src(start, task.positions, txn.partition.checkpoint_offset, task.incarnation)
                 header: list[tuple[str, str | bytes | None]] = [(SRC_HEADER, src)]
                 for key, value in changes.items():
-                    self._produce_changelog(topic, task.partition, key, value, header)
+                    produce(self._producer, topic, value, key, task.partition, header, self._delivered)
                 changelog_records += len(changes)
         # 2. Flush, so delivery reports give the changelog offsets the checkpoints will record.
         self._producer.flush()
@@ -121,24 +122,7 @@ class Checkpoint:
         self.records = 0
         self.in_transaction = False
 
-    def _produce_changelog(
-        self,
-        topic: str,
-        partition: int,
-        key: bytes,
-        value: bytes | None,
-        headers: list[tuple[str, str | bytes | None]],
-    ) -> None:
-        while True:
-            try:
-                self._producer.produce(
-                    topic, value, key, partition=partition, headers=headers, on_delivery=self._delivered
-                )
-                return
-            except BufferError:
-                self._producer.poll(0.05)
-
-    def _delivered(self, error: Any, msg: Message) -> None:
+    def _delivered(self, error: KafkaError | None, msg: Message) -> None:
         if error is None:
             record = delivered(msg)
             key = (record.topic(), record.partition())

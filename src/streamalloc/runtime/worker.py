@@ -13,14 +13,13 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamalloc.config import Settings
 from streamalloc.errors import ProcessingError, StreamallocError
-from streamalloc.kafka import consume_available, consumer_config, producer_config
-from streamalloc.kafka.types import ConsumedMessage, consumed
+from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
+from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.changelog import RestoreJob, Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
 from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
@@ -69,8 +68,6 @@ class Worker:
         self._task_of: dict[tuple[str, int], Task] = {}  # input (topic, partition) -> task
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._produce: Callable[..., None] = _not_started
-        self._producer_poll: Callable[[float], int] = _not_started
         self._restorer: Restorer | None = None
         self._checkpoint: Checkpoint | None = None
         # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
@@ -110,7 +107,6 @@ class Worker:
     def _start(self) -> None:
         settings = self.settings
         self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
-        self._produce, self._producer_poll = self._producer.produce, self._producer.poll
         self._producer.init_transactions(30)
         self._consumer = Consumer(consumer_config(settings, group_id=settings.app_id))
         self._restorer = Restorer(consumer_config(settings), self.observer)
@@ -266,17 +262,19 @@ class Worker:
         if task.opened is None:
             task.opened = start
         header = encode_batch(f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start)
-        tag = [(BATCH_HEADER, header)]
-        emit = self._emit
+        tag: Headers = [(BATCH_HEADER, header)]
+        producer = self._producer
+        if producer is None:
+            raise ProcessingError("worker not started")
 
         def tagged(
             topic: str,
             key: bytes | str | None,
             value: bytes | None,
             partition: int | None = None,
-            headers: Any = None,
+            headers: Headers | None = None,
         ) -> None:
-            emit(topic, key, value, partition, tag if headers is None else [*headers, *tag])
+            produce(producer, topic, value, key, partition, tag if headers is None else [*headers, *tag])
 
         task.emit = tagged
 
@@ -317,21 +315,12 @@ class Worker:
         key: bytes | str | None,
         value: bytes | None,
         partition: int | None = None,
-        headers: Any = None,
+        headers: Headers | None = None,
     ) -> None:
-        """Produce one output inside the open transaction (hot path: no per-call allocations)."""
-        produce = self._produce
-        while True:
-            try:
-                if headers is not None:
-                    produce(topic, value, key, -1 if partition is None else partition, headers=headers)
-                elif partition is None:
-                    produce(topic, value, key)
-                else:
-                    produce(topic, value, key, partition)
-                return
-            except BufferError:
-                self._producer_poll(0.05)
+        """Produce one output inside the open transaction."""
+        if self._producer is None:
+            raise ProcessingError("worker not started")
+        produce(self._producer, topic, value, key, partition, headers)
 
     def _to_dead_letter(self, record: Record, reason: str) -> None:
         self._emit(self._dead_letter_topic, record.key, self._dead_letter(record, reason))
@@ -507,7 +496,3 @@ class Worker:
                 self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
             self._stores[name].close_partition(task.partition)
         task.stores.clear()
-
-
-def _not_started(*args: Any, **kwargs: Any) -> Any:
-    raise ProcessingError("worker not started")
