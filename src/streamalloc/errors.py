@@ -80,3 +80,31 @@ class RecordTooLarge(StreamallocError):
         else:
             self.reason = f"output too large: the broker refused a record for {topic or 'an output topic'}"
         super().__init__(self.reason)
+
+
+class CheckpointError(StreamallocError):
+    """A batch did not commit: none of it is visible and the local stores are untouched."""
+
+
+class CheckpointAborted(CheckpointError):
+    """The batch's transaction was aborted: redo the batch from the committed offsets.
+
+    `too_large` is set when the cause was an output too large to produce, which the same
+    batch would hit again: the worker then redoes it in isolation (worker.py).
+    """
+
+    def __init__(self, reason: str, *, too_large: RecordTooLarge | None = None) -> None:
+        self.reason = reason
+        self.too_large = too_large
+        super().__init__(reason)
+
+
+class TaskMigrated(CheckpointAborted):
+    """The consumer group moved on (a rebalance fenced this member's generation): the batch
+    was aborted, and its partitions may belong to another member now (Kafka Streams'
+    TaskMigratedException)."""
+
+
+class ProducerFenced(CheckpointError):
+    """The transactional producer can no longer be used: a newer instance with the same
+    transactional id fenced it, or it hit another fatal error. The worker must stop."""

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import Producer
+
+from streamalloc.kafka import produce
+from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Record
+
+_log = logging.getLogger("streamalloc.runtime.worker")
+
+#: Builds the dead-letter record value from (record, reason).
+DeadLetterEncoder = Callable[[Record, str], bytes]
 
 
 def dead_letter_record(record: Record, error: str, now_ms: int | None = None) -> dict[str, Any]:
@@ -31,3 +41,26 @@ def dead_letter_encoder(encode: Callable[[dict[str, Any]], bytes]) -> Callable[[
         return encode(dead_letter_record(record, error))
 
     return encoder
+
+
+class DeadLetters:
+    """Sends input records that cannot be processed to the dead-letter topic, in the open transaction."""
+
+    def __init__(self, producer: Producer, topic: str, encode: DeadLetterEncoder, observer: Observer) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._encode = encode
+        self._observer = observer
+
+    def send(self, record: Record, reason: str) -> None:
+        produce(self._producer, self._topic, self._encode(record, reason), record.key)
+        self._observer.on_dead_letter(record.topic, reason)
+        _log.info(
+            "dead letter",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": reason,
+            },
+        )

@@ -65,13 +65,16 @@ class Task:
             self.txns = {name: store.begin() for name, store in self.stores.items()}
         return self.txns
 
+    def end_batch(self) -> None:
+        """The open batch committed: the next one starts afresh."""
+        self.txns, self.batch_start, self.emit = {}, None, None
+
     def drop_txns(self) -> None:
         """Abort what is still open (a flush that failed half-way leaves some COMPLETE)."""
-        self.batch_start = self.emit = None
         for txn in self.txns.values():
             if txn.status in (TransactionStatus.STARTED, TransactionStatus.PREPARED):
                 txn.abort()
-        self.txns = {}
+        self.end_batch()
 
 
 def _timestamp(record: Record) -> int:
