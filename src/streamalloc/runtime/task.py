@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import heapq
 import time
 from dataclasses import dataclass, field
 
@@ -30,22 +29,19 @@ class Task:
     restoring: int = 0
     #: decoded records waiting to be processed (alignment across inputs may hold them back)
     pending: list[Record] = field(default_factory=list)
+    #: when the task began waiting for an input (monotonic s), and the drained polls then
     idle_since: float | None = None
     idle_polls: int = 0
+    #: input (topic, partition) -> the end offset the last end-of-partition event reported
+    #: (the last stable offset under read_committed)
+    at_end: dict[tuple[str, int], int] = field(default_factory=dict)
     #: when the stage's next punctuation is due (monotonic seconds); 0: as soon as ready
     punctuate_at: float = 0.0
 
-    def take_pending(self, *, ordered: bool) -> list[Record]:
-        """The pending records; with several inputs, merged by timestamp, each partition in offset order."""
-        records, self.pending, self.idle_since = self.pending, [], None
-        if not ordered:
-            return records
-        queues: dict[tuple[str, int], list[Record]] = {}
-        for record in records:
-            queues.setdefault((record.topic, record.partition), []).append(record)
-        if len(queues) == 1:
-            return records
-        return list(heapq.merge(*queues.values(), key=_timestamp))
+    def take_pending(self) -> list[Record]:
+        """Every pending record (a task with one input; alignment.py merges several)."""
+        records, self.pending = self.pending, []
+        return records
 
     @property
     def ready(self) -> bool:
@@ -75,7 +71,3 @@ class Task:
             if txn.status in (TransactionStatus.STARTED, TransactionStatus.PREPARED):
                 txn.abort()
         self.end_batch()
-
-
-def _timestamp(record: Record) -> int:
-    return record.timestamp_ms

@@ -108,7 +108,9 @@ class Worker:
         settings = self.settings
         self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
         self._producer.init_transactions(30)
-        self._consumer = Consumer(consumer_config(settings, group_id=settings.app_id))
+        # End-of-partition events tell when an input is caught up (alignment.py).
+        group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
+        self._consumer = Consumer(group)
         self.tasks.start(Restorer(consumer_config(settings), self.observer))
         self._alignment = Alignment(self._consumer, settings.max_task_idle_ms)
         self._dead_letters = DeadLetters(
@@ -157,7 +159,7 @@ class Worker:
         if self._before_batch is not None:
             self._before_batch()
         messages = consume_available(consumer, self.settings.poll_batch, 0.0 if restoring else 0.1)
-        alignment.polls += 1
+        alignment.polled(len(messages), self.settings.poll_batch)
         if messages:
             self._buffer(messages)
         self._drain()
@@ -198,9 +200,9 @@ class Worker:
             if not task.pending or not task.ready:
                 continue
             multi_input = len(task.positions) > 1
-            if multi_input and not alignment.ready(task, now):
-                continue
-            self._process(task, task.take_pending(ordered=multi_input), multi_input)
+            records = alignment.take(task, now) if multi_input else task.take_pending()
+            if records:
+                self._process(task, records, multi_input)
 
     def _process(self, task: Task, records: list[Record], multi_input: bool) -> None:
         """Process `records` of `task` into the open batch (opening it if needed)."""
@@ -300,6 +302,9 @@ class Worker:
         if error is None:
             return
         if error.code() == KafkaError._PARTITION_EOF:
+            task = self.tasks.task_of.get((msg.topic(), msg.partition()))
+            if task is not None:
+                task.at_end[(msg.topic(), msg.partition())] = msg.offset()
             return
         if error.fatal():
             raise ProcessingError(f"fatal consumer error: {error}")
