@@ -82,6 +82,11 @@ class RecordTooLarge(StreamallocError):
         super().__init__(self.reason)
 
 
+class TransactionMustAbort(StreamallocError):
+    """librdkafka refuses to produce into the open transaction: an earlier record of it
+    failed (a broker refused it), so it can only be aborted; its commit says why."""
+
+
 class CheckpointError(StreamallocError):
     """A batch did not commit: none of it is visible and the local stores are untouched."""
 

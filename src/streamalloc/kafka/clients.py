@@ -11,7 +11,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from streamalloc.config import Settings
-from streamalloc.errors import BrokerError, RecordTooLarge
+from streamalloc.errors import BrokerError, RecordTooLarge, TransactionMustAbort
 from streamalloc.kafka.types import DeliveryCallback, Headers
 
 _log = logging.getLogger("streamalloc.kafka")
@@ -113,7 +113,9 @@ def produce(
 
     While librdkafka's local queue is full (BufferError) it serves delivery reports and
     tries again. A record larger than the producer takes raises RecordTooLarge: no retry
-    can send it. The common calls take the plain positional form (the worker's hot path).
+    can send it. Inside a transaction that an earlier record's failure doomed, librdkafka
+    refuses every produce: TransactionMustAbort. The common calls take the plain
+    positional form (the worker's hot path).
     """
     while True:
         try:
@@ -135,8 +137,11 @@ def produce(
             producer.poll(0.05)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
-            if isinstance(error, KafkaError) and error.code() == KafkaError.MSG_SIZE_TOO_LARGE:
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code == KafkaError.MSG_SIZE_TOO_LARGE:
                 raise RecordTooLarge(topic, _size(key) + _size(value), MESSAGE_MAX_BYTES) from exc
+            if code == KafkaError._STATE:
+                raise TransactionMustAbort(f"cannot produce to {topic}: {error}") from exc
             raise
 
 

@@ -32,6 +32,7 @@ from streamalloc.errors import (
     RecordTooLarge,
     StateError,
     TaskMigrated,
+    TransactionMustAbort,
 )
 from streamalloc.kafka import produce
 from streamalloc.kafka.types import delivered
@@ -42,6 +43,8 @@ _log = logging.getLogger("streamalloc.runtime.checkpoint")
 
 #: Attempts of a broker call that failed with a retriable error (librdkafka: call it again).
 ATTEMPTS = 5
+#: How long an abort waits for what the transaction produced to be delivered (see `abort`).
+ABORT_FLUSH_S = 10.0
 #: Abortable errors that mean the consumer group moved on: this member's generation is over.
 _MIGRATED = frozenset(
     {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
@@ -115,25 +118,32 @@ class Checkpoint:
         if self.status is not _IN_TRANSACTION:
             raise StateError(f"cannot commit a checkpoint that is {self.status.value}")
         tasks = list(self.tasks.values())
+        changelog_records = 0
         try:
-            # 1. Changelog: one record per key changed in this batch (coalesced), tagged with
-            #    the batch's input range and with how far the store's changelog was known when
-            #    the batch began (its checkpoint), so a restore can tell committed from leaked
-            #    batches, those with an empty input range (punctuations) included (changelog.py).
-            #    A batch with no changes (a punctuation that only emitted) writes nothing here;
-            #    with no touched task at all the commit below is an empty transaction, which
-            #    librdkafka ends locally (no request to the broker).
-            changelog_records = self._produce_changelog(tasks)
-            # 2. Flush, so delivery reports give the changelog offsets the checkpoints will
-            #    record. A record that failed delivery makes step 4 fail (abortable).
-            self._producer.flush()
-            # 3. The consumed offsets, inside the transaction (KIP-447: fresh group metadata).
-            offsets = [TopicPartition(t, p, o) for task in tasks for (t, p), o in task.positions.items()]
-            if offsets:
-                metadata = self._consumer.consumer_group_metadata()
-                self._retrying(
-                    "send offsets", lambda: self._producer.send_offsets_to_transaction(offsets, metadata)
-                )
+            try:
+                # 1. Changelog: one record per key changed in this batch (coalesced), tagged
+                #    with the batch's input range and with how far the store's changelog was
+                #    known when the batch began (its checkpoint), so a restore can tell
+                #    committed from leaked batches, those with an empty input range
+                #    (punctuations) included (changelog.py). A batch with no changes writes
+                #    nothing here; with no touched task at all the commit below is an empty
+                #    transaction, which librdkafka ends locally (no request to the broker).
+                changelog_records = self._produce_changelog(tasks)
+                # 2. Flush, so delivery reports give the changelog offsets the checkpoints
+                #    will record. A record that failed delivery makes step 4 fail (abortable).
+                self._producer.flush()
+                # 3. The consumed offsets, inside the transaction (KIP-447: fresh group metadata).
+                offsets = [TopicPartition(t, p, o) for task in tasks for (t, p), o in task.positions.items()]
+                if offsets:
+                    metadata = self._consumer.consumer_group_metadata()
+                    self._retrying(
+                        "send offsets", lambda: self._producer.send_offsets_to_transaction(offsets, metadata)
+                    )
+            except TransactionMustAbort:
+                # An output of the batch failed delivery and librdkafka refuses more work in
+                # the transaction: step 4 cannot succeed, and raises why it must abort.
+                self._retrying("commit", self._producer.commit_transaction)
+                raise ProcessingError("librdkafka refused a produce, yet committed the transaction") from None
             # 4. Commit: outputs, changelog and offsets become visible together.
             self._retrying("commit", self._producer.commit_transaction)
         except RecordTooLarge as exc:
@@ -161,6 +171,10 @@ class Checkpoint:
             return
         try:
             if self.status is _IN_TRANSACTION:
+                # Let what was produced reach the broker first: an abort while librdkafka is
+                # still adding the transaction's partitions (right after a produce) can fail
+                # for good with INVALID_TXN_STATE (librdkafka #4849, seen on Kafka 4.1).
+                self._producer.flush(ABORT_FLUSH_S)
                 self._retrying("abort", self._producer.abort_transaction)
         except KafkaException as exc:
             error = exc.args[0]

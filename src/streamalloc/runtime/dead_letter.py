@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
+from streamalloc.errors import RecordTooLarge
 from streamalloc.kafka import produce
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Record
@@ -53,7 +55,13 @@ class DeadLetters:
         self._observer = observer
 
     def send(self, record: Record, reason: str) -> None:
-        produce(self._producer, self._topic, self._encode(record, reason), record.key)
+        try:
+            produce(self._producer, self._topic, self._encode(record, reason), record.key)
+        except RecordTooLarge:
+            # The input itself is too large to carry along: the letter names it without its bytes.
+            reason = f"{reason}; its key and value are left out: too large for a dead letter"
+            bare = dataclasses.replace(record, key=None, raw=None)
+            produce(self._producer, self._topic, self._encode(bare, reason), None)
         self._observer.on_dead_letter(record.topic, reason)
         _log.info(
             "dead letter",

@@ -140,6 +140,8 @@ class TaskManager:
                     consumer.seek(TopicPartition(t, p, task.positions[(t, p)]))
             task.pending.clear()
             task.idle_since = None
+        for task in aborted:
+            task.batch_records = 0
         tps = [TopicPartition(t, p) for task in aborted for (t, p) in task.positions]
         if not tps:
             return

@@ -10,6 +10,11 @@ How the worker meets each outcome of a commit (errors.py):
 
 - CheckpointAborted: nothing of the batch is visible; its tasks are rewound to the
   committed offsets and the batch is redone as it is fetched again.
+- CheckpointAborted caused by an output too large to produce (RecordTooLarge), here or
+  in a stage: redoing the batch would fail again, so its tasks redo it in parts, each a
+  transaction, halving the part that fails, until the record that fails alone is sent to
+  the dead-letter topic in a transaction of its own; then they return to whole batches
+  (Task.redo_in_parts). Nothing of this runs while no output is too large.
 - TaskMigrated: as CheckpointAborted; the rebalance that follows takes the partitions.
 - ProducerFenced: the producer is unusable (another instance of this state directory
   took its transactional id): the worker stops without touching its stores, and a
@@ -28,7 +33,13 @@ from pathlib import Path
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamalloc.config import Settings
-from streamalloc.errors import CheckpointAborted, ProcessingError, StreamallocError
+from streamalloc.errors import (
+    CheckpointAborted,
+    ProcessingError,
+    RecordTooLarge,
+    StreamallocError,
+    TransactionMustAbort,
+)
 from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
 from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.alignment import Alignment
@@ -145,7 +156,10 @@ class Worker:
                 _log.warning("consumer close failed", extra={"error": str(exc)})
         self.tasks.close()
         if self._producer is not None:
-            self._producer.flush(5)
+            try:
+                self._producer.flush(5)
+            except KafkaException as exc:  # a fatal producer: the error that stopped us says why
+                _log.warning("producer flush on close failed", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ the loop
 
@@ -199,12 +213,22 @@ class Worker:
         for task in self.tasks.tasks.values():
             if not task.pending or not task.ready:
                 continue
-            multi_input = len(task.positions) > 1
-            records = alignment.take(task, now) if multi_input else task.take_pending()
-            if records:
-                self._process(task, records, multi_input)
+            if task.redo_until is not None:
+                self._drain_in_parts(task, alignment, now)
+                return  # it committed, or aborted and rewound: the other tasks wait a tick
+            records = alignment.take(task, now) if len(task.positions) > 1 else task.take_pending()
+            if not records:
+                continue
+            try:
+                self._process(task, records)
+            except RecordTooLarge as exc:
+                self._abort(exc.reason, too_large=exc, culprits=[task])
+                return
+            except TransactionMustAbort:
+                self._commit_doomed(task)
+                return
 
-    def _process(self, task: Task, records: list[Record], multi_input: bool) -> None:
+    def _process(self, task: Task, records: list[Record]) -> None:
         """Process `records` of `task` into the open batch (opening it if needed)."""
         checkpoint = self._checkpoint
         if checkpoint is None:
@@ -212,17 +236,18 @@ class Worker:
         checkpoint.begin()
         positions = task.positions
         emit = task.emit if task.emit is not None else self._start_batch(task)
-        if multi_input:
+        if len(positions) > 1:
             for record in records:
                 positions[(record.topic, record.partition)] = record.offset + 1
         else:
             last = records[-1]
             positions[(last.topic, last.partition)] = last.offset + 1
+        task.batch_records += len(records)
         good = [record for record in records if record.failed is None]
-        if len(good) != len(records) and self._dead_letters is not None:
+        if len(good) != len(records):
             for record in records:
                 if record.failed is not None:
-                    self._dead_letters.send(record, record.failed)
+                    self._send_dead_letter(record, record.failed)
         started = time.perf_counter()
         if good:
             task.stage.process(PartitionContext(task.partition, task.open_txns(), emit), good)
@@ -242,7 +267,22 @@ class Worker:
                 # Before the stage can emit; local in librdkafka until the first produce.
                 checkpoint.begin()
                 emit = task.emit if task.emit is not None else self._start_batch(task)
-                if task.stage.punctuate(PartitionContext(task.partition, task.open_txns(), emit), now_ms):
+                try:
+                    worked = task.stage.punctuate(
+                        PartitionContext(task.partition, task.open_txns(), emit), now_ms
+                    )
+                except RecordTooLarge as exc:
+                    # No input record to blame: drop the batch; the punctuation runs again
+                    # at its next interval (a stage that keeps doing this has a bug).
+                    _log.error(
+                        "punctuation output too large", extra={"stage": task.stage.name, "error": exc.reason}
+                    )
+                    self._abort(exc.reason, too_large=None, culprits=[task])
+                    return
+                except TransactionMustAbort:
+                    self._commit_doomed(task)
+                    return
+                if worked:
                     # No input consumed: the batch's range for this task stays empty, its
                     # offsets are re-sent unchanged, its store writes go to the changelog.
                     checkpoint.touch(task, 0)
@@ -297,6 +337,11 @@ class Worker:
             raise ProcessingError("worker not started")
         produce(self._producer, topic, value, key, partition, headers)
 
+    def _send_dead_letter(self, record: Record, reason: str) -> None:
+        if self._dead_letters is None:
+            raise ProcessingError("worker not started")
+        self._dead_letters.send(record, reason)
+
     def _on_message_error(self, msg: ConsumedMessage) -> None:
         error = msg.error()
         if error is None:
@@ -325,23 +370,96 @@ class Worker:
         records = checkpoint.records
         tasks = list(checkpoint.tasks.values())
         try:
-            for task in tasks:
-                emit = task.emit or self._emit
-                task.stage.before_commit(PartitionContext(task.partition, task.open_txns(), emit))
+            try:
+                for task in tasks:
+                    emit = task.emit or self._emit
+                    task.stage.before_commit(PartitionContext(task.partition, task.open_txns(), emit))
+            except TransactionMustAbort:
+                pass  # the commit below raises why the transaction must abort
             changelog = checkpoint.commit()
+        except RecordTooLarge as exc:  # from a stage's before_commit
+            checkpoint.abort()
+            self._aborted(tasks, CheckpointAborted(exc.reason, too_large=exc))
+            return
         except CheckpointAborted as exc:
             self._aborted(tasks, exc)
             return
         finally:
             self._checkpoint = self._new_checkpoint()
         self.observer.on_commit(records, changelog, time.monotonic() - started)
+        for task in tasks:
+            if task.redo_until is not None:
+                task.part_committed()
+
+    def _abort(self, reason: str, *, too_large: RecordTooLarge | None, culprits: list[Task]) -> None:
+        """Abort the open batch after a failure while processing it, and rewind its tasks."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return
+        tasks = list(checkpoint.tasks.values())
+        tasks += [task for task in culprits if task not in tasks]
+        checkpoint.abort()
+        self._checkpoint = self._new_checkpoint()
+        for task in culprits:
+            task.drop_txns()  # it failed before joining the batch: the abort did not see it
+        if too_large is not None:
+            # Only the culprits: the others did nothing wrong and are simply redone.
+            for task in culprits:
+                task.redo_in_parts(too_large.reason)
+        self._aborted(tasks, CheckpointAborted(reason))
 
     def _aborted(self, tasks: list[Task], outcome: CheckpointAborted) -> None:
-        """React to an aborted batch: rewind its tasks to the committed offsets."""
+        """React to an aborted batch: rewind its tasks, to redo it in parts if an output was too large."""
         _log.warning("transaction aborted; rewinding", extra={"reason": outcome.reason})
         self.observer.on_abort(outcome.reason)
+        for task in tasks:
+            if outcome.too_large is not None:
+                task.redo_in_parts(outcome.too_large.reason)
+            task.trying = None  # a part that aborted for another reason is tried again as it was
         if self._consumer is not None:
             self.tasks.rewind(self._consumer, tasks)
+
+    def _commit_doomed(self, task: Task) -> None:
+        """A produce was refused (an earlier output of the transaction failed delivery):
+        the commit aborts the batch, `task` with it, and says why."""
+        if self._checkpoint is not None:
+            self._checkpoint.touch(task, 0)
+        self._commit()
+
+    def _drain_in_parts(self, task: Task, alignment: Alignment, now: float) -> None:
+        """Redo a task's failed batch one part per transaction (Task.redo_in_parts)."""
+        self._commit()  # the part's transaction holds this task alone
+        if task.redo_until is None or not task.pending:
+            return  # that commit aborted and rewound everything
+        records = alignment.take(task, now) if len(task.positions) > 1 else task.take_pending()
+        if not records:
+            return
+        part, reason = task.next_part(records)
+        if reason is not None:
+            self._dead_letter_alone(task, part[0], reason)
+            return
+        try:
+            self._process(task, part)
+        except RecordTooLarge as exc:
+            self._abort(exc.reason, too_large=exc, culprits=[task])
+            return
+        except TransactionMustAbort:
+            self._commit_doomed(task)
+            return
+        self._commit()
+
+    def _dead_letter_alone(self, task: Task, record: Record, reason: str) -> None:
+        """Send a record that cannot be processed to the dead-letter topic, in its own transaction."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            raise ProcessingError("worker not started")
+        checkpoint.begin()
+        if task.emit is None:
+            self._start_batch(task)
+        task.positions[(record.topic, record.partition)] = record.offset + 1
+        self._send_dead_letter(record, reason)
+        checkpoint.touch(task, 1)
+        self._commit()
 
     # ------------------------------------------------------------------ rebalancing
 

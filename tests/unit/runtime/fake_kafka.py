@@ -38,6 +38,9 @@ class FakeBroker:
     committed: dict[tuple[str, str, int], int] = field(default_factory=dict)
     #: topic -> largest record it takes (Kafka's max.message.bytes); others take anything
     max_message_bytes: dict[str, int] = field(default_factory=dict)
+    #: whether a refused record fails its transaction before the next produce (librdkafka
+    #: learns it from a background thread: sooner or later than the next produce)
+    refuses_at_once: bool = False
     clock_ms: int = 1_000
 
     def create_topic(self, topic: str, partitions: int = 1) -> None:
@@ -96,6 +99,7 @@ class FakeProducer:
         self._group: str | None = None
         self._in_transaction = False
         self._abortable: KafkaError | None = None
+        self._refused = False
         self._fatal: KafkaError | None = None
 
     def _call(self, name: str) -> None:
@@ -128,6 +132,11 @@ class FakeProducer:
         headers: Any = None,
     ) -> None:
         self._call("produce")
+        if self._abortable is not None:
+            # librdkafka refuses to produce into a transaction that must abort
+            raise KafkaException(
+                KafkaError(KafkaError._STATE, "Unable to produce message: Local: Erroneous state")
+            )
         size = len(_bytes(key) or b"") + len(_bytes(value) or b"")
         if size > self.max_bytes:
             raise KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Unable to produce message"))
@@ -138,11 +147,9 @@ class FakeProducer:
         if limit is not None and size > limit:
             # The broker refuses it: a failed delivery, and the transaction must abort.
             error = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "Broker: Message size too large")
-            self._abortable = KafkaError(
-                KafkaError.MSG_SIZE_TOO_LARGE,
-                "ProduceRequest failed: Message size too large",
-                txn_requires_abort=True,
-            )
+            self._refused = True
+            if self.broker.refuses_at_once:
+                self.poll(0)
             if on_delivery is not None:
                 self._reports.append((on_delivery, error, None))
             return
@@ -152,6 +159,13 @@ class FakeProducer:
             self._reports.append((on_delivery, None, FakeMessage(topic, partition, entry)))
 
     def poll(self, timeout: float = -1) -> int:
+        if self._refused:
+            self._refused = False
+            self._abortable = KafkaError(
+                KafkaError.MSG_SIZE_TOO_LARGE,
+                "ProduceRequest failed: Message size too large",
+                txn_requires_abort=True,
+            )
         reports, self._reports = self._reports, []
         for callback, error, message in reports:
             callback(error, message)
@@ -166,13 +180,15 @@ class FakeProducer:
         self, positions: list[TopicPartition], group_metadata: Any, timeout: float = -1
     ) -> None:
         self._call("send_offsets_to_transaction")
+        if self._abortable is not None:
+            raise KafkaException(self._abortable)
         self._offsets, self._group = list(positions), group_metadata.group
 
     def commit_transaction(self, timeout: float = -1) -> None:
         self._call("commit_transaction")
+        self.poll(0)
         if self._abortable is not None:
             raise KafkaException(self._abortable)
-        self.poll(0)
         self._end("committed")
         for tp in self._offsets:
             assert self._group is not None
@@ -190,7 +206,7 @@ class FakeProducer:
             touched.add((topic, partition))
         for topic, partition in sorted(touched):
             self.broker.marker(topic, partition)
-        self._open, self._in_transaction, self._abortable = [], False, None
+        self._open, self._in_transaction, self._abortable, self._refused = [], False, None, False
 
     def committed_values(self, topic: str) -> list[bytes | None]:
         return [value for _, _, _, value in self.broker.visible(topic)]

@@ -175,3 +175,17 @@ def test_an_output_the_broker_refuses_as_too_large_aborts_and_says_so(
         checkpoint.commit()
     assert raised.value.too_large is not None
     assert producer.calls[-1] == "abort_transaction"
+
+
+def test_a_refused_record_that_fails_the_changelog_produce_aborts_and_says_why(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    broker.max_message_bytes[OUT] = 10
+    broker.refuses_at_once = True  # librdkafka refuses the changelog's produce afterwards
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    producer.produce(OUT, b"x" * 100, b"a")
+    with pytest.raises(CheckpointAborted) as raised:
+        checkpoint.commit()
+    assert raised.value.too_large is not None
+    assert producer.calls[-1] == "abort_transaction"
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}

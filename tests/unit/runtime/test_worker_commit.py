@@ -39,7 +39,7 @@ def test_a_retriable_commit_error_then_success_writes_the_changelog_once(
 ) -> None:
     send(cluster)
     cluster.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
-    held = run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda: all_committed(cluster))
+    held = run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster))
 
     producer = cluster.txn_producer
     assert producer.calls.count("abort_transaction") == 0
@@ -58,7 +58,7 @@ def test_the_worker_rewinds_and_redoes_the_batch_after_an_abort(cluster: Cluster
     cluster.failures["commit_transaction"] = [error(KafkaError.INVALID_TXN_STATE, abortable=True)]
     observer = Recorder()
     held = run_worker(
-        settings(tmp_path), [CountingStage(IN, OUT)], lambda: all_committed(cluster), observer=observer
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
     )
 
     assert len(observer.aborts) == 1
@@ -79,7 +79,7 @@ def test_a_consumer_group_that_moved_on_aborts_the_batch_and_it_is_redone(
     cluster.failures["send_offsets_to_transaction"] = [error(KafkaError.ILLEGAL_GENERATION, abortable=True)]
     observer = Recorder()
     run_worker(
-        settings(tmp_path), [CountingStage(IN, OUT)], lambda: all_committed(cluster), observer=observer
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
     )
 
     assert len(observer.aborts) == 1 and "group moved on" in observer.aborts[0]
@@ -93,7 +93,7 @@ def test_a_fenced_producer_stops_the_worker_and_leaves_the_stores_untouched(
     cluster.failures["commit_transaction"] = [error(KafkaError._FENCED, fatal=True)]
     stores: dict[str, Store] = {"counts": RocksDBStore("counts", tmp_path / "db")}
     with pytest.raises(ProducerFenced):
-        run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda: False, stores=stores)
+        run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: False, stores=stores)
 
     assert cluster.committed() == {}
     assert cluster.outputs() == {}
@@ -114,7 +114,7 @@ def test_a_retriable_error_that_does_not_clear_aborts_the_batch_and_it_is_redone
     cluster.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)] * 5
     observer = Recorder()
     run_worker(
-        settings(tmp_path), [CountingStage(IN, OUT)], lambda: all_committed(cluster), observer=observer
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
     )
 
     assert len(observer.aborts) == 1

@@ -86,7 +86,7 @@ def patched_cluster(monkeypatch: pytest.MonkeyPatch) -> Cluster:
     monkeypatch.setattr(worker_module, "Producer", made.producer)
     monkeypatch.setattr(worker_module, "Consumer", made.consumer)
     monkeypatch.setattr(changelog_module, "Consumer", made.consumer)
-    for topic in (IN, OUT, DEAD, CHANGELOG):
+    for topic in (IN, OUT, DEAD, CHANGELOG, "app-sizes-changelog"):
         made.broker.create_topic(topic)
     return made
 
@@ -112,13 +112,13 @@ def dead_letter(record: Record, reason: str) -> bytes:
 def run_worker(
     config: Settings,
     stages: Sequence[Stage],
-    until: Callable[[], bool],
+    until: Callable[[Worker], bool],
     *,
     observer: Observer | None = None,
     stores: dict[str, Store] | None = None,
     max_ticks: int = 5_000,
 ) -> dict[str, dict[bytes, bytes]]:
-    """Run a worker until `until()` holds (checked before each poll), then stop it cleanly;
+    """Run a worker until `until(worker)` holds (checked before each poll), then stop it cleanly;
     return what its stores held then (store name -> every partition's keys and values)."""
     made = stores if stores is not None else {}
     ticks = Counter[str]()
@@ -131,7 +131,7 @@ def run_worker(
     def check() -> None:
         ticks["n"] += 1
         assert ticks["n"] < max_ticks, "the worker did not get there"
-        if until() and worker is not None and not held:
+        if worker is not None and not held and until(worker):
             for name, made_store in made.items():
                 held[name] = {}
                 for part in made_store.partitions().values():
