@@ -10,8 +10,8 @@ an input that is behind up to `max_task_idle_ms`, then goes on without it; but t
 only runs out once two polls have drained the consumer's local queue, since a backlog can
 hold the input's records behind thousands of others for longer.
 
-What "caught up" can be told from, measured on Kafka 4.1 and the embedded broker
-(docs/brokers.md):
+What "caught up" can be told from, measured with librdkafka 2.16 on Kafka 4.1.1 and on the
+embedded broker (Tansu 0.6.0), both alike:
 
 - the cached high watermark (`get_watermark_offsets(cached=True)`) counts the records of
   open transactions even under read_committed. The engine's own transactions write
