@@ -58,3 +58,58 @@ class StateError(StreamallocError):
 
 class ProcessingError(StreamallocError):
     """The stream runtime hit an error it cannot recover from in place."""
+
+
+class RecordTooLarge(StreamallocError):
+    """A record is larger than the producer or the broker takes: it can never be produced.
+
+    Raised by the produce path (`kafka.produce`), synchronously, when the record exceeds
+    the producer's `message.max.bytes`; a record the broker refuses later (a topic with a
+    smaller `max.message.bytes`) fails its transaction's commit instead (CheckpointAborted).
+    """
+
+    def __init__(self, topic: str | None, size: int | None = None, limit: int | None = None) -> None:
+        self.topic = topic
+        self.size = size
+        self.limit = limit
+        if size is not None and limit is not None:
+            self.reason = (
+                f"output too large: a record of {size:,} bytes for {topic} exceeds "
+                f"the producer's message.max.bytes ({limit:,})"
+            )
+        else:
+            self.reason = f"output too large: the broker refused a record for {topic or 'an output topic'}"
+        super().__init__(self.reason)
+
+
+class TransactionMustAbort(StreamallocError):
+    """librdkafka refuses to produce into the open transaction: an earlier record of it
+    failed (a broker refused it), so it can only be aborted; its commit says why."""
+
+
+class CheckpointError(StreamallocError):
+    """A batch did not commit: none of it is visible and the local stores are untouched."""
+
+
+class CheckpointAborted(CheckpointError):
+    """The batch's transaction was aborted: redo the batch from the committed offsets.
+
+    `too_large` is set when the cause was an output too large to produce, which the same
+    batch would hit again: the worker then redoes it in isolation (worker.py).
+    """
+
+    def __init__(self, reason: str, *, too_large: RecordTooLarge | None = None) -> None:
+        self.reason = reason
+        self.too_large = too_large
+        super().__init__(reason)
+
+
+class TaskMigrated(CheckpointAborted):
+    """The consumer group moved on (a rebalance fenced this member's generation): the batch
+    was aborted, and its partitions may belong to another member now (Kafka Streams'
+    TaskMigratedException)."""
+
+
+class ProducerFenced(CheckpointError):
+    """The transactional producer can no longer be used: a newer instance with the same
+    transactional id fenced it, or it hit another fatal error. The worker must stop."""

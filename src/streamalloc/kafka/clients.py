@@ -13,7 +13,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from streamalloc.config import Settings
-from streamalloc.errors import BrokerError, ConfigError
+from streamalloc.errors import BrokerError, ConfigError, RecordTooLarge, TransactionMustAbort
+from streamalloc.kafka.types import DeliveryCallback, Headers
 from streamalloc.logs import redact
 
 _log = logging.getLogger("streamalloc.kafka")
@@ -26,6 +27,10 @@ _quiet.propagate = False
 # Java clients hash keys with murmur2; so must we, or a channel's Java producer and the
 # engine would put the same SKU on different partitions.
 PARTITIONER = "murmur2_random"
+#: The largest record a producer sends (librdkafka's default, set here so errors can name
+#: it): below Kafka's default broker limit (1,048,588), so a record the producer takes
+#: also fits the broker unless a topic sets a smaller `max.message.bytes`.
+MESSAGE_MAX_BYTES = 1_000_000
 
 
 def _bootstrap(settings: Settings) -> str:
@@ -52,6 +57,7 @@ def producer_config(
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 1_000_000,
         "queue.buffering.max.kbytes": 1_048_576,
+        "message.max.bytes": MESSAGE_MAX_BYTES,
         **({"transaction.timeout.ms": 60_000} if transactional_id is not None else {}),
         **_common(settings),
         "partitioner": PARTITIONER,
@@ -172,18 +178,52 @@ def _connection_error(text: str) -> str:
 
 
 def produce(
-    producer: Producer, topic: str, value: bytes | None, key: bytes | None = None, **kwargs: Any
+    producer: Producer,
+    topic: str,
+    value: bytes | None,
+    key: bytes | str | None = None,
+    partition: int | None = None,
+    headers: Headers | None = None,
+    on_delivery: DeliveryCallback | None = None,
 ) -> None:
-    """Produce one record, serving delivery callbacks while the local queue is full.
+    """Produce one record: the one way streamalloc produces (the worker's emit included).
 
-    (The worker's own emit is a hand-inlined copy of this loop: it is the hot path.)
+    While librdkafka's local queue is full (BufferError) it serves delivery reports and
+    tries again. A record larger than the producer takes raises RecordTooLarge: no retry
+    can send it. Inside a transaction that an earlier record's failure doomed, librdkafka
+    refuses every produce: TransactionMustAbort. The common calls take the plain
+    positional form (the worker's hot path).
     """
     while True:
         try:
-            producer.produce(topic, value, key, **kwargs)
+            if headers is not None or on_delivery is not None:
+                producer.produce(
+                    topic,
+                    value,
+                    key,
+                    -1 if partition is None else partition,
+                    on_delivery=on_delivery,
+                    headers=headers,
+                )
+            elif partition is None:
+                producer.produce(topic, value, key)
+            else:
+                producer.produce(topic, value, key, partition)
             return
         except BufferError:
             producer.poll(0.05)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            if code == KafkaError.MSG_SIZE_TOO_LARGE:
+                raise RecordTooLarge(topic, _size(key) + _size(value), MESSAGE_MAX_BYTES) from exc
+            if code == KafkaError._STATE:
+                raise TransactionMustAbort(f"cannot produce to {topic}: {error}") from exc
+            raise
+
+
+def _size(data: bytes | str | None) -> int:
+    return 0 if data is None else len(data)
 
 
 def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:

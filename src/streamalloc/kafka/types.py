@@ -8,9 +8,15 @@ with `consumed()` instead of checking each field of each message.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol, cast
 
 from confluent_kafka import KafkaError, Message
+
+#: Record headers as confluent-kafka takes them: (name, value) pairs.
+Headers = list[tuple[str, str | bytes | None]]
+#: on_delivery(error, message): a produced record's delivery report.
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class ConsumedMessage(Protocol):

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from confluent_kafka import Producer
+
+from streamalloc.errors import RecordTooLarge
+from streamalloc.kafka import produce
+from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Record
+
+_log = logging.getLogger("streamalloc.runtime.worker")
+
+#: Builds the dead-letter record value from (record, reason).
+DeadLetterEncoder = Callable[[Record, str], bytes]
 
 
 def dead_letter_record(record: Record, error: str, now_ms: int | None = None) -> dict[str, Any]:
@@ -31,3 +43,32 @@ def dead_letter_encoder(encode: Callable[[dict[str, Any]], bytes]) -> Callable[[
         return encode(dead_letter_record(record, error))
 
     return encoder
+
+
+class DeadLetters:
+    """Sends input records that cannot be processed to the dead-letter topic, in the open transaction."""
+
+    def __init__(self, producer: Producer, topic: str, encode: DeadLetterEncoder, observer: Observer) -> None:
+        self._producer = producer
+        self._topic = topic
+        self._encode = encode
+        self._observer = observer
+
+    def send(self, record: Record, reason: str) -> None:
+        try:
+            produce(self._producer, self._topic, self._encode(record, reason), record.key)
+        except RecordTooLarge:
+            # The input itself is too large to carry along: the letter names it without its bytes.
+            reason = f"{reason}; its key and value are left out: too large for a dead letter"
+            bare = dataclasses.replace(record, key=None, raw=None)
+            produce(self._producer, self._topic, self._encode(bare, reason), None)
+        self._observer.on_dead_letter(record.topic, reason)
+        _log.info(
+            "dead letter",
+            extra={
+                "topic": record.topic,
+                "partition": record.partition,
+                "offset": record.offset,
+                "error": reason,
+            },
+        )

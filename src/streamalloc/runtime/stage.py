@@ -13,14 +13,30 @@ in a store, a change of a global table). What it does commits with the batch it 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from streamalloc.kafka.types import Headers
 from streamalloc.runtime.state import PartitionTransaction
 
-#: emit(topic, key, value, partition=None, headers=None): produce one output record.
-Emit = Callable[..., None]
+
+class Emit(Protocol):
+    """Produce one output record inside the batch's Kafka transaction.
+
+    `partition` None lets the partitioner place it by key (murmur2). Raises
+    RecordTooLarge for a record no broker would take: the worker dead-letters the input
+    record that caused it rather than stall (worker.py).
+    """
+
+    def __call__(
+        self,
+        topic: str,
+        key: bytes | str | None,
+        value: bytes | None,
+        partition: int | None = None,
+        headers: Headers | None = None,
+    ) -> None: ...
 
 
 @dataclass(slots=True)

@@ -1,8 +1,24 @@
 """The worker: one consumer-group member with one transactional producer, running stages.
 
-The loop: restore what is restoring, poll a batch, route it by topic to its stage, run
+The loop: restore what is restoring, poll a batch, route it by topic to its task, run
 the punctuations that are due, and commit every `commit_every` records or
-`commit_interval_ms`, whichever comes first.
+`commit_interval_ms`, whichever comes first. The tasks' lifecycle (assignment,
+revocation, restore, rewind) is the TaskManager's (task_manager.py); the commit protocol
+is the Checkpoint's (checkpoint.py), one per batch.
+
+How the worker meets each outcome of a commit (errors.py):
+
+- CheckpointAborted: nothing of the batch is visible; its tasks are rewound to the
+  committed offsets and the batch is redone as it is fetched again.
+- CheckpointAborted caused by an output too large to produce (RecordTooLarge), here or
+  in a stage: redoing the batch would fail again, so its tasks redo it in parts, each a
+  transaction, halving the part that fails, until the record that fails alone is sent to
+  the dead-letter topic in a transaction of its own; then they return to whole batches
+  (Task.redo_in_parts). Nothing of this runs while no output is too large.
+- TaskMigrated: as CheckpointAborted; the rebalance that follows takes the partitions.
+- ProducerFenced: the producer is unusable (another instance of this state directory
+  took its transactional id): the worker stops without touching its stores, and a
+  restart restores them from the changelog.
 """
 
 from __future__ import annotations
@@ -13,27 +29,32 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamalloc.config import Settings
-from streamalloc.errors import ProcessingError, StreamallocError
-from streamalloc.kafka import consume_available, consumer_config, producer_config
-from streamalloc.kafka.types import ConsumedMessage, consumed
-from streamalloc.runtime.changelog import RestoreJob, Restorer
+from streamalloc.errors import (
+    CheckpointAborted,
+    ProcessingError,
+    RecordTooLarge,
+    StreamallocError,
+    TransactionMustAbort,
+)
+from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
+from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
+from streamalloc.runtime.alignment import Alignment
+from streamalloc.runtime.changelog import Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
+from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
 from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
 from streamalloc.runtime.observer import Observer
-from streamalloc.runtime.stage import PartitionContext, Record, Stage
-from streamalloc.runtime.state import Store
+from streamalloc.runtime.stage import Emit, PartitionContext, Record, Stage
 from streamalloc.runtime.task import Task
+from streamalloc.runtime.task_manager import StoreFactory, TaskManager
 
 _log = logging.getLogger("streamalloc.runtime.worker")
 
-#: Builds the dead-letter record value from (message, reason).
-DeadLetterEncoder = Callable[[Record, str], bytes]
-StoreFactory = Callable[[str], Store]
+__all__ = ["DeadLetterEncoder", "StoreFactory", "Worker"]
 
 
 class Worker:
@@ -52,27 +73,15 @@ class Worker:
         self.settings = settings
         self.stages = list(stages)
         self.observer = observer or Observer()
-        self._store_factory = store_factory
+        self.tasks = TaskManager(settings, self.stages, store_factory, self.observer)
         self._dead_letter = dead_letter
-        self._dead_letter_topic = settings.topic("dead-letter")
         self._before_batch = before_batch
         self._stopping = False
-        self._polls = 0
-        self._stores: dict[str, Store] = {}
-        self._store_stage: dict[str, Stage] = {}
-        for stage in self.stages:
-            for name in stage.stores:
-                self._stores[name] = store_factory(name)
-                self._store_stage[name] = stage
-        self._routes: dict[str, Stage | None] = {}
-        self._tasks: dict[tuple[str, int], Task] = {}  # (stage name, partition) -> task
-        self._task_of: dict[tuple[str, int], Task] = {}  # input (topic, partition) -> task
         self._consumer: Consumer | None = None
         self._producer: Producer | None = None
-        self._produce: Callable[..., None] = _not_started
-        self._producer_poll: Callable[[float], int] = _not_started
-        self._restorer: Restorer | None = None
         self._checkpoint: Checkpoint | None = None
+        self._alignment: Alignment | None = None
+        self._dead_letters: DeadLetters | None = None
         # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
         self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
         self._punctuate_at = math.inf
@@ -82,15 +91,14 @@ class Worker:
     @property
     def ready(self) -> bool:
         """Owns input partitions and every one of them has finished restoring."""
-        tasks = list(self._tasks.values())
-        return bool(tasks) and all(task.ready for task in tasks)
+        return self.tasks.ready
 
     def stop(self) -> None:
         """Ask the loop to finish its batch, commit, leave the group and return (signal-safe)."""
         self._stopping = True
 
     def run(self) -> None:
-        """Process until `stop()`; raises ProcessingError on a fatal error."""
+        """Process until `stop()`; a fatal error (ProcessingError, ProducerFenced) is raised."""
         self._start()
         try:
             while not self._stopping:
@@ -101,7 +109,7 @@ class Worker:
             if self._checkpoint is not None:
                 try:
                     self._checkpoint.abort()
-                except KafkaException as exc:
+                except (KafkaException, StreamallocError) as exc:
                     _log.warning("abort after failure failed", extra={"error": str(exc)})
             raise
         finally:
@@ -110,19 +118,21 @@ class Worker:
     def _start(self) -> None:
         settings = self.settings
         self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
-        self._produce, self._producer_poll = self._producer.produce, self._producer.poll
         self._producer.init_transactions(30)
-        self._consumer = Consumer(consumer_config(settings, group_id=settings.app_id))
-        self._restorer = Restorer(consumer_config(settings), self.observer)
-        self._checkpoint = Checkpoint(self._producer, self._consumer, self.settings.changelog_topic)
-        topics: list[str] = []
-        for stage in self.stages:
-            topics += stage.topics()
-            pattern = stage.topic_pattern()
-            if pattern is not None:
-                topics.append("^" + pattern.pattern.lstrip("^"))
+        # End-of-partition events tell when an input is caught up (alignment.py).
+        group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
+        self._consumer = Consumer(group)
+        self.tasks.start(Restorer(consumer_config(settings), self.observer))
+        self._alignment = Alignment(self._consumer, settings.max_task_idle_ms)
+        self._dead_letters = DeadLetters(
+            self._producer, settings.topic("dead-letter"), self._dead_letter, self.observer
+        )
+        self._checkpoint = self._new_checkpoint()
         self._consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost
+            self.tasks.subscriptions(),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_lost,
         )
 
     def _transactional_id(self) -> str:
@@ -133,34 +143,37 @@ class Worker:
             path.write_text(uuid.uuid4().hex[:12])
         return f"{self.settings.app_id}-{path.read_text().strip()}"
 
+    def _new_checkpoint(self) -> Checkpoint:
+        if self._producer is None or self._consumer is None:
+            raise ProcessingError("worker not started")
+        return Checkpoint(self._producer, self._consumer, self.settings.changelog_topic)
+
     def _close(self) -> None:
         if self._consumer is not None:
             try:
                 self._consumer.close()  # leaves the group; on_revoke closes the tasks
             except (KafkaException, RuntimeError) as exc:
                 _log.warning("consumer close failed", extra={"error": str(exc)})
-        if self._restorer is not None:
-            self._restorer.close()
-        for task in list(self._tasks.values()):
-            self._close_task(task)
-        for store in self._stores.values():
-            store.close()
+        self.tasks.close()
         if self._producer is not None:
-            self._producer.flush(5)
+            try:
+                self._producer.flush(5)
+            except KafkaException as exc:  # a fatal producer: the error that stopped us says why
+                _log.warning("producer flush on close failed", extra={"error": str(exc)})
 
     # ------------------------------------------------------------------ the loop
 
     def _tick(self) -> None:
-        consumer, restorer = self._consumer, self._restorer
-        if consumer is None or restorer is None:
+        consumer, alignment = self._consumer, self._alignment
+        if consumer is None or alignment is None:
             raise ProcessingError("worker not started")
-        if restorer.active:
-            for job in restorer.step(timeout_s=0.05):
-                self._restored(job)
+        restoring = self.tasks.restoring
+        if restoring and self.tasks.restore(consumer, timeout_s=0.05) and self._punctuates:
+            self._punctuate_at = 0.0  # a task that became ready punctuates at once
         if self._before_batch is not None:
             self._before_batch()
-        messages = consume_available(consumer, self.settings.poll_batch, 0.0 if restorer.active else 0.1)
-        self._polls += 1
+        messages = consume_available(consumer, self.settings.poll_batch, 0.0 if restoring else 0.1)
+        alignment.polled(len(messages), self.settings.poll_batch)
         if messages:
             self._buffer(messages)
         self._drain()
@@ -174,7 +187,7 @@ class Worker:
 
     def _buffer(self, messages: list[Message]) -> None:
         """Decode polled messages into their task's pending records (failures included, in order)."""
-        task_of = self._task_of
+        task_of = self.tasks.task_of
         for msg in consumed(messages):
             if msg.error() is not None:
                 self._on_message_error(msg)
@@ -193,39 +206,53 @@ class Worker:
 
     def _drain(self) -> None:
         """Process the pending records of every task that is ready and aligned."""
+        alignment = self._alignment
+        if alignment is None:
+            raise ProcessingError("worker not started")
+        now = time.monotonic()
+        for task in self.tasks.tasks.values():
+            if not task.pending or not task.ready:
+                continue
+            if task.redo_until is not None:
+                self._drain_in_parts(task, alignment, now)
+                return  # it committed, or aborted and rewound: the other tasks wait a tick
+            records = alignment.take(task, now) if len(task.positions) > 1 else task.take_pending()
+            if not records:
+                continue
+            try:
+                self._process(task, records)
+            except RecordTooLarge as exc:
+                self._abort(exc.reason, too_large=exc, culprits=[task])
+                return
+            except TransactionMustAbort:
+                self._commit_doomed(task)
+                return
+
+    def _process(self, task: Task, records: list[Record]) -> None:
+        """Process `records` of `task` into the open batch (opening it if needed)."""
         checkpoint = self._checkpoint
         if checkpoint is None:
             raise ProcessingError("worker not started")
-        now = time.monotonic()
-        for task in self._tasks.values():
-            if not task.pending or not task.ready:
-                continue
-            multi_input = len(task.positions) > 1
-            if multi_input and not self._aligned(task, now):
-                continue
-            records = task.take_pending(ordered=multi_input)
-            checkpoint.begin()
-            positions = task.positions
-            if task.batch_start is None:
-                self._start_batch(task)
-            if multi_input:
-                for record in records:
-                    positions[(record.topic, record.partition)] = record.offset + 1
-            else:
-                last = records[-1]
-                positions[(last.topic, last.partition)] = last.offset + 1
-            good = [record for record in records if record.failed is None]
-            if len(good) != len(records):
-                for record in records:
-                    if record.failed is not None:
-                        self._to_dead_letter(record, record.failed)
-            started = time.perf_counter()
-            if good:
-                task.stage.process(
-                    PartitionContext(task.partition, task.open_txns(), task.emit or self._emit), good
-                )
-            checkpoint.touch(task, len(records))
-            self.observer.on_batch(task.stage.name, len(good), time.perf_counter() - started)
+        checkpoint.begin()
+        positions = task.positions
+        emit = task.emit if task.emit is not None else self._start_batch(task)
+        if len(positions) > 1:
+            for record in records:
+                positions[(record.topic, record.partition)] = record.offset + 1
+        else:
+            last = records[-1]
+            positions[(last.topic, last.partition)] = last.offset + 1
+        task.batch_records += len(records)
+        good = [record for record in records if record.failed is None]
+        if len(good) != len(records):
+            for record in records:
+                if record.failed is not None:
+                    self._send_dead_letter(record, record.failed)
+        started = time.perf_counter()
+        if good:
+            task.stage.process(PartitionContext(task.partition, task.open_txns(), emit), good)
+        checkpoint.touch(task, len(records))
+        self.observer.on_batch(task.stage.name, len(good), time.perf_counter() - started)
 
     def _punctuate(self) -> None:
         """Run the due punctuations of ready tasks, each joining the open batch (stage.py)."""
@@ -235,14 +262,27 @@ class Worker:
         opened_here = not checkpoint.in_transaction
         now, now_ms = time.monotonic(), time.time_ns() // 1_000_000
         next_at = math.inf
-        for task in self._tasks.values():
+        for task in self.tasks.tasks.values():
             if task.punctuation_due(now):
                 # Before the stage can emit; local in librdkafka until the first produce.
                 checkpoint.begin()
-                if task.batch_start is None:
-                    self._start_batch(task)
-                ctx = PartitionContext(task.partition, task.open_txns(), task.emit or self._emit)
-                if task.stage.punctuate(ctx, now_ms):
+                emit = task.emit if task.emit is not None else self._start_batch(task)
+                try:
+                    worked = task.stage.punctuate(
+                        PartitionContext(task.partition, task.open_txns(), emit), now_ms
+                    )
+                except RecordTooLarge as exc:
+                    # No input record to blame: drop the batch; the punctuation runs again
+                    # at its next interval (a stage that keeps doing this has a bug).
+                    _log.error(
+                        "punctuation output too large", extra={"stage": task.stage.name, "error": exc.reason}
+                    )
+                    self._abort(exc.reason, too_large=None, culprits=[task])
+                    return
+                except TransactionMustAbort:
+                    self._commit_doomed(task)
+                    return
+                if worked:
                     # No input consumed: the batch's range for this task stays empty, its
                     # offsets are re-sent unchanged, its store writes go to the changelog.
                     checkpoint.touch(task, 0)
@@ -259,57 +299,30 @@ class Worker:
             # across ticks for no work. Only a transaction opened by this round is ended:
             # one opened by `_drain` holds input work and commits as usual.
             checkpoint.abort()
+            self._checkpoint = self._new_checkpoint()
 
-    def _start_batch(self, task: Task) -> None:
+    def _start_batch(self, task: Task) -> Emit:
         """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""
         start = task.batch_start = dict(task.positions)
         if task.opened is None:
             task.opened = start
         header = encode_batch(f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start)
-        tag = [(BATCH_HEADER, header)]
-        emit = self._emit
+        tag: Headers = [(BATCH_HEADER, header)]
+        producer = self._producer
+        if producer is None:
+            raise ProcessingError("worker not started")
 
         def tagged(
             topic: str,
             key: bytes | str | None,
             value: bytes | None,
             partition: int | None = None,
-            headers: Any = None,
+            headers: Headers | None = None,
         ) -> None:
-            emit(topic, key, value, partition, tag if headers is None else [*headers, *tag])
+            produce(producer, topic, value, key, partition, tag if headers is None else [*headers, *tag])
 
         task.emit = tagged
-
-    def _aligned(self, task: Task, now: float) -> bool:
-        """Whether a task with several inputs may go on (Kafka Streams' max.task.idle.ms).
-
-        Records are processed in timestamp order across the task's partitions; when an input
-        partition has nothing buffered and has not answered a fetch yet, the task waits for
-        it up to `max_task_idle_ms`, so a receipt that happened before an order is applied
-        before it even when its partition is fetched later (as after an assignment).
-        Only an unknown watermark means "wait": under read_committed the high watermark
-        also counts records of open transactions (our own, for allocation-requests), which
-        no fetch can return before they commit.
-        """
-        consumer = self._consumer
-        if consumer is None:
-            return True
-        buffered = {(r.topic, r.partition) for r in task.pending}
-        for topic, partition in task.positions:
-            if (topic, partition) in buffered:
-                continue
-            try:
-                _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except KafkaException:
-                high = -1
-            if high < 0:
-                if task.idle_since is None:
-                    task.idle_since, task.idle_polls = now, self._polls
-                # A slow tick must not use up the wait alone: at least two more polls too.
-                waited = now - task.idle_since >= self.settings.max_task_idle_ms / 1000
-                return waited and self._polls - task.idle_polls >= 2
-        task.idle_since = None
-        return True
+        return tagged
 
     def _emit(
         self,
@@ -317,40 +330,26 @@ class Worker:
         key: bytes | str | None,
         value: bytes | None,
         partition: int | None = None,
-        headers: Any = None,
+        headers: Headers | None = None,
     ) -> None:
-        """Produce one output inside the open transaction (hot path: no per-call allocations)."""
-        produce = self._produce
-        while True:
-            try:
-                if headers is not None:
-                    produce(topic, value, key, -1 if partition is None else partition, headers=headers)
-                elif partition is None:
-                    produce(topic, value, key)
-                else:
-                    produce(topic, value, key, partition)
-                return
-            except BufferError:
-                self._producer_poll(0.05)
+        """Produce one output inside the open transaction, untagged (outside a task's batch)."""
+        if self._producer is None:
+            raise ProcessingError("worker not started")
+        produce(self._producer, topic, value, key, partition, headers)
 
-    def _to_dead_letter(self, record: Record, reason: str) -> None:
-        self._emit(self._dead_letter_topic, record.key, self._dead_letter(record, reason))
-        self.observer.on_dead_letter(record.topic, reason)
-        _log.info(
-            "dead letter",
-            extra={
-                "topic": record.topic,
-                "partition": record.partition,
-                "offset": record.offset,
-                "error": reason,
-            },
-        )
+    def _send_dead_letter(self, record: Record, reason: str) -> None:
+        if self._dead_letters is None:
+            raise ProcessingError("worker not started")
+        self._dead_letters.send(record, reason)
 
     def _on_message_error(self, msg: ConsumedMessage) -> None:
         error = msg.error()
         if error is None:
             return
         if error.code() == KafkaError._PARTITION_EOF:
+            task = self.tasks.task_of.get((msg.topic(), msg.partition()))
+            if task is not None:
+                task.at_end[(msg.topic(), msg.partition())] = msg.offset()
             return
         if error.fatal():
             raise ProcessingError(f"fatal consumer error: {error}")
@@ -363,151 +362,127 @@ class Worker:
     # ------------------------------------------------------------------ commit and failure
 
     def _commit(self) -> None:
-        """Commit the open batch, handling librdkafka's error classes."""
+        """Commit the open batch once; an aborted batch is rewound (module docstring)."""
         checkpoint = self._checkpoint
         if checkpoint is None or checkpoint.empty:
             return
         started = time.monotonic()
         records = checkpoint.records
-        for task in checkpoint.tasks.values():
-            task.stage.before_commit(
-                PartitionContext(task.partition, task.open_txns(), task.emit or self._emit)
-            )
-        for attempt in range(10):
+        tasks = list(checkpoint.tasks.values())
+        try:
             try:
-                changelog = checkpoint.commit()
-                self.observer.on_commit(records, changelog, time.monotonic() - started)
-                return
-            except KafkaException as exc:
-                error = exc.args[0]
-                if error.fatal():
-                    raise ProcessingError(f"fatal producer error (fenced?): {error}") from exc
-                if error.txn_requires_abort():
-                    self._abort(str(error))
-                    return
-                if error.retriable() and attempt < 9:
-                    time.sleep(0.1 * (attempt + 1))
-                    continue
-                self._abort(str(error))
-                return
+                for task in tasks:
+                    emit = task.emit or self._emit
+                    task.stage.before_commit(PartitionContext(task.partition, task.open_txns(), emit))
+            except TransactionMustAbort:
+                pass  # the commit below raises why the transaction must abort
+            changelog = checkpoint.commit()
+        except RecordTooLarge as exc:  # from a stage's before_commit
+            checkpoint.abort()
+            self._aborted(tasks, CheckpointAborted(exc.reason, too_large=exc))
+            return
+        except CheckpointAborted as exc:
+            self._aborted(tasks, exc)
+            return
+        finally:
+            self._checkpoint = self._new_checkpoint()
+        self.observer.on_commit(records, changelog, time.monotonic() - started)
+        for task in tasks:
+            if task.redo_until is not None:
+                task.part_committed()
 
-    def _abort(self, reason: str) -> None:
-        """Abort the transaction, drop the batch from state and rewind to the committed offsets."""
-        _log.warning("transaction aborted; rewinding", extra={"reason": reason})
-        checkpoint, consumer = self._checkpoint, self._consumer
-        if checkpoint is None or consumer is None:
+    def _abort(self, reason: str, *, too_large: RecordTooLarge | None, culprits: list[Task]) -> None:
+        """Abort the open batch after a failure while processing it, and rewind its tasks."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
             return
         tasks = list(checkpoint.tasks.values())
+        tasks += [task for task in culprits if task not in tasks]
         checkpoint.abort()
-        for task in self._tasks.values():
-            task.pending.clear()  # the consumer is rewound below: they will be fetched again
-            task.idle_since = None
-        self.observer.on_abort(reason)
-        tps = [TopicPartition(t, p) for task in tasks for (t, p) in task.positions]
-        if tps:
-            for tp in consumer.committed(tps, timeout=10):
-                offset = tp.offset if tp.offset >= 0 else 0
-                self._task_of[(tp.topic, tp.partition)].positions[(tp.topic, tp.partition)] = offset
-                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        self._checkpoint = self._new_checkpoint()
+        for task in culprits:
+            task.drop_txns()  # it failed before joining the batch: the abort did not see it
+        if too_large is not None:
+            # Only the culprits: the others did nothing wrong and are simply redone.
+            for task in culprits:
+                task.redo_in_parts(too_large.reason)
+        self._aborted(tasks, CheckpointAborted(reason))
+
+    def _aborted(self, tasks: list[Task], outcome: CheckpointAborted) -> None:
+        """React to an aborted batch: rewind its tasks, to redo it in parts if an output was too large."""
+        _log.warning("transaction aborted; rewinding", extra={"reason": outcome.reason})
+        self.observer.on_abort(outcome.reason)
+        for task in tasks:
+            if outcome.too_large is not None:
+                task.redo_in_parts(outcome.too_large.reason)
+            task.trying = None  # a part that aborted for another reason is tried again as it was
+        if self._consumer is not None:
+            self.tasks.rewind(self._consumer, tasks)
+
+    def _commit_doomed(self, task: Task) -> None:
+        """A produce was refused (an earlier output of the transaction failed delivery):
+        the commit aborts the batch, `task` with it, and says why."""
+        if self._checkpoint is not None:
+            self._checkpoint.touch(task, 0)
+        self._commit()
+
+    def _drain_in_parts(self, task: Task, alignment: Alignment, now: float) -> None:
+        """Redo a task's failed batch one part per transaction (Task.redo_in_parts)."""
+        self._commit()  # the part's transaction holds this task alone
+        if task.redo_until is None or not task.pending:
+            return  # that commit aborted and rewound everything
+        records = alignment.take(task, now) if len(task.positions) > 1 else task.take_pending()
+        if not records:
+            return
+        part, reason = task.next_part(records)
+        if reason is not None:
+            self._dead_letter_alone(task, part[0], reason)
+            return
+        try:
+            self._process(task, part)
+        except RecordTooLarge as exc:
+            self._abort(exc.reason, too_large=exc, culprits=[task])
+            return
+        except TransactionMustAbort:
+            self._commit_doomed(task)
+            return
+        self._commit()
+
+    def _dead_letter_alone(self, task: Task, record: Record, reason: str) -> None:
+        """Send a record that cannot be processed to the dead-letter topic, in its own transaction."""
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            raise ProcessingError("worker not started")
+        checkpoint.begin()
+        if task.emit is None:
+            self._start_batch(task)
+        task.positions[(record.topic, record.partition)] = record.offset + 1
+        self._send_dead_letter(record, reason)
+        checkpoint.touch(task, 1)
+        self._commit()
 
     # ------------------------------------------------------------------ rebalancing
 
-    def _route(self, topic: str) -> Stage | None:
-        if topic not in self._routes:
-            found = None
-            for stage in self.stages:
-                pattern = stage.topic_pattern()
-                if topic in stage.topics() or (pattern is not None and pattern.fullmatch(topic)):
-                    found = stage
-                    break
-            self._routes[topic] = found
-        return self._routes[topic]
-
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        consumer.assign(partitions)
-        committed = consumer.committed(partitions, timeout=10) if partitions else []
-        new_tasks: list[Task] = []
-        for tp in committed:
-            stage = self._route(tp.topic)
-            if stage is None:
-                continue
-            task = self._tasks.get((stage.name, tp.partition))
-            if task is None:
-                task = self._tasks[(stage.name, tp.partition)] = Task(stage, tp.partition)
-                new_tasks.append(task)
-            task.positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
-            self._task_of[(tp.topic, tp.partition)] = task
-        for task in new_tasks:
-            self._open_task(task)
-        restoring = [tp for tp in partitions if not self._task_of[(tp.topic, tp.partition)].ready]
-        if restoring:
-            consumer.pause(restoring)
+        self.tasks.handle_assignment(consumer, partitions)
         if self._punctuates:
             self._punctuate_at = 0.0  # a task without stores is ready at once
-        self.observer.on_assignment(len(self._task_of))
-        _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
-
-    def _open_task(self, task: Task) -> None:
-        restorer = self._restorer
-        if restorer is None:
-            raise ProcessingError("worker not started")
-        committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
-        for name in task.stage.stores:
-            partition = self._stores[name].partition(task.partition)
-            if partition.needs_full_restore:
-                partition.wipe()  # no checkpoint: local data cannot be trusted
-            task.stores[name] = partition
-            task.restoring += 1
-            restorer.start(RestoreJob(partition, self.settings.changelog_topic(name), committed))
-
-    def _restored(self, job: RestoreJob) -> None:
-        consumer = self._consumer
-        stage = self._store_stage[job.partition.store_name]
-        task = self._tasks.get((stage.name, job.partition.partition))
-        if task is None or consumer is None:
-            return
-        task.restoring -= 1
-        if task.ready:
-            consumer.resume([TopicPartition(t, p) for (t, p) in task.positions])
-            if self._punctuates:
-                self._punctuate_at = 0.0  # its first punctuation is due now
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Commit what we have while we still own it; if that fails the next owner redoes it.
-        try:
-            self._commit()
-        except (KafkaException, StreamallocError) as exc:
-            _log.warning("commit on revocation failed", extra={"error": str(exc)})
-            if self._checkpoint is not None:
-                self._checkpoint.abort()
-        self._release(partitions)
+        # Commit what we have while we still own it; if it aborts, the next owner redoes it.
+        # A fatal outcome (ProducerFenced) propagates out of the poll and stops the worker.
+        self._commit()
+        self.tasks.handle_revocation(partitions)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else owns these now: nothing of ours may be committed for them.
-        if self._checkpoint is not None:
-            self._checkpoint.abort()
-        self._release(partitions)
-
-    def _release(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            task = self._task_of.pop((tp.topic, tp.partition), None)
-            if task is None:
-                continue
-            task.positions.pop((tp.topic, tp.partition), None)
-            if not task.positions:
-                self._close_task(task)
-        self.observer.on_assignment(len(self._task_of))
-
-    def _close_task(self, task: Task) -> None:
-        self._tasks.pop((task.stage.name, task.partition), None)
-        if self._checkpoint is not None:
-            self._checkpoint.forget([task])
-        for name in task.stores:
-            if self._restorer is not None:
-                self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
-            self._stores[name].close_partition(task.partition)
-        task.stores.clear()
-
-
-def _not_started(*args: Any, **kwargs: Any) -> Any:
-    raise ProcessingError("worker not started")
+        checkpoint = self._checkpoint
+        if checkpoint is None:
+            return
+        aborted = list(checkpoint.tasks.values())
+        checkpoint.abort()
+        self._checkpoint = self._new_checkpoint()
+        self.tasks.handle_revocation(partitions)
+        # What the aborted batch did for partitions still ours is redone from their offsets.
+        kept = [task for task in aborted if task.positions]
+        self.tasks.rewind(consumer, kept)

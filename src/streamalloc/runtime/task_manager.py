@@ -1,0 +1,195 @@
+"""The worker's tasks: created on assignment, restored, rewound, closed on revocation.
+
+Kafka Streams' TaskManager (`handleAssignment`, `handleRevocation`, `handleLostAll`): a
+task is one stage on one partition number, with its store partitions and the positions of
+its input partitions. Assignment opens a task per (stage, partition) and starts restoring
+its stores; its input partitions stay paused until the restore is done. Revocation and
+loss close tasks; an aborted batch rewinds them to the committed offsets. The loop that
+processes them is the worker's (worker.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Sequence
+
+from confluent_kafka import Consumer, TopicPartition
+
+from streamalloc.config import Settings
+from streamalloc.errors import ProcessingError
+from streamalloc.runtime.changelog import RestoreJob, Restorer
+from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.stage import Stage
+from streamalloc.runtime.state import Store
+from streamalloc.runtime.task import Task
+
+_log = logging.getLogger("streamalloc.runtime.worker")
+
+StoreFactory = Callable[[str], Store]
+TopicPartitionKey = tuple[str, int]
+
+
+class TaskManager:
+    """Owns the tasks of one worker and the stores they open."""
+
+    def __init__(
+        self, settings: Settings, stages: Sequence[Stage], store_factory: StoreFactory, observer: Observer
+    ) -> None:
+        self.settings = settings
+        self.stages = list(stages)
+        self.observer = observer
+        #: (stage name, partition) -> task
+        self.tasks: dict[tuple[str, int], Task] = {}
+        #: input (topic, partition) -> the task that consumes it
+        self.task_of: dict[TopicPartitionKey, Task] = {}
+        self._stores: dict[str, Store] = {}
+        self._store_stage: dict[str, Stage] = {}
+        for stage in self.stages:
+            for name in stage.stores:
+                self._stores[name] = store_factory(name)
+                self._store_stage[name] = stage
+        self._routes: dict[str, Stage | None] = {}
+        self._restorer: Restorer | None = None
+
+    def start(self, restorer: Restorer) -> None:
+        self._restorer = restorer
+
+    def subscriptions(self) -> list[str]:
+        """The topics (and `^regex` patterns) the worker's consumer subscribes to."""
+        topics: list[str] = []
+        for stage in self.stages:
+            topics += stage.topics()
+            pattern = stage.topic_pattern()
+            if pattern is not None:
+                topics.append("^" + pattern.pattern.lstrip("^"))
+        return topics
+
+    @property
+    def ready(self) -> bool:
+        """Owns input partitions and every one of them has finished restoring."""
+        tasks = list(self.tasks.values())
+        return bool(tasks) and all(task.ready for task in tasks)
+
+    @property
+    def restoring(self) -> bool:
+        return self._restorer is not None and self._restorer.active
+
+    def restore(self, consumer: Consumer, timeout_s: float) -> bool:
+        """Restore for up to `timeout_s`; True when a task became ready (and was resumed)."""
+        if self._restorer is None:
+            return False
+        became_ready = False
+        for job in self._restorer.step(timeout_s=timeout_s):
+            stage = self._store_stage[job.partition.store_name]
+            task = self.tasks.get((stage.name, job.partition.partition))
+            if task is None:
+                continue
+            task.restoring -= 1
+            if task.ready:
+                consumer.resume([TopicPartition(t, p) for (t, p) in task.positions])
+                became_ready = True
+        return became_ready
+
+    # ------------------------------------------------------------------ assignment
+
+    def handle_assignment(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Open a task per (stage, partition) at the committed offsets; pause what restores."""
+        consumer.assign(partitions)
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        new_tasks: list[Task] = []
+        for tp in committed:
+            stage = self._route(tp.topic)
+            if stage is None:
+                continue
+            task = self.tasks.get((stage.name, tp.partition))
+            if task is None:
+                task = self.tasks[(stage.name, tp.partition)] = Task(stage, tp.partition)
+                new_tasks.append(task)
+            task.positions[(tp.topic, tp.partition)] = max(tp.offset, 0)
+            self.task_of[(tp.topic, tp.partition)] = task
+        for task in new_tasks:
+            self._open(task)
+        restoring = [tp for tp in partitions if not self.task_of[(tp.topic, tp.partition)].ready]
+        if restoring:
+            consumer.pause(restoring)
+        self.observer.on_assignment(len(self.task_of))
+        _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
+
+    def handle_revocation(self, partitions: list[TopicPartition]) -> None:
+        """Close the tasks of revoked (or lost) partitions; the caller committed or aborted first."""
+        for tp in partitions:
+            task = self.task_of.pop((tp.topic, tp.partition), None)
+            if task is None:
+                continue
+            task.positions.pop((tp.topic, tp.partition), None)
+            if not task.positions:
+                self._close(task)
+        self.observer.on_assignment(len(self.task_of))
+
+    def rewind(self, consumer: Consumer, aborted: Iterable[Task]) -> None:
+        """Put the tasks of an aborted batch back at their committed offsets, and every task
+        that holds records it has not processed yet back where its processing stands:
+        their buffered records are dropped and fetched again."""
+        aborted = list(aborted)
+        for task in self.tasks.values():
+            if task.pending and task not in aborted:
+                # Its positions are committed (it is not in the aborted batch) and its
+                # buffered records lie past them: seek, or dropping them would skip them.
+                held = {(r.topic, r.partition) for r in task.pending}
+                for t, p in held:
+                    consumer.seek(TopicPartition(t, p, task.positions[(t, p)]))
+            task.pending.clear()
+            task.idle_since = None
+        for task in aborted:
+            task.batch_records = 0
+        tps = [TopicPartition(t, p) for task in aborted for (t, p) in task.positions]
+        if not tps:
+            return
+        for tp in consumer.committed(tps, timeout=10):
+            offset = tp.offset if tp.offset >= 0 else 0
+            owner = self.task_of.get((tp.topic, tp.partition))
+            if owner is not None:
+                owner.positions[(tp.topic, tp.partition)] = offset
+                consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+
+    def close(self) -> None:
+        """Close every task and store (shutdown)."""
+        for task in list(self.tasks.values()):
+            self._close(task)
+        for store in self._stores.values():
+            store.close()
+
+    # ------------------------------------------------------------------ one task
+
+    def _route(self, topic: str) -> Stage | None:
+        if topic not in self._routes:
+            found = None
+            for stage in self.stages:
+                pattern = stage.topic_pattern()
+                if topic in stage.topics() or (pattern is not None and pattern.fullmatch(topic)):
+                    found = stage
+                    break
+            self._routes[topic] = found
+        return self._routes[topic]
+
+    def _open(self, task: Task) -> None:
+        restorer = self._restorer
+        if restorer is None:
+            raise ProcessingError("worker not started")
+        committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
+        for name in task.stage.stores:
+            partition = self._stores[name].partition(task.partition)
+            if partition.needs_full_restore:
+                partition.wipe()  # no checkpoint: local data cannot be trusted
+            task.stores[name] = partition
+            task.restoring += 1
+            restorer.start(RestoreJob(partition, self.settings.changelog_topic(name), committed))
+
+    def _close(self, task: Task) -> None:
+        self.tasks.pop((task.stage.name, task.partition), None)
+        task.drop_txns()
+        for name in task.stores:
+            if self._restorer is not None:
+                self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
+            self._stores[name].close_partition(task.partition)
+        task.stores.clear()

@@ -1,0 +1,191 @@
+"""The commit protocol, step by step and on every failure path, with spec'd fake clients.
+
+Modelled on quix-streams' tests/test_quixstreams/test_checkpointing.py: a checkpoint
+commits once or raises a typed error, and its stores are applied only after the commit.
+"""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import KafkaError
+from tests.unit.runtime.fake_kafka import FakeBroker, FakeConsumer, FakeProducer, error
+
+from streamalloc.bench.counting import CountingStage
+from streamalloc.errors import CheckpointAborted, ProducerFenced, StateError, TaskMigrated
+from streamalloc.runtime.checkpoint import ATTEMPTS, Checkpoint
+from streamalloc.runtime.state import InMemoryStore, TransactionStatus
+from streamalloc.runtime.task import Task
+
+IN, OUT, CHANGELOG = "t.in", "t.out", "app-counts-changelog"
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    made = FakeBroker()
+    for topic in (IN, OUT, CHANGELOG):
+        made.create_topic(topic)
+    return made
+
+
+@pytest.fixture
+def producer(broker: FakeBroker) -> FakeProducer:
+    return FakeProducer({"transactional.id": "app-1"}, broker)
+
+
+@pytest.fixture
+def consumer(broker: FakeBroker) -> FakeConsumer:
+    return FakeConsumer({"group.id": "app"}, broker)
+
+
+def batch(
+    producer: FakeProducer, consumer: FakeConsumer, changes: dict[bytes, bytes]
+) -> tuple[Checkpoint, Task]:
+    """A checkpoint holding one task that consumed offsets 0..4 and changed `changes`."""
+    checkpoint = Checkpoint(producer, consumer, lambda store: f"app-{store}-changelog")
+    task = Task(CountingStage(IN, OUT), 0)
+    task.stores["counts"] = InMemoryStore("counts").partition(0)
+    checkpoint.begin()
+    task.batch_start = {(IN, 0): 0}
+    task.positions[(IN, 0)] = 5
+    txn = task.open_txns()["counts"]
+    for key, value in changes.items():
+        txn.set(key, value)
+    producer.produce(OUT, b"out", b"a")
+    checkpoint.touch(task, 5)
+    return checkpoint, task
+
+
+def changelog(broker: FakeBroker) -> list[tuple[bytes | None, bytes | None, str]]:
+    return [(e.key, e.value, e.state) for e in broker.logs[(CHANGELOG, 0)] if not e.control]
+
+
+def test_commit_writes_the_changelog_commits_then_applies_the_stores(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    checkpoint, task = batch(producer, consumer, {b"a": b"1", b"b": b"2"})
+    part = task.stores["counts"]
+    assert checkpoint.commit() == 2
+    assert producer.calls[-3:] == ["flush", "send_offsets_to_transaction", "commit_transaction"]
+    assert changelog(broker) == [(b"a", b"1", "committed"), (b"b", b"2", "committed")]
+    assert broker.committed[("app", IN, 0)] == 5
+    assert dict(part.iter_prefix(b"")) == {b"a": b"1", b"b": b"2"}
+    assert part.checkpoint_offset == 2  # the next changelog offset after its records
+    assert (task.txns, task.batch_start, task.emit) == ({}, None, None)
+
+
+def test_a_checkpoint_commits_once(producer: FakeProducer, consumer: FakeConsumer) -> None:
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    checkpoint.commit()
+    with pytest.raises(StateError):
+        checkpoint.commit()
+    with pytest.raises(StateError):
+        checkpoint.begin()
+
+
+def test_a_retriable_commit_error_calls_commit_again_and_produces_the_changelog_once(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    producer.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    checkpoint.commit()
+    assert producer.calls.count("commit_transaction") == 2
+    assert producer.calls.count("send_offsets_to_transaction") == 1
+    assert changelog(broker) == [(b"a", b"1", "committed")]
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {b"a": b"1"}
+
+
+def test_a_retriable_send_offsets_error_sends_them_again(
+    producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    producer.failures["send_offsets_to_transaction"] = [
+        error(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True)
+    ]
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    checkpoint.commit()
+    assert producer.calls.count("send_offsets_to_transaction") == 2
+
+
+def test_an_abortable_error_aborts_and_leaves_the_stores_untouched(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    producer.failures["commit_transaction"] = [error(KafkaError.INVALID_TXN_STATE, abortable=True)]
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    txn = task.txns["counts"]
+    with pytest.raises(CheckpointAborted) as raised:
+        checkpoint.commit()
+    assert raised.value.too_large is None
+    assert producer.calls[-1] == "abort_transaction"
+    assert changelog(broker) == [(b"a", b"1", "aborted")]
+    assert txn.status is TransactionStatus.FAILED
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+    assert ("app", IN, 0) not in broker.committed
+
+
+def test_a_retriable_error_that_does_not_clear_aborts(producer: FakeProducer, consumer: FakeConsumer) -> None:
+    producer.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)] * ATTEMPTS
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    with pytest.raises(CheckpointAborted):
+        checkpoint.commit()
+    assert producer.calls.count("commit_transaction") == ATTEMPTS
+    assert producer.calls[-1] == "abort_transaction"
+
+
+def test_a_fatal_error_raises_producer_fenced_without_an_abort(
+    producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    producer.failures["commit_transaction"] = [error(KafkaError._FENCED, fatal=True)]
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    txn = task.txns["counts"]
+    with pytest.raises(ProducerFenced):
+        checkpoint.commit()
+    assert "abort_transaction" not in producer.calls
+    assert txn.status is TransactionStatus.FAILED
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+    checkpoint.abort()  # the worker's cleanup after a failure: a no-op now
+    assert "abort_transaction" not in producer.calls
+
+
+def test_a_group_that_moved_on_raises_task_migrated(producer: FakeProducer, consumer: FakeConsumer) -> None:
+    producer.failures["send_offsets_to_transaction"] = [error(KafkaError.ILLEGAL_GENERATION, abortable=True)]
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    with pytest.raises(TaskMigrated):
+        checkpoint.commit()
+    assert producer.calls[-1] == "abort_transaction"
+
+
+def test_a_changelog_record_too_large_aborts_and_says_so(
+    producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    checkpoint, task = batch(producer, consumer, {b"a": b"x" * 2_000_000})
+    with pytest.raises(CheckpointAborted) as raised:
+        checkpoint.commit()
+    assert raised.value.too_large is not None
+    assert "too large" in raised.value.reason and CHANGELOG in raised.value.reason
+    assert producer.calls[-1] == "abort_transaction"
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+
+
+def test_an_output_the_broker_refuses_as_too_large_aborts_and_says_so(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    broker.max_message_bytes[OUT] = 10
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    producer.produce(OUT, b"x" * 100, b"a")
+    with pytest.raises(CheckpointAborted) as raised:
+        checkpoint.commit()
+    assert raised.value.too_large is not None
+    assert producer.calls[-1] == "abort_transaction"
+
+
+def test_a_refused_record_that_fails_the_changelog_produce_aborts_and_says_why(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    broker.max_message_bytes[OUT] = 10
+    broker.refuses_at_once = True  # librdkafka refuses the changelog's produce afterwards
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    producer.produce(OUT, b"x" * 100, b"a")
+    with pytest.raises(CheckpointAborted) as raised:
+        checkpoint.commit()
+    assert raised.value.too_large is not None
+    assert producer.calls[-1] == "abort_transaction"
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}

@@ -1,0 +1,121 @@
+"""How the worker meets each outcome of a commit, over the fake broker (fake_kafka.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from confluent_kafka import KafkaError
+from tests.unit.runtime.fake_kafka import error
+from tests.unit.runtime.worker_fixtures import CHANGELOG, IN, OUT, Cluster, Recorder, run_worker, settings
+
+from streamalloc.bench.counting import CountingStage
+from streamalloc.errors import ProducerFenced
+from streamalloc.runtime.state import RocksDBStore, Store
+
+RECORDS = 12
+KEYS = [b"k0", b"k1", b"k2"]
+
+
+def send(cluster: Cluster, n: int = RECORDS) -> None:
+    cluster.broker.produce_plain(IN, [(KEYS[i % len(KEYS)], b"%d" % i) for i in range(n)])
+
+
+def all_committed(cluster: Cluster, n: int = RECORDS) -> bool:
+    return cluster.committed().get(0, 0) >= n
+
+
+def counts(n: int = RECORDS) -> dict[bytes, list[int]]:
+    per_key = [KEYS[i % len(KEYS)] for i in range(n)]
+    return {key: list(range(1, per_key.count(key) + 1)) for key in KEYS}
+
+
+def last_counts() -> dict[bytes, bytes]:
+    return {key: b"%d" % values[-1] for key, values in counts().items()}
+
+
+def test_a_retriable_commit_error_then_success_writes_the_changelog_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    send(cluster)
+    cluster.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    held = run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster))
+
+    producer = cluster.txn_producer
+    assert producer.calls.count("abort_transaction") == 0
+    # The first commit was called again after its retriable error, and nothing else was.
+    first_commit = producer.calls.index("commit_transaction")
+    assert producer.calls[first_commit + 1] == "commit_transaction"
+    assert cluster.outputs() == counts()
+    changelog = [(e.key, e.value) for e in cluster.broker.logs[(CHANGELOG, 0)] if not e.control]
+    assert len(changelog) == len(set(changelog)), "a batch's changelog was produced twice"
+    assert all(e.state == "committed" for e in cluster.broker.logs[(CHANGELOG, 0)])
+    assert held["counts"] == last_counts()
+
+
+def test_the_worker_rewinds_and_redoes_the_batch_after_an_abort(cluster: Cluster, tmp_path: Path) -> None:
+    send(cluster)
+    cluster.failures["commit_transaction"] = [error(KafkaError.INVALID_TXN_STATE, abortable=True)]
+    observer = Recorder()
+    held = run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len(observer.aborts) == 1
+    producer, consumer = cluster.txn_producer, cluster.group_consumer
+    assert producer.calls.count("abort_transaction") == 1
+    assert (IN, 0, 0) in consumer.seeks, "the input was not rewound to the committed offset"
+    # Redone: every count exactly once in the committed outputs, and once in the store.
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
+    aborted = [e for e in cluster.broker.logs[(OUT, 0)] if e.state == "aborted"]
+    assert aborted, "the first batch's outputs were not aborted"
+
+
+def test_a_consumer_group_that_moved_on_aborts_the_batch_and_it_is_redone(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    send(cluster)
+    cluster.failures["send_offsets_to_transaction"] = [error(KafkaError.ILLEGAL_GENERATION, abortable=True)]
+    observer = Recorder()
+    run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len(observer.aborts) == 1 and "group moved on" in observer.aborts[0]
+    assert cluster.outputs() == counts()
+
+
+def test_a_fenced_producer_stops_the_worker_and_leaves_the_stores_untouched(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    send(cluster)
+    cluster.failures["commit_transaction"] = [error(KafkaError._FENCED, fatal=True)]
+    stores: dict[str, Store] = {"counts": RocksDBStore("counts", tmp_path / "db")}
+    with pytest.raises(ProducerFenced):
+        run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: False, stores=stores)
+
+    assert cluster.committed() == {}
+    assert cluster.outputs() == {}
+    reopened = RocksDBStore("counts", tmp_path / "db")
+    try:
+        part = reopened.partition(0)
+        assert dict(part.iter_prefix(b"")) == {}
+        assert part.checkpoint_offset in (None, 0)  # the empty changelog's restore, nothing after
+    finally:
+        reopened.close()
+    assert "abort_transaction" not in cluster.txn_producer.calls  # librdkafka refuses it after a fatal error
+
+
+def test_a_retriable_error_that_does_not_clear_aborts_the_batch_and_it_is_redone(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    send(cluster)
+    cluster.failures["commit_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)] * 5
+    observer = Recorder()
+    run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len(observer.aborts) == 1
+    assert cluster.outputs() == counts()
