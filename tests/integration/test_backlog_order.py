@@ -69,7 +69,7 @@ def test_a_worker_started_on_a_backlog_applies_receipts_before_the_requests_that
             occurred_at=now_ms(),
         )
         for request in line_requests(order):
-            records.append((sku.encode(), serde.encode(serde.validate(request))))
+            records.append((sku.encode(), serde.encode(serde.validate(request.as_record()))))
         demand[sku] += 1
     produce(engine.settings, serde.topic, records)
     assert all(demand[sku] > stock[sku] for sku in skus)  # every SKU runs out
