@@ -505,3 +505,18 @@ def test_a_ledger_change_that_does_not_add_up_or_is_missing_is_a_breach() -> Non
     assert any("moved by its deltas" in b for b in jumped.breaches), jumped.breaches
     unknown = audit([], inventory[:1], [], [snapshot(5, 0)], stock_changes=[change("r9", 5, 5)])
     assert any("stock change r9:stock:WH has an unknown cause r9" in b for b in unknown.breaches)
+
+
+def test_a_batch_is_punctuation_when_the_clock_or_a_table_caused_every_record() -> None:
+    from streamalloc.commands.audit import punctuation_batches
+
+    timer, sweep, mixed = b"timer", b"sweep", b"mixed"
+    records = [
+        (timer, {"cause_event_id": "clock:expiry:o1:1:5"}),
+        (timer, {"cause_event_id": "clock:expiry:o1:1:5"}),
+        (sweep, {"cause_event_id": "locations:WH-1:offline@7"}),
+        (mixed, {"cause_event_id": "clock:expiry:o2:1:5"}),
+        (mixed, {"cause_event_id": "order-17"}),  # an input event: the batch consumed input
+        (None, {"cause_event_id": "clock:expiry:o3:1:5"}),
+    ]
+    assert punctuation_batches(records) == {timer, sweep}

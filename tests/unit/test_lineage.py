@@ -54,3 +54,15 @@ def test_an_earlier_owner_never_voids_a_later_one_and_tasks_are_judged_apart() -
         "allocator:4", 3, {("allocation-requests", 4): 0}, {("allocation-requests", 4): 0}
     )
     assert void_batches([first, second, other_task, b"not json"]) == {first}
+
+
+def test_a_batch_that_consumed_no_input_is_kept_as_the_restore_keeps_it() -> None:
+    # A timer fired (a punctuation) after the last batch that read input: it starts at the
+    # committed offsets, where the successor opens, whether it committed or leaked. The
+    # restore keeps such a batch, so the successor's state includes it; so does the reader.
+    last = _batch(1, {REQ: 0, INV: 0}, {REQ: 0, INV: 0})
+    timer = _batch(1, {REQ: 0, INV: 0}, {REQ: 25, INV: 4})
+    leaked = _batch(1, {REQ: 0, INV: 0}, {REQ: 25, INV: 4, ("inventory", 9): 0})
+    successor = _batch(2, {REQ: 25, INV: 4}, {REQ: 25, INV: 4})
+    assert void_batches([last, timer, leaked, successor], punctuation={timer}) == {leaked}
+    assert void_batches([last, timer, successor]) == {timer}  # by the offsets alone it looks leaked

@@ -2,12 +2,25 @@
 
 from __future__ import annotations
 
-from streamalloc.audit import AuditReport, audit
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from streamalloc.audit import TABLE_CAUSES, AuditReport, audit
 from streamalloc.commands.io import order_topics, read_to_end, read_with_batches
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
 from streamalloc.runtime.lineage import void_batches
 from streamalloc.serialization import topic_serde
+
+
+def punctuation_batches(records: Iterable[tuple[bytes | None, Mapping[str, Any]]]) -> set[bytes]:
+    """The batches whose every record the engine's clock or a table caused: they consumed no input."""
+    engine_only: dict[bytes, bool] = {}
+    for batch, record in records:
+        if batch is not None:
+            cause = str(record.get("cause_event_id") or "")
+            engine_only[batch] = engine_only.get(batch, True) and cause.startswith(TABLE_CAUSES)
+    return {batch for batch, only in engine_only.items() if only}
 
 
 def run_audit(settings: Settings) -> AuditReport:
@@ -28,11 +41,11 @@ def run_audit(settings: Settings) -> AuditReport:
     outputs = allocations + availability + ledger + statuses
     # A crashed worker's last batch, if the broker leaked it, is not a decision the engine
     # stands by: its successor redid that input (lineage.py). Only the embedded broker leaks;
-    # real Kafka never shows a read_committed reader a batch that did not commit, and there
-    # the batch headers alone cannot tell every committed batch from a leaked one (a timer's
-    # batch that consumed nothing, just before its task moved, looks like one).
+    # real Kafka never shows a read_committed reader a batch that did not commit.
     if settings.broker_profile == "embedded":
-        void = void_batches(batch for batch, _ in outputs if batch is not None)
+        void = void_batches(
+            (batch for batch, _ in outputs if batch is not None), punctuation_batches(outputs)
+        )
     else:
         void = set()
     leaked = [event for batch, event in allocations if batch in void]

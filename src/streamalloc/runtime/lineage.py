@@ -14,17 +14,22 @@ leaked records are not mere repeats. A reader that has the whole history tells t
     a batch of incarnation A is void when a later incarnation B of the same task opened at
     or before the batch's start on every input both name.
 
-Every committed batch of A consumed something before B opened, so it starts before B's
+Every committed batch of A that consumed something before B opened starts before B's
 opening offsets on at least one input; the leaked batch started exactly at the offsets
-B opened at. `streamalloc audit` applies this; the engine's own state never depends on it
-(see changelog.py for the same question asked of the changelog).
+B opened at. A batch that consumed nothing (a punctuation: expiry timers, sweeps) starts
+there too, committed or not, so the offsets cannot judge it. The restore keeps such a
+batch when it finds it at the end of the changelog (changelog.py: it is as good as a
+committed one), and the next owner's state includes it; so the reader keeps it too. A
+reader names those batches from their records: every record's cause is the engine's clock
+or a table, none an input event (`punctuation` in `void_batches`).
+`streamalloc audit` applies this; the engine's own state never depends on it.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 BATCH_HEADER = "batch"
@@ -63,8 +68,12 @@ class Batch:
         return bool(common) and all(later.opened[tp] <= self.start[tp] for tp in common)
 
 
-def void_batches(headers: Iterable[bytes]) -> set[bytes]:
-    """The headers, among all those seen, of batches that never committed (see module doc)."""
+def void_batches(headers: Iterable[bytes], punctuation: Container[bytes] = ()) -> set[bytes]:
+    """The headers, among all those seen, of batches that never committed (see module doc).
+
+    `punctuation`: headers of batches that consumed no input (their records name no input
+    event as cause); they are never void.
+    """
     batches: dict[str, dict[bytes, Batch]] = defaultdict(dict)
     for header in headers:
         try:
@@ -78,7 +87,7 @@ def void_batches(headers: Iterable[bytes]) -> set[bytes]:
         for batch in of_task.values():
             openings.setdefault(batch.incarnation, batch)
         for header, batch in of_task.items():
-            if any(
+            if header not in punctuation and any(
                 other.incarnation > batch.incarnation and batch.redone_by(other)
                 for other in openings.values()
             ):
