@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamalloc.config import Settings
 from streamalloc.kafka import clients, consumer_config, producer_config
@@ -58,12 +58,28 @@ def read_all(
         consumer.close()
 
 
-def committed_offsets(settings: Settings, group: str, topic: str) -> dict[int, int]:
+def committed_offsets(
+    settings: Settings, group: str, topic: str, *, timeout_s: float = 60.0
+) -> dict[int, int]:
+    """The group's stable committed offsets of `topic`.
+
+    Under read_committed the broker answers UNSTABLE_OFFSET_COMMIT while a transaction holding
+    offsets for the group is open, such as one a killed worker left: it stays open until the
+    producer's transaction.timeout.ms aborts it or a new producer with its id fences it.
+    librdkafka retries that answer until its own timeout, so ask again until a deadline.
+    """
     consumer = Consumer(consumer_config(settings, group_id=group))
     try:
         partitions = list(consumer.list_topics(topic, timeout=10).topics[topic].partitions)
-        committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return {tp.partition: max(tp.offset, 0) for tp in committed}
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+            except KafkaException as exc:
+                if exc.args[0].code() != KafkaError._TIMED_OUT or time.monotonic() > deadline:
+                    raise
+                continue
+            return {tp.partition: max(tp.offset, 0) for tp in committed}
     finally:
         consumer.close()
 
