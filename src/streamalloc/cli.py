@@ -627,3 +627,47 @@ def replay(
         if number > 1:
             out.print()
         out.print(part)
+
+
+@main.command("availability")
+@click.argument("sku")
+@click.option("--channel", default=None, help="Only this channel's ATS.")
+@click.option("--url", default=None, help="A worker's HTTP address [the owner, found from the group].")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def availability_command(sku: str, channel: str | None, url: str | None, as_json: bool) -> None:
+    """A SKU's availability now, answered by the worker that owns it (any worker forwards)."""
+    import json
+
+    from streamalloc.commands.availability import query_availability
+
+    try:
+        answer = query_availability(_settings(), sku, channel, url)
+    except StreamallocError as exc:
+        _fail(exc)
+        return
+    body = answer.body
+    if as_json:
+        out.print_json(json.dumps(body))
+        return
+    totals = body["totals"]
+    out.print(
+        f"[bold]{escape(body['sku'])}[/bold] as of {body['as_of']} "
+        f"(partition {body['partition']}, served by {escape(body['served_by'])})"
+    )
+    locations = Table(
+        "location", "status", "on hand", "allocated", "picked", "available", "incoming", box=SIMPLE_HEAD
+    )
+    for row in body["locations"]:
+        locations.add_row(
+            escape(row["location"]),
+            row["status"],
+            *(str(row[k]) for k in ("on_hand", "allocated", "picked", "available", "incoming")),
+        )
+    locations.add_row(
+        "total", "", *(str(totals[k]) for k in ("on_hand", "allocated", "picked", "available", "incoming"))
+    )
+    out.print(locations)
+    channels = Table("channel", "ATS", box=SIMPLE_HEAD)
+    for row in body["channels"]:
+        channels.add_row(escape(row["channel"]), str(row["ats"]))
+    out.print(channels)

@@ -47,6 +47,7 @@ from streamalloc.runtime.changelog import Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
 from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
 from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
+from streamalloc.runtime.members import advertised_client_id
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Emit, PartitionContext, Record, Stage
 from streamalloc.runtime.task import Task
@@ -121,6 +122,9 @@ class Worker:
         self._producer.init_transactions(30)
         # End-of-partition events tell when an input is caught up (alignment.py).
         group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
+        if settings.advertised_url is not None:
+            # Where the other workers find this one's HTTP API (members.py).
+            group["client.id"] = advertised_client_id(settings.advertised_url)
         self._consumer = Consumer(group)
         self.tasks.start(Restorer(consumer_config(settings), self.observer))
         self._alignment = Alignment(self._consumer, settings.max_task_idle_ms)
