@@ -671,3 +671,38 @@ def availability_command(sku: str, channel: str | None, url: str | None, as_json
     for row in body["channels"]:
         channels.add_row(escape(row["channel"]), str(row["ats"]))
     out.print(channels)
+
+
+@bench.command("restore")
+@click.option("--keys", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Repeat and print the median."
+)
+def bench_restore(keys: int, runs: int) -> None:
+    """Restore one store partition of N keys from its changelog into an empty RocksDB store."""
+    from statistics import median
+
+    from streamalloc.bench import restore
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> restore.RestoreResult:
+        return restore.run(settings, keys=keys, on_progress=advance)
+
+    def describe(result: restore.RestoreResult) -> str:
+        return (
+            f"restored {result.restored:,} records in {result.restore_seconds:.2f}s "
+            f"({result.records_per_second:,.0f}/s, {result.cpu_seconds:.2f}s CPU)"
+        )
+
+    results = _bench_runs(runs, keys, "changelog records written", one, describe)
+    table = Table("keys", "restore s (median)", "min-max s", "records/s", "CPU s")
+    seconds = [r.restore_seconds for r in results]
+    table.add_row(
+        f"{keys:,}",
+        f"{median(seconds):.2f}",
+        f"{min(seconds):.2f}-{max(seconds):.2f}",
+        f"{median(r.records_per_second for r in results):,.0f}",
+        f"{median(r.cpu_seconds for r in results):.2f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)
