@@ -706,3 +706,57 @@ def bench_restore(keys: int, runs: int) -> None:
     if runs > 1:
         out.print(f"median of {runs} runs:")
     out.print(table)
+
+
+@bench.command("failover")
+@click.option("--skus", type=click.IntRange(min=1), default=20_000, show_default=True, help="SKUs in stock.")
+@click.option(
+    "--standby", type=click.IntRange(min=0), default=0, show_default=True, help="num_standby_replicas."
+)
+@click.option(
+    "--session-timeout-ms",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="The workers' session.timeout.ms (the broker's minimum is 6000 by default).",
+)
+@click.option("--rate", type=click.IntRange(min=1), default=50, show_default=True, help="Orders per second.")
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Repeat and print the median."
+)
+def bench_failover(skus: int, standby: int, session_timeout_ms: int, rate: int, runs: int) -> None:
+    """SIGKILL one of two workers; time until another decides an order on its partitions."""
+    from streamalloc.bench import failover
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> failover.FailoverResult:
+        return failover.run(
+            settings,
+            skus=skus,
+            standby=standby,
+            session_timeout_ms=session_timeout_ms,
+            rate=rate,
+            on_progress=advance,
+        )
+
+    def describe(result: failover.FailoverResult) -> str:
+        return (
+            f"first decision {result.failover_seconds:.2f}s after the SIGKILL; the survivor restored "
+            f"{result.restored_records:,} of {result.changelog_records:,} changelog records"
+        )
+
+    results = _bench_runs(runs, rate * 5, "decisions before the kill", one, describe)
+    s = failover.summary(results)
+    table = Table(
+        "standby", "session timeout ms", "failover s (median)", "min-max s", "restored records", "changelog"
+    )
+    table.add_row(
+        str(standby),
+        f"{session_timeout_ms:,}",
+        f"{s['median_s']:.2f}",
+        f"{s['min_s']:.2f}-{s['max_s']:.2f}",
+        f"{s['restored']:,.0f}",
+        f"{s['changelog']:,.0f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)

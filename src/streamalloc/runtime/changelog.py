@@ -223,11 +223,15 @@ class Restorer:
     restore only has to `cancel` the jobs of the revoked partitions.
     """
 
-    def __init__(self, config: dict[str, Any], observer: Observer) -> None:
+    def __init__(self, config: dict[str, Any], observer: Observer, *, tail: bool = False) -> None:
         # Reads only committed data; no group membership; EOF tells us we reached the end.
-        self._consumer = Consumer({**config, **RESTORE_FETCH, "group.id": "streamalloc-restore"})
+        group = "streamalloc-standby" if tail else "streamalloc-restore"
+        self._consumer = Consumer({**config, **RESTORE_FETCH, "group.id": group})
         self._jobs: dict[tuple[str, int], RestoreJob] = {}
         self._observer = observer
+        #: standby replicas (standby.py): a job never ends; at the end of the changelog it
+        #: keeps the last batch held (no committed offsets to judge it by) and waits for more
+        self._tail = tail
 
     @property
     def active(self) -> bool:
@@ -242,11 +246,15 @@ class Restorer:
         self._jobs[(job.topic, partition.partition)] = job
         self._consumer.incremental_assign([TopicPartition(job.topic, partition.partition, start)])
 
-    def cancel(self, topic: str, partition: int) -> None:
+    def cancel(self, topic: str, partition: int) -> RestoreJob | None:
         """Stop restoring (revocation). What was applied is kept; the checkpoint marks how far."""
         job = self._jobs.pop((topic, partition), None)
         if job is not None:
             self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+        return job
+
+    def jobs(self) -> list[RestoreJob]:
+        return list(self._jobs.values())
 
     def step(self, timeout_s: float = 0.1, max_records: int = 50_000) -> list[RestoreJob]:
         """Apply what arrives within `timeout_s`; return the jobs that reached the end.
@@ -271,6 +279,11 @@ class Restorer:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise error_to_exception(error)
                 job.next_offset = max(job.next_offset, msg.offset())
+                if self._tail:
+                    self._flush(job, pending.pop(tp, []))
+                    if job.needs_full_restore:
+                        self._from_scratch(job)
+                    continue
                 self._flush(job, pending.pop(tp, []) + job.at_end())
                 if job.needs_full_restore:
                     self._from_scratch(job)

@@ -17,7 +17,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 
 from streamalloc.errors import BrokerError
@@ -25,6 +25,17 @@ from streamalloc.errors import BrokerError
 CLIENT_ID_PREFIX = "streamalloc-worker;"
 
 TopicPartitionKey = tuple[str, int]
+_ATTEMPTS = 5
+#: The coordinator is moving, loading or not reachable yet: asking again soon succeeds.
+_RETRY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError._TIMED_OUT,
+        KafkaError._TRANSPORT,
+    }
+)
 
 
 def advertised_client_id(url: str) -> str:
@@ -75,11 +86,16 @@ class GroupView:
 
 
 def describe_group(admin: AdminClient, group: str, timeout_s: float = 10.0) -> GroupView:
-    """The group as its coordinator sees it now."""
-    try:
-        described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
-    except KafkaException as exc:
-        raise BrokerError(f"cannot describe consumer group {group}: {exc.args[0]}") from exc
+    """The group as its coordinator sees it now (a coordinator moving or loading is retried)."""
+    for attempt in range(_ATTEMPTS):
+        try:
+            described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
+            break
+        except KafkaException as exc:
+            error = exc.args[0]
+            if attempt + 1 == _ATTEMPTS or getattr(error, "code", lambda: None)() not in _RETRY:
+                raise BrokerError(f"cannot describe consumer group {group}: {error}") from exc
+            time.sleep(0.2 * (attempt + 1))
     members = tuple(
         sorted(
             (
