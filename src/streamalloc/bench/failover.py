@@ -199,6 +199,28 @@ def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, tick: Call
         tick()
 
 
+def _stock_processed(settings: Settings) -> Callable[[], bool]:
+    """True once the group's committed offsets on `inventory` reach its end (read, not joined)."""
+    topic = settings.topic("inventory")
+    reader = Consumer(consumer_config(settings, group_id=settings.app_id))
+    count = len(reader.list_topics(topic, timeout=10).topics[topic].partitions)
+    tps = [TopicPartition(topic, p) for p in range(count)]
+    ends = [reader.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+    done = [False]
+
+    def check() -> bool:
+        if not done[0]:
+            committed = reader.committed(tps, timeout=10)
+            done[0] = all(tp.offset >= end for tp, end in zip(committed, ends, strict=True))
+            if done[0]:
+                reader.close()
+            else:
+                time.sleep(0.5)
+        return done[0]
+
+    return check
+
+
 def run(
     settings: Settings,
     *,
@@ -244,6 +266,8 @@ def run(
             return view.stable and {m.url for m in view.members if m.assignment} == set(urls)
 
         _wait(both_own, 180, "both workers joined", tick)
+        stock_in = _stock_processed(settings)
+        _wait(stock_in, 900, "the stock processed", tick)
         engine.feed(rate)
         # Steady state: orders decided on every partition, stock processed, copies warm.
         _wait(lambda: len(observer.seen) >= rate * 5, 300, "the first decisions", tick)
