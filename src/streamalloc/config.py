@@ -63,6 +63,11 @@ class Settings:
     poll_batch: int = 5_000
     #: How long a task with several inputs waits for a lagging one (Kafka Streams' max.task.idle.ms).
     max_task_idle_ms: int = 200
+    #: Pause fetching an input partition while its task holds more records of it than this,
+    #: waiting to be processed (Kafka Streams' buffered.records.per.partition); resume at half.
+    #: It bounds what a task that waits for another input buffers, and how much of one
+    #: topic's backlog the consumer's queue holds in front of the others'.
+    buffered_records_per_partition: int = 10_000
     #: How often a stage that punctuates (reservation expiry, reacting to the `locations`
     #: table) does so per partition, for stages that take their interval from the settings.
     #: The worker runs each stage at the stage's own `punctuate_interval_ms`.
@@ -191,6 +196,7 @@ class Settings:
             "commit_interval_ms",
             "poll_batch",
             "punctuate_interval_ms",
+            "buffered_records_per_partition",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")

@@ -45,6 +45,12 @@ _log = logging.getLogger("streamalloc.runtime.checkpoint")
 ATTEMPTS = 5
 #: How long an abort waits for what the transaction produced to be delivered (see `abort`).
 ABORT_FLUSH_S = 10.0
+#: How long one transactional broker call may block. librdkafka's default is forever: after
+#: the broker was SIGKILLed and restarted, workers were seen blocked for good in
+#: send_offsets_to_transaction. A timeout is a retriable error (the call is made again, up to
+#: ATTEMPTS), then the batch aborts; past the transaction timeout (10 s) the broker has
+#: aborted the transaction anyway.
+TXN_CALL_TIMEOUT_S = 15.0
 #: Abortable errors that mean the consumer group moved on: this member's generation is over.
 _MIGRATED = frozenset(
     {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
@@ -136,16 +142,15 @@ class Checkpoint:
                 offsets = [TopicPartition(t, p, o) for task in tasks for (t, p), o in task.positions.items()]
                 if offsets:
                     metadata = self._consumer.consumer_group_metadata()
-                    self._retrying(
-                        "send offsets", lambda: self._producer.send_offsets_to_transaction(offsets, metadata)
-                    )
+                    send = self._producer.send_offsets_to_transaction
+                    self._retrying("send offsets", lambda: send(offsets, metadata, TXN_CALL_TIMEOUT_S))
             except TransactionMustAbort:
                 # An output of the batch failed delivery and librdkafka refuses more work in
                 # the transaction: step 4 cannot succeed, and raises why it must abort.
-                self._retrying("commit", self._producer.commit_transaction)
+                self._retrying("commit", lambda: self._producer.commit_transaction(TXN_CALL_TIMEOUT_S))
                 raise ProcessingError("librdkafka refused a produce, yet committed the transaction") from None
             # 4. Commit: outputs, changelog and offsets become visible together.
-            self._retrying("commit", self._producer.commit_transaction)
+            self._retrying("commit", lambda: self._producer.commit_transaction(TXN_CALL_TIMEOUT_S))
         except RecordTooLarge as exc:
             self.abort()
             raise CheckpointAborted(exc.reason, too_large=exc) from exc
@@ -175,7 +180,7 @@ class Checkpoint:
                 # still adding the transaction's partitions (right after a produce) can fail
                 # for good with INVALID_TXN_STATE (librdkafka #4849, seen on Kafka 4.1).
                 self._producer.flush(ABORT_FLUSH_S)
-                self._retrying("abort", self._producer.abort_transaction)
+                self._retrying("abort", lambda: self._producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         except KafkaException as exc:
             error = exc.args[0]
             if error.fatal():

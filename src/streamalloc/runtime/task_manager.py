@@ -11,6 +11,7 @@ processes them is the worker's (worker.py).
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
@@ -54,6 +55,8 @@ class TaskManager:
         self._routes: dict[str, Stage | None] = {}
         self._restorer: Restorer | None = None
         self.standby: StandbyReplicas | None = None
+        #: input partitions paused because their task buffers too many of their records
+        self.throttled: set[TopicPartitionKey] = set()
 
     @property
     def stores(self) -> Mapping[str, Store]:
@@ -104,6 +107,33 @@ class TaskManager:
     def restoring(self) -> bool:
         return self._restorer is not None and self._restorer.active
 
+    def throttle(self, consumer: Consumer, limit: int) -> None:
+        """Pause an input partition while its task buffers more than `limit` of its records;
+        resume it once they are down to half (Kafka Streams' buffered.records.per.partition).
+
+        Without it a task that waits for a lagging input (alignment.py) buffers every record
+        the consumer hands it, and the consumer's queue fills with one topic's backlog in
+        front of the input the task waits for. A paused partition's position stays after the
+        last record buffered, so nothing is skipped when it resumes.
+        """
+        over: set[TopicPartitionKey] = set()
+        keep: set[TopicPartitionKey] = set()
+        half = limit // 2
+        for task in self.tasks.values():
+            if len(task.pending) <= half:
+                continue  # none of its partitions can be over half
+            counts = Counter((record.topic, record.partition) for record in task.pending)
+            over.update(tp for tp, n in counts.items() if n > limit)
+            keep.update(tp for tp, n in counts.items() if n > half)
+        pause = over - self.throttled
+        resume = {tp for tp in self.throttled - keep if tp in self.task_of and self.task_of[tp].ready}
+        if pause:
+            consumer.pause([TopicPartition(t, p) for t, p in pause])
+            self.throttled |= pause
+        if resume:
+            consumer.resume([TopicPartition(t, p) for t, p in resume])
+            self.throttled -= resume
+
     def restore(self, consumer: Consumer, timeout_s: float) -> bool:
         """Restore for up to `timeout_s`; True when a task became ready (and was resumed)."""
         if self._restorer is None:
@@ -150,6 +180,7 @@ class TaskManager:
     def handle_revocation(self, partitions: list[TopicPartition]) -> None:
         """Close the tasks of revoked (or lost) partitions; the caller committed or aborted first."""
         for tp in partitions:
+            self.throttled.discard((tp.topic, tp.partition))
             task = self.task_of.pop((tp.topic, tp.partition), None)
             if task is None:
                 continue

@@ -191,6 +191,7 @@ class Worker:
         if messages:
             self._buffer(messages)
         self._drain()
+        self.tasks.throttle(consumer, self.settings.buffered_records_per_partition)
         if time.monotonic() >= self._punctuate_at:
             self._punctuate()
         checkpoint = self._checkpoint

@@ -93,6 +93,8 @@ class FakeProducer:
         #: method name -> errors its next calls raise, in order
         self.failures: dict[str, list[KafkaError]] = {}
         self.calls: list[str] = []
+        #: the timeout each transactional call was last given (librdkafka: -1 blocks forever)
+        self.timeouts: dict[str, float] = {}
         self._open: list[tuple[str, int, Entry]] = []
         self._reports: list[tuple[Callable[..., None], KafkaError | None, Any]] = []
         self._offsets: list[TopicPartition] = []
@@ -179,12 +181,14 @@ class FakeProducer:
     def send_offsets_to_transaction(
         self, positions: list[TopicPartition], group_metadata: Any, timeout: float = -1
     ) -> None:
+        self.timeouts["send_offsets_to_transaction"] = timeout
         self._call("send_offsets_to_transaction")
         if self._abortable is not None:
             raise KafkaException(self._abortable)
         self._offsets, self._group = list(positions), group_metadata.group
 
     def commit_transaction(self, timeout: float = -1) -> None:
+        self.timeouts["commit_transaction"] = timeout
         self._call("commit_transaction")
         self.poll(0)
         if self._abortable is not None:
@@ -195,6 +199,7 @@ class FakeProducer:
             self.broker.committed[(self._group, tp.topic, tp.partition)] = tp.offset
 
     def abort_transaction(self, timeout: float = -1) -> None:
+        self.timeouts["abort_transaction"] = timeout
         self._call("abort_transaction")
         self._reports = []
         self._end("aborted")

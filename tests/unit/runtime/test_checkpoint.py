@@ -12,7 +12,7 @@ from tests.unit.runtime.fake_kafka import FakeBroker, FakeConsumer, FakeProducer
 
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import CheckpointAborted, ProducerFenced, StateError, TaskMigrated
-from streamalloc.runtime.checkpoint import ATTEMPTS, Checkpoint
+from streamalloc.runtime.checkpoint import ATTEMPTS, TXN_CALL_TIMEOUT_S, Checkpoint
 from streamalloc.runtime.state import InMemoryStore, TransactionStatus
 from streamalloc.runtime.task import Task
 
@@ -71,6 +71,17 @@ def test_commit_writes_the_changelog_commits_then_applies_the_stores(
     assert dict(part.iter_prefix(b"")) == {b"a": b"1", b"b": b"2"}
     assert part.checkpoint_offset == 2  # the next changelog offset after its records
     assert (task.txns, task.batch_start, task.emit) == ({}, None, None)
+
+
+def test_no_transactional_call_may_block_forever(producer: FakeProducer, consumer: FakeConsumer) -> None:
+    # librdkafka's default timeout (-1) is forever: after a broker restart a worker hung for
+    # good in send_offsets_to_transaction.
+    checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
+    checkpoint.commit()
+    aborted, _ = batch(producer, consumer, {b"b": b"2"})
+    aborted.abort()
+    calls = ("send_offsets_to_transaction", "commit_transaction", "abort_transaction")
+    assert {name: producer.timeouts[name] for name in calls} == dict.fromkeys(calls, TXN_CALL_TIMEOUT_S)
 
 
 def test_a_checkpoint_commits_once(producer: FakeProducer, consumer: FakeConsumer) -> None:

@@ -56,3 +56,45 @@ def test_a_rewind_seeks_back_what_a_task_outside_the_aborted_batch_held_back(
     assert aborted.positions == {(TOPIC, 0): 3}
     assert holding.pending == [] and holding.positions == {(TOPIC, 1): 5}
     assert set(consumer.seeks) == {(TOPIC, 0, 3), (TOPIC, 1, 5)}
+
+
+def _buffered(task: Any, partition: int, count: int) -> None:
+    task.pending = [Record(TOPIC, partition, offset, b"k", b"1", 0) for offset in range(count)]
+
+
+def test_a_partition_whose_task_buffers_more_than_the_limit_is_paused_until_half_is_left(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    manager, consumer = assigned(cluster, tmp_path)
+    while manager.restoring:
+        manager.restore(consumer, 0.0)
+    tasks = {task.partition: task for task in manager.tasks.values()}
+    _buffered(tasks[0], 0, 11)
+    _buffered(tasks[1], 1, 10)
+    manager.throttle(consumer, limit=10)
+    assert consumer._paused == {(TOPIC, 0)} == manager.throttled  # 10 is not over the limit
+    _buffered(tasks[0], 0, 6)
+    manager.throttle(consumer, limit=10)
+    assert consumer._paused == {(TOPIC, 0)}, "more than half is still buffered"
+    _buffered(tasks[0], 0, 5)
+    manager.throttle(consumer, limit=10)
+    assert consumer._paused == set() == manager.throttled
+
+
+def test_a_revoked_partition_is_forgotten_and_a_restoring_one_is_never_resumed(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    manager, consumer = assigned(cluster, tmp_path)
+    while manager.restoring:
+        manager.restore(consumer, 0.0)
+    tasks = {task.partition: task for task in manager.tasks.values()}
+    _buffered(tasks[0], 0, 30)
+    _buffered(tasks[1], 1, 30)
+    manager.throttle(consumer, limit=10)
+    assert manager.throttled == {(TOPIC, 0), (TOPIC, 1)}
+    manager.handle_revocation([TopicPartition(TOPIC, 0)])
+    assert manager.throttled == {(TOPIC, 1)}
+    tasks[1].pending = []
+    tasks[1].restoring = 1  # (as if it were restoring again) its restore resumes it, not this
+    manager.throttle(consumer, limit=10)
+    assert (TOPIC, 1) in consumer._paused
