@@ -85,15 +85,18 @@ class GroupView:
         return owners
 
 
-def describe_group(admin: AdminClient, group: str, timeout_s: float = 10.0) -> GroupView:
-    """The group as its coordinator sees it now (a coordinator moving or loading is retried)."""
-    for attempt in range(_ATTEMPTS):
+def describe_group(
+    admin: AdminClient, group: str, timeout_s: float = 10.0, *, attempts: int = _ATTEMPTS
+) -> GroupView:
+    """The group as its coordinator sees it now (a coordinator moving or loading is retried,
+    up to `attempts` times: a caller in the worker's loop asks once and comes back later)."""
+    for attempt in range(attempts):
         try:
             described = admin.describe_consumer_groups([group], request_timeout=timeout_s)[group].result()
             break
         except KafkaException as exc:
             error = exc.args[0]
-            if attempt + 1 == _ATTEMPTS or getattr(error, "code", lambda: None)() not in _RETRY:
+            if attempt + 1 >= attempts or getattr(error, "code", lambda: None)() not in _RETRY:
                 raise BrokerError(f"cannot describe consumer group {group}: {error}") from exc
             time.sleep(0.2 * (attempt + 1))
     members = tuple(

@@ -208,7 +208,13 @@ class Worker:
         now = time.monotonic()
         if now >= standby.due and self._admin is not None:
             try:
-                view = describe_group(self._admin, self.settings.app_id, timeout_s=5.0)
+                view = describe_group(self._admin, self.settings.app_id, timeout_s=5.0, attempts=1)
+                if view.stable and not view.members and consumer.assignment():
+                    # The embedded broker answers DescribeGroups with no members at all: no
+                    # ring to place copies on (docs/architecture.md, Standby replicas).
+                    _log.warning("the broker lists no group members: standby replicas are off")
+                    standby.due = math.inf
+                    return
                 settled = self.tasks.place_standbys(
                     view, consumer.memberid() or "", assignment_of(consumer.assignment())
                 )
