@@ -627,3 +627,136 @@ def replay(
         if number > 1:
             out.print()
         out.print(part)
+
+
+@main.command("availability")
+@click.argument("sku")
+@click.option("--channel", default=None, help="Only this channel's ATS.")
+@click.option("--url", default=None, help="A worker's HTTP address [the owner, found from the group].")
+@click.option("--json", "as_json", is_flag=True, help="Print the answer as JSON.")
+def availability_command(sku: str, channel: str | None, url: str | None, as_json: bool) -> None:
+    """A SKU's availability now, answered by the worker that owns it (any worker forwards)."""
+    import json
+
+    from streamalloc.commands.availability import query_availability
+
+    try:
+        answer = query_availability(_settings(), sku, channel, url)
+    except StreamallocError as exc:
+        _fail(exc)
+        return
+    body = answer.body
+    if as_json:
+        out.print_json(json.dumps(body))
+        return
+    totals = body["totals"]
+    out.print(
+        f"[bold]{escape(body['sku'])}[/bold] as of {body['as_of']} "
+        f"(partition {body['partition']}, served by {escape(body['served_by'])})"
+    )
+    locations = Table(
+        "location", "status", "on hand", "allocated", "picked", "available", "incoming", box=SIMPLE_HEAD
+    )
+    for row in body["locations"]:
+        locations.add_row(
+            escape(row["location"]),
+            row["status"],
+            *(str(row[k]) for k in ("on_hand", "allocated", "picked", "available", "incoming")),
+        )
+    locations.add_row(
+        "total", "", *(str(totals[k]) for k in ("on_hand", "allocated", "picked", "available", "incoming"))
+    )
+    out.print(locations)
+    channels = Table("channel", "ATS", box=SIMPLE_HEAD)
+    for row in body["channels"]:
+        channels.add_row(escape(row["channel"]), str(row["ats"]))
+    out.print(channels)
+
+
+@bench.command("restore")
+@click.option("--keys", type=click.IntRange(min=1), default=1_000_000, show_default=True)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Repeat and print the median."
+)
+def bench_restore(keys: int, runs: int) -> None:
+    """Restore one store partition of N keys from its changelog into an empty RocksDB store."""
+    from statistics import median
+
+    from streamalloc.bench import restore
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> restore.RestoreResult:
+        return restore.run(settings, keys=keys, on_progress=advance)
+
+    def describe(result: restore.RestoreResult) -> str:
+        return (
+            f"restored {result.restored:,} records in {result.restore_seconds:.2f}s "
+            f"({result.records_per_second:,.0f}/s, {result.cpu_seconds:.2f}s CPU)"
+        )
+
+    results = _bench_runs(runs, keys, "changelog records written", one, describe)
+    table = Table("keys", "restore s (median)", "min-max s", "records/s", "CPU s")
+    seconds = [r.restore_seconds for r in results]
+    table.add_row(
+        f"{keys:,}",
+        f"{median(seconds):.2f}",
+        f"{min(seconds):.2f}-{max(seconds):.2f}",
+        f"{median(r.records_per_second for r in results):,.0f}",
+        f"{median(r.cpu_seconds for r in results):.2f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)
+
+
+@bench.command("failover")
+@click.option("--skus", type=click.IntRange(min=1), default=20_000, show_default=True, help="SKUs in stock.")
+@click.option(
+    "--standby", type=click.IntRange(min=0), default=0, show_default=True, help="num_standby_replicas."
+)
+@click.option(
+    "--session-timeout-ms",
+    type=click.IntRange(min=1),
+    default=10_000,
+    show_default=True,
+    help="The workers' session.timeout.ms (the broker's minimum is 6000 by default).",
+)
+@click.option("--rate", type=click.IntRange(min=1), default=50, show_default=True, help="Orders per second.")
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Repeat and print the median."
+)
+def bench_failover(skus: int, standby: int, session_timeout_ms: int, rate: int, runs: int) -> None:
+    """SIGKILL one of two workers; time until another decides an order on its partitions."""
+    from streamalloc.bench import failover
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> failover.FailoverResult:
+        return failover.run(
+            settings,
+            skus=skus,
+            standby=standby,
+            session_timeout_ms=session_timeout_ms,
+            rate=rate,
+            on_progress=advance,
+        )
+
+    def describe(result: failover.FailoverResult) -> str:
+        return (
+            f"first decision {result.failover_seconds:.2f}s after the SIGKILL; the survivor restored "
+            f"{result.restored_records:,} of {result.changelog_records:,} changelog records"
+        )
+
+    results = _bench_runs(runs, rate * 5, "decisions before the kill", one, describe)
+    s = failover.summary(results)
+    table = Table(
+        "standby", "session timeout ms", "failover s (median)", "min-max s", "restored records", "changelog"
+    )
+    table.add_row(
+        str(standby),
+        f"{session_timeout_ms:,}",
+        f"{s['median_s']:.2f}",
+        f"{s['min_s']:.2f}-{s['max_s']:.2f}",
+        f"{s['restored']:,.0f}",
+        f"{s['changelog']:,.0f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)

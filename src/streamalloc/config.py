@@ -75,6 +75,17 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int | None = None
     log_level: str = "WARNING"
+    #: The HTTP address other workers and the CLI reach this worker at (Kafka Streams'
+    #: `application.server`); none: http://<http_host>:<bound port>. Advertised in the
+    #: group consumer's client.id (docs/architecture.md, Queries).
+    advertised_url: str | None = None
+    #: A worker asked about a SKU another worker owns forwards the query to the owner;
+    #: off: it answers 421 with the owner's address instead.
+    query_forwarding: bool = True
+    #: Warm copies each store partition has on workers that do not own it, kept by
+    #: tailing its changelog (Kafka Streams' num.standby.replicas): a failover restores
+    #: only the tail (docs/architecture.md, Standby replicas).
+    num_standby_replicas: int = 0
 
     def __post_init__(self) -> None:
         # Plain dicts are accepted for convenience; what is kept is immutable and redacts itself.
@@ -189,10 +200,18 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.num_standby_replicas < 0:
+            raise ConfigError(f"num_standby_replicas must be at least 0, not {self.num_standby_replicas}")
 
 
 def _coerce(name: str, raw: str, annotation: object) -> Any:
     text = str(annotation)
+    if text == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{ENV_PREFIX}{name.upper()}={raw!r} is not true or false")
     try:
         if "int" in text and "str" not in text:
             return int(raw)

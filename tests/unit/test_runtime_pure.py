@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 
 from streamalloc.api import HttpApi
+from streamalloc.api.queries import AvailabilityRequest
 from streamalloc.bench.counting import CountingStage
 from streamalloc.metrics import PrometheusObserver
 from streamalloc.runtime.changelog import BatchSource, RestoreJob, encode_src
@@ -192,7 +193,8 @@ def test_http_api_serves_health_readiness_metrics_and_availability() -> None:
     observer.on_commit(10, 3, 0.01)
     ready = {"value": False}
 
-    def availability(sku: str) -> tuple[int, dict[str, object]]:
+    def availability(request: AvailabilityRequest) -> tuple[int, dict[str, object]]:
+        sku = request.sku
         return (200, {"sku": sku, "available": 4}) if sku == "SKU-1" else (404, {"error": "unknown sku"})
 
     api = HttpApi(

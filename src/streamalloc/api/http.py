@@ -1,9 +1,9 @@
 """A small threaded HTTP server beside the worker loop (standard library only).
 
 Routes: GET /health (process alive), GET /ready (owns partitions and restored them),
-GET /metrics (Prometheus text), GET /availability/<sku> (answered by a query function
-the worker provides; 404 when the SKU is unknown, 421 with the owner when another
-worker owns it).
+GET /metrics (Prometheus text), GET /availability/<sku>[?channel=C] (answered by a query
+function the worker provides, api/queries.py: the owner's store, forwarded, or 421 with
+the owner; 404 when the SKU is unknown).
 """
 
 from __future__ import annotations
@@ -13,12 +13,14 @@ import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-#: Returns (status, body) for a SKU.
-AvailabilityQuery = Callable[[str], tuple[int, dict[str, Any]]]
+from streamalloc.api.queries import FORWARDED_HEADER, AvailabilityRequest
+
+#: Returns (status, body) for a query.
+AvailabilityQuery = Callable[[AvailabilityRequest], tuple[int, dict[str, Any]]]
 
 
 class HttpApi:
@@ -59,7 +61,8 @@ class HttpApi:
         self._server.server_close()
 
     def _handle(self, request: BaseHTTPRequestHandler) -> None:
-        path = request.path.split("?", 1)[0].rstrip("/")
+        path, _, query = request.path.partition("?")
+        path = path.rstrip("/")
         if path == "/health":
             _send_json(request, 200, {"status": "ok"})
         elif path == "/ready":
@@ -73,7 +76,10 @@ class HttpApi:
             request.end_headers()
             request.wfile.write(metrics)
         elif path.startswith("/availability/") and self.availability is not None:
-            status, body = self.availability(unquote(path.removeprefix("/availability/")))
+            channel = parse_qs(query).get("channel", [None])[-1]
+            forwarded = request.headers.get(FORWARDED_HEADER) is not None
+            sku = unquote(path.removeprefix("/availability/"))
+            status, body = self.availability(AvailabilityRequest(sku, channel, forwarded))
             _send_json(request, status, body)
         else:
             _send_json(request, 404, {"error": f"no route {path}"})

@@ -51,11 +51,20 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from streamalloc.kafka.types import consumed
+from streamalloc.kafka.types import ConsumedMessage, consumed
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.state import StorePartition
 
 SRC_HEADER = "src"
+#: The restore consumer fetches in big requests and keeps more queued: a restore reads one
+#: partition from start to end as fast as it can (bench restore: about 10% less CPU and
+#: less waiting than librdkafka's 1 MB per partition fetch), bounded to 64 MB in memory.
+RESTORE_FETCH = {
+    "enable.partition.eof": True,
+    "max.partition.fetch.bytes": 8 << 20,
+    "fetch.max.bytes": 32 << 20,
+    "queued.max.messages.kbytes": 64 << 10,
+}
 #: Keys of `base` and `writer` in the `src` header; "@" cannot occur in a topic name.
 _BASE, _WRITER = "@base", "@writer"
 
@@ -134,16 +143,24 @@ class RestoreJob:
 
     def offer(self, offset: int, header: bytes | None, record: ChangelogRecord) -> list[ChangelogRecord]:
         """Take the changelog record at `offset`; return the records now known to be committed."""
-        self.next_offset = offset + 1
+        return self.offer_run(offset, offset, header, [record])
+
+    def offer_run(
+        self, first: int, last: int, header: bytes | None, records: list[ChangelogRecord]
+    ) -> list[ChangelogRecord]:
+        """Take consecutive records `first`..`last` that share one `header` (one batch's, or
+        all untagged): the same as offering each in turn, at a cost per run, not per record.
+        Returns the records now known to be committed."""
+        self.next_offset = last + 1
         settled: list[ChangelogRecord] = []
         if header != self._held_header or header is None:
             settled = self._settle(None if header is None else BatchSource.parse(header))
         if header is None:
-            settled.append(record)  # untagged (written outside a batch): applied as it comes
+            settled.extend(records)  # untagged (written outside a batch): applied as they come
             return settled
         if not self._held:
-            self._held_header, self._held_from = header, offset
-        self._held.append(record)
+            self._held_header, self._held_from = header, first
+        self._held.extend(records)
         return settled
 
     def at_end(self) -> list[ChangelogRecord]:
@@ -206,11 +223,15 @@ class Restorer:
     restore only has to `cancel` the jobs of the revoked partitions.
     """
 
-    def __init__(self, config: dict[str, Any], observer: Observer) -> None:
+    def __init__(self, config: dict[str, Any], observer: Observer, *, tail: bool = False) -> None:
         # Reads only committed data; no group membership; EOF tells us we reached the end.
-        self._consumer = Consumer({**config, "enable.partition.eof": True, "group.id": "streamalloc-restore"})
+        group = "streamalloc-standby" if tail else "streamalloc-restore"
+        self._consumer = Consumer({**config, **RESTORE_FETCH, "group.id": group})
         self._jobs: dict[tuple[str, int], RestoreJob] = {}
         self._observer = observer
+        #: standby replicas (standby.py): a job never ends; at the end of the changelog it
+        #: keeps the last batch held (no committed offsets to judge it by) and waits for more
+        self._tail = tail
 
     @property
     def active(self) -> bool:
@@ -225,47 +246,82 @@ class Restorer:
         self._jobs[(job.topic, partition.partition)] = job
         self._consumer.incremental_assign([TopicPartition(job.topic, partition.partition, start)])
 
-    def cancel(self, topic: str, partition: int) -> None:
+    def cancel(self, topic: str, partition: int) -> RestoreJob | None:
         """Stop restoring (revocation). What was applied is kept; the checkpoint marks how far."""
         job = self._jobs.pop((topic, partition), None)
         if job is not None:
             self._consumer.incremental_unassign([TopicPartition(topic, partition)])
+        return job
+
+    def jobs(self) -> list[RestoreJob]:
+        return list(self._jobs.values())
 
     def step(self, timeout_s: float = 0.1, max_records: int = 50_000) -> list[RestoreJob]:
-        """Apply what arrives within `timeout_s`; return the jobs that reached the end."""
+        """Apply what arrives within `timeout_s`; return the jobs that reached the end.
+
+        The hot loop of every restore (a failover restores millions of records): it does
+        per record only what must be per record (route, key, value, header), and hands
+        each run of consecutive records of one partition and one batch to its job at once.
+        """
         if not self._jobs:
             return []
         done: list[RestoreJob] = []
-        pending: dict[tuple[str, int], list[tuple[bytes, bytes | None]]] = {}
+        pending: dict[tuple[str, int], list[ChangelogRecord]] = {}
+        run = _Run()
         for msg in consumed(self._consumer.consume(max_records, timeout_s)):
-            key = (msg.topic(), msg.partition())
-            job = self._jobs.get(key)
-            if job is None:
-                continue
             error = msg.error()
+            tp = (msg.topic(), msg.partition())
             if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    job.next_offset = max(job.next_offset, msg.offset())
-                    self._flush(job, pending.pop(key, []) + job.at_end())
+                self._end_run(run, pending)
+                job = self._jobs.get(tp)
+                if job is None:
+                    continue
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise error_to_exception(error)
+                job.next_offset = max(job.next_offset, msg.offset())
+                if self._tail:
+                    self._flush(job, pending.pop(tp, []))
                     if job.needs_full_restore:
                         self._from_scratch(job)
-                    else:
-                        done.append(job)
                     continue
-                raise error_to_exception(error)
-            record_key = msg.key()
-            if record_key is None:
-                job.next_offset = msg.offset() + 1
-                job.skipped += 1
+                self._flush(job, pending.pop(tp, []) + job.at_end())
+                if job.needs_full_restore:
+                    self._from_scratch(job)
+                else:
+                    done.append(job)
                 continue
-            settled = job.offer(msg.offset(), _header(msg.headers()), (record_key, msg.value()))
-            if settled:
-                pending.setdefault(key, []).extend(settled)
-        for key, records in pending.items():
-            self._flush(self._jobs[key], records)
+            key = msg.key()
+            headers = msg.headers()
+            header = headers[0][1] if headers and headers[0][0] == SRC_HEADER else _header(headers)
+            if tp != run.tp or header != run.header or key is None or run.job is None:
+                self._end_run(run, pending)
+                job = self._jobs.get(tp)
+                if job is None:
+                    continue
+                if key is None:
+                    job.next_offset = msg.offset() + 1
+                    job.skipped += 1
+                    continue
+                run.start(tp, job, header, msg.offset())
+            run.records.append((key, msg.value()))
+            run.last = msg
+        self._end_run(run, pending)
+        for tp, records in pending.items():
+            job = self._jobs.get(tp)
+            if job is not None:
+                self._flush(job, records)
         for job in done:
             self._finish(job)
         return done
+
+    @staticmethod
+    def _end_run(run: _Run, pending: dict[tuple[str, int], list[ChangelogRecord]]) -> None:
+        job, last = run.job, run.last
+        if job is not None and last is not None and run.records:
+            settled = job.offer_run(run.first, last.offset(), run.header, run.records)
+            if settled:
+                pending.setdefault(run.tp, []).extend(settled)
+        run.clear()
 
     def _from_scratch(self, job: RestoreJob) -> None:
         _log.warning(
@@ -303,6 +359,24 @@ class Restorer:
     def close(self) -> None:
         self._jobs.clear()
         self._consumer.close()
+
+
+@dataclass
+class _Run:
+    """Consecutive records of one changelog partition with one `src` header (Restorer.step)."""
+
+    tp: tuple[str, int] = ("", -1)
+    job: RestoreJob | None = None
+    header: bytes | None = None
+    first: int = 0
+    last: ConsumedMessage | None = None
+    records: list[ChangelogRecord] = field(default_factory=list)
+
+    def start(self, tp: tuple[str, int], job: RestoreJob, header: bytes | None, first: int) -> None:
+        self.tp, self.job, self.header, self.first = tp, job, header, first
+
+    def clear(self) -> None:
+        self.tp, self.job, self.header, self.last, self.records = ("", -1), None, None, None, []
 
 
 def _header(headers: list[tuple[str, bytes]] | None) -> bytes | None:

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import MappingProxyType
 
 from confluent_kafka import Consumer, TopicPartition
 
 from streamalloc.config import Settings
 from streamalloc.errors import ProcessingError
 from streamalloc.runtime.changelog import RestoreJob, Restorer
+from streamalloc.runtime.members import GroupView
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Stage
+from streamalloc.runtime.standby import StandbyReplicas, standby_partitions
 from streamalloc.runtime.state import Store
 from streamalloc.runtime.task import Task
 
@@ -51,11 +54,38 @@ class TaskManager:
                 self._store_stage[name] = stage
         self._routes: dict[str, Stage | None] = {}
         self._restorer: Restorer | None = None
+        self.standby: StandbyReplicas | None = None
         #: input partitions paused because their task buffers too many of their records
         self.throttled: set[TopicPartitionKey] = set()
 
-    def start(self, restorer: Restorer) -> None:
+    @property
+    def stores(self) -> Mapping[str, Store]:
+        return MappingProxyType(self._stores)
+
+    def start(self, restorer: Restorer, standby: StandbyReplicas | None = None) -> None:
         self._restorer = restorer
+        self.standby = standby
+
+    def place_standbys(self, view: GroupView, me: str, assigned: frozenset[TopicPartitionKey]) -> bool:
+        """Keep the copies the ring gives this worker (standby.py), none of what it owns.
+
+        False, changing nothing, while the group's description is not the settled outcome
+        of this worker's last assignment (a rebalance in flight): the caller asks again.
+        """
+        standby = self.standby
+        if standby is None:
+            return True
+        mine = next((m for m in view.members if m.member_id == me), None)
+        if not view.stable or mine is None or mine.assignment != assigned:
+            return False
+        wanted = standby_partitions(view, me, self.settings.num_standby_replicas, self._stores_of)
+        owned = {(name, task.partition) for task in self.tasks.values() for name in task.stage.stores}
+        standby.keep(wanted - owned)
+        return True
+
+    def _stores_of(self, topic: str) -> Sequence[str]:
+        stage = self._route(topic)
+        return stage.stores if stage is not None else ()
 
     def subscriptions(self) -> list[str]:
         """The topics (and `^regex` patterns) the worker's consumer subscribes to."""
@@ -139,6 +169,8 @@ class TaskManager:
             self.task_of[(tp.topic, tp.partition)] = task
         for task in new_tasks:
             self._open(task)
+        if self.standby is not None:
+            self.standby.due = 0.0  # the group changed: place the copies again
         restoring = [tp for tp in partitions if not self.task_of[(tp.topic, tp.partition)].ready]
         if restoring:
             consumer.pause(restoring)
@@ -187,6 +219,8 @@ class TaskManager:
         """Close every task and store (shutdown)."""
         for task in list(self.tasks.values()):
             self._close(task)
+        if self.standby is not None:
+            self.standby.close()
         for store in self._stores.values():
             store.close()
 
@@ -209,6 +243,10 @@ class TaskManager:
             raise ProcessingError("worker not started")
         committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
         for name in task.stage.stores:
+            if self.standby is not None:
+                # A warm copy becomes the task's store: closed here (its checkpoint written),
+                # reopened below, restored from that checkpoint, so only the tail is read.
+                self.standby.release(name, task.partition)
             partition = self._stores[name].partition(task.partition)
             if partition.needs_full_restore:
                 partition.wipe()  # no checkpoint: local data cannot be trusted

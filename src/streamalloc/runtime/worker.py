@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from streamalloc.config import Settings
 from streamalloc.errors import (
@@ -40,15 +41,17 @@ from streamalloc.errors import (
     StreamallocError,
     TransactionMustAbort,
 )
-from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
+from streamalloc.kafka import admin_client, consume_available, consumer_config, produce, producer_config
 from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.alignment import Alignment
 from streamalloc.runtime.changelog import Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
 from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
 from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
+from streamalloc.runtime.members import advertised_client_id, describe_group
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Emit, PartitionContext, Record, Stage
+from streamalloc.runtime.standby import StandbyReplicas, assignment_of
 from streamalloc.runtime.task import Task
 from streamalloc.runtime.task_manager import StoreFactory, TaskManager
 
@@ -82,6 +85,7 @@ class Worker:
         self._checkpoint: Checkpoint | None = None
         self._alignment: Alignment | None = None
         self._dead_letters: DeadLetters | None = None
+        self._admin: AdminClient | None = None  # describes the group, for standby placement
         # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
         self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
         self._punctuate_at = math.inf
@@ -121,8 +125,16 @@ class Worker:
         self._producer.init_transactions(30)
         # End-of-partition events tell when an input is caught up (alignment.py).
         group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
+        if settings.advertised_url is not None:
+            # Where the other workers find this one's HTTP API (members.py).
+            group["client.id"] = advertised_client_id(settings.advertised_url)
         self._consumer = Consumer(group)
-        self.tasks.start(Restorer(consumer_config(settings), self.observer))
+        standby = None
+        if settings.num_standby_replicas > 0:
+            self._admin = admin_client(settings)
+            tail = Restorer(consumer_config(settings), self.observer, tail=True)
+            standby = StandbyReplicas(self.tasks.stores, settings.changelog_topic, tail)
+        self.tasks.start(Restorer(consumer_config(settings), self.observer), standby)
         self._alignment = Alignment(self._consumer, settings.max_task_idle_ms)
         self._dead_letters = DeadLetters(
             self._producer, settings.topic("dead-letter"), self._dead_letter, self.observer
@@ -167,6 +179,8 @@ class Worker:
         consumer, alignment = self._consumer, self._alignment
         if consumer is None or alignment is None:
             raise ProcessingError("worker not started")
+        if self.tasks.standby is not None:
+            self._keep_standbys(consumer)
         restoring = self.tasks.restoring
         if restoring and self.tasks.restore(consumer, timeout_s=0.05) and self._punctuates:
             self._punctuate_at = 0.0  # a task that became ready punctuates at once
@@ -185,6 +199,31 @@ class Worker:
             self.settings.commit_every, self.settings.commit_interval_ms / 1000
         ):
             self._commit()
+
+    def _keep_standbys(self, consumer: Consumer) -> None:
+        """Place the warm copies when the group changed (standby.py), then feed them."""
+        standby = self.tasks.standby
+        if standby is None:
+            return
+        now = time.monotonic()
+        if now >= standby.due and self._admin is not None:
+            try:
+                view = describe_group(self._admin, self.settings.app_id, timeout_s=5.0, attempts=1)
+                if view.stable and not view.members and consumer.assignment():
+                    # The embedded broker answers DescribeGroups with no members at all: no
+                    # ring to place copies on (docs/architecture.md, Standby replicas).
+                    _log.warning("the broker lists no group members: standby replicas are off")
+                    standby.due = math.inf
+                    return
+                settled = self.tasks.place_standbys(
+                    view, consumer.memberid() or "", assignment_of(consumer.assignment())
+                )
+            except (StreamallocError, KafkaException) as exc:
+                _log.info("standby placement deferred", extra={"error": str(exc)})
+                settled = False
+            # Settled: look again now and then (a rebalance asks at once); else soon.
+            standby.due = now + (30.0 if settled else 0.5)
+        standby.step()
 
     def _buffer(self, messages: list[Message]) -> None:
         """Decode polled messages into their task's pending records (failures included, in order)."""

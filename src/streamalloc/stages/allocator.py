@@ -49,13 +49,14 @@ from streamalloc.domain import (
     apply,
     contend,
 )
-from streamalloc.domain.views import availability
+from streamalloc.domain.views import Availability, availability
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
-from streamalloc.runtime.state import PartitionTransaction
+from streamalloc.runtime.state import PartitionTransaction, StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.state_codec import (
+    book_key,
     due_timers,
     feed_key,
     load_state,
@@ -277,6 +278,21 @@ class AllocatorStage(BaseStage):
             view = availability(state, tables, now)
             record = availability_record(view, cause)
             ctx.emit(self._availability_topic, sku.encode(), self._availability.encode(record))
+
+    def availability_of(self, store: StorePartition, sku: str) -> Availability | None:
+        """A SKU's availability from the store's committed state (a query; None: unknown SKU).
+
+        The store holds only what committed transactions flushed, so this is what the
+        `availability` topic last said or newer, never a batch still in flight. The read
+        view is never flushed: it writes nothing. Safe from another thread: RocksDB reads
+        are, and a partition closed meanwhile raises (the caller answers "moved").
+        """
+        view = PartitionTransaction(store)
+        state = load_state(sku, view)
+        if not state.balances and view.get(book_key(sku)) is None:
+            return None
+        now = self._clock()
+        return availability(state, self._partition_tables(store.partition, view, now), now)
 
     def _dirty_skus(self, partition: int, txn: PartitionTransaction) -> dict[str, tuple[str, SkuState]]:
         # Keyed by the transaction object: an aborted batch's set is dropped with its txn.

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from streamalloc.config import Settings
+from streamalloc.domain.views import Availability
 from streamalloc.kafka import consumer_config
 from streamalloc.runtime.dead_letter import dead_letter_encoder
 from streamalloc.runtime.global_tables import GlobalTable, GlobalTables
@@ -13,6 +14,7 @@ from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.state import RocksDBStore
 from streamalloc.runtime.worker import Worker
 from streamalloc.serialization import dead_letter_serde, topic_serde
+from streamalloc.stages.allocator import STORE as ALLOCATOR_STORE
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.intake import IntakeStage
 from streamalloc.stages.order_stage import OrderStage
@@ -57,3 +59,19 @@ class Engine:
 
     def stop(self) -> None:
         self.worker.stop()
+
+    def query_availability(self, partition: int, sku: str) -> tuple[str, Availability | None]:
+        """Answer from this worker's allocator store partition, if it owns it (any thread).
+
+        ("owned", view or None for an unknown SKU), ("restoring", None) or ("not_owned", None).
+        """
+        task = self.worker.tasks.tasks.get((self.allocator.name, partition))
+        store = task.stores.get(ALLOCATOR_STORE) if task is not None else None
+        if task is None or store is None:
+            return "not_owned", None
+        if not task.ready:
+            return "restoring", None
+        try:
+            return "owned", self.allocator.availability_of(store, sku)
+        except Exception:  # noqa: BLE001 - revoked and closed under our feet: it moved
+            return "not_owned", None

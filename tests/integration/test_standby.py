@@ -1,0 +1,135 @@
+"""Standby replicas: after the owner is killed, the survivor restores only the changelog's tail.
+
+Two workers with `num_standby_replicas=1` each keep a warm copy of the other's store
+partitions. After a SIGKILL of one, the other takes its partitions over; its restore log
+says how many records it read, which must be a small part of those partitions'
+changelogs, and the state it then answers queries from must be exact.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from tests.conftest import TestBroker
+from tests.integration.engine_helpers import EngineUnderTest, Ids
+from tests.integration.helpers import WorkerProcess, processes, wait_for
+from tests.integration.test_queries import get
+
+from streamalloc.broker.process import free_port
+from streamalloc.kafka import admin_client, consumer_config
+from streamalloc.runtime.members import describe_group
+
+pytestmark = pytest.mark.slow
+
+
+def start_worker(
+    engine: EngineUnderTest, name: str, port: int, monkeypatch: pytest.MonkeyPatch
+) -> WorkerProcess:
+    settings = engine.settings
+    args = [
+        "-m", "streamalloc",
+        "--bootstrap", str(settings.bootstrap),
+        "--prefix", settings.topic_prefix,
+        "--app-id", settings.app_id,
+        "--state-dir", str(engine.tmp / name),
+        "--log-level", "INFO",
+        "worker", "--http-port", str(port),
+    ]  # fmt: skip
+    with monkeypatch.context() as env:
+        env.setenv("STREAMALLOC_NUM_STANDBY_REPLICAS", "1")
+        return WorkerProcess(args, engine.tmp / f"{name}.log")
+
+
+def log_events(worker: WorkerProcess, msg: str) -> list[dict[str, Any]]:
+    found = []
+    for line in worker.log().splitlines():
+        if line.startswith("{") and f'"msg": "{msg}"' in line:
+            found.append(json.loads(line))
+    return found
+
+
+def changelog_sizes(engine: EngineUnderTest, partitions: set[int]) -> dict[int, int]:
+    topic = engine.settings.changelog_topic("allocator")
+    reader = Consumer(consumer_config(engine.settings))
+    try:
+        return {p: reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in partitions}
+    finally:
+        reader.close()
+
+
+@pytest.fixture
+def engine(kafka_broker: TestBroker, tmp_path: Path) -> Iterator[EngineUnderTest]:
+    under_test = EngineUnderTest(kafka_broker.settings(state_dir=tmp_path / "state"), tmp_path)
+    try:
+        under_test.prepare()
+        yield under_test
+    finally:
+        under_test.close()
+
+
+def test_after_the_owner_is_killed_the_standby_restores_only_the_tail_and_the_state_is_exact(
+    engine: EngineUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = engine.settings
+    ids = Ids("standby")
+    ports = [free_port(), free_port()]
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    with processes() as running:
+        workers = [start_worker(engine, f"w{i}", port, monkeypatch) for i, port in enumerate(ports)]
+        running.extend(workers)
+        admin = admin_client(settings)
+        topic = settings.topic("allocation-requests")
+
+        def both_own_some() -> bool:
+            view = describe_group(admin, settings.app_id)
+            return view.stable and {m.url for m in view.members if m.assignment} == set(urls)
+
+        wait_for(both_own_some, 90, "both workers own partitions")
+        # Many small batches, so that the last batch of a partition is a small part of it.
+        expected: dict[str, int] = {}
+        for wave in range(12):
+            events = []
+            for i in range(20):
+                sku = ids.sku(f"S{i}")
+                expected[sku] = expected.get(sku, 0) + wave + 1
+                events.append(engine.inventory(ids.event(f"w{wave}-{i}"), "received", sku, wave + 1))
+            engine.send_inventory(*events)
+            for i in range(20):
+                engine.wait_stock(ids.sku(f"S{i}"), ids.event(f"w{wave}-{i}"))
+        for worker in workers:
+            wait_for(lambda w=worker: log_events(w, "standby opened"), 60, "standby copies opened")
+
+        view = describe_group(admin, settings.app_id)
+        victim, survivor = workers[0], workers[1]
+        victim_member = next(m for m in view.members if m.url == urls[0])
+        taken = {p for t, p in victim_member.assignment if t == topic}
+        assert taken, "the victim owned no allocator partition"
+        sizes = changelog_sizes(engine, taken)
+        before = len(log_events(survivor, "restored"))
+        victim.kill9()
+
+        def restored_all() -> bool:
+            done = log_events(survivor, "restored")[before:]
+            return {e["partition"] for e in done if e["store"] == "allocator"} >= taken
+
+        wait_for(restored_all, 90, "the survivor restored the victim's partitions")
+        restores = [e for e in log_events(survivor, "restored")[before:] if e["store"] == "allocator"]
+        restored = {e["partition"]: e["records"] for e in restores if e["partition"] in taken}
+        total = sum(sizes.values())
+        assert sum(restored.values()) <= total // 5, (restored, sizes)
+        for p in taken:
+            assert restored[p] < sizes[p], (p, restored, sizes)
+
+        # The state it answers from is exact: every SKU's on-hand, from the survivor.
+        wait_for(lambda: get(f"{urls[1]}/ready")[0] == 200, 60, "the survivor ready")
+        for sku, on_hand in expected.items():
+            status, body = get(f"{urls[1]}/availability/{sku}")
+            assert status == 200, body
+            assert body["served_by"] == urls[1]
+            assert body["totals"]["on_hand"] == on_hand, (sku, body["totals"])
+        assert survivor.alive(), survivor.log()[-4000:]
