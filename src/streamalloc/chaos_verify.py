@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from streamalloc.audit import BUCKETS, TABLE_CAUSES
-from streamalloc.domain import SkuState, Tables, apply
+from streamalloc.domain import Command, SkuState, Tables, apply
 from streamalloc.domain.events import AllocationEvent, StockChanged
 from streamalloc.domain.views import availability
 from streamalloc.stages.allocator import inventory_command, request_command
@@ -225,19 +225,26 @@ def _replay(
     """Every SKU's state after its inputs, and the decisions they give, by event id.
 
     The two topics are co-partitioned: partition n of both is one allocator task, which
-    merges them whole (every SKU of the partition) by timestamp with heapq.merge, each
-    partition in offset order. The merge is done the same way here, per partition, since
-    a merge of records that are not in timestamp order depends on all of them.
+    takes each in offset order and interleaves them as they arrive (merged by timestamp
+    within what it has, alignment waiting a little for the slower input). Which came
+    first is in the engine's outputs: every command it applied emitted at least one event
+    stamped with the batch's `decided_at`. So each topic's commands keep their offset
+    order and the two are merged by when the engine decided them, then by timestamp,
+    requests first. A command with no committed event (a duplicate, which changes
+    nothing; or one whose decision was lost, which the comparison reports) takes the
+    time of the one before it in its topic.
     """
     states: dict[str, SkuState] = {}
     replayed: dict[str, dict[str, Shape]] = defaultdict(dict)
     for partition in sorted({r.partition for r in requests} | {r.partition for r in inventory}):
         ordered = heapq.merge(
-            ((r.timestamp_ms, 0, request_command(dict(r.value))) for r in _in_order(requests, partition)),
-            ((r.timestamp_ms, 1, inventory_command(dict(r.value))) for r in _in_order(inventory, partition)),
-            key=lambda item: (item[0], item[1]),  # requests first on a tie
-        )
-        for timestamp, _, command in ordered:
+            _keyed([request_command(dict(r.value)) for r in _in_order(requests, partition)],
+                   _in_order(requests, partition), 0, decided),
+            _keyed([inventory_command(dict(r.value)) for r in _in_order(inventory, partition)],
+                   _in_order(inventory, partition), 1, decided),
+            key=lambda item: item[0],
+        )  # fmt: skip
+        for (_, timestamp, _), command in ordered:
             state = states.setdefault(command.sku, SkuState(command.sku))
             now = decided.get((command.sku, command.event_id), timestamp)
             out = replayed[command.sku]
@@ -252,6 +259,18 @@ def _replay(
                         event.lot,
                     )
     return states, replayed
+
+
+def _keyed(
+    commands: list[Command], items: list[Positioned], tag: int, decided: Mapping[tuple[str, str], int]
+) -> list[tuple[tuple[int, int, int], Command]]:
+    """((when decided, timestamp, tag), command) in offset order; see `_replay`."""
+    out: list[tuple[tuple[int, int, int], Command]] = []
+    when: int | None = None
+    for command, item in zip(commands, items, strict=True):
+        when = decided.get((command.sku, command.event_id), when if when is not None else item.timestamp_ms)
+        out.append(((when, item.timestamp_ms, tag), command))
+    return out
 
 
 def _in_order(items: Sequence[Positioned], partition: int) -> list[Positioned]:

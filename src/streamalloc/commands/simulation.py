@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,12 +167,26 @@ def wait_until_engine_has(settings: Settings, skus: set[str], timeout_s: float) 
 
 
 def place_orders(
-    publisher: Publisher, channel: str, orders: int, rate: float, seed: int, progress: Progress
+    publisher: Publisher,
+    channel: str,
+    orders: int,
+    rate: float,
+    seed: int,
+    progress: Progress,
+    *,
+    stop: threading.Event | None = None,
+    ttl_s: Mapping[str, int] = RESERVATION_TTL_S,
 ) -> None:
-    """Place `orders` orders at `rate` per second on average (Poisson arrivals), cancelling some."""
+    """Place `orders` orders at `rate` per second on average (Poisson arrivals), cancelling some.
+
+    `stop` ends it early (the chaos test runs for a time, not a count); `ttl_s` is how
+    long each channel's reservations live (none: until picked).
+    """
     rng = random.Random(seed)
     placed: list[dict[str, Any]] = []
     for i in range(orders):
+        if stop is not None and stop.is_set():
+            break
         lines = [
             {"line_id": str(j + 1), "sku": sku, "qty": rng.choice((1, 1, 2))}
             for j, sku in enumerate(rng.sample(SKUS, rng.choice((1, 1, 2, 3))))
@@ -181,7 +196,7 @@ def place_orders(
             "channel": channel, "occurred_at": now_ms(), "priority": rng.choice((0, 0, 1)),
             "region": rng.choice(REGIONS[channel]),
             "ship_complete": rng.random() < 0.1, "lines": lines,
-            "reservation_ttl_s": RESERVATION_TTL_S.get(channel),
+            "reservation_ttl_s": ttl_s.get(channel),
         }  # fmt: skip
         publisher.order(order)
         placed.append(order)
