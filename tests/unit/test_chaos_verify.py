@@ -204,3 +204,33 @@ def test_a_sku_the_clock_or_a_table_decided_for_is_not_replayable_and_not_counte
 
     assert result.skus_not_replayable == 1 and result.skus_checked == 0
     assert result.ok  # reported as not replayable, not as a mismatch
+
+
+def test_the_replay_takes_the_inputs_in_the_order_the_engine_decided_them_not_by_timestamp() -> None:
+    """The receipt is stamped before the order, but the engine took the order first (it
+    arrived first, and alignment did not wait): the order was rejected, and so it must be
+    in the replay, which follows decided_at."""
+    o1 = placed("o1-placed", "o1", ("1", "SKU-A", 2))
+    requests = [request(0, o1, "1")._replace(timestamp_ms=T0 + 50)]
+    inventory = [receipt(0, "recv-1", "SKU-A", 5, 10)]
+    state = SkuState("SKU-A")
+    allocations: list[dict[str, Any]] = []
+    changes: list[dict[str, Any]] = []
+    for at, command in ((T0 + 60, request_command(dict(requests[0].value))),
+                        (T0 + 70, inventory_command(dict(inventory[0].value)))):  # fmt: skip
+        for event in apply(state, command, TABLES, at):
+            target = allocations if isinstance(event, AllocationEvent) else changes
+            target.append(event.as_record())
+    assert [a["type"] for a in allocations] == ["rejected"]
+    inputs = {
+        "orders": [o1],
+        "requests": requests,
+        "inventory": inventory,
+        "allocations": allocations,
+        "stock_changes": changes,
+        "availability_records": [availability_record(availability(state, TABLES, T0 + 70), "recv-1")],
+    }
+    result = run(inputs)
+
+    assert result.ok, result.details
+    assert result.decisions_checked == 2
