@@ -690,8 +690,8 @@ def chaos(
         out.print(f"verifier: {escape(detail)}", soft_wrap=True)
     for breach in result.report.breaches[:20]:
         out.print(f"audit: {escape(breach)}", soft_wrap=True)
-    for exit_note in result.stats.own_exits:
-        out.print(f"worker: {escape(exit_note)}", soft_wrap=True)
+    for note in [*result.stats.own_exits, *result.stats.stalls]:
+        out.print(f"workers: {escape(note)}", soft_wrap=True)
     out.print(f"logs and worker state: {result.workdir}")
-    if not result.ok:
+    if not (result.ok and result.recovered):
         sys.exit(1)

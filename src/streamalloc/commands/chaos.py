@@ -63,6 +63,9 @@ LOCATIONS = ("WH-EAST", "STORE-NYC", "3PL-WEST")
 OUTPUTS = ("allocations", "availability", "order-status", "stock-changes")
 #: How long the broker stays down in a broker fault.
 BROKER_DOWN_S = 3.0
+#: No line decided for this long while lines wait: the workers are stuck, not slow (a
+#: killed member's partitions move after session.timeout.ms, 10 s, and restore in seconds).
+STALL_S = 45.0
 
 
 class Broker(Protocol):
@@ -85,6 +88,13 @@ class ChaosStats:
     receipts: int = 0
     phase: str = "starting"
     own_exits: list[str] = field(default_factory=list)  # workers that exited without being killed
+    stalls: list[str] = field(default_factory=list)  # times no worker decided anything for STALL_S
+    last_decided: int = 0
+    last_decision: float = field(default_factory=time.monotonic)
+
+    def note_decisions(self) -> None:
+        if self.progress.lines_decided != self.last_decided:
+            self.last_decided, self.last_decision = self.progress.lines_decided, time.monotonic()
 
 
 @dataclass
@@ -103,6 +113,11 @@ class ChaosResult:
             and not any(self.doubled_outputs.values())
             and not self.stats.own_exits
         )
+
+    @property
+    def recovered(self) -> bool:
+        """The workers recovered from every fault on their own (no stall needed a restart)."""
+        return not self.stats.stalls
 
 
 class _Workers:
@@ -237,7 +252,7 @@ def _run(
         _drive(pool, stats, rng, minutes * 60, kill_every_s, broker, on_progress, say)
         stop_load.set()
         stats.phase = "settling"
-        _settle(settings, pool, stats, settle_timeout_s, on_progress)
+        _settle(settings, pool, stats, settle_timeout_s, on_progress, say)
         stop_warehouse.set()
         _wait_until_consumed(settings, pool, stats, settle_timeout_s, on_progress)
     finally:
@@ -280,6 +295,7 @@ def _drive(
         stats.load_s = now - start
         on_progress(stats)
         _restart_own_exits(pool, stats, say)
+        _restart_if_stalled(pool, stats, say)
         if now >= next_kill:
             slot = rng.randrange(len(pool.procs))
             pid = pool.kill_and_restart(slot)
@@ -293,9 +309,26 @@ def _drive(
             time.sleep(BROKER_DOWN_S)
             broker.restart()
             stats.broker_faults += 1
+            stats.last_decision = time.monotonic()  # the stall clock starts when the broker is back
             say(f"the broker is back after {time.monotonic() - now:.0f}s")
         time.sleep(0.25)
     stats.load_s = time.monotonic() - start
+
+
+def _restart_if_stalled(pool: _Workers, stats: ChaosStats, say: Callable[[str], None]) -> None:
+    """Lines wait and no worker decided one for STALL_S: restart them all, as a liveness
+    probe would, and note it (the run then reports the workers did not recover alone)."""
+    stats.note_decisions()
+    waiting = stats.progress.lines_placed - stats.progress.lines_decided
+    if waiting <= 0 or time.monotonic() - stats.last_decision < STALL_S:
+        return
+    at = time.monotonic() - stats.started
+    what = f"no line decided for {STALL_S:.0f}s with {waiting} waiting at {at:.0f}s"
+    stats.stalls.append(what)
+    say(f"{what}: the workers are stuck; killing and restarting all of them, as a liveness probe would")
+    for slot in range(len(pool.procs)):
+        pool.kill_and_restart(slot)
+    stats.last_decision = time.monotonic()
 
 
 def _restart_own_exits(pool: _Workers, stats: ChaosStats, say: Callable[[str], None]) -> None:
@@ -313,12 +346,14 @@ def _settle(
     stats: ChaosStats,
     timeout_s: float,
     on_progress: Callable[[ChaosStats], None],
+    say: Callable[[str], None],
 ) -> None:
     """Wait until the warehouse has nothing left to react to and the engine has consumed every input."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         on_progress(stats)
-        _restart_own_exits(pool, stats, lambda _: None)
+        _restart_own_exits(pool, stats, say)
+        _restart_if_stalled(pool, stats, say)
         quiet = time.monotonic() - stats.progress.last_event > 3.0
         if quiet and pending_inputs(settings) == 0:
             return
@@ -515,6 +550,7 @@ def summary_rows(result: ChaosResult) -> list[tuple[str, str]]:
         ("worker kills survived", str(stats.kills)),
         ("broker faults survived", str(stats.broker_faults)),
         ("workers that exited on their own", str(len(stats.own_exits))),
+        ("stalls (all workers stuck, restarted)", str(len(stats.stalls))),
         (
             "verifier",
             f"{v.skus_checked} SKU(s), {v.locations_checked} location balance(s), "
@@ -537,5 +573,9 @@ def summary_rows(result: ChaosResult) -> list[tuple[str, str]]:
             f"{report.oversold_units} unit(s) oversold, "
             f"{report.lines_decided}/{report.lines_placed} lines decided",
         ),
-        ("result", "PASS" if result.ok else "FAIL"),
+        (
+            "result",
+            ("PASS" if result.ok else "FAIL: lost, doubled or mismatched")
+            + ("" if result.recovered else "; the workers did not recover on their own"),
+        ),
     ]
