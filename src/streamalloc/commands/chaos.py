@@ -89,6 +89,7 @@ class ChaosStats:
     phase: str = "starting"
     own_exits: list[str] = field(default_factory=list)  # workers that exited without being killed
     stalls: list[str] = field(default_factory=list)  # times no worker decided anything for STALL_S
+    stall_s: float = STALL_S
     last_decided: int = 0
     last_decision: float = field(default_factory=time.monotonic)
 
@@ -182,6 +183,7 @@ def run_chaos(
     seed: int = 7,
     settle_timeout_s: float = 240.0,
     workdir: Path | None = None,
+    stall_s: float = STALL_S,
     on_progress: Callable[[ChaosStats], None] = lambda s: None,
     say: Callable[[str], None] = print,
 ) -> ChaosResult:
@@ -199,7 +201,7 @@ def run_chaos(
     try:
         return _run(
             settings, workers, minutes, kill_every_s, broker, rate, seed, settle_timeout_s, workdir,
-            on_progress, say,
+            stall_s, on_progress, say,
         )  # fmt: skip
     finally:
         client_log.setLevel(level)
@@ -215,6 +217,7 @@ def _run(
     seed: int,
     settle_timeout_s: float,
     workdir: Path | None,
+    stall_s: float,
     on_progress: Callable[[ChaosStats], None],
     say: Callable[[str], None],
 ) -> ChaosResult:
@@ -224,7 +227,8 @@ def _run(
     publisher = Publisher(settings)
     stocked = stock(publisher, random.Random(seed))
     workdir = workdir or Path(tempfile.mkdtemp(prefix="streamalloc-chaos-"))
-    stats = ChaosStats()
+    workdir.mkdir(parents=True, exist_ok=True)
+    stats = ChaosStats(stall_s=stall_s)
     rng = random.Random(seed)
     stop_load, stop_warehouse = threading.Event(), threading.Event()
     threads: list[threading.Thread] = []
@@ -316,14 +320,14 @@ def _drive(
 
 
 def _restart_if_stalled(pool: _Workers, stats: ChaosStats, say: Callable[[str], None]) -> None:
-    """Lines wait and no worker decided one for STALL_S: restart them all, as a liveness
+    """Lines wait and no worker decided one for `stall_s`: restart them all, as a liveness
     probe would, and note it (the run then reports the workers did not recover alone)."""
     stats.note_decisions()
     waiting = stats.progress.lines_placed - stats.progress.lines_decided
-    if waiting <= 0 or time.monotonic() - stats.last_decision < STALL_S:
+    if waiting <= 0 or time.monotonic() - stats.last_decision < stats.stall_s:
         return
     at = time.monotonic() - stats.started
-    what = f"no line decided for {STALL_S:.0f}s with {waiting} waiting at {at:.0f}s"
+    what = f"no line decided for {stats.stall_s:.0f}s with {waiting} waiting at {at:.0f}s"
     stats.stalls.append(what)
     say(f"{what}: the workers are stuck; killing and restarting all of them, as a liveness probe would")
     for slot in range(len(pool.procs)):
