@@ -2,7 +2,7 @@
 restarted, the Kafka broker itself killed once mid-run (at 22 s) and restarted on its log dir; then
 the verifier (the committed inputs replayed through the domain against the engine's
 decisions and last availability records) and the audit must find nothing lost or doubled.
-If the workers stall after the broker crash (no line decided for 30 s), the harness
+If the workers stall after the broker crash (no line decided for 45 s), the harness
 restarts them all as a liveness probe would; exactly-once is asserted all the same, and
 the stall makes the test an expected failure naming it (see the end of the test).
 
@@ -23,7 +23,9 @@ from streamalloc.commands.chaos import fresh_settings, run_chaos
 from streamalloc.commands.simulation import SKUS
 from streamalloc.config import Settings
 
-pytestmark = [pytest.mark.slow]
+#: Longer than the suite's 300 s: on a busy 2-core machine the broker takes up to 40 s to
+#: come back from SIGKILL, and a stall is only called after 45 s without a decision.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
@@ -40,7 +42,7 @@ def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
         settings = fresh_settings(Settings(), broker.start(), started=True)
         result = run_chaos(
             settings, workers=3, minutes=0.75, kill_every_s=12, broker=broker, rate=6,
-            workdir=tmp_path / "chaos", stall_s=30, say=said.append,
+            workdir=tmp_path / "chaos", say=said.append,
         )  # fmt: skip
     finally:
         broker.close()
@@ -49,7 +51,7 @@ def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
     assert stats.kills >= 1, said  # the broker takes its time to restart: the load ends soon after
     assert stats.broker_faults == 1, said
     assert not stats.own_exits, stats.own_exits
-    assert verification.ok, "\n".join(verification.details)
+    assert verification.ok, verification.as_record()
     assert verification.skus_checked == len(SKUS) and verification.skus_not_replayable == 0
     assert verification.decisions_checked > 0 and verification.requests_checked > 0
     assert not any(result.doubled_outputs.values()), result.doubled_outputs

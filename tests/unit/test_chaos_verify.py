@@ -234,3 +234,14 @@ def test_the_replay_takes_the_inputs_in_the_order_the_engine_decided_them_not_by
 
     assert result.ok, result.details
     assert result.decisions_checked == 2
+
+
+def test_an_order_event_its_producer_sent_twice_gives_two_requests_and_that_is_no_doubling() -> None:
+    inputs = scenario()
+    inputs["orders"].append(dict(inputs["orders"][0]))  # the channel sent o1 twice
+    inputs["requests"] = [*inputs["requests"], inputs["requests"][0]._replace(offset=3)]
+    result = run(inputs)
+
+    assert result.ok, result.details
+    inputs["requests"] = [*inputs["requests"], inputs["requests"][0]._replace(offset=4)]
+    assert run(inputs).doubled_requests == 1  # three requests for two placements
