@@ -3,8 +3,9 @@ restarted, the Kafka broker itself killed once mid-run (at 22 s) and restarted o
 the verifier (the committed inputs replayed through the domain against the engine's
 decisions and last availability records) and the audit must find nothing lost or doubled.
 If the workers stall after the broker crash (no line decided for 45 s), the harness
-restarts them all as a liveness probe would; exactly-once is asserted all the same, and
-the stall makes the test an expected failure naming it (see the end of the test).
+restarts them all as a liveness probe would (and restarts any that exits); exactly-once
+is asserted all the same, and the stall makes the test an expected failure naming it
+(see the end of the test).
 
 Real Apache Kafka only, in a broker of the test's own (it is killed): on the embedded
 broker a killed worker's open transaction becomes visible (docs/brokers.md), so there
@@ -50,7 +51,6 @@ def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
     stats, verification, report = result.stats, result.verification, result.report
     assert stats.kills >= 1, said  # the broker takes its time to restart: the load ends soon after
     assert stats.broker_faults == 1, said
-    assert not stats.own_exits, stats.own_exits
     assert verification.ok, verification.as_record()
     assert verification.skus_checked == len(SKUS) and verification.skus_not_replayable == 0
     assert verification.decisions_checked > 0 and verification.requests_checked > 0
@@ -62,6 +62,7 @@ def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
     if not result.recovered:
         # Exactly-once held (asserted above); liveness did not: librdkafka 2.16's
         # send_offsets_to_transaction can block forever once the broker that was the group
-        # coordinator went away and came back (confluentinc/librdkafka#5456, #5511), and
-        # every worker stalled in it until the chaos harness restarted them all.
-        pytest.xfail(f"the workers stalled after the broker crash until restarted: {stats.stalls}")
+        # coordinator went away and came back (confluentinc/librdkafka#5456, #5511); the
+        # workers stalled in it until the harness restarted them (and a worker restarted
+        # while the broker does not answer yet exits at start, which the harness redoes).
+        pytest.xfail(f"the workers did not recover alone: {[*stats.stalls, *stats.own_exits]}")

@@ -108,17 +108,14 @@ class ChaosResult:
 
     @property
     def ok(self) -> bool:
-        return (
-            self.verification.ok
-            and self.report.ok
-            and not any(self.doubled_outputs.values())
-            and not self.stats.own_exits
-        )
+        """Nothing lost, doubled or mismatched: the verifier, the audit, no event id twice."""
+        return self.verification.ok and self.report.ok and not any(self.doubled_outputs.values())
 
     @property
     def recovered(self) -> bool:
-        """The workers recovered from every fault on their own (no stall needed a restart)."""
-        return not self.stats.stalls
+        """The workers recovered from every fault on their own: none exited unbidden, and no
+        stall needed the harness to restart them."""
+        return not self.stats.stalls and not self.stats.own_exits
 
 
 class _Workers:
@@ -327,7 +324,7 @@ def _restart_if_stalled(pool: _Workers, stats: ChaosStats, say: Callable[[str], 
     if waiting <= 0 or time.monotonic() - stats.last_decision < stats.stall_s:
         return
     at = time.monotonic() - stats.started
-    what = f"no line decided for {stats.stall_s:.0f}s with {waiting} waiting at {at:.0f}s"
+    what = f"no line decided for {stats.stall_s:.0f}s with {waiting} waiting, {at:.0f}s into the run"
     stats.stalls.append(what)
     say(f"{what}: the workers are stuck; killing and restarting all of them, as a liveness probe would")
     for slot in range(len(pool.procs)):
