@@ -60,9 +60,7 @@ def test_workers_killed_every_12s_and_a_broker_crash_lose_and_double_nothing(
     assert 0 < report.lines_decided == report.lines_placed
     assert result.ok
     if not result.recovered:
-        # Exactly-once held (asserted above); liveness did not: librdkafka 2.16's
-        # send_offsets_to_transaction can block forever once the broker that was the group
-        # coordinator went away and came back (confluentinc/librdkafka#5456, #5511); the
-        # workers stalled in it until the harness restarted them (and a worker restarted
-        # while the broker does not answer yet exits at start, which the harness redoes).
+        # Exactly-once held (asserted above); liveness did not: after a broker crash the
+        # workers stall or exit until restarted (docs/exactly-once.md, "The chaos test":
+        # librdkafka's transactional calls around a coordinator that went away and came back).
         pytest.xfail(f"the workers did not recover alone: {[*stats.stalls, *stats.own_exits]}")
