@@ -760,3 +760,71 @@ def bench_failover(skus: int, standby: int, session_timeout_ms: int, rate: int, 
     if runs > 1:
         out.print(f"median of {runs} runs:")
     out.print(table)
+
+
+@main.command()
+@click.option("--workers", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--minutes", type=click.FloatRange(min=0, min_open=True), default=10, show_default=True)
+@click.option("--kill-every", "kill_every", type=click.FloatRange(min=1), default=10, show_default=True,
+              help="Seconds between SIGKILLs of a random worker (restarted on its state dir).")  # fmt: skip
+@click.option(
+    "--broker-fault", is_flag=True, help="Also SIGKILL the Kafka broker once mid-run and restart it."
+)
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), default=10, show_default=True,
+              help="Orders per second per channel.")  # fmt: skip
+@click.option("--seed", type=int, default=7, show_default=True)
+def chaos(
+    workers: int, minutes: float, kill_every: float, broker_fault: bool, rate: float, seed: int
+) -> None:
+    """Workers killed under load (and the broker, with --broker-fault), then the verifier and the audit.
+
+    Starts Apache Kafka from the cached jars unless --bootstrap names a cluster, and uses
+    topics and a group of its own. Exits 1 if anything was lost, doubled or mismatched.
+    """
+    from contextlib import ExitStack
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    from streamalloc.broker.kafka import KafkaBroker
+    from streamalloc.commands.chaos import ChaosStats, fresh_settings, progress_line, run_chaos, summary_rows
+
+    base = _settings()
+    if broker_fault and base.bootstrap:
+        raise click.UsageError("--broker-fault needs the broker chaos starts itself: leave out --bootstrap")
+    try:
+        with ExitStack() as stack:
+            broker = None
+            bootstrap = base.bootstrap
+            if not bootstrap:
+                broker = KafkaBroker(say=_say)
+                stack.callback(broker.close)  # stops the broker (by its pid) on any exit, Ctrl-C too
+                bootstrap = broker.start()
+                _say(f"started Apache Kafka at {bootstrap} (log: {broker.log_path})")
+            settings = fresh_settings(base, bootstrap, started=broker is not None)
+            with Progress(
+                SpinnerColumn(), TextColumn("{task.description}"), console=console, transient=True
+            ) as bar:
+                task = bar.add_task("starting")
+
+                def show(stats: ChaosStats) -> None:
+                    bar.update(task, description=progress_line(stats, minutes))
+
+                result = run_chaos(
+                    settings, workers=workers, minutes=minutes, kill_every_s=kill_every,
+                    broker=broker if broker_fault else None, rate=rate, seed=seed, on_progress=show, say=_say,
+                )  # fmt: skip
+    except StreamallocError as exc:
+        _fail(exc)
+    table = Table("chaos", "", box=SIMPLE_HEAD, show_edge=False)
+    for row in summary_rows(result):
+        table.add_row(*row)
+    out.print(table)
+    for detail in result.verification.details[:20]:
+        out.print(f"verifier: {escape(detail)}", soft_wrap=True)
+    for breach in result.report.breaches[:20]:
+        out.print(f"audit: {escape(breach)}", soft_wrap=True)
+    for note in [*result.stats.own_exits, *result.stats.stalls]:
+        out.print(f"workers: {escape(note)}", soft_wrap=True)
+    out.print(f"logs and worker state: {result.workdir}")
+    if not (result.ok and result.recovered):
+        sys.exit(1)

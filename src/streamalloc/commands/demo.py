@@ -17,281 +17,40 @@ wait) and comes back (the waitlist is served first).
 
 from __future__ import annotations
 
-import importlib.resources
 import json
 import random
 import subprocess
-import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from confluent_kafka import Consumer, Producer
 
 from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
 from streamalloc.commands.io import produce_file
+from streamalloc.commands.simulation import (
+    CHANNELS,
+    OFFLINE_LOCATION,
+    RESERVATION_TTL_S,
+    Progress,
+    Publisher,
+    examples_dir,
+    place_orders,
+    receive_purchase_orders,
+    set_location,
+    start_worker,
+    stock,
+    wait_until_engine_has,
+    warehouse,
+)
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
-from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
-from streamalloc.kafka.types import consumed
-from streamalloc.serialization import topic_serde
 
-CHANNELS = ("web", "store", "marketplace")
-REGIONS = {"web": ("east", "west", "south"), "store": ("east",), "marketplace": ("west", "north")}
-SKUS = tuple(f"SKU-{i:03d}" for i in range(12))
-LOT_SKUS = SKUS[:4]  # lot-tracked at WH-EAST
-EXPECTED_SKUS = SKUS[4:8]  # purchase orders due at WH-EAST
-RESERVATION_TTL_S = {"marketplace": 3}  # the others hold their reservations until picked
-OFFLINE_LOCATION = "STORE-NYC"
-
-
-def examples_dir() -> Path:
-    """The demo's data: the installed copy (wheel: streamalloc/_examples) or the repository's examples/."""
-    packaged = importlib.resources.files("streamalloc").joinpath("_examples")
-    if packaged.is_dir():
-        return Path(str(packaged))
-    repo = Path(__file__).resolve().parents[3] / "examples"
-    if repo.is_dir():
-        return repo
-    raise StreamallocError("cannot find the example data (neither streamalloc/_examples nor ./examples)")
-
-
-@dataclass
-class DemoProgress:
-    lines_placed: int = 0
-    lines_decided: int = 0
-    shipped: int = 0
-    returned: int = 0
-    last_event: float = field(default_factory=time.monotonic)
-
-
-class _Publisher:
-    """One producer, serdes per topic, thread-safe enough for the demo (librdkafka is)."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.producer = Producer(producer_config(settings))
-        self.orders = {c: topic_serde(settings, settings.topic(f"orders.{c}")) for c in CHANNELS}
-        self.inventory = topic_serde(settings, settings.topic("inventory"))
-        self.locations = topic_serde(settings, settings.topic("locations"))
-
-    def location(self, record: dict[str, Any]) -> None:
-        record = self.locations.validate(record)
-        self._send(self.locations.topic, self.locations.key_of(record), self.locations.encode(record))
-        self.producer.flush(30)
-
-    def order(self, event: dict[str, Any]) -> None:
-        serde = self.orders[event["channel"]]
-        record = serde.validate(event)
-        self._send(serde.topic, serde.key_of(record), serde.encode(record))
-
-    def stock(self, event: dict[str, Any]) -> None:
-        record = self.inventory.validate(event)
-        self._send(self.inventory.topic, self.inventory.key_of(record), self.inventory.encode(record))
-
-    def _send(self, topic: str, key: bytes | None, value: bytes) -> None:
-        produce(self.producer, topic, value, key)
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
-
-
-def _stock(publisher: _Publisher, rng: random.Random) -> set[str]:
-    """Receive scarce stock of every SKU at the three locations; the SKUs that got some."""
-    n = 0
-    stocked: set[str] = set()
-    for sku in SKUS:
-        for location in ("WH-EAST", "STORE-NYC", "3PL-WEST"):
-            qty = rng.choice((0, 10, 20, 30, 40, 50))
-            if qty:
-                n += 1
-                stocked.add(sku)
-                publisher.stock(
-                    {"event_id": f"demo-recv-{n}", "type": "received", "sku": sku,
-                     "location": location, "qty": qty, "occurred_at": _now()}
-                )  # fmt: skip
-    day = 86_400_000
-    for sku in LOT_SKUS:  # lots at WH-EAST: one expired, one expiring soon, one late
-        stocked.add(sku)
-        for lot, qty, expires_in in (("EXPIRED", 8, -day), ("SOON", 6, 2 * day), ("LATE", 6, 60 * day)):
-            publisher.stock(
-                {"event_id": f"demo-lot-{sku}-{lot}", "type": "received", "sku": sku, "location": "WH-EAST",
-                 "qty": qty, "occurred_at": _now(),
-                 "lot": {"lot_id": f"{sku}-{lot}", "expires_at": _now() + expires_in}}
-            )  # fmt: skip
-    for sku in EXPECTED_SKUS:  # purchase orders web may backorder against
-        stocked.add(sku)
-        publisher.stock(
-            {"event_id": f"demo-po-{sku}", "type": "expected", "sku": sku, "location": "WH-EAST",
-             "qty": 15, "occurred_at": _now(), "eta": _now() + 60_000}
-        )  # fmt: skip
-    publisher.producer.flush(30)
-    return stocked
-
-
-def _receive_purchase_orders(publisher: _Publisher) -> None:
-    """The expected stock arrives: the waitlist is served from it before anyone else."""
-    for sku in EXPECTED_SKUS:
-        publisher.stock(
-            {"event_id": f"demo-po-{sku}-received", "type": "received", "sku": sku, "location": "WH-EAST",
-             "qty": 15, "occurred_at": _now()}
-        )  # fmt: skip
-    publisher.producer.flush(30)
-
-
-def _set_location(publisher: _Publisher, status: str) -> None:
-    for line in (examples_dir() / "locations.jsonl").read_text().splitlines():
-        record = json.loads(line)
-        if record["location_id"] == OFFLINE_LOCATION:
-            publisher.location({**record, "status": status})
-
-
-def _wait_until_engine_has(settings: Settings, skus: set[str], timeout_s: float) -> None:
-    """Block until the engine has published availability for every one of `skus`.
-
-    That is when both workers run the allocator on every partition: orders placed from
-    now on meet a running engine, so they are decided as they arrive.
-    """
-    consumer = Consumer(consumer_config(settings, group_id=f"demo-ready-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([settings.topic("availability")])
-    serde = topic_serde(settings, settings.topic("availability"))
-    missing = set(skus)
-    deadline = time.monotonic() + timeout_s
-    try:
-        while missing:
-            if time.monotonic() > deadline:
-                raise StreamallocError(
-                    f"the engine published no availability for {len(missing)} SKU(s) within {timeout_s:.0f}s"
-                )
-            for msg in consumed(consume_available(consumer, 1000, 0.2)):
-                value = msg.value()
-                if msg.error() is None and value is not None:
-                    missing.discard(serde.decode(value)["sku"])
-    finally:
-        consumer.close()
-
-
-def _channel(
-    publisher: _Publisher, channel: str, orders: int, rate: float, seed: int, progress: DemoProgress
-) -> None:
-    """Place `orders` orders at `rate` per second on average (Poisson arrivals), cancelling some."""
-    rng = random.Random(seed)
-    placed: list[dict[str, Any]] = []
-    for i in range(orders):
-        lines = [
-            {"line_id": str(j + 1), "sku": sku, "qty": rng.choice((1, 1, 2))}
-            for j, sku in enumerate(rng.sample(SKUS, rng.choice((1, 1, 2, 3))))
-        ]
-        order = {
-            "event_id": f"demo-{channel}-{i}", "type": "placed", "order_id": f"{channel}-{i}",
-            "channel": channel, "occurred_at": _now(), "priority": rng.choice((0, 0, 1)),
-            "region": rng.choice(REGIONS[channel]),
-            "ship_complete": rng.random() < 0.1, "lines": lines,
-            "reservation_ttl_s": RESERVATION_TTL_S.get(channel),
-        }  # fmt: skip
-        publisher.order(order)
-        placed.append(order)
-        progress.lines_placed += len(lines)
-        if placed and rng.random() < 0.08:  # a customer cancels an earlier order
-            victim = rng.choice(placed)
-            listed = [] if rng.random() < 0.5 else victim["lines"][:1]
-            publisher.order(
-                {"event_id": f"demo-cancel-{channel}-{i}", "type": "cancelled",
-                 "order_id": victim["order_id"], "channel": channel, "occurred_at": _now(), "lines": listed}
-            )  # fmt: skip
-        time.sleep(rng.expovariate(rate))
-    publisher.producer.flush(30)
-
-
-def _warehouse(
-    settings: Settings, publisher: _Publisher, progress: DemoProgress, stop: threading.Event, seed: int
-) -> None:
-    """Follow allocations: pick and ship some lines, take some back, inspect the returns."""
-    rng = random.Random(seed)
-    serde = topic_serde(settings, settings.topic("allocations"))
-    consumer = Consumer(consumer_config(settings, group_id=f"demo-warehouse-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([settings.topic("allocations")])
-    decided: set[tuple[str, str]] = set()
-    try:
-        while not stop.is_set():
-            for msg in consumed(consume_available(consumer, 1000, 0.2)):
-                value = msg.value()
-                if msg.error() is not None or value is None:
-                    continue
-                event = serde.decode(value)
-                progress.last_event = time.monotonic()
-                kind, line_id = event["type"], event["line_id"]
-                if line_id is None:
-                    continue
-                key = (event["order_id"], line_id)
-                if kind in ("allocated", "rejected", "backordered") and key not in decided:
-                    decided.add(key)
-                    progress.lines_decided = len(decided)
-                base = {"order_id": event["order_id"], "channel": event["channel"], "occurred_at": _now()}
-                line = {
-                    "line_id": line_id,
-                    "sku": event["sku"],
-                    "qty": event["qty"],
-                    "location": event["location"],
-                }
-                if kind == "allocated" and rng.random() < 0.5:
-                    publisher.order(
-                        {**base, "event_id": f"{event['event_id']}:pick", "type": "picked", "lines": [line]}
-                    )
-                elif kind == "picked":
-                    publisher.order(
-                        {
-                            **base,
-                            "event_id": f"{event['event_id']}:ship",
-                            "type": "fulfilled",
-                            "lines": [line],
-                        }
-                    )
-                elif kind == "fulfilled":
-                    progress.shipped += event["qty"]
-                    if rng.random() < 0.25:
-                        publisher.order(
-                            {
-                                **base,
-                                "event_id": f"{event['event_id']}:rma",
-                                "type": "returned",
-                                "lines": [line],
-                            }
-                        )
-                elif kind == "returned":
-                    progress.returned += event["qty"]
-                    publisher.stock(
-                        {"event_id": f"{event['event_id']}:qc", "type": "inspected", "sku": event["sku"],
-                         "location": event["location"], "qty": event["qty"], "occurred_at": _now(),
-                         "result": "pass" if rng.random() < 0.7 else "fail"}
-                    )  # fmt: skip
-            publisher.producer.poll(0)
-    finally:
-        publisher.producer.flush(30)
-        consumer.close()
-
-
-def _start_worker(settings: Settings, name: str, workdir: Path) -> subprocess.Popen[bytes]:
-    log_path = workdir / f"{name}.log"
-    command = [
-        sys.executable, "-m", "streamalloc",
-        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id,
-        "--state-dir", str(workdir / name), "--broker-profile", settings.broker_profile,
-        "--log-level", "INFO",  # into its own file: assignments, restores and aborts, for diagnosis
-        "worker", "--no-create-topics",
-    ]  # fmt: skip
-    with log_path.open("ab") as log:  # the child keeps its own descriptor; ours closes here
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+#: The demo's progress (kept under its old name for callers of run_demo).
+DemoProgress = Progress
 
 
 def run_demo(
@@ -302,7 +61,7 @@ def run_demo(
     seed: int = 7,
     timeout_s: float = 100.0,
     crash_at: float | None = None,
-    on_progress: Callable[[DemoProgress], None] = lambda p: None,
+    on_progress: Callable[[Progress], None] = lambda p: None,
     say: Callable[[str], None] = print,
 ) -> AuditReport:
     """Run the whole scenario; return the audit of what the engine decided.
@@ -313,25 +72,25 @@ def run_demo(
     all the same.
     """
     ensure_topics(settings, channels=CHANNELS)
-    publisher = _Publisher(settings)
+    publisher = Publisher(settings)
     produce_file(settings, settings.topic("locations"), examples_dir() / "locations.jsonl")
     produce_file(settings, settings.topic("channels"), examples_dir() / "channels.jsonl")
-    stocked = _stock(publisher, random.Random(seed))
+    stocked = stock(publisher, random.Random(seed))
     workdir = Path(tempfile.mkdtemp(prefix="streamalloc-demo-"))
-    workers = [_start_worker(settings, f"worker-{i}", workdir) for i in (1, 2)]
+    workers = [start_worker(settings, f"worker-{i}", workdir) for i in (1, 2)]
     say(f"two workers started (pids {', '.join(str(w.pid) for w in workers)}); logs in {workdir}")
-    progress = DemoProgress()
+    progress = Progress()
     stop = threading.Event()
-    warehouse = threading.Thread(
-        target=_warehouse, args=(settings, publisher, progress, stop, seed), daemon=True
+    follower = threading.Thread(
+        target=warehouse, args=(settings, publisher, progress, stop, seed), daemon=True
     )
-    warehouse.start()
+    follower.start()
     try:
-        _wait_until_engine_has(settings, stocked, timeout_s=60)
+        wait_until_engine_has(settings, stocked, timeout_s=60)
         say(f"the engine has the stock of {len(stocked)} SKU(s); three channels start ordering")
         channels = [
             threading.Thread(
-                target=_channel,
+                target=place_orders,
                 args=(publisher, c, orders_per_channel, rate, seed + i, progress),
                 daemon=True,
             )
@@ -345,9 +104,9 @@ def run_demo(
         # Operations during the run, at shares of the expected lines: (share, what, done?)
         operations: list[tuple[float, str, Callable[[], None]]] = [
             # early, while the other locations still have stock for the lines it holds
-            (0.15, f"{OFFLINE_LOCATION} goes offline", lambda: _set_location(publisher, "offline")),
-            (0.45, f"{OFFLINE_LOCATION} is back online", lambda: _set_location(publisher, "online")),
-            (0.55, "the purchase orders arrive", lambda: _receive_purchase_orders(publisher)),
+            (0.15, f"{OFFLINE_LOCATION} goes offline", lambda: set_location(publisher, "offline")),
+            (0.45, f"{OFFLINE_LOCATION} is back online", lambda: set_location(publisher, "online")),
+            (0.55, "the purchase orders arrive", lambda: receive_purchase_orders(publisher)),
         ]
         while time.monotonic() < deadline:
             on_progress(progress)
@@ -364,7 +123,7 @@ def run_demo(
                     f"killed worker-1 (pid {victim.pid}) with SIGKILL after {progress.lines_decided} "
                     f"of {progress.lines_placed} placed line(s) were decided; starting it again"
                 )
-                workers[0] = _start_worker(settings, "worker-1", workdir)
+                workers[0] = start_worker(settings, "worker-1", workdir)
             generators_done = not any(t.is_alive() for t in channels)
             # Quiet for longer than a reservation lives: the last expiries have fired.
             quiet = time.monotonic() - progress.last_event > max(RESERVATION_TTL_S.values()) + 2.0
@@ -385,7 +144,7 @@ def run_demo(
             raise StreamallocError(f"the engine did not decide every line within {timeout_s}s; see {workdir}")
     finally:
         stop.set()
-        warehouse.join(10)
+        follower.join(10)
         for worker in workers:
             if worker.poll() is None:
                 worker.terminate()  # SIGTERM: commit, leave the group, exit 0
