@@ -51,3 +51,11 @@ def test_the_state_survives_a_dump_and_load_through_marshal() -> None:
     again = LiveBatches.load(marshal.loads(marshal.dumps(live.dump())))  # noqa: S302 - our own bytes
     assert again == live
     assert again.observe(REDONE, "z", False)[1] == {source_of(LEAKED): ["c"]}
+
+
+def test_a_batch_the_next_owners_restore_kept_stands() -> None:
+    live = LiveBatches()
+    live.observe(LEAKED, "c", False)
+    kept = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, [(1, {"requests:0": 30})])
+    assert live.observe(kept, "c", False) == (source_of(kept), {})
+    assert void_batches([FIRST, LEAKED, kept]) == set()

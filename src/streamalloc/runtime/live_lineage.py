@@ -108,6 +108,7 @@ class LiveBatches:
                         dict(e.batch.start),
                         e.engine_only,
                         e.keys,
+                        tuple((inc, dict(at)) for inc, at in e.batch.kept),
                     )
                     for e in seen
                 ]
@@ -122,8 +123,8 @@ class LiveBatches:
         return cls(
             {
                 task: [
-                    _Seen(source, Batch(task, inc, opened, start), engine_only, list(keys))
-                    for source, inc, opened, start, engine_only, keys in seen
+                    _Seen(source, Batch(task, inc, opened, start, tuple(kept)), engine_only, list(keys))
+                    for source, inc, opened, start, engine_only, keys, kept in seen
                 ]
                 for task, seen in tasks.items()
             },

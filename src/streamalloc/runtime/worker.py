@@ -309,7 +309,9 @@ class Worker:
         start = task.batch_start = dict(task.positions)
         if task.opened is None:
             task.opened = start
-        header = encode_batch(f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start)
+        header = encode_batch(
+            f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start, task.kept
+        )
         tag: Headers = [(BATCH_HEADER, header)]
         producer = self._producer
         if producer is None:
