@@ -30,9 +30,8 @@ import marshal
 from collections.abc import Sequence
 from typing import Any
 
-from streamalloc.audit import TABLE_CAUSES
 from streamalloc.config import Settings
-from streamalloc.domain import AllocationEvent, OrderEvent, OrderLine, OrderState, ReleaseLine, orders
+from streamalloc.domain import OrderEvent, OrderLine, OrderState, ReleaseLine, orders
 from streamalloc.domain.orders import Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.live_lineage import LiveBatches
@@ -42,8 +41,8 @@ from streamalloc.serialization import topic_serde
 from streamalloc.stages.records import AllocationRequest, OrderStatusRecord, order_event
 
 STORE = "order-stage"
-#: The store key of what the partition has seen of its writers' batches (no order id is empty
-#: or starts with NUL).
+#: The store key of what the partition has seen of its writers' batches: it starts with a NUL
+#: byte, which no order id of the channels' systems is expected to (ids are not checked for it).
 LINEAGE_KEY = b"\x00lineage"
 _V1 = 1
 _V2 = 2
@@ -104,8 +103,7 @@ class OrderStage(BaseStage):
             if record.batch is not None:
                 if lineage is None:
                     lineage = load_lineage(txn)
-                engine = isinstance(event, AllocationEvent) and event.cause_event_id.startswith(TABLE_CAUSES)
-                found, voided = lineage.observe(record.batch, order_id, engine)
+                found, voided = lineage.observe(record.batch, order_id)
                 for void_source, order_ids in voided.items():
                     for void_order_id in order_ids:
                         taken, releases = orders.retract(order_of(void_order_id), (void_source,))
