@@ -23,6 +23,13 @@ committed one), and the next owner's state includes it; so the reader keeps it t
 reader names those batches from their records: every record's cause is the engine's clock
 or a table, none an input event (`punctuation` in `void_batches`).
 `streamalloc audit` applies this; the engine's own state never depends on it.
+
+One exception keeps the rule in agreement with the restore (changelog.py): B's headers
+name (`kept`: incarnation and start) the earlier batches whose store changes B's restore
+kept although they start where B opened or later, and those are not void. The embedded
+broker can lose the consumed offsets of batches that committed; their records, changelog
+included, stay, the restore keeps them (each is followed by a batch that starts at its
+end), the redo finds their commands already applied, and their outputs must stand.
 """
 
 from __future__ import annotations
