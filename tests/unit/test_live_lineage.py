@@ -18,46 +18,44 @@ OTHER_TASK = encode_batch("allocator:1", 1, {("requests", 1): 0}, {("requests", 
 def test_the_leaked_batch_turns_void_at_the_first_record_of_the_incarnation_that_redid_it() -> None:
     live = LiveBatches()
     for header, key in ((FIRST, "a"), (SECOND, "b"), (LEAKED, "c"), (LEAKED, "d"), (OTHER_TASK, "e")):
-        assert live.observe(header, key) == (source_of(header), {})
-    assert live.observe(REDONE, "c") == (source_of(REDONE), {source_of(LEAKED): ["c", "d"]})
+        assert live.observe(header, key, False) == (source_of(header), {})
+    assert live.observe(REDONE, "c", False) == (source_of(REDONE), {source_of(LEAKED): ["c", "d"]})
     # the audit, with the whole history, judges the same
     assert void_batches([FIRST, SECOND, LEAKED, OTHER_TASK, REDONE]) == {LEAKED}
 
 
 def test_a_record_of_a_batch_known_void_is_left_out_and_untagged_records_stand() -> None:
     live = LiveBatches()
-    live.observe(LEAKED, "c")
-    live.observe(REDONE, "x")
-    assert live.observe(LEAKED, "d") == (None, {})
+    live.observe(LEAKED, "c", False)
+    live.observe(REDONE, "x", False)
+    assert live.observe(LEAKED, "d", False) == (None, {})
     late = encode_batch("allocator:0", 1, {IN: 0}, {IN: 40})  # seen only after the redo began
-    assert live.observe(late, "f") == (None, {})
-    assert live.observe(None, "g") == ("", {})
+    assert live.observe(late, "f", False) == (None, {})
+    assert live.observe(None, "g", False) == ("", {})
 
 
-def test_a_batch_of_timers_alone_stands_only_when_the_next_owners_restore_kept_it() -> None:
-    # An expiry's fill of a waitlisted line is timer-caused; the batch it came in may have
-    # consumed input too, which this partition cannot see: the header alone decides.
+def test_a_batch_of_timers_alone_is_never_void() -> None:
     live = LiveBatches()
-    live.observe(LEAKED, "c")
-    assert live.observe(REDONE, "c") == (source_of(REDONE), {source_of(LEAKED): ["c"]})
-    kept = LiveBatches()
-    kept.observe(LEAKED, "c")
-    keeper = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, [(1, {"requests:0": 30})])
-    assert kept.observe(keeper, "c") == (source_of(keeper), {})
+    live.observe(LEAKED, "c", True)  # every record's cause is the clock or a table
+    assert live.observe(REDONE, "c", False) == (source_of(REDONE), {})
+    mixed = LiveBatches()
+    mixed.observe(LEAKED, "c", True)
+    mixed.observe(LEAKED, "d", False)
+    assert mixed.observe(REDONE, "c", False)[1] == {source_of(LEAKED): ["c", "d"]}
 
 
 def test_the_state_survives_a_dump_and_load_through_marshal() -> None:
     live = LiveBatches()
-    live.observe(FIRST, "a")
-    live.observe(LEAKED, "c")
+    live.observe(FIRST, "a", False)
+    live.observe(LEAKED, "c", False)
     again = LiveBatches.load(marshal.loads(marshal.dumps(live.dump())))  # noqa: S302 - our own bytes
     assert again == live
-    assert again.observe(REDONE, "z")[1] == {source_of(LEAKED): ["c"]}
+    assert again.observe(REDONE, "z", False)[1] == {source_of(LEAKED): ["c"]}
 
 
 def test_a_batch_the_next_owners_restore_kept_stands() -> None:
     live = LiveBatches()
-    live.observe(LEAKED, "c")
+    live.observe(LEAKED, "c", False)
     kept = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, [(1, {"requests:0": 30})])
-    assert live.observe(kept, "c") == (source_of(kept), {})
+    assert live.observe(kept, "c", False) == (source_of(kept), {})
     assert void_batches([FIRST, LEAKED, kept]) == set()

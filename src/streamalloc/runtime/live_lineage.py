@@ -12,16 +12,12 @@ it was and which keys (orders) it touched, so the reader can take those records 
 
 It keeps, per writing task, the last few batches seen on the partition (a batch that turns
 void is its incarnation's last, or close to it) and remembers the void ones, so that a
-record of a batch already known void is left out at once.
-
-Unlike the audit, it does not spare batches of timers alone (`punctuation_batches` in
-commands/audit.py): it sees one partition, and a batch that mixes input and timers may show
-it only timer records (an expiry's fill of a waitlisted line), which the audit, seeing
-every topic, rightly voids. It needs no such exception: a punctuation the restore kept
-(a leaked one at the end of the changelog, or one the restore could not tell apart from a
-committed one) is named in the next owner's headers (`Batch.kept`) and stands; one whose
-store changes never reached the changelog is redone by the next owner from the same state,
-under the same ids.
+record of a batch already known void is left out at once. A batch whose records seen here
+all name the engine's clock or a table as cause consumed no input, as far as this reader
+can tell, and is never void: the audit keeps such batches too (commands/audit.py
+`punctuation_batches`), since the restore keeps them. The audit sees every topic; a batch
+that mixes input and timers and shows only its timer records here is the one case where
+the two can disagree, and then only if the successor's redo of those timers differs.
 
 The state is a plain value (`dump`/`load`) that the stage keeps in its store, so that it
 survives a restart of the reader as its orders do.
@@ -49,6 +45,7 @@ def source_of(header: bytes | None) -> str:
 class _Seen:
     source: str
     batch: Batch
+    engine_only: bool = True
     keys: dict[str, None] = field(default_factory=dict)  # in the order first seen
 
 
@@ -59,7 +56,9 @@ class LiveBatches:
     tasks: dict[str, list[_Seen]] = field(default_factory=dict)
     void: list[str] = field(default_factory=list)
 
-    def observe(self, header: bytes | None, key: str) -> tuple[str | None, dict[str, list[str]]]:
+    def observe(
+        self, header: bytes | None, key: str, engine_caused: bool
+    ) -> tuple[str | None, dict[str, list[str]]]:
         """Note a record of the batch `header` about `key`.
 
         Returns the record's source (None: its batch is known void, leave it out) and the
@@ -82,12 +81,13 @@ class LiveBatches:
                 self._void(source)
                 return None, {}
             for e in seen:
-                if e.batch.incarnation < batch.incarnation and e.batch.redone_by(batch):
+                if e.batch.incarnation < batch.incarnation and not e.engine_only and e.batch.redone_by(batch):
                     voided[e.source] = list(e.keys)
                     self._void(e.source)
             seen[:] = [e for e in seen if e.source not in voided][-(KEEP_BATCHES - 1) :]
             entry = _Seen(source, batch)
             seen.append(entry)
+        entry.engine_only = entry.engine_only and engine_caused
         entry.keys[key] = None
         return source, voided
 
@@ -105,6 +105,7 @@ class LiveBatches:
                         e.batch.incarnation,
                         dict(e.batch.opened),
                         dict(e.batch.start),
+                        e.engine_only,
                         list(e.keys),
                         tuple((inc, dict(at)) for inc, at in e.batch.kept),
                     )
@@ -121,8 +122,10 @@ class LiveBatches:
         return cls(
             {
                 task: [
-                    _Seen(source, Batch(task, inc, opened, start, tuple(kept)), dict.fromkeys(keys))
-                    for source, inc, opened, start, keys, kept in seen
+                    _Seen(
+                        source, Batch(task, inc, opened, start, tuple(kept)), engine_only, dict.fromkeys(keys)
+                    )
+                    for source, inc, opened, start, engine_only, keys, kept in seen
                 ]
                 for task, seen in tasks.items()
             },

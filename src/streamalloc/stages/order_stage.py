@@ -30,8 +30,9 @@ import marshal
 from collections.abc import Sequence
 from typing import Any
 
+from streamalloc.audit import TABLE_CAUSES
 from streamalloc.config import Settings
-from streamalloc.domain import OrderEvent, OrderLine, OrderState, ReleaseLine, orders
+from streamalloc.domain import AllocationEvent, OrderEvent, OrderLine, OrderState, ReleaseLine, orders
 from streamalloc.domain.orders import Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.live_lineage import LiveBatches
@@ -103,7 +104,8 @@ class OrderStage(BaseStage):
             if record.batch is not None:
                 if lineage is None:
                     lineage = load_lineage(txn)
-                found, voided = lineage.observe(record.batch, order_id)
+                engine = isinstance(event, AllocationEvent) and event.cause_event_id.startswith(TABLE_CAUSES)
+                found, voided = lineage.observe(record.batch, order_id, engine)
                 for void_source, order_ids in voided.items():
                     for void_order_id in order_ids:
                         taken, releases = orders.retract(order_of(void_order_id), (void_source,))

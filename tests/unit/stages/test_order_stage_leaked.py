@@ -119,28 +119,23 @@ def test_a_record_of_a_batch_known_void_is_left_out() -> None:
     assert statuses(harness.feed(ALLOCATIONS, [(b"b", late)], batch=LEAKED)) == []
 
 
-def test_a_batch_the_next_owners_restore_kept_stands() -> None:
-    # a leaked expiry at the end of the changelog: the restore keeps it (as good as committed)
-    # and the next owner names it in its headers, so its release stands here as in the audit
+def test_a_punctuation_batch_is_never_void() -> None:
+    # an expiry timer's batch consumed nothing: the restore keeps it, and so does the audit
     harness = StageHarness(OrderStage(SETTINGS))
     accepted = allocation("e:accepted", "accepted", "e", qty=0, line_count=1)
     harness.feed(ALLOCATIONS, [(b"e", accepted)], batch=INTAKE)
-    allocated = allocation("e:1:allocated:WH", "allocated", "e", "1", location="WH")
-    harness.feed(ALLOCATIONS, [(b"e", allocated)], batch=COMMITTED)
+    harness.feed(
+        ALLOCATIONS,
+        [(b"e", allocation("e:1:allocated:WH", "allocated", "e", "1", location="WH"))],
+        batch=COMMITTED,
+    )
     expired = allocation(
         "clock:expiry:e:1:released:WH", "released", "e", "1", location="WH", reason="expired",
         cause_event_id="clock:expiry:e:1",
     )  # fmt: skip
     harness.feed(ALLOCATIONS, [(b"e", expired)], batch=LEAKED)
-    keeper = encode_batch(
-        "allocator:2",
-        2,
-        {REQ: 180, INV: 7},
-        {REQ: 180, INV: 7},
-        [(1, {"r.allocation-requests:2": 180, "r.inventory:2": 7})],
-    )
     other = allocation("x:accepted", "accepted", "x", qty=0, line_count=1)
-    harness.feed(ALLOCATIONS, [(b"x", other)], batch=keeper)
+    harness.feed(ALLOCATIONS, [(b"x", other)], batch=REDONE)
     kept = harness.store(STORE).get(b"e")
     assert kept is not None
     assert decode_order(kept).lines["1"].status == "released"
