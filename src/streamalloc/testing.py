@@ -85,13 +85,17 @@ class StageHarness:
         partition: int = 0,
         timestamp_ms: int | None = None,
         commit: bool = True,
+        batch: bytes | None = None,
     ) -> list[Output]:
         """Process one batch on one partition, then `before_commit`, then commit it (or, with
         `commit=False`, fail the commit: everything the batch did is dropped). Records are
-        stamped with the clock's time unless `timestamp_ms` is given. Returns what it emitted."""
+        stamped with the clock's time unless `timestamp_ms` is given; `batch` is the `batch`
+        header they carry (runtime/lineage.py: the batch of another stage that wrote them),
+        for a stage that `reads_batches`. Returns what it emitted."""
         self._own(partition)
         stamp = self.clock() if timestamp_ms is None else timestamp_ms
-        batch: list[Record] = []
+        header = batch if self.stage.reads_batches else None
+        inputs: list[Record] = []
         for key, raw in records:
             offset = self._offsets.get((topic, partition), 0)
             self._offsets[(topic, partition)] = offset + 1
@@ -101,11 +105,11 @@ class StageHarness:
                 reason = getattr(exc, "reason", None) or str(exc)
                 self.dead_letters.append(DeadLetter(topic, partition, offset, key, raw, reason))
                 continue
-            batch.append(Record(topic, partition, offset, key, value, stamp, raw))
+            inputs.append(Record(topic, partition, offset, key, value, stamp, raw, batch=header))
 
         def process(ctx: PartitionContext) -> bool:
-            if batch:
-                self.stage.process(ctx, batch)
+            if inputs:
+                self.stage.process(ctx, inputs)
             return True  # the records were consumed: the batch commits, dead letters alone included
 
         return self._batch(partition, process, commit=commit)

@@ -66,3 +66,19 @@ def test_a_batch_that_consumed_no_input_is_kept_as_the_restore_keeps_it() -> Non
     successor = _batch(2, {REQ: 25, INV: 4}, {REQ: 25, INV: 4})
     assert void_batches([last, timer, leaked, successor], punctuation={timer}) == {leaked}
     assert void_batches([last, timer, successor]) == {timer}  # by the offsets alone it looks leaked
+
+
+def test_a_batch_the_next_owners_restore_kept_is_not_void() -> None:
+    # The next owner opened at 226 (the broker lost the offsets of two committed batches) but
+    # its restore kept their store changes: their outputs stand, as the engine's state does.
+    # A batch it did not name (its restore dropped it) is void by the rule as before.
+    from streamalloc.runtime.lineage import encode_batch as encode
+
+    a226 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 226})
+    a254 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 254})
+    a338 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 338})
+    kept = [(1, {"in:0": 226}), (1, {"in:0": 254})]
+    b = encode("allocator:0", 2, {("in", 0): 226}, {("in", 0): 226}, kept)
+    assert void_batches([a226, a254, a338, b]) == {a338}
+    plain = encode("allocator:0", 2, {("in", 0): 226}, {("in", 0): 226})
+    assert void_batches([a226, a254, a338, plain]) == {a226, a254, a338}

@@ -221,3 +221,21 @@ def test_http_api_serves_health_readiness_metrics_and_availability() -> None:
             assert exc.code == 404
     finally:
         api.stop()
+
+
+def test_restore_names_the_batches_it_keeps_past_the_committed_offsets() -> None:
+    # Seen in demo --crash-at 0.4 when a surviving worker took over a partition: two batches
+    # it committed kept their records but lost their consumed offsets (the embedded broker),
+    # so the next owner opened at 226. The chain keeps both (their successors start at their
+    # ends); a leaked punctuation at the end is kept too. The new owner names them in its
+    # `batch` headers so the audit and live readers keep their outputs (lineage.py).
+    first = encode_src({_IN: 200}, {_IN: 226}, base=0, writer=1)
+    second = encode_src({_IN: 226}, {_IN: 254}, base=1, writer=1)
+    third = encode_src({_IN: 254}, {_IN: 338}, base=2, writer=1)
+    job = _job({"in:0": 226})
+    assert _restore(job, [(first, [b"a"]), (second, [b"b"]), (third, [b"c"])]) == [b"a", b"b"]
+    assert job.kept == [(1, {"in:0": 226})]  # the third, at the end, is not committed: dropped
+    punctuation = encode_src({_IN: 226}, {_IN: 226}, base=3, writer=1)
+    job = _job({"in:0": 226})
+    assert _restore(job, [(first, [b"a"]), (punctuation, [b"p"])]) == [b"a", b"p"]
+    assert job.kept == [(1, {"in:0": 226})]

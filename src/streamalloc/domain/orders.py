@@ -22,6 +22,14 @@ were kept) a rejection decides an undecided line unless its reason is `unknown_l
 event applied again (the same id: a crash on the embedded broker can repeat one) changes
 nothing.
 
+An order also keeps its history: every event applied, with the `source` it came from (an
+opaque name of the batch that wrote it). `retract(order, sources)` takes back the events of
+sources that turn out never to have happened (the embedded broker can show a crashed
+worker's batch that never committed; its successor redoes that input and may decide other
+things, under other ids): the order is followed again from the rest of its history. An
+order decoded without its history (a store record from before it was kept) has `history`
+None and cannot be taken back.
+
 Each line's units are followed per location and lot from its events, as the allocator's
 books move them: `allocated` and `reallocated` add soft units; `picked` turns soft units
 there hard (those of another lot at the location when the pick moved them to its lot) and
@@ -38,6 +46,7 @@ is one that leaves the line units elsewhere.
 
 from __future__ import annotations
 
+from collections.abc import Container
 from dataclasses import dataclass, field
 from typing import Final, Literal, NamedTuple, assert_never
 
@@ -135,20 +144,27 @@ class OrderState:
     decided_at: int = 0  # of the latest event
     lines: dict[str, OrderLine] = field(default_factory=dict)
     applied: set[str] = field(default_factory=set)  # ids of the events applied: a repeat is a no-op
+    #: every event applied, in order, with its source (see `retract`); None: not known
+    history: list[tuple[OrderEvent, str]] | None = field(default_factory=list)
 
 
 # ---------------------------------------------------------------- the rules
 
 
-def apply(order: OrderState, event: OrderEvent) -> tuple[OrderState, tuple[ReleaseLine, ...]]:
+def apply(
+    order: OrderState, event: OrderEvent, source: str = ""
+) -> tuple[OrderState, tuple[ReleaseLine, ...]]:
     """Follow `event` in `order` (in place); the releases the order's rules ask for.
 
     An event already applied (the same id: a repeat, which a crash on the embedded broker
-    can cause) changes nothing and asks for nothing.
+    can cause) changes nothing and asks for nothing. `source` names where the event came
+    from, for `retract`.
     """
     if event.event_id in order.applied:
         return order, ()
     order.applied.add(event.event_id)
+    if order.history is not None:
+        order.history.append((event, source))
     order.channel = order.channel or event.channel
     match event:
         case AllocationEvent():
@@ -174,6 +190,36 @@ def apply(order: OrderState, event: OrderEvent) -> tuple[OrderState, tuple[Relea
             )
         case _:
             assert_never(event)
+
+
+def retract(order: OrderState, sources: Container[str]) -> tuple[OrderState, tuple[ReleaseLine, ...]]:
+    """`order` without the events that came from `sources`, and the releases it now asks for.
+
+    Why: a batch the embedded broker showed although it never committed can have decided a
+    line one way (backordered, or filled from one cause) while the batch that redid its input
+    decided it another way (rejected, or filled from another cause), under other event ids.
+    Applied on top of each other, the line would keep the first decision, or hold units twice.
+    So the order is followed again, from an empty state, over the rest of its history (a new
+    state: the old one is left as it was). The releases returned are those the order's rules
+    ask for now and did not ask for before (a ship-complete order whose line is now rejected);
+    those asked for before went out already, and a release is idempotent in the allocator
+    anyway. Nothing changes when no event came from `sources` or the history is not known.
+    """
+    history = order.history
+    if history is None or not any(source in sources for _, source in history):
+        return order, ()
+    asked = {(r.event_id, r.line_id) for r in _fold(history)[1]}
+    again, releases = _fold([(event, source) for event, source in history if source not in sources])
+    return again, tuple(r for r in releases if (r.event_id, r.line_id) not in asked)
+
+
+def _fold(history: list[tuple[OrderEvent, str]]) -> tuple[OrderState, list[ReleaseLine]]:
+    """The order its history gives, and every release its rules asked for on the way."""
+    order = OrderState()
+    releases: list[ReleaseLine] = []
+    for event, source in history:
+        releases += apply(order, event, source)[1]
+    return order, releases
 
 
 def status(order: OrderState) -> OrderStatus | None:

@@ -92,18 +92,25 @@ class BatchSource:
 
     ranges: Mapping[str, tuple[int, int]]
     base: int | None = None  # None in headers of earlier releases
+    writer: int | None = None  # the writer's incarnation; None in headers of earlier releases
 
     @classmethod
     def parse(cls, header: bytes) -> BatchSource:
         ranges: dict[str, tuple[int, int]] = {}
         data = json.loads(header)
         base = data.pop(_BASE, None)
-        data.pop(_WRITER, None)  # only keeps batches apart: the restore compares whole headers
+        writer = data.pop(_WRITER, None)
         for tp, value in data.items():
             # A bare offset is the header of earlier releases: the end only.
             first, end = (value, value) if isinstance(value, int) else value
             ranges[tp] = (int(first), int(end))
-        return cls(ranges, None if base is None else int(base))
+        return cls(ranges, None if base is None else int(base), None if writer is None else int(writer))
+
+    def past(self, committed: Mapping[str, int]) -> bool:
+        """True when the batch starts at or after the committed offsets on every input both name:
+        the `batch` header rule (lineage.py) would judge it redone by an owner opening there."""
+        common = self.ranges.keys() & committed.keys()
+        return bool(common) and all(committed[tp] <= self.ranges[tp][0] for tp in common)
 
     def committed_by(self, committed: Mapping[str, int]) -> bool:
         """True when the committed offsets reach the batch's end on every input they name."""
@@ -137,6 +144,9 @@ class RestoreJob:
     on_local_data: bool = False
     #: this pass skipped a batch although it began on local data (see `needs_full_restore`)
     skipped_past_checkpoint: bool = False
+    #: (writer, start) of the batches it kept that start at or after the committed offsets
+    #: (`BatchSource.past`): the new owner names them in its `batch` headers (lineage.py)
+    kept: list[tuple[int, dict[str, int]]] = field(default_factory=list)
     _held: list[ChangelogRecord] = field(default_factory=list)
     _held_header: bytes | None = None
     _held_from: int = 0
@@ -185,6 +195,7 @@ class RestoreJob:
         self.on_local_data = False
         self.records = self.skipped = 0
         self.skipped_past_checkpoint = False
+        self.kept = []
         self._held, self._held_header, self._held_from = [], None, 0
 
     @property
@@ -205,6 +216,8 @@ class RestoreJob:
                 batch.overlapped_by(following) or following.built_without(self._held_from)
             )
         if keep:
+            if batch.writer is not None and batch.past(self.committed):
+                self.kept.append((batch.writer, {tp: first for tp, (first, _) in batch.ranges.items()}))
             return held
         self.skipped += len(held)
         if self.on_local_data:

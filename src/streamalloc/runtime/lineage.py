@@ -23,13 +23,20 @@ committed one), and the next owner's state includes it; so the reader keeps it t
 reader names those batches from their records: every record's cause is the engine's clock
 or a table, none an input event (`punctuation` in `void_batches`).
 `streamalloc audit` applies this; the engine's own state never depends on it.
+
+One exception keeps the rule in agreement with the restore (changelog.py): B's headers
+name (`kept`: incarnation and start) the earlier batches whose store changes B's restore
+kept although they start where B opened or later, and those are not void. The embedded
+broker can lose the consumed offsets of batches that committed; their records, changelog
+included, stay, the restore keeps them (each is followed by a batch that starts at its
+end), the redo finds their commands already applied, and their outputs must stand.
 """
 
 from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Container, Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 BATCH_HEADER = "batch"
@@ -37,17 +44,25 @@ BATCH_HEADER = "batch"
 Positions = Mapping[tuple[str, int], int]
 
 
-def encode_batch(task: str, incarnation: int, opened: Positions, start: Positions) -> bytes:
-    """The `batch` header value of one batch's outputs."""
-    return json.dumps(
-        {
-            "task": task,
-            "inc": incarnation,
-            "opened": {f"{t}:{p}": o for (t, p), o in opened.items()},
-            "start": {f"{t}:{p}": o for (t, p), o in start.items()},
-        },
-        separators=(",", ":"),
-    ).encode()
+def encode_batch(
+    task: str,
+    incarnation: int,
+    opened: Positions,
+    start: Positions,
+    kept: Sequence[tuple[int, Mapping[str, int]]] = (),
+) -> bytes:
+    """The `batch` header value of one batch's outputs; `kept`: (incarnation, start) of the
+    earlier batches this incarnation's restore kept although they start where it opened or
+    later (see the module doc), left out when there are none."""
+    value: dict[str, object] = {
+        "task": task,
+        "inc": incarnation,
+        "opened": {f"{t}:{p}": o for (t, p), o in opened.items()},
+        "start": {f"{t}:{p}": o for (t, p), o in start.items()},
+    }
+    if kept:
+        value["kept"] = [[inc, dict(at)] for inc, at in kept]
+    return json.dumps(value, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True)
@@ -56,16 +71,21 @@ class Batch:
     incarnation: int
     opened: Mapping[str, int]
     start: Mapping[str, int]
+    kept: tuple[tuple[int, Mapping[str, int]], ...] = ()
 
     @classmethod
     def parse(cls, header: bytes) -> Batch:
         data = json.loads(header)
-        return cls(data["task"], int(data["inc"]), dict(data["opened"]), dict(data["start"]))
+        kept = tuple((int(inc), dict(at)) for inc, at in data.get("kept", ()))
+        return cls(data["task"], int(data["inc"]), dict(data["opened"]), dict(data["start"]), kept)
 
     def redone_by(self, later: Batch) -> bool:
-        """True when `later`'s incarnation opened at or before this batch's start on every common input."""
+        """True when `later`'s incarnation opened at or before this batch's start on every common
+        input, and its restore did not keep this batch's store changes."""
         common = self.start.keys() & later.opened.keys()
-        return bool(common) and all(later.opened[tp] <= self.start[tp] for tp in common)
+        if not common or any(later.opened[tp] > self.start[tp] for tp in common):
+            return False
+        return not any(inc == self.incarnation and at == self.start for inc, at in later.kept)
 
 
 def void_batches(headers: Iterable[bytes], punctuation: Container[bytes] = ()) -> set[bytes]:

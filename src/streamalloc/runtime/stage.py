@@ -51,6 +51,8 @@ class Record:
     timestamp_ms: int
     raw: bytes | None = None  # the value as it came, for dead letters
     failed: str | None = None  # why decoding failed: the record goes to the dead-letter topic
+    #: its `batch` header (runtime/lineage.py), for a stage whose `reads_batches` is True
+    batch: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -86,6 +88,10 @@ class Stage(Protocol):
     #: How often `punctuate` runs per partition, in wall-clock ms; None: never.
     punctuate_interval_ms: int | None
 
+    #: Whether its records carry the `batch` header of the batch that wrote them (`Record.batch`):
+    #: a stage that follows another stage's outputs live and must tell leaked batches apart.
+    reads_batches: bool
+
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         """Work no input record triggers; `now_ms` is wall-clock epoch ms.
 
@@ -105,6 +111,7 @@ class BaseStage:
 
     stores: Sequence[str] = ()
     punctuate_interval_ms: int | None = None
+    reads_batches: bool = False
 
     def topic_pattern(self) -> re.Pattern[str] | None:
         return None

@@ -22,6 +22,9 @@ class Task:
     #: when this owner opened the task (ns since the epoch) and the positions it opened at
     incarnation: int = field(default_factory=time.time_ns)
     opened: dict[tuple[str, int], int] | None = None
+    #: (incarnation, start) of earlier owners' batches its restore kept although they start
+    #: at or after `opened` (changelog.py `RestoreJob.kept`): its `batch` headers name them
+    kept: list[tuple[int, dict[str, int]]] = field(default_factory=list)
     #: produces into the open batch, tagging each record with the batch (lineage.py)
     emit: Emit | None = None
     #: store name -> the transaction of the open batch, created on first use

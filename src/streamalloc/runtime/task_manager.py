@@ -145,6 +145,7 @@ class TaskManager:
             if task is None:
                 continue
             task.restoring -= 1
+            task.kept += job.kept
             if task.ready:
                 consumer.resume([TopicPartition(t, p) for (t, p) in task.positions])
                 became_ready = True

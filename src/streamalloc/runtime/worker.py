@@ -47,7 +47,7 @@ from streamalloc.runtime.alignment import Alignment
 from streamalloc.runtime.changelog import Restorer
 from streamalloc.runtime.checkpoint import Checkpoint
 from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
-from streamalloc.runtime.lineage import BATCH_HEADER, encode_batch
+from streamalloc.runtime.lineage import BATCH_HEADER, batch_of, encode_batch
 from streamalloc.runtime.members import advertised_client_id, describe_group
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Emit, PartitionContext, Record, Stage
@@ -242,7 +242,10 @@ class Worker:
             except StreamallocError as exc:
                 # The record's own fields say where it came from; the reason says what is wrong.
                 value, failed = None, getattr(exc, "reason", None) or str(exc)
-            task.pending.append(Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed))
+            batch = batch_of(msg.headers()) if getattr(task.stage, "reads_batches", False) else None
+            task.pending.append(
+                Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed, batch)
+            )
 
     def _drain(self) -> None:
         """Process the pending records of every task that is ready and aligned."""
@@ -346,7 +349,9 @@ class Worker:
         start = task.batch_start = dict(task.positions)
         if task.opened is None:
             task.opened = start
-        header = encode_batch(f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start)
+        header = encode_batch(
+            f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start, task.kept
+        )
         tag: Headers = [(BATCH_HEADER, header)]
         producer = self._producer
         if producer is None:

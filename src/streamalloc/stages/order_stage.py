@@ -6,10 +6,22 @@ units), and the releases the rules ask for go out as allocation requests. `order
 goes out at most once per order per commit, from `before_commit`, once the order has one
 (`domain.orders.status`).
 
-Store: one record per order (key: order id), marshal of a versioned tuple. Version 2
-keeps each line's units per location and lot, the order's placement ids and the ids of
-the events applied (a handful per order); a version 1 record (before them) still decodes
-(see `_decode_v1`).
+A batch the embedded broker showed although it never committed (a crashed worker's last
+batch, docs/exactly-once.md) reaches this stage as it runs: it cannot wait for the audit's
+view of the whole history. The input's `batch` headers tell it (runtime/live_lineage.py):
+at the first record of the incarnation that redid the batch's input, the orders that batch
+touched are followed again without its events (`domain.orders.retract`), and get a new
+status at this commit; a record of a batch already known void is left out. Without this,
+a line backordered by the leaked batch stayed backordered when the redo rejected it (a
+rejection of a decided line reads as a refused command), and a fill from one cause in the
+leaked batch and from another in the redo counted the units twice.
+
+Store: one record per order (key: order id), marshal of a versioned tuple. Version 3
+keeps each line's units per location and lot, the order's placement ids, the ids of the
+events applied (a handful per order) and its history (each event with its batch); a
+version 2 record (no history: nothing before it can be taken back) and a version 1 record
+(see `_decode_v1`) still decode. One more record, under `LINEAGE_KEY`, holds what the
+partition has seen of its writers' batches.
 """
 
 from __future__ import annotations
@@ -18,23 +30,30 @@ import marshal
 from collections.abc import Sequence
 from typing import Any
 
+from streamalloc.audit import TABLE_CAUSES
 from streamalloc.config import Settings
-from streamalloc.domain import OrderEvent, OrderLine, OrderState, orders
+from streamalloc.domain import AllocationEvent, OrderEvent, OrderLine, OrderState, ReleaseLine, orders
 from streamalloc.domain.orders import Units
 from streamalloc.errors import StateError, ValidationError
+from streamalloc.runtime.live_lineage import LiveBatches
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import PartitionTransaction
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.records import AllocationRequest, OrderStatusRecord, order_event
 
 STORE = "order-stage"
+#: The store key of what the partition has seen of its writers' batches: it starts with a NUL
+#: byte, which no order id of the channels' systems is expected to (ids are not checked for it).
+LINEAGE_KEY = b"\x00lineage"
 _V1 = 1
 _V2 = 2
+_V3 = 3
 
 
 class OrderStage(BaseStage):
     name = "order-stage"
     stores: Sequence[str] = (STORE,)
+    reads_batches = True  # to take back what a batch that never committed decided (see module doc)
 
     def __init__(self, settings: Settings) -> None:
         self._allocations_topic = settings.topic("allocations")
@@ -64,20 +83,42 @@ class OrderStage(BaseStage):
         dirty = entry[1]
         emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
         changed: dict[str, tuple[str, OrderState]] = {}  # order id -> (its latest event id, state)
-        for record in records:
-            event: OrderEvent = record.value
-            order_id = event.order_id
+
+        def order_of(order_id: str) -> OrderState:
             seen = changed.get(order_id)
-            if seen is None:
-                data = txn.get(order_id.encode())
-                order = OrderState() if data is None else decode_order(data)
-            else:
-                order = seen[1]
-            changed[order_id] = (event.event_id, order)
-            _, releases = orders.apply(order, event)
+            if seen is not None:
+                return seen[1]
+            data = txn.get(order_id.encode())
+            return OrderState() if data is None else decode_order(data)
+
+        def send(releases: tuple[ReleaseLine, ...], order: OrderState) -> None:
             for release in releases:
                 request = AllocationRequest.release(release, order)
                 emit(topic, release.sku.encode(), encode(request.as_record()))
+
+        lineage: LiveBatches | None = None
+        for record in records:
+            event: OrderEvent = record.value
+            order_id = event.order_id
+            source = ""
+            if record.batch is not None:
+                if lineage is None:
+                    lineage = load_lineage(txn)
+                engine = isinstance(event, AllocationEvent) and event.cause_event_id.startswith(TABLE_CAUSES)
+                found, voided = lineage.observe(record.batch, order_id, engine)
+                for void_source, order_ids in voided.items():
+                    for void_order_id in order_ids:
+                        taken, releases = orders.retract(order_of(void_order_id), (void_source,))
+                        send(releases, taken)
+                        changed[void_order_id] = (_latest(taken, event.event_id), taken)
+                if found is None:
+                    continue  # a batch already known void: never applied
+                source = found
+            order = order_of(order_id)
+            changed[order_id] = (event.event_id, order)
+            send(orders.apply(order, event, source)[1], order)
+        if lineage is not None:
+            txn.set(LINEAGE_KEY, marshal.dumps(lineage.dump()))
         for order_id, (cause, order) in changed.items():
             txn.set(order_id.encode(), encode_order(order))
             status = orders.status(order)
@@ -113,9 +154,14 @@ def encode_order(order: OrderState) -> bytes:
         )
         for line_id, line in order.lines.items()
     }
+    history = (
+        None
+        if order.history is None
+        else tuple((event.as_record(), source) for event, source in order.history)
+    )
     return marshal.dumps(
         (
-            _V2,
+            _V3,
             order.channel,
             order.line_count,
             order.ship_complete,
@@ -125,6 +171,7 @@ def encode_order(order: OrderState) -> bytes:
             order.decided_at,
             lines,
             order.applied,
+            history,
         )
     )
 
@@ -133,11 +180,23 @@ def decode_order(data: bytes) -> OrderState:
     values: tuple[Any, ...] = marshal.loads(data)  # noqa: S302 - our own changelog data, marshal never runs code
     if values[0] == _V1:
         return _decode_v1(values)
-    if values[0] != _V2:
+    if values[0] == _V2:  # from before the history was kept: it stays unknown
+        values = (*values, None)
+    elif values[0] != _V3:
         raise StateError(f"unknown order record version {values[0]}")
-    _, channel, line_count, ship_complete, placements, cancelled, ship_failed, decided_at, lines, applied = (
-        values
-    )
+    (
+        _,
+        channel,
+        line_count,
+        ship_complete,
+        placements,
+        cancelled,
+        ship_failed,
+        decided_at,
+        lines,
+        applied,
+        kept,
+    ) = values
     return OrderState(
         channel,
         line_count,
@@ -151,7 +210,19 @@ def decode_order(data: bytes) -> OrderState:
             for line_id, (sku, qty, status, reason, returned, units) in lines.items()
         },
         applied,
+        None if kept is None else [(order_event(record), source) for record, source in kept],
     )
+
+
+def load_lineage(txn: PartitionTransaction) -> LiveBatches:
+    """What the partition has seen of its writers' batches (runtime/live_lineage.py)."""
+    data = txn.get(LINEAGE_KEY)
+    return LiveBatches() if data is None else LiveBatches.load(marshal.loads(data))  # noqa: S302 - our own data
+
+
+def _latest(order: OrderState, default: str) -> str:
+    """The id of the last event the order applied: the cause its status names."""
+    return order.history[-1][0].event_id if order.history else default
 
 
 def _decode_v1(values: tuple[Any, ...]) -> OrderState:
@@ -161,7 +232,8 @@ def _decode_v1(values: tuple[Any, ...]) -> OrderState:
     not where, so its lines start with none: the events that follow move them from what
     they say (a release or shipment where nothing is known takes nothing), so the statuses
     stay right and the units the order status reports are those seen since the upgrade.
-    Its placement ids are unknown: a rejection then decides as `domain.orders` says.
+    Its placement ids are unknown: a rejection then decides as `domain.orders` says. Its
+    history is unknown too: nothing before the upgrade can be taken back.
     """
     _, channel, line_count, ship_complete, cancelled, ship_failed, occurred_at, lines = values
     return OrderState(
@@ -176,4 +248,5 @@ def _decode_v1(values: tuple[Any, ...]) -> OrderState:
             line_id: OrderLine(sku, qty, status, reason)
             for line_id, (sku, qty, _, status, reason) in lines.items()
         },
+        history=None,
     )
