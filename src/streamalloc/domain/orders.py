@@ -387,18 +387,26 @@ def _at(line: OrderLine, location: str, lot: str | None) -> list[UnitsKey]:
 
 
 def _take(line: OrderLine, location: str, lot: str | None, qty: int, *, hard_first: bool) -> None:
-    """Take `qty` held units at `location`: from `lot` first (the part the event names), then
-    from the location's other lots (a release that moved several lots names none)."""
-    for key in _at(line, location, lot):
-        if qty <= 0:
-            return
-        units = line.units[key]
-        first, second = (units.hard, units.soft) if hard_first else (units.soft, units.hard)
-        a = min(first, qty)
-        b = min(second, qty - a)
-        qty -= a + b
-        soft, hard = (units.soft - b, units.hard - a) if hard_first else (units.soft - a, units.hard - b)
-        _put(line, key, Units(soft, hard, units.shipped))
+    """Take `qty` held units at `location`: one kind first (soft for a release, hard for a
+    fulfilment) across the location's lots, `lot` first (the part the event names) then the
+    others (a release that moved several lots names none), then the other kind likewise.
+    Kind before lot, as the SKU's books do: a release of soft units never takes a hard one
+    while a soft one is left at the location in another lot."""
+    keys = _at(line, location, lot)
+    for hard in (hard_first, not hard_first):
+        for key in keys:
+            if qty <= 0:
+                return
+            units = line.units.get(key)
+            if units is None:
+                continue
+            n = min(units.hard if hard else units.soft, qty)
+            if n:
+                qty -= n
+                if hard:
+                    _put(line, key, Units(units.soft, units.hard - n, units.shipped))
+                else:
+                    _put(line, key, Units(units.soft - n, units.hard, units.shipped))
 
 
 def _harden(line: OrderLine, location: str, lot: str | None, qty: int) -> None:
