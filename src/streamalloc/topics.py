@@ -18,6 +18,8 @@ AVAILABILITY = "availability"
 ORDER_STATUS = "order-status"
 STOCK_CHANGES = "stock-changes"
 DEAD_LETTER = "dead-letter"
+CHANNEL_ATS = "channel-ats"  # channel-sync's per-channel feed (compacted, keyed channel:sku)
+FULFILMENT_REQUESTS = "fulfilment-requests"  # routing's requests (keyed order_id:location)
 
 #: Contract topics in the order `topics describe` shows them, with whether they are compacted.
 CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = tuple((name, c.compacted) for name, c in CONTRACT.items())

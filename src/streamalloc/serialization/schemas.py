@@ -58,6 +58,8 @@ SCHEMA_NAMES = (
     "order_status",
     "dead_letter",
     "stock_change",
+    "channel_ats",
+    "fulfilment_request",
 )
 
 
