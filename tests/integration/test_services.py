@@ -1,0 +1,275 @@
+"""channel-sync and routing as real processes, on a real engine worker's output.
+
+One module-scoped engine (a worker process) and one process of each service run against
+the suite's broker. faust's client (aiokafka) runs here on real Kafka only: on the
+embedded broker these tests skip with the reason (docs/architecture.md, Downstream services).
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import EMBEDDED, TestBroker
+from tests.integration.engine_helpers import EngineUnderTest, Ids
+from tests.integration.helpers import WorkerProcess, processes, read_all, wait_for
+
+from streamalloc.serialization import topic_serde
+
+WINDOW_MS = 500
+LOW_STOCK = 2
+LOCATIONS = [
+    {"location_id": "WH-1", "status": "online", "priority": 10, "region": "east", "regions_served": []},
+    {"location_id": "WH-2", "status": "online", "priority": 5, "region": "east", "regions_served": []},
+]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Services:
+    """The engine under test plus one channel-sync and one routing process."""
+
+    def __init__(self, engine: EngineUnderTest, tmp: Path) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.tmp = tmp
+        self.sync_port = _free_port()
+        self.routing_port = _free_port()
+        self.channel_sync: WorkerProcess | None = None
+        self.routing: WorkerProcess | None = None
+        self._feed = topic_serde(self.settings, self.settings.topic("channel-ats"))
+        self._requests = topic_serde(self.settings, self.settings.topic("fulfilment-requests"))
+
+    def _args(self, *command: str) -> list[str]:
+        return [
+            "-m", "streamalloc",
+            "--bootstrap", str(self.settings.bootstrap),
+            "--prefix", self.settings.topic_prefix,
+            "--app-id", self.settings.app_id,
+            "--state-dir", str(self.tmp / "services"),
+            *command,
+        ]  # fmt: skip
+
+    def start(self) -> list[WorkerProcess]:
+        self.channel_sync = WorkerProcess(
+            self._args(
+                "service",
+                "channel-sync",
+                "--window-ms",
+                str(WINDOW_MS),
+                "--low-stock",
+                str(LOW_STOCK),
+                "--http-port",
+                str(self.sync_port),
+            ),  # fmt: skip
+            self.tmp / "channel-sync.log",
+        )
+        self.routing = WorkerProcess(
+            self._args("service", "routing", "--http-port", str(self.routing_port)), self.tmp / "routing.log"
+        )
+        return [self.channel_sync, self.routing]
+
+    def get(self, port: int, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        except (urllib.error.URLError, ConnectionError):
+            return 0, None
+        return status, (json.loads(body) if body[:1] in (b"{", b"[") else body.decode())
+
+    def ready(self, port: int) -> bool:
+        for process in (self.channel_sync, self.routing):
+            if process is not None and not process.alive():
+                raise AssertionError(f"a service exited:\n{self.logs()}")
+        return self.get(port, "/ready")[0] == 200
+
+    def pushes(self) -> list[dict[str, Any]]:
+        topic = self.settings.topic("channel-ats")
+        return [self._feed.decode(v) for _, _, _, v in sorted(read_all(self.settings, topic)) if v]
+
+    def requests(self) -> list[dict[str, Any]]:
+        topic = self.settings.topic("fulfilment-requests")
+        return [self._requests.decode(v) for _, _, _, v in sorted(read_all(self.settings, topic)) if v]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{p.log()[-3000:]}"
+            for name, p in (("channel-sync", self.channel_sync), ("routing", self.routing))
+            if p is not None
+        )
+
+
+@pytest.fixture(scope="module")
+def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    if kafka_broker.kind == EMBEDDED:
+        pytest.skip(
+            "the services run on faust (aiokafka); they are tested on real Kafka only, "
+            "and real Kafka is not available in this run (see the broker note at the end)"
+        )
+    tmp: Path = tmp_path_factory.mktemp("services")
+    engine = EngineUnderTest(kafka_broker.settings(state_dir=tmp / "state"), tmp, locations=LOCATIONS)
+    with processes() as running:
+        try:
+            engine.prepare()
+            running.append(engine.start())
+            under_test = Services(engine, tmp)
+            running.extend(under_test.start())
+            try:
+                wait_for(lambda: under_test.ready(under_test.sync_port), 90, "channel-sync ready")
+                wait_for(lambda: under_test.ready(under_test.routing_port), 90, "routing ready")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{under_test.logs()}") from None
+            yield under_test
+            for process in (under_test.routing, under_test.channel_sync):
+                assert process is not None
+                code = process.terminate()
+                assert code == 0, f"service exited with {code} on SIGTERM:\n{process.log()[-3000:]}"
+        finally:
+            engine.close()
+
+
+def _latest_per_key(pushes: list[dict[str, Any]], sku: str) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for push in pushes:
+        if push["sku"] == sku:
+            latest[push["channel"]] = push
+    return latest
+
+
+def test_channel_ats_ends_at_the_engines_last_availability_with_at_most_one_push_per_window(
+    services: Services,
+) -> None:
+    engine, ids = services.engine, Ids("sync")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 20, location="WH-1"))
+    orders = [
+        engine.order(
+            ids.event(f"o{i}"), "placed", ids.order(f"{i}"), [{"line_id": "1", "sku": sku, "qty": 1}]
+        )
+        for i in range(8)
+    ]
+    for order in orders:  # one at a time: each is its own availability change
+        engine.send_orders(order)
+    engine.wait(lambda: len(engine.settled_statuses(ids.order("7"))) > 0, "the last order's status")
+    final = engine.settled_availability(sku)
+    expected = {row["channel"]: row["ats"] for row in final["channels"]}
+    assert expected == {"web": 12, "store": 12}
+
+    def settled() -> bool:
+        latest = _latest_per_key(services.pushes(), sku)
+        return {c: p["ats"] for c, p in latest.items()} == expected
+
+    try:
+        wait_for(settled, 30, "channel-ats to reach the last availability")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{services.logs()}") from None
+    pushes = [p for p in services.pushes() if p["sku"] == sku]
+    changes = len(engine.availabilities(sku)) or len(orders) + 1
+    for channel in expected:
+        mine = [p for p in pushes if p["channel"] == channel]
+        times = [p["pushed_at"] for p in mine]
+        assert all(b - a >= WINDOW_MS for a, b in zip(times, times[1:], strict=False)), times
+        assert mine[-1]["as_of"] == final["as_of"] and mine[-1]["cause_event_id"] == final["cause_event_id"]
+        assert sum(p["changes"] for p in mine) <= changes
+        assert all(p["feed_key"] == f"{channel}:{sku}" for p in mine)
+
+
+def test_stock_thresholds_are_pushed_per_channel(services: Services) -> None:
+    engine, ids = services.engine, Ids("thr")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r1"), "received", sku, 3, location="WH-1"))
+    wait_for(lambda: any(p["sku"] == sku for p in services.pushes()), 30, "a first push")
+    engine.send_orders(
+        engine.order(ids.event("o1"), "placed", ids.order("1"), [{"line_id": "1", "sku": sku, "qty": 3}])
+    )
+
+    def event_of(kind: str) -> bool:
+        return any(
+            p["sku"] == sku and p["channel"] == "web" and p["stock_event"] == kind for p in services.pushes()
+        )
+
+    wait_for(lambda: event_of("out_of_stock"), 30, "out_of_stock pushed")
+    engine.send_inventory(engine.inventory(ids.event("r2"), "received", sku, 1, location="WH-2"))
+    wait_for(lambda: event_of("back_in_stock"), 30, "back_in_stock pushed")
+    last = _latest_per_key(services.pushes(), sku)["web"]
+    assert (last["ats"], last["status"], last["previous_ats"]) == (1, "low_stock", 0)
+
+
+def test_http_answers_a_sku_and_what_changed_since(services: Services) -> None:
+    engine, ids = services.engine, Ids("http")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 7, location="WH-2"))
+    availability = engine.wait_stock(sku, ids.event("r"))
+    port = services.sync_port
+    wait_for(lambda: services.get(port, f"/ats/web/{sku}")[0] == 200, 30, "the SKU known over HTTP")
+    status, body = services.get(port, f"/ats/web/{sku}")
+    assert status == 200
+    assert (body["ats"], body["as_of"], body["status"]) == (7, availability["as_of"], "in_stock")
+    _, changed = services.get(port, f"/ats/web?changed_since={availability['as_of'] - 1}")
+    assert sku in [item["sku"] for item in changed["items"]]
+    _, later = services.get(port, f"/ats/web?changed_since={availability['as_of']}")
+    assert sku not in [item["sku"] for item in later["items"]]
+    assert services.get(port, "/ats/web/no-such-sku")[0] == 404
+    assert services.get(port, "/ats/web?changed_since=yesterday")[0] == 400
+    assert services.get(port, "/health")[0] == 200
+    status, metrics = services.get(port, "/metrics")
+    assert status == 200 and 'channel_sync_pushes_total{channel="web"}' in metrics
+
+
+def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(services: Services) -> None:
+    engine, ids = services.engine, Ids("route")
+    near, far = ids.sku("NEAR"), ids.sku("FAR")
+    engine.send_inventory(
+        engine.inventory(ids.event("r1"), "received", near, 5, location="WH-1"),
+        engine.inventory(ids.event("r2"), "received", far, 5, location="WH-2"),
+    )
+    engine.wait_stock(near, ids.event("r1"))
+    engine.wait_stock(far, ids.event("r2"))
+    order_id = ids.order("split")
+    engine.send_orders(
+        engine.order(
+            ids.event("o"),
+            "placed",
+            order_id,
+            [{"line_id": "1", "sku": near, "qty": 2}, {"line_id": "2", "sku": far, "qty": 1}],
+        )
+    )
+
+    def latest() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for request in services.requests():
+            if request["order_id"] == order_id:
+                out[request["location"]] = request
+        return out
+
+    wait_for(lambda: len(latest()) == 2, 30, "a request per location")
+    allocated = [e for e in engine.allocations(order_id) if e["type"] == "allocated"]
+    requests = latest()
+    assert {r["request_id"] for r in requests.values()} == {f"{order_id}:WH-1", f"{order_id}:WH-2"}
+    for event in allocated:  # every allocated line in exactly one open request: its location's
+        holding = [
+            r
+            for r in requests.values()
+            if r["status"] == "open" and any(x["line_id"] == event["line_id"] for x in r["lines"])
+        ]
+        assert [r["location"] for r in holding] == [event["location"]]
+        assert [x["qty"] for x in holding[0]["lines"] if x["line_id"] == event["line_id"]] == [event["qty"]]
+
+    engine.send_orders(engine.order(ids.event("c"), "cancelled", order_id, []))
+    wait_for(
+        lambda: all(r["status"] == "cancelled" for r in latest().values()), 30, "both requests cancelled"
+    )
+    assert all(r["lines"] == [] and r["units"] == 0 for r in latest().values())
