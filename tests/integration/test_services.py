@@ -1,8 +1,9 @@
 """channel-sync and routing as real processes, on a real engine worker's output.
 
 One module-scoped engine (a worker process) and one process of each service run against
-the suite's broker. faust's client (aiokafka) runs here on real Kafka only: on the
-embedded broker these tests skip with the reason (docs/architecture.md, Downstream services).
+the suite's primary broker. faust's client (aiokafka) runs at-least-once on real Kafka and
+on the embedded broker alike (these tests passed on both when marked `smoke`); they run on
+the primary only, to keep the suite short.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import EMBEDDED, TestBroker
+from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest, Ids
 from tests.integration.helpers import WorkerProcess, processes, read_all, wait_for
 
@@ -114,11 +115,6 @@ class Services:
 
 @pytest.fixture(scope="module")
 def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
-    if kafka_broker.kind == EMBEDDED:
-        pytest.skip(
-            "the services run on faust (aiokafka); they are tested on real Kafka only, "
-            "and real Kafka is not available in this run (see the broker note at the end)"
-        )
     tmp: Path = tmp_path_factory.mktemp("services")
     engine = EngineUnderTest(kafka_broker.settings(state_dir=tmp / "state"), tmp, locations=LOCATIONS)
     with processes() as running:
