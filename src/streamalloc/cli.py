@@ -634,6 +634,16 @@ def service() -> None:
     """Downstream services (faust-streaming): channel-sync and routing, each its own process."""
 
 
+def _pairs(values: tuple[str, ...], option: str, shape: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise click.BadParameter(f"{value!r}: give {shape}", param_hint=option)
+        pairs[name] = rest
+    return pairs
+
+
 def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
     thresholds = {}
     for value in values:
@@ -657,6 +667,15 @@ def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
 @click.option("--http-host", default=None, help="Address for /ats, health, readiness, /metrics [127.0.0.1].")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
 @click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
+@click.option("--webhook", "webhooks", multiple=True, help="CHANNEL=URL: POST the channel's pushes there.")
+@click.option(
+    "--webhook-secret",
+    envvar="STREAMALLOC_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC-SHA256 key for X-Streamalloc-Signature [$STREAMALLOC_WEBHOOK_SECRET].",
+)
+@click.option("--webhook-attempts", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--webhook-backoff-ms", type=click.IntRange(min=0), default=200, show_default=True)
 def service_channel_sync(
     window_ms: int,
     low_stock: int,
@@ -664,10 +683,16 @@ def service_channel_sync(
     http_host: str | None,
     http_port: int | None,
     exactly_once: bool,
+    webhooks: tuple[str, ...],
+    webhook_secret: str | None,
+    webhook_attempts: int,
+    webhook_backoff_ms: int,
 ) -> None:
-    """availability -> channel-ats: per (channel, SKU) ATS, coalesced, with stock thresholds."""
+    """availability -> channel-ats: per (channel, SKU) ATS, coalesced, with stock thresholds,
+    and optionally a webhook per channel (retried with backoff, then dead-lettered)."""
     from streamalloc.commands.topics import ensure_topics
     from streamalloc.services.channel_sync import ChannelSyncConfig, run
+    from streamalloc.services.webhooks import WebhookConfig
 
     settings = _settings()
     config = ChannelSyncConfig(
@@ -675,6 +700,12 @@ def service_channel_sync(
         low_stock=_low_stock(low_stock_for),
         default_low_stock=low_stock,
         guarantee="exactly_once" if exactly_once else "at_least_once",
+        webhooks=WebhookConfig(
+            urls=_pairs(webhooks, "--webhook", "CHANNEL=URL, e.g. web=https://shop.example/ats"),
+            secret=webhook_secret.encode() if webhook_secret else None,
+            attempts=webhook_attempts,
+            backoff_ms=webhook_backoff_ms,
+        ),
     )
     try:
         with kafka_available(settings, _say) as ready:

@@ -8,11 +8,15 @@ the primary only, to keep the suite short.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import socket
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +29,42 @@ from streamalloc.serialization import topic_serde
 
 WINDOW_MS = 500
 LOW_STOCK = 2
+SECRET = "test-secret"  # noqa: S105 - the test's own signing key
+ATTEMPTS = 3
 LOCATIONS = [
     {"location_id": "WH-1", "status": "online", "priority": 10, "region": "east", "regions_served": []},
     {"location_id": "WH-2", "status": "online", "priority": 5, "region": "east", "regions_served": []},
 ]
+
+
+class Receiver:
+    """A local webhook endpoint: records every POST; answers `status` to each."""
+
+    def __init__(self, status: int) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.posts.append((dict(self.headers.items()), body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ats"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in list(self.posts)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def _free_port() -> int:
@@ -46,6 +82,8 @@ class Services:
         self.tmp = tmp
         self.sync_port = _free_port()
         self.routing_port = _free_port()
+        self.web_hook = Receiver(200)
+        self.store_hook = Receiver(503)  # always failing: retried, then dead-lettered
         self.channel_sync: WorkerProcess | None = None
         self.routing: WorkerProcess | None = None
         self._feed = topic_serde(self.settings, self.settings.topic("channel-ats"))
@@ -64,15 +102,11 @@ class Services:
     def start(self) -> list[WorkerProcess]:
         self.channel_sync = WorkerProcess(
             self._args(
-                "service",
-                "channel-sync",
-                "--window-ms",
-                str(WINDOW_MS),
-                "--low-stock",
-                str(LOW_STOCK),
-                "--http-port",
-                str(self.sync_port),
-            ),  # fmt: skip
+                *("service", "channel-sync", "--window-ms", str(WINDOW_MS), "--low-stock", str(LOW_STOCK)),
+                *("--http-port", str(self.sync_port), "--webhook-attempts", str(ATTEMPTS)),
+                *("--webhook", f"web={self.web_hook.url}", "--webhook", f"store={self.store_hook.url}"),
+                *("--webhook-secret", SECRET, "--webhook-backoff-ms", "50"),
+            ),
             self.tmp / "channel-sync.log",
         )
         self.routing = WorkerProcess(
@@ -117,11 +151,11 @@ class Services:
 def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
     tmp: Path = tmp_path_factory.mktemp("services")
     engine = EngineUnderTest(kafka_broker.settings(state_dir=tmp / "state"), tmp, locations=LOCATIONS)
+    under_test = Services(engine, tmp)
     with processes() as running:
         try:
             engine.prepare()
             running.append(engine.start())
-            under_test = Services(engine, tmp)
             running.extend(under_test.start())
             try:
                 wait_for(lambda: under_test.ready(under_test.sync_port), 90, "channel-sync ready")
@@ -135,6 +169,8 @@ def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory)
                 assert code == 0, f"service exited with {code} on SIGTERM:\n{process.log()[-3000:]}"
         finally:
             engine.close()
+            under_test.web_hook.close()
+            under_test.store_hook.close()
 
 
 def _latest_per_key(pushes: list[dict[str, Any]], sku: str) -> dict[str, dict[str, Any]]:
@@ -269,3 +305,61 @@ def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(s
         lambda: all(r["status"] == "cancelled" for r in latest().values()), 30, "both requests cancelled"
     )
     assert all(r["lines"] == [] and r["units"] == 0 for r in latest().values())
+
+
+def test_webhooks_get_the_coalesced_pushes_signed_and_a_failing_one_is_dead_lettered(
+    services: Services,
+) -> None:
+    engine, ids = services.engine, Ids("hook")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 9, location="WH-1"))
+    for i in range(5):
+        engine.send_orders(
+            engine.order(
+                ids.event(f"o{i}"), "placed", ids.order(f"{i}"), [{"line_id": "1", "sku": sku, "qty": 1}]
+            )
+        )
+    engine.wait(lambda: len(engine.settled_statuses(ids.order("4"))) > 0, "the last order's status")
+    final = {row["channel"]: row["ats"] for row in engine.settled_availability(sku)["channels"]}
+
+    def web_bodies() -> list[dict[str, Any]]:
+        return [b for b in services.web_hook.bodies() if b["sku"] == sku]
+
+    try:
+        wait_for(
+            lambda: bool(web_bodies()) and web_bodies()[-1]["ats"] == final["web"], 30, "the web hook settled"
+        )
+    except AssertionError as exc:
+        got = [(b["sku"], b["ats"]) for b in services.web_hook.bodies()]
+        metrics = [
+            x
+            for x in str(services.get(services.sync_port, "/metrics")[1]).splitlines()
+            if "webhook" in x or "pushes" in x
+        ]
+        raise AssertionError(f"{exc}: got {got}, want {final}\n{metrics}\n{services.logs()}") from None
+    pushed = [p for p in services.pushes() if p["sku"] == sku and p["channel"] == "web"]
+    assert [b["event_id"] for b in web_bodies()] == [p["event_id"] for p in pushed]  # one POST per push
+    times = [b["pushed_at"] for b in web_bodies()]
+    assert all(b - a >= WINDOW_MS for a, b in zip(times, times[1:], strict=False)), times
+    for headers, body in services.web_hook.posts:
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Streamalloc-Signature"] == expected
+        assert headers["Idempotency-Key"] == json.loads(body)["event_id"]
+
+    feed_topic = services.settings.topic("channel-ats")
+
+    def dead() -> list[dict[str, Any]]:
+        return [
+            d
+            for d in engine.dead_letters()
+            if d["source_topic"] == feed_topic and d["key"] == f"store:{sku}".encode()
+        ]
+
+    wait_for(lambda: bool(dead()), 60, "the failing store hook's pushes dead-lettered")
+    letter = dead()[0]
+    assert f"failed {ATTEMPTS} times, last: HTTP 503" in letter["error"]
+    assert json.loads(letter["value"])["channel"] == "store"
+    attempts = [
+        b for b in services.store_hook.bodies() if b["event_id"] == json.loads(letter["value"])["event_id"]
+    ]
+    assert len(attempts) == ATTEMPTS

@@ -33,6 +33,7 @@ from streamalloc.services import faust_app
 from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
 from streamalloc.services.faust_app import Guarantee, Message
 from streamalloc.services.http import Handler, ServiceHttp
+from streamalloc.services.webhooks import WebhookConfig, WebhookSender
 from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ class ChannelSyncConfig:
     low_stock: dict[str, int] = field(default_factory=dict)
     default_low_stock: int = 0
     guarantee: Guarantee = "at_least_once"
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
 
 
 class ChannelSyncMetrics:
@@ -76,6 +78,12 @@ class ChannelSyncMetrics:
             "channel_sync_dead_letters", "Undecodable records sent to dead-letter.", registry=r
         )
         self.waiting = Gauge("channel_sync_waiting", "Keys waiting for their window to close.", registry=r)
+        self.webhooks = Counter(
+            "channel_sync_webhook_attempts",
+            "Webhook POSTs per channel by result: delivered, retried, failed (then dead-lettered).",
+            ["channel", "result"],
+            registry=r,
+        )
         self.lag = Gauge(
             "channel_sync_lag", "Records behind the end of availability.", ["partition"], registry=r
         )
@@ -130,6 +138,11 @@ class ChannelSync:
         faust_app.agent(self.app, faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)), self._handle)
         faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
         self.http: ServiceHttp | None = None
+        self.webhooks = WebhookSender(
+            config.webhooks,
+            self._webhook_dead_letter,
+            on_result=lambda channel, result: self.metrics.webhooks.labels(channel, result).inc(),
+        )
 
     # ------------------------------------------------------------ stream
 
@@ -194,6 +207,7 @@ class ChannelSync:
             "pushed_at": push.pushed_at,
         }
         await self._feed_topic.send(key=value.key.encode(), value=self._feed.encode(record))
+        self.webhooks.submit(value.channel, value.key, push.event_id, record)
         self.metrics.pushes.labels(value.channel).inc()
         if push.changes > 1:
             self.metrics.coalesced.labels(value.channel).inc(push.changes - 1)
@@ -205,6 +219,21 @@ class ChannelSync:
         record = faust_app.dead_letter_record(message, error)
         await self._dead_topic.send(key=message.key, value=self._dead.encode(record))
         self.metrics.dead_letters.inc()
+
+    async def _webhook_dead_letter(self, channel: str, key: str, body: bytes, error: str) -> None:
+        """A push no webhook attempt delivered: kept on dead-letter with its body, to resend."""
+        event_id = json.loads(body)["event_id"]
+        record = {
+            "event_id": f"dlq:webhook:{channel}:{event_id}",
+            "source_topic": self.settings.topic(CHANNEL_ATS),
+            "partition": -1,  # not read from a partition: a push that could not be delivered
+            "offset": -1,
+            "key": key.encode(),
+            "value": body,
+            "error": error,
+            "failed_at": _now_ms(),
+        }
+        await self._dead_topic.send(key=key.encode(), value=self._dead.encode(record))
 
     # ------------------------------------------------------------ queries
 
