@@ -258,7 +258,7 @@ def test_http_answers_a_sku_and_what_changed_since(services: Services) -> None:
     assert services.get(port, "/ats/web?changed_since=yesterday")[0] == 400
     assert services.get(port, "/health")[0] == 200
     status, metrics = services.get(port, "/metrics")
-    assert status == 200 and 'channel_sync_pushes_total{channel="web"}' in metrics
+    assert status == 200 and 'streamalloc_channel_sync_pushes_total{channel="web"}' in metrics
 
 
 def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(services: Services) -> None:

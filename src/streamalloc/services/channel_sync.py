@@ -58,34 +58,47 @@ class ChannelSyncMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.records = Counter("channel_sync_availability_records", "Availability records read.", registry=r)
+        self.records = Counter(
+            "streamalloc_channel_sync_availability_records", "Availability records read.", registry=r
+        )
         self.changes = Counter(
-            "channel_sync_ats_changes", "ATS values read, per channel.", ["channel"], registry=r
+            "streamalloc_channel_sync_ats_changes", "ATS values read, per channel.", ["channel"], registry=r
         )
         self.pushes = Counter(
-            "channel_sync_pushes", "ATS pushes to channel-ats, per channel.", ["channel"], registry=r
+            "streamalloc_channel_sync_pushes",
+            "ATS pushes to channel-ats, per channel.",
+            ["channel"],
+            registry=r,
         )
         self.coalesced = Counter(
-            "channel_sync_coalesced",
+            "streamalloc_channel_sync_coalesced",
             "ATS changes folded into a later push, per channel.",
             ["channel"],
             registry=r,
         )
         self.stock_events = Counter(
-            "channel_sync_stock_events", "Threshold events pushed.", ["channel", "event"], registry=r
+            "streamalloc_channel_sync_stock_events",
+            "Threshold events pushed.",
+            ["channel", "event"],
+            registry=r,
         )
         self.dead_letters = Counter(
-            "channel_sync_dead_letters", "Undecodable records sent to dead-letter.", registry=r
+            "streamalloc_channel_sync_dead_letters", "Undecodable records sent to dead-letter.", registry=r
         )
-        self.waiting = Gauge("channel_sync_waiting", "Keys waiting for their window to close.", registry=r)
+        self.waiting = Gauge(
+            "streamalloc_channel_sync_waiting", "Keys waiting for their window to close.", registry=r
+        )
         self.webhooks = Counter(
-            "channel_sync_webhook_attempts",
+            "streamalloc_channel_sync_webhook_attempts",
             "Webhook POSTs per channel by result: delivered, retried, failed (then dead-lettered).",
             ["channel", "result"],
             registry=r,
         )
         self.lag = Gauge(
-            "channel_sync_lag", "Records behind the end of availability.", ["partition"], registry=r
+            "streamalloc_channel_sync_lag",
+            "Records behind the end of availability.",
+            ["partition"],
+            registry=r,
         )
 
 

@@ -41,18 +41,25 @@ class RoutingMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
-        self.events = Counter("routing_allocation_events", "Allocation events read.", registry=r)
+        self.events = Counter("streamalloc_routing_allocation_events", "Allocation events read.", registry=r)
         self.skipped = Counter(
-            "routing_skipped_events", "Events of types routing does not act on.", registry=r
+            "streamalloc_routing_skipped_events", "Events of types routing does not act on.", registry=r
         )
         self.requests = Counter(
-            "routing_fulfilment_requests", "Requests published, per status.", ["status"], registry=r
+            "streamalloc_routing_fulfilment_requests",
+            "Requests published, per status.",
+            ["status"],
+            registry=r,
         )
-        self.repeats = Counter("routing_repeated_events", "Events seen again (re-published).", registry=r)
+        self.repeats = Counter(
+            "streamalloc_routing_repeated_events", "Events seen again (re-published).", registry=r
+        )
         self.dead_letters = Counter(
-            "routing_dead_letters", "Undecodable records sent to dead-letter.", registry=r
+            "streamalloc_routing_dead_letters", "Undecodable records sent to dead-letter.", registry=r
         )
-        self.lag = Gauge("routing_lag", "Records behind the end of allocations.", ["partition"], registry=r)
+        self.lag = Gauge(
+            "streamalloc_routing_lag", "Records behind the end of allocations.", ["partition"], registry=r
+        )
 
 
 def encode_entry(order: OrderState, published: Published) -> bytes:
