@@ -84,6 +84,7 @@ class Services:
         self.routing_port = _free_port()
         self.web_hook = Receiver(200)
         self.store_hook = Receiver(503)  # always failing: retried, then dead-lettered
+        self.started: list[WorkerProcess] = []  # every service process: all killed at the end
         self.channel_sync: WorkerProcess | None = None
         self.routing: WorkerProcess | None = None
         self._feed = topic_serde(self.settings, self.settings.topic("channel-ats"))
@@ -112,7 +113,15 @@ class Services:
         self.routing = WorkerProcess(
             self._args("service", "routing", "--http-port", str(self.routing_port)), self.tmp / "routing.log"
         )
+        self.started += [self.channel_sync, self.routing]
         return [self.channel_sync, self.routing]
+
+    def wait_ready(self) -> None:
+        try:
+            wait_for(lambda: self.ready(self.sync_port), 90, "channel-sync ready")
+            wait_for(lambda: self.ready(self.routing_port), 90, "routing ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
 
     def get(self, port: int, path: str) -> tuple[int, Any]:
         try:
@@ -157,17 +166,15 @@ def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory)
             engine.prepare()
             running.append(engine.start())
             running.extend(under_test.start())
-            try:
-                wait_for(lambda: under_test.ready(under_test.sync_port), 90, "channel-sync ready")
-                wait_for(lambda: under_test.ready(under_test.routing_port), 90, "routing ready")
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\n{under_test.logs()}") from None
+            under_test.wait_ready()
             yield under_test
             for process in (under_test.routing, under_test.channel_sync):
                 assert process is not None
                 code = process.terminate()
                 assert code == 0, f"service exited with {code} on SIGTERM:\n{process.log()[-3000:]}"
         finally:
+            for process in under_test.started:
+                process.close()
             engine.close()
             under_test.web_hook.close()
             under_test.store_hook.close()
@@ -363,3 +370,46 @@ def test_webhooks_get_the_coalesced_pushes_signed_and_a_failing_one_is_dead_lett
         b for b in services.store_hook.bodies() if b["event_id"] == json.loads(letter["value"])["event_id"]
     ]
     assert len(attempts) == ATTEMPTS
+
+
+def test_services_killed_mid_stream_lose_nothing_once_restarted(services: Services) -> None:
+    engine, ids = services.engine, Ids("crash")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 30, location="WH-1"))
+    orders = [ids.order(f"{i}") for i in range(12)]
+
+    def place(order_ids: list[str]) -> None:
+        for order_id in order_ids:
+            line = {"line_id": "1", "sku": sku, "qty": 1}
+            engine.send_orders(engine.order(ids.event(order_id), "placed", order_id, [line]))
+
+    place(orders[:6])
+    assert services.channel_sync is not None and services.routing is not None
+    services.channel_sync.kill9()  # while the first orders may still be in flight
+    services.routing.kill9()
+    place(orders[6:])
+    services.start()
+    services.wait_ready()
+    engine.wait(lambda: len(engine.settled_statuses(orders[-1])) > 0, "the last order's status")
+    final = {row["channel"]: row["ats"] for row in engine.settled_availability(sku)["channels"]}
+    assert final == {"web": 18, "store": 18}
+
+    def feed_settled() -> bool:
+        return {c: p["ats"] for c, p in _latest_per_key(services.pushes(), sku).items()} == final
+
+    wait_for(feed_settled, 60, "channel-ats at the last availability after the restart")
+    status, body = services.get(services.sync_port, f"/ats/web/{sku}")
+    assert status == 200 and body["ats"] == 18
+
+    def open_requests() -> dict[str, dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        for request in services.requests():
+            if request["order_id"] in orders:
+                latest[request["request_id"]] = request
+        return latest
+
+    wait_for(lambda: len(open_requests()) == len(orders), 60, "a request for every order after the restart")
+    for order_id in orders:
+        request = open_requests()[f"{order_id}:WH-1"]
+        assert request["status"] == "open"
+        assert [(x["sku"], x["qty"]) for x in request["lines"]] == [(sku, 1)]
