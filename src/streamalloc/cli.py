@@ -720,7 +720,10 @@ def service_channel_sync(
 @click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
 @click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
-def service_routing(http_host: str | None, http_port: int | None, exactly_once: bool) -> None:
+@click.option("--auto-pick", is_flag=True, help="Answer fulfilment-acks with picked order events.")
+def service_routing(
+    http_host: str | None, http_port: int | None, exactly_once: bool, auto_pick: bool
+) -> None:
     """allocations -> fulfilment-requests: one request per (order, location), kept up to date."""
     from streamalloc.commands.topics import ensure_topics
     from streamalloc.services.routing import run
@@ -734,6 +737,7 @@ def service_routing(http_host: str | None, http_port: int | None, exactly_once: 
                 guarantee="exactly_once" if exactly_once else "at_least_once",
                 http_host=http_host or settings.http_host,
                 http_port=http_port,
+                auto_pick=auto_pick,
             )
     except StreamallocError as exc:
         _fail(exc)

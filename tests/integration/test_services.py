@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest, Ids
-from tests.integration.helpers import WorkerProcess, processes, read_all, wait_for
+from tests.integration.helpers import WorkerProcess, processes, produce, read_all, wait_for
 
 from streamalloc.serialization import topic_serde
 
@@ -111,7 +111,8 @@ class Services:
             self.tmp / "channel-sync.log",
         )
         self.routing = WorkerProcess(
-            self._args("service", "routing", "--http-port", str(self.routing_port)), self.tmp / "routing.log"
+            self._args("service", "routing", "--http-port", str(self.routing_port), "--auto-pick"),
+            self.tmp / "routing.log",
         )
         self.started += [self.channel_sync, self.routing]
         return [self.channel_sync, self.routing]
@@ -413,3 +414,34 @@ def test_services_killed_mid_stream_lose_nothing_once_restarted(services: Servic
         request = open_requests()[f"{order_id}:WH-1"]
         assert request["status"] == "open"
         assert [(x["sku"], x["qty"]) for x in request["lines"]] == [(sku, 1)]
+
+
+def test_auto_pick_turns_an_acknowledged_request_into_picked_units(services: Services) -> None:
+    engine, ids = services.engine, Ids("pick")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 5, location="WH-1"))
+    engine.wait_stock(sku, ids.event("r"))
+    order_id = ids.order("1")
+    engine.send_orders(
+        engine.order(ids.event("o"), "placed", order_id, [{"line_id": "1", "sku": sku, "qty": 2}])
+    )
+
+    def request() -> dict[str, Any] | None:
+        mine = [r for r in services.requests() if r["request_id"] == f"{order_id}:WH-1"]
+        return mine[-1] if mine else None
+
+    wait_for(lambda: request() is not None, 30, "the request")
+    opened = request()
+    assert opened is not None and [(x["qty"], x["picked"]) for x in opened["lines"]] == [(2, 0)]
+    acks = topic_serde(services.settings, services.settings.topic("fulfilment-acks"))
+    ack = {"event_id": ids.event("ack"), "order_id": order_id, "location": "WH-1",
+           "revision": opened["revision"], "acked_at": 1}  # fmt: skip
+    produce(services.settings, acks.topic, [(order_id.encode(), acks.encode(acks.validate(ack)))])
+
+    def picked() -> bool:
+        latest = request()
+        return latest is not None and [(x["qty"], x["picked"]) for x in latest["lines"]] == [(2, 2)]
+
+    wait_for(picked, 30, "the request to show the units picked")
+    assert [e["qty"] for e in engine.allocations(order_id) if e["type"] == "picked"] == [2]
+    assert engine.settled_availability(sku)["totals"]["picked"] == 2

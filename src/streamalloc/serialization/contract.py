@@ -56,6 +56,7 @@ CONTRACT: dict[str, TopicContract] = {
         # written by the downstream services (streamalloc.services), not by the engine
         TopicContract("channel-ats", "channel_ats", "feed_key", "output", compacted=True),
         TopicContract("fulfilment-requests", "fulfilment_request", "request_id", "output"),
+        TopicContract("fulfilment-acks", "fulfilment_ack", "order_id", "input"),  # the WMS's, for routing
     )
 }
 

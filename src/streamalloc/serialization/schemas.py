@@ -60,6 +60,7 @@ SCHEMA_NAMES = (
     "stock_change",
     "channel_ats",
     "fulfilment_request",
+    "fulfilment_ack",
 )
 
 

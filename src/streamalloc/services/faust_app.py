@@ -89,7 +89,9 @@ def table(app: faust.App, name: str) -> Any:
     return app.Table(name, key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
 
 
-def agent(app: faust.App, topic: Any, handle: Callable[[Message], Awaitable[None]]) -> None:
+def agent(
+    app: faust.App, topic: Any, handle: Callable[[Message], Awaitable[None]], name: str = "agent"
+) -> None:
     """Run `handle` on every record of `topic`, one at a time, in partition order."""
 
     async def run(stream: Any) -> None:
@@ -107,7 +109,7 @@ def agent(app: faust.App, topic: Any, handle: Callable[[Message], Awaitable[None
                 )
             )
 
-    run.__name__ = f"{app.conf.id}-agent"
+    run.__name__ = f"{app.conf.id}-{name}"
     app.agent(topic, name=run.__name__)(run)
 
 

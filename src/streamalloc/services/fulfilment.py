@@ -132,3 +132,15 @@ def published_requests(order_id: str, order: OrderState, published: Published) -
             FulfilmentRequest(order_id, location, order.channel, status, revision, lines, cause_event_id, at)
         )
     return requests
+
+
+def pick_lines(published: Published, location: str, revision: int) -> list[tuple[str, str, str | None, int]]:
+    """What an acknowledgement of `revision` at `location` picks: (line, sku, lot, soft units).
+
+    Only the request as it stands: an ack of an older revision (the request changed since
+    the location saw it) picks nothing, and units already picked are not picked again.
+    """
+    current, lines, _, _ = published.get(location, (0, (), "", 0))
+    if current != revision:
+        return []
+    return [(line_id, sku, lot, qty - picked) for line_id, sku, lot, qty, picked in lines if qty > picked]

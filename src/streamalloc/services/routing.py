@@ -26,11 +26,17 @@ from streamalloc.errors import DeserializationError, StateError, ValidationError
 from streamalloc.serialization import dead_letter_serde, topic_serde
 from streamalloc.services import faust_app
 from streamalloc.services.faust_app import Guarantee, Message
-from streamalloc.services.fulfilment import FulfilmentRequest, Published, changed_requests, published_requests
+from streamalloc.services.fulfilment import (
+    FulfilmentRequest,
+    Published,
+    changed_requests,
+    pick_lines,
+    published_requests,
+)
 from streamalloc.services.http import ServiceHttp
 from streamalloc.stages.order_stage import decode_order, encode_order
 from streamalloc.stages.records import order_event
-from streamalloc.topics import ALLOCATIONS, DEAD_LETTER, FULFILMENT_REQUESTS
+from streamalloc.topics import ALLOCATIONS, DEAD_LETTER, FULFILMENT_ACKS, FULFILMENT_REQUESTS, ORDERS
 
 log = logging.getLogger(__name__)
 SERVICE = "routing"
@@ -57,6 +63,12 @@ class RoutingMetrics:
         self.dead_letters = Counter(
             "streamalloc_routing_dead_letters", "Undecodable records sent to dead-letter.", registry=r
         )
+        self.acks = Counter(
+            "streamalloc_routing_acks",
+            "Fulfilment acks by result: picked, stale (an older revision), unknown (no such order).",
+            ["result"],
+            registry=r,
+        )
         self.lag = Gauge(
             "streamalloc_routing_lag", "Records behind the end of allocations.", ["partition"], registry=r
         )
@@ -77,7 +89,9 @@ def decode_entry(data: bytes) -> tuple[OrderState, Published]:
 class Routing:
     """The service: a faust app, its table of orders, metrics."""
 
-    def __init__(self, settings: Settings, guarantee: Guarantee = "at_least_once") -> None:
+    def __init__(
+        self, settings: Settings, guarantee: Guarantee = "at_least_once", *, auto_pick: bool = False
+    ) -> None:
         self.app = faust_app.make_app(settings, SERVICE, guarantee=guarantee)
         self.metrics = RoutingMetrics()
         self._allocations = topic_serde(settings, settings.topic(ALLOCATIONS))
@@ -87,6 +101,12 @@ class Routing:
         self._dead_topic = faust_app.raw_topic(self.app, settings.topic(DEAD_LETTER))
         self.table = faust_app.table(self.app, "orders")
         faust_app.agent(self.app, faust_app.raw_topic(self.app, settings.topic(ALLOCATIONS)), self._handle)
+        if auto_pick:
+            self._acks = topic_serde(settings, settings.topic(FULFILMENT_ACKS))
+            self._orders = topic_serde(settings, settings.topic(ORDERS))
+            self._orders_topic = faust_app.raw_topic(self.app, settings.topic(ORDERS))
+            acks = faust_app.raw_topic(self.app, settings.topic(FULFILMENT_ACKS))
+            faust_app.agent(self.app, acks, self._handle_ack, name="acks")
 
     async def _handle(self, message: Message) -> None:
         self.metrics.events.inc()
@@ -120,6 +140,45 @@ class Routing:
             await self._publish(request)
         self.table[key] = encode_entry(order, published)
 
+    async def _handle_ack(self, message: Message) -> None:
+        """Auto-pick: a location acknowledged a request, so its soft units become picked.
+
+        The picked order events go to `orders` like a WMS's own; the engine then hardens
+        the units and routing updates the request from the `picked` allocation events.
+        Their ids derive from the ack's, so a repeated ack repeats them, and the engine
+        drops the repeat. An ack is keyed by order id, so it is read by the instance that
+        holds the order (`fulfilment-acks` has the partition count of `allocations`).
+        """
+        if message.value is None:
+            return
+        try:
+            ack = self._acks.decode(
+                message.value, topic=message.topic, partition=message.partition, offset=message.offset
+            )
+        except DeserializationError as exc:
+            await self._dead_letter(message, str(exc))
+            return
+        stored = self.table.get(ack["order_id"].encode())
+        if stored is None:
+            self.metrics.acks.labels("unknown").inc()
+            return
+        order, published = decode_entry(stored)
+        picks = pick_lines(published, ack["location"], ack["revision"])
+        self.metrics.acks.labels("picked" if picks else "stale").inc()
+        for line_id, sku, lot, qty in picks:
+            event = {
+                "event_id": f"{ack['event_id']}:picked:{line_id}:{lot or ''}",
+                "type": "picked",
+                "order_id": ack["order_id"],
+                "channel": order.channel,
+                "occurred_at": ack["acked_at"],
+                "lines": [
+                    {"line_id": line_id, "sku": sku, "qty": qty, "location": ack["location"], "lot": lot}
+                ],
+            }
+            value = self._orders.encode(self._orders.validate(event))
+            await self._orders_topic.send(key=ack["order_id"].encode(), value=value)
+
     async def _publish(self, request: FulfilmentRequest) -> None:
         await self._requests_topic.send(
             key=request.request_id.encode(), value=self._requests.encode(request.as_record())
@@ -133,9 +192,16 @@ class Routing:
         self.metrics.dead_letters.inc()
 
 
-def run(settings: Settings, *, guarantee: Guarantee, http_host: str, http_port: int | None) -> int:
+def run(
+    settings: Settings,
+    *,
+    guarantee: Guarantee,
+    http_host: str,
+    http_port: int | None,
+    auto_pick: bool = False,
+) -> int:
     """Run routing until SIGTERM or Ctrl-C, with health, readiness and metrics over HTTP."""
-    service = Routing(settings, guarantee)
+    service = Routing(settings, guarantee, auto_pick=auto_pick)
     if http_port is not None:
         http = ServiceHttp(
             http_host,

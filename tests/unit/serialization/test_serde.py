@@ -61,6 +61,9 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "lines": [{"line_id": "1", "sku": "TEE", "lot": None, "qty": 2, "picked": 0}], "units": 2,
         "updated_at": 2,
     },
+    "fulfilment_ack": {
+        "event_id": "ack1", "order_id": "web-1", "location": "WH", "revision": 1, "acked_at": 3,
+    },
 }  # fmt: skip
 
 

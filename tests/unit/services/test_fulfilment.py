@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamalloc.domain import OrderState, orders
 from streamalloc.domain.events import AllocationEvent
-from streamalloc.services.fulfilment import Published, changed_requests, published_requests
+from streamalloc.services.fulfilment import Published, changed_requests, pick_lines, published_requests
 
 
 def event(n: int, kind: str, line: str, qty: int, location: str | None, lot: str | None = None,
@@ -79,3 +79,14 @@ def test_rejected_and_backordered_lines_make_no_request() -> None:
     r = Router()
     assert r.feed(event(1, "rejected", "1", 2, None, reason="insufficient_stock")) == []
     assert r.feed(event(2, "backordered", "2", 2, None, reason="incoming")) == []
+
+
+def test_an_ack_of_the_current_revision_picks_the_soft_units_and_an_old_one_nothing() -> None:
+    r = Router()
+    r.feed(event(1, "allocated", "1", 2, "WH1", "LOT-A"))
+    r.feed(event(2, "allocated", "2", 3, "WH1"))
+    r.feed(event(3, "picked", "2", 1, "WH1"))
+    revision = r.published["WH1"][0]
+    assert pick_lines(r.published, "WH1", revision) == [("1", "SKU-1", "LOT-A", 2), ("2", "SKU-2", None, 2)]
+    assert pick_lines(r.published, "WH1", revision - 1) == []
+    assert pick_lines(r.published, "WH2", 1) == []
