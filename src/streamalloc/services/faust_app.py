@@ -144,6 +144,7 @@ def run(app: faust.App, log_level: str) -> int:
     """Run the app as a worker until SIGTERM or Ctrl-C; the process's exit code."""
     level = logging.getLevelName(log_level.upper())
     worker = faust.Worker(app, loglevel=level if isinstance(level, int) else logging.WARNING, quiet=True)
+    worker.spinner = None  # a terminal spinner: escape codes in every log file otherwise
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:
