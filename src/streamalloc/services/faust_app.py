@@ -9,6 +9,7 @@ goes through this module. Records travel as raw bytes: the project's own serdes
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import Any, Literal
 import faust
 
 from streamalloc.config import Settings
+from streamalloc.logs import JsonFormatter
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 
@@ -140,10 +142,22 @@ def ready(app: faust.App) -> bool:
     return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
 
 
+def _json_logging(level: int) -> None:
+    """faust's, mode's and aiokafka's log lines as the project's: JSON on stderr, quiet by default."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # faust reports every full send buffer as a warning: back-pressure at work, not a fault
+    logging.getLogger("faust.transport.producer").setLevel(max(level, logging.ERROR))
+
+
 def run(app: faust.App, log_level: str) -> int:
     """Run the app as a worker until SIGTERM or Ctrl-C; the process's exit code."""
     level = logging.getLevelName(log_level.upper())
-    worker = faust.Worker(app, loglevel=level if isinstance(level, int) else logging.WARNING, quiet=True)
+    _json_logging(level if isinstance(level, int) else logging.WARNING)
+    worker = faust.Worker(app, quiet=True, override_logging=False, redirect_stdouts=False)
     worker.spinner = None  # a terminal spinner: escape codes in every log file otherwise
     try:
         worker.execute_from_commandline()
