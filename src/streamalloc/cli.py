@@ -828,3 +828,118 @@ def chaos(
     out.print(f"logs and worker state: {result.workdir}")
     if not (result.ok and result.recovered):
         sys.exit(1)
+
+
+@main.group()
+def service() -> None:
+    """Downstream services (faust-streaming): channel-sync and routing, each its own process."""
+
+
+def _pairs(values: tuple[str, ...], option: str, shape: str) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, rest = value.partition("=")
+        if not sep or not name or not rest:
+            raise click.BadParameter(f"{value!r}: give {shape}", param_hint=option)
+        pairs[name] = rest
+    return pairs
+
+
+def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
+    thresholds = {}
+    for value in values:
+        channel, sep, number = value.partition("=")
+        if not sep or not channel or not number.isdigit():
+            raise click.BadParameter(
+                f"{value!r}: give CHANNEL=UNITS, e.g. web=5", param_hint="--low-stock-for"
+            )
+        thresholds[channel] = int(number)
+    return thresholds
+
+
+@service.command("channel-sync")
+@click.option(
+    "--window-ms", type=click.IntRange(min=0), default=1_000, show_default=True, help="Push window per key."
+)
+@click.option(
+    "--low-stock", type=click.IntRange(min=0), default=0, show_default=True, help="Low-stock threshold."
+)
+@click.option("--low-stock-for", multiple=True, help="CHANNEL=UNITS: a channel's own threshold (repeatable).")
+@click.option("--http-host", default=None, help="Address for /ats, health, readiness, /metrics [127.0.0.1].")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
+@click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
+@click.option("--webhook", "webhooks", multiple=True, help="CHANNEL=URL: POST the channel's pushes there.")
+@click.option(
+    "--webhook-secret",
+    envvar="STREAMALLOC_WEBHOOK_SECRET",
+    default=None,
+    help="HMAC-SHA256 key for X-Streamalloc-Signature [$STREAMALLOC_WEBHOOK_SECRET].",
+)
+@click.option("--webhook-attempts", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--webhook-backoff-ms", type=click.IntRange(min=0), default=200, show_default=True)
+def service_channel_sync(
+    window_ms: int,
+    low_stock: int,
+    low_stock_for: tuple[str, ...],
+    http_host: str | None,
+    http_port: int | None,
+    exactly_once: bool,
+    webhooks: tuple[str, ...],
+    webhook_secret: str | None,
+    webhook_attempts: int,
+    webhook_backoff_ms: int,
+) -> None:
+    """availability -> channel-ats: per (channel, SKU) ATS, coalesced, with stock thresholds,
+    and optionally a webhook per channel (retried with backoff, then dead-lettered)."""
+    from streamalloc.commands.topics import ensure_topics
+    from streamalloc.services.channel_sync import ChannelSyncConfig, run
+    from streamalloc.services.webhooks import WebhookConfig
+
+    settings = _settings()
+    config = ChannelSyncConfig(
+        window_ms=window_ms,
+        low_stock=_low_stock(low_stock_for),
+        default_low_stock=low_stock,
+        guarantee="exactly_once" if exactly_once else "at_least_once",
+        webhooks=WebhookConfig(
+            urls=_pairs(webhooks, "--webhook", "CHANNEL=URL, e.g. web=https://shop.example/ats"),
+            secret=webhook_secret.encode() if webhook_secret else None,
+            attempts=webhook_attempts,
+            backoff_ms=webhook_backoff_ms,
+        ),
+    )
+    try:
+        with kafka_available(settings, _say) as ready:
+            ensure_topics(ready)
+            code = run(ready, config, http_host=http_host or settings.http_host, http_port=http_port)
+    except StreamallocError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@service.command("routing")
+@click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
+@click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
+@click.option("--auto-pick", is_flag=True, help="Answer fulfilment-acks with picked order events.")
+def service_routing(
+    http_host: str | None, http_port: int | None, exactly_once: bool, auto_pick: bool
+) -> None:
+    """allocations -> fulfilment-requests: one request per (order, location), kept up to date."""
+    from streamalloc.commands.topics import ensure_topics
+    from streamalloc.services.routing import run
+
+    settings = _settings()
+    try:
+        with kafka_available(settings, _say) as ready:
+            ensure_topics(ready)
+            code = run(
+                ready,
+                guarantee="exactly_once" if exactly_once else "at_least_once",
+                http_host=http_host or settings.http_host,
+                http_port=http_port,
+                auto_pick=auto_pick,
+            )
+    except StreamallocError as exc:
+        _fail(exc)
+    sys.exit(code)

@@ -18,6 +18,9 @@ AVAILABILITY = "availability"
 ORDER_STATUS = "order-status"
 STOCK_CHANGES = "stock-changes"
 DEAD_LETTER = "dead-letter"
+CHANNEL_ATS = "channel-ats"  # channel-sync's per-channel feed (compacted, keyed channel:sku)
+FULFILMENT_REQUESTS = "fulfilment-requests"  # routing's requests (keyed order_id:location)
+FULFILMENT_ACKS = "fulfilment-acks"  # a WMS acknowledges a request (keyed order_id); routing's auto-pick
 
 #: Contract topics in the order `topics describe` shows them, with whether they are compacted.
 CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = tuple((name, c.compacted) for name, c in CONTRACT.items())
@@ -27,6 +30,8 @@ GLOBAL_TABLES = (LOCATIONS, CHANNELS)
 
 #: Topics that must have the same partition count (one SKU lands on the same partition number).
 COPARTITIONED = ((ALLOCATION_REQUESTS, INVENTORY),)
+# (fulfilment-acks is created with the default partition count, as allocations is: routing
+# reads both into one table keyed by order id.)
 
 #: State stores of the engine's stages; each has a compacted changelog topic.
 ENGINE_STORES = ("allocator", "order-stage")

@@ -53,6 +53,10 @@ CONTRACT: dict[str, TopicContract] = {
         TopicContract("order-status", "order_status", "order_id", "output"),
         TopicContract("stock-changes", "stock_change", "sku", "output"),
         TopicContract("dead-letter", "dead_letter", None, "output"),
+        # written by the downstream services (streamalloc.services), not by the engine
+        TopicContract("channel-ats", "channel_ats", "feed_key", "output", compacted=True),
+        TopicContract("fulfilment-requests", "fulfilment_request", "request_id", "output"),
+        TopicContract("fulfilment-acks", "fulfilment_ack", "order_id", "input"),  # the WMS's, for routing
     )
 }
 

@@ -58,6 +58,9 @@ SCHEMA_NAMES = (
     "order_status",
     "dead_letter",
     "stock_change",
+    "channel_ats",
+    "fulfilment_request",
+    "fulfilment_ack",
 )
 
 

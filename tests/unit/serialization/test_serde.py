@@ -50,6 +50,20 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "event_id": "d1", "source_topic": "streamalloc.orders", "partition": 0, "offset": 9,
         "key": b"k", "value": b"\xff", "error": "bad", "failed_at": 4,
     },
+    "channel_ats": {
+        "event_id": "a1:web:ats", "feed_key": "web:TEE", "channel": "web", "sku": "TEE", "ats": 0,
+        "previous_ats": 3, "status": "out_of_stock", "stock_event": "out_of_stock", "as_of": 5,
+        "cause_event_id": "e1", "availability_event_id": "a1", "changes": 2, "pushed_at": 6,
+    },
+    "fulfilment_request": {
+        "event_id": "e1:web-1:WH:r1", "cause_event_id": "e1", "request_id": "web-1:WH", "order_id": "web-1",
+        "location": "WH", "channel": "web", "status": "open", "revision": 1,
+        "lines": [{"line_id": "1", "sku": "TEE", "lot": None, "qty": 2, "picked": 0}], "units": 2,
+        "updated_at": 2,
+    },
+    "fulfilment_ack": {
+        "event_id": "ack1", "order_id": "web-1", "location": "WH", "revision": 1, "acked_at": 3,
+    },
 }  # fmt: skip
 
 

@@ -1,0 +1,324 @@
+"""channel-sync: `availability` -> per-channel ATS feed (`channel-ats`), coalesced, queryable.
+
+Each availability record carries every channel's ATS for one SKU. The service keeps the
+newest per (channel, SKU) in a RocksDB table (`<app>-channel-sync-ats-changelog`) and
+pushes to `channel-ats` (compacted, keyed `channel:sku`, absolute quantities) through the
+`Coalescer` (services/coalesce.py): at most one push per key per window, only on change,
+the newest last, with the stock threshold it crossed.
+
+At-least-once, with outputs safe to repeat (docs/architecture.md, Downstream services):
+faust flushes the producer before it commits offsets, so a record whose push or table
+write was lost is read again. A table entry records what was last pushed from the agent;
+after a restart the first change of a key is pushed even if equal (the in-memory push
+times are gone), and on recovery every entry whose newest value was not yet pushed is
+queued again, so a push waiting for its window when the process died is not lost.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from streamalloc.config import Settings
+from streamalloc.errors import DeserializationError
+from streamalloc.serialization import dead_letter_serde, topic_serde
+from streamalloc.services import faust_app
+from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
+from streamalloc.services.faust_app import Guarantee, Message
+from streamalloc.services.http import Handler, ServiceHttp
+from streamalloc.services.webhooks import WebhookConfig, WebhookSender
+from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER
+
+log = logging.getLogger(__name__)
+SERVICE = "channel-sync"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSyncConfig:
+    """What channel-sync is told at the edge (CLI or environment)."""
+
+    window_ms: int = 1_000
+    #: Low-stock threshold per channel, and for channels not named.
+    low_stock: dict[str, int] = field(default_factory=dict)
+    default_low_stock: int = 0
+    guarantee: Guarantee = "at_least_once"
+    webhooks: WebhookConfig = field(default_factory=WebhookConfig)
+
+
+class ChannelSyncMetrics:
+    """Prometheus counters of the service, on their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.records = Counter(
+            "streamalloc_channel_sync_availability_records", "Availability records read.", registry=r
+        )
+        self.changes = Counter(
+            "streamalloc_channel_sync_ats_changes", "ATS values read, per channel.", ["channel"], registry=r
+        )
+        self.pushes = Counter(
+            "streamalloc_channel_sync_pushes",
+            "ATS pushes to channel-ats, per channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.coalesced = Counter(
+            "streamalloc_channel_sync_coalesced",
+            "ATS changes folded into a later push, per channel.",
+            ["channel"],
+            registry=r,
+        )
+        self.stock_events = Counter(
+            "streamalloc_channel_sync_stock_events",
+            "Threshold events pushed.",
+            ["channel", "event"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "streamalloc_channel_sync_dead_letters", "Undecodable records sent to dead-letter.", registry=r
+        )
+        self.waiting = Gauge(
+            "streamalloc_channel_sync_waiting", "Keys waiting for their window to close.", registry=r
+        )
+        self.webhooks = Counter(
+            "streamalloc_channel_sync_webhook_attempts",
+            "Webhook POSTs per channel by result: delivered, retried, failed (then dead-lettered).",
+            ["channel", "result"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "streamalloc_channel_sync_lag",
+            "Records behind the end of availability.",
+            ["partition"],
+            registry=r,
+        )
+
+
+def _entry(value: AtsValue, pushed: int | None) -> bytes:
+    """The table record of a key: its newest value and what was last pushed for it."""
+    return json.dumps(
+        {
+            "ats": value.ats,
+            "as_of": value.as_of,
+            "cause_event_id": value.cause_event_id,
+            "availability_event_id": value.availability_event_id,
+            "pushed": pushed,
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _value_of(key: str, entry: dict[str, Any]) -> AtsValue:
+    channel, _, sku = key.partition(":")
+    return AtsValue(
+        channel,
+        sku,
+        int(entry["ats"]),
+        int(entry["as_of"]),
+        entry["cause_event_id"],
+        entry["availability_event_id"],
+    )
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class ChannelSync:
+    """The service: a faust app, its table, the coalescer, metrics and HTTP routes."""
+
+    def __init__(self, settings: Settings, config: ChannelSyncConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.app = faust_app.make_app(settings, SERVICE, guarantee=config.guarantee)
+        self.metrics = ChannelSyncMetrics()
+        self.coalescer = Coalescer(config.window_ms, dict(config.low_stock), config.default_low_stock)
+        self._availability = topic_serde(settings, settings.topic(AVAILABILITY))
+        self._feed = topic_serde(settings, settings.topic(CHANNEL_ATS))
+        self._dead = dead_letter_serde(settings)
+        self._feed_topic = faust_app.raw_topic(self.app, settings.topic(CHANNEL_ATS))
+        self._dead_topic = faust_app.raw_topic(self.app, settings.topic(DEAD_LETTER))
+        self.table = faust_app.table(self.app, "ats")
+        self.table.on_recover(self._on_recover)
+        faust_app.agent(self.app, faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)), self._handle)
+        faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
+        self.http: ServiceHttp | None = None
+        self.webhooks = WebhookSender(
+            config.webhooks,
+            self._webhook_dead_letter,
+            on_result=lambda channel, result: self.metrics.webhooks.labels(channel, result).inc(),
+        )
+
+    # ------------------------------------------------------------ stream
+
+    async def _handle(self, message: Message) -> None:
+        self.metrics.records.inc()
+        self.metrics.lag.labels(str(message.partition)).set(max(message.highwater - message.offset - 1, 0))
+        try:
+            if message.value is None:
+                return  # a tombstone: the engine never deletes availability; nothing to tell channels
+            record = self._availability.decode(
+                message.value, topic=message.topic, partition=message.partition, offset=message.offset
+            )
+        except DeserializationError as exc:
+            await self._dead_letter(message, str(exc))
+            return
+        now = _now_ms()
+        for value in ats_values(record):
+            key = value.key.encode()
+            self.metrics.changes.labels(value.channel).inc()
+            if self.coalescer.pushed(value.key) is None:
+                stored = self.table.get(key)
+                if stored is not None:
+                    self.coalescer.known(value.key, json.loads(stored)["pushed"])
+            push = self.coalescer.offer(value, now)
+            if push is not None:
+                await self._publish(push)
+            self.table[key] = _entry(value, self.coalescer.pushed(value.key))
+        self.metrics.waiting.set(self.coalescer.waiting())
+
+    async def _tick(self) -> None:
+        for push in self.coalescer.due(_now_ms()):
+            await self._publish(push)
+        self.metrics.waiting.set(self.coalescer.waiting())
+
+    async def _on_recover(self) -> None:
+        """Queue again every key whose newest value had not been pushed when the process stopped."""
+        now = _now_ms()
+        for key, stored in self.table.items():
+            entry = json.loads(stored)
+            if entry["pushed"] != entry["ats"]:
+                name = key.decode()
+                self.coalescer.known(name, entry["pushed"])
+                push = self.coalescer.offer(_value_of(name, entry), now)
+                if push is not None:
+                    await self._publish(push)
+
+    async def _publish(self, push: Push) -> None:
+        value = push.value
+        record = {
+            "event_id": push.event_id,
+            "feed_key": value.key,
+            "channel": value.channel,
+            "sku": value.sku,
+            "ats": value.ats,
+            "previous_ats": push.previous_ats,
+            "status": push.status,
+            "stock_event": push.stock_event,
+            "as_of": value.as_of,
+            "cause_event_id": value.cause_event_id,
+            "availability_event_id": value.availability_event_id,
+            "changes": push.changes,
+            "pushed_at": push.pushed_at,
+        }
+        await self._feed_topic.send(key=value.key.encode(), value=self._feed.encode(record))
+        self.webhooks.submit(value.channel, value.key, push.event_id, record)
+        self.metrics.pushes.labels(value.channel).inc()
+        if push.changes > 1:
+            self.metrics.coalesced.labels(value.channel).inc(push.changes - 1)
+        if push.stock_event is not None:
+            self.metrics.stock_events.labels(value.channel, push.stock_event).inc()
+
+    async def _dead_letter(self, message: Message, error: str) -> None:
+        log.warning("availability record at %s/%s undecodable: %s", message.partition, message.offset, error)
+        record = faust_app.dead_letter_record(message, error)
+        await self._dead_topic.send(key=message.key, value=self._dead.encode(record))
+        self.metrics.dead_letters.inc()
+
+    async def _webhook_dead_letter(self, channel: str, key: str, body: bytes, error: str) -> None:
+        """A push no webhook attempt delivered: kept on dead-letter with its body, to resend."""
+        event_id = json.loads(body)["event_id"]
+        record = {
+            "event_id": f"dlq:webhook:{channel}:{event_id}",
+            "source_topic": self.settings.topic(CHANNEL_ATS),
+            "partition": -1,  # not read from a partition: a push that could not be delivered
+            "offset": -1,
+            "key": key.encode(),
+            "value": body,
+            "error": error,
+            "failed_at": _now_ms(),
+        }
+        await self._dead_topic.send(key=key.encode(), value=self._dead.encode(record))
+
+    # ------------------------------------------------------------ queries
+
+    def _view(self, key: str, entry: dict[str, Any]) -> dict[str, Any]:
+        channel, _, sku = key.partition(":")
+        return {
+            "channel": channel,
+            "sku": sku,
+            "ats": entry["ats"],
+            "status": stock_status(entry["ats"], self.coalescer.threshold(channel)),
+            "as_of": entry["as_of"],
+            "cause_event_id": entry["cause_event_id"],
+        }
+
+    def _entries(self, channel: str) -> Iterator[tuple[str, dict[str, Any]]]:
+        prefix = f"{channel}:"
+        for key, stored in self.table.items():
+            name = key.decode()
+            if name.startswith(prefix):
+                yield name, json.loads(stored)
+
+    async def ats_of(self, request: web.Request) -> web.Response:
+        """GET /ats/<channel>/<sku>: the newest ATS this instance holds (its partitions)."""
+        key = f"{request.match_info['channel']}:{request.match_info['sku']}"
+        stored = self.table.get(key.encode())
+        if stored is None:
+            return web.json_response({"error": f"no ATS known for {key}"}, status=404)
+        return web.json_response(self._view(key, json.loads(stored)))
+
+    async def ats_changed(self, request: web.Request) -> web.Response:
+        """GET /ats/<channel>?changed_since=<epoch ms>: every SKU whose ATS is newer than that."""
+        raw = request.query.get("changed_since", "0")
+        try:
+            since = int(raw)
+        except ValueError:
+            return web.json_response(
+                {"error": f"changed_since must be epoch milliseconds, not {raw!r}"}, status=400
+            )
+        channel = request.match_info["channel"]
+        items = [self._view(k, e) for k, e in self._entries(channel) if e["as_of"] > since]
+        items.sort(key=lambda v: (v["as_of"], v["sku"]))
+        return web.json_response({"channel": channel, "changed_since": since, "items": items})
+
+    def routes(self) -> dict[str, Handler]:
+        return {"/ats/{channel}/{sku}": self.ats_of, "/ats/{channel}": self.ats_changed}
+
+
+def build(
+    settings: Settings, config: ChannelSyncConfig, *, http_host: str, http_port: int | None
+) -> ChannelSync:
+    """The service with its HTTP edge started once faust is running (port None: no HTTP)."""
+    service = ChannelSync(settings, config)
+    if http_port is not None:
+        http = ServiceHttp(
+            http_host,
+            http_port,
+            registry=service.metrics.registry,
+            ready=lambda: faust_app.ready(service.app),
+            routes=service.routes(),
+        )
+        service.http = http
+
+        async def start() -> None:
+            port = await http.start()
+            log.warning(
+                "channel-sync HTTP on http://%s:%s (/ats, /health, /ready, /metrics)", http_host, port
+            )
+
+        faust_app.on_started(service.app, start)
+    return service
+
+
+def run(settings: Settings, config: ChannelSyncConfig, *, http_host: str, http_port: int | None) -> int:
+    service = build(settings, config, http_host=http_host, http_port=http_port)
+    return faust_app.run(service.app, settings.log_level)

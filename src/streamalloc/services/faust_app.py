@@ -1,0 +1,166 @@
+"""faust-streaming behind a small typed surface, so the services read as plain typed code.
+
+faust ships type hints, but its decorators (`app.agent`, `app.timer`) are not typed for
+strict mypy; here they are called as functions, and every faust object the services use
+goes through this module. Records travel as raw bytes: the project's own serdes
+(Confluent-framed Avro, docs/contract.md) encode and decode them, not faust's codecs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import faust
+
+from streamalloc.config import Settings
+from streamalloc.logs import JsonFormatter
+
+Guarantee = Literal["at_least_once", "exactly_once"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One input record as an agent sees it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    highwater: int  # the partition's end offset when the record was handed over (for lag)
+
+
+def dead_letter_record(message: Message, error: str) -> dict[str, Any]:
+    """The contract's dead-letter event for an input record a service could not decode."""
+    return {
+        "event_id": f"dlq:{message.topic}:{message.partition}:{message.offset}",
+        "source_topic": message.topic,
+        "partition": message.partition,
+        "offset": message.offset,
+        "key": message.key,
+        "value": message.value,
+        "error": error,
+        "failed_at": int(time.time() * 1000),
+    }
+
+
+def make_app(settings: Settings, service: str, *, guarantee: Guarantee = "at_least_once") -> faust.App:
+    """A faust app for one service: its own consumer group, RocksDB tables under the state dir.
+
+    The app id `<app_id>-<service>` is the consumer group and prefixes the tables'
+    changelog topics (`<app id>-<table>-changelog`, Kafka Streams' naming). Group timeouts
+    follow the broker profile, as the engine's do (docs/brokers.md, Client settings).
+    """
+    if not settings.bootstrap:
+        raise ValueError("a service needs bootstrap servers")
+    timeouts = settings.group_timeouts()
+    (settings.state_dir / service).mkdir(parents=True, exist_ok=True)
+    return faust.App(
+        f"{settings.app_id}-{service}",
+        broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        processing_guarantee=guarantee,
+        store="rocksdb://",
+        datadir=str(settings.state_dir / service),
+        web_enabled=False,  # the services serve their own HTTP (services/http.py)
+        topic_partitions=settings.partitions,
+        topic_replication_factor=settings.replication_factor,
+        broker_session_timeout=timeouts["session.timeout.ms"] / 1000,
+        broker_heartbeat_interval=timeouts["heartbeat.interval.ms"] / 1000,
+        broker_max_poll_interval=timeouts["max.poll.interval.ms"] / 1000,
+        consumer_auto_offset_reset="earliest",
+        key_serializer="raw",  # what tables store: bytes the services encode themselves
+        value_serializer="raw",
+        table_standby_replicas=0,
+        broker_commit_interval=0.5,
+        producer_linger=0.005,
+    )
+
+
+def raw_topic(app: faust.App, name: str) -> Any:
+    """A topic of raw bytes keys and values (the serdes live in streamalloc.serialization)."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+
+
+def table(app: faust.App, name: str) -> Any:
+    """A RocksDB-backed table of bytes -> bytes, partitioned like the agent's input topic."""
+    return app.Table(name, key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
+
+
+def agent(
+    app: faust.App, topic: Any, handle: Callable[[Message], Awaitable[None]], name: str = "agent"
+) -> None:
+    """Run `handle` on every record of `topic`, one at a time, in partition order."""
+
+    async def run(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            tp = message.tp
+            await handle(
+                Message(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    app.consumer.highwater(tp) if app.consumer is not None else 0,
+                )
+            )
+
+    run.__name__ = f"{app.conf.id}-{name}"
+    app.agent(topic, name=run.__name__)(run)
+
+
+def timer(app: faust.App, interval_s: float, tick: Callable[[], Awaitable[None]]) -> None:
+    """Call `tick` every `interval_s` seconds on the leader and followers alike."""
+
+    async def run() -> None:
+        await tick()
+
+    app.timer(interval_s)(run)
+
+
+def on_started(app: faust.App, start: Callable[[], Awaitable[None]]) -> None:
+    """Run `start` once the app has started (used for the HTTP server)."""
+
+    async def run() -> None:
+        await start()
+
+    app.task(run)
+
+
+def ready(app: faust.App) -> bool:
+    """Joined the group, not rebalancing, and every table recovered: answers are current."""
+    if app.rebalancing or app.consumer is None:
+        return False
+    if not app.consumer.assignment():
+        return False
+    return bool(app.tables.recovery.completed.is_set())  # type: ignore[attr-defined]
+
+
+def _json_logging(level: int) -> None:
+    """faust's, mode's and aiokafka's log lines as the project's: JSON on stderr, quiet by default."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # faust reports every full send buffer as a warning: back-pressure at work, not a fault
+    logging.getLogger("faust.transport.producer").setLevel(max(level, logging.ERROR))
+
+
+def run(app: faust.App, log_level: str) -> int:
+    """Run the app as a worker until SIGTERM or Ctrl-C; the process's exit code."""
+    level = logging.getLevelName(log_level.upper())
+    _json_logging(level if isinstance(level, int) else logging.WARNING)
+    worker = faust.Worker(app, quiet=True, override_logging=False, redirect_stdouts=False)
+    worker.spinner = None  # a terminal spinner: escape codes in every log file otherwise
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        return int(exc.code or 0) if not isinstance(exc.code, str) else 1
+    return 0

@@ -1,0 +1,447 @@
+"""channel-sync and routing as real processes, on a real engine worker's output.
+
+One module-scoped engine (a worker process) and one process of each service run against
+the suite's primary broker. faust's client (aiokafka) runs at-least-once on real Kafka and
+on the embedded broker alike (the first four tests passed on both when marked `smoke`);
+they run on the primary only, to keep the suite short.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tests.conftest import TestBroker
+from tests.integration.engine_helpers import EngineUnderTest, Ids
+from tests.integration.helpers import WorkerProcess, processes, produce, read_all, wait_for
+
+from streamalloc.serialization import topic_serde
+
+WINDOW_MS = 500
+LOW_STOCK = 2
+SECRET = "test-secret"  # noqa: S105 - the test's own signing key
+ATTEMPTS = 3
+LOCATIONS = [
+    {"location_id": "WH-1", "status": "online", "priority": 10, "region": "east", "regions_served": []},
+    {"location_id": "WH-2", "status": "online", "priority": 5, "region": "east", "regions_served": []},
+]
+
+
+class Receiver:
+    """A local webhook endpoint: records every POST; answers `status` to each."""
+
+    def __init__(self, status: int) -> None:
+        self.posts: list[tuple[dict[str, str], bytes]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.posts.append((dict(self.headers.items()), body))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hooks/ats"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def bodies(self) -> list[dict[str, Any]]:
+        return [json.loads(body) for _, body in list(self.posts)]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Services:
+    """The engine under test plus one channel-sync and one routing process."""
+
+    def __init__(self, engine: EngineUnderTest, tmp: Path) -> None:
+        self.engine = engine
+        self.settings = engine.settings
+        self.tmp = tmp
+        self.sync_port = _free_port()
+        self.routing_port = _free_port()
+        self.web_hook = Receiver(200)
+        self.store_hook = Receiver(503)  # always failing: retried, then dead-lettered
+        self.started: list[WorkerProcess] = []  # every service process: all killed at the end
+        self.channel_sync: WorkerProcess | None = None
+        self.routing: WorkerProcess | None = None
+        self._feed = topic_serde(self.settings, self.settings.topic("channel-ats"))
+        self._requests = topic_serde(self.settings, self.settings.topic("fulfilment-requests"))
+
+    def _args(self, *command: str) -> list[str]:
+        return [
+            "-m", "streamalloc",
+            "--bootstrap", str(self.settings.bootstrap),
+            "--prefix", self.settings.topic_prefix,
+            "--app-id", self.settings.app_id,
+            "--state-dir", str(self.tmp / "services"),
+            *command,
+        ]  # fmt: skip
+
+    def start(self) -> list[WorkerProcess]:
+        self.channel_sync = WorkerProcess(
+            self._args(
+                *("service", "channel-sync", "--window-ms", str(WINDOW_MS), "--low-stock", str(LOW_STOCK)),
+                *("--http-port", str(self.sync_port), "--webhook-attempts", str(ATTEMPTS)),
+                *("--webhook", f"web={self.web_hook.url}", "--webhook", f"store={self.store_hook.url}"),
+                *("--webhook-secret", SECRET, "--webhook-backoff-ms", "50"),
+            ),
+            self.tmp / "channel-sync.log",
+        )
+        self.routing = WorkerProcess(
+            self._args("service", "routing", "--http-port", str(self.routing_port), "--auto-pick"),
+            self.tmp / "routing.log",
+        )
+        self.started += [self.channel_sync, self.routing]
+        return [self.channel_sync, self.routing]
+
+    def wait_ready(self) -> None:
+        try:
+            wait_for(lambda: self.ready(self.sync_port), 90, "channel-sync ready")
+            wait_for(lambda: self.ready(self.routing_port), 90, "routing ready")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.logs()}") from None
+
+    def get(self, port: int, path: str) -> tuple[int, Any]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
+                body = response.read()
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            body, status = exc.read(), exc.code
+        except (urllib.error.URLError, ConnectionError):
+            return 0, None
+        return status, (json.loads(body) if body[:1] in (b"{", b"[") else body.decode())
+
+    def ready(self, port: int) -> bool:
+        for process in (self.channel_sync, self.routing):
+            if process is not None and not process.alive():
+                raise AssertionError(f"a service exited:\n{self.logs()}")
+        return self.get(port, "/ready")[0] == 200
+
+    def pushes(self) -> list[dict[str, Any]]:
+        topic = self.settings.topic("channel-ats")
+        return [self._feed.decode(v) for _, _, _, v in sorted(read_all(self.settings, topic)) if v]
+
+    def requests(self) -> list[dict[str, Any]]:
+        topic = self.settings.topic("fulfilment-requests")
+        return [self._requests.decode(v) for _, _, _, v in sorted(read_all(self.settings, topic)) if v]
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {name} ---\n{p.log()[-3000:]}"
+            for name, p in (("channel-sync", self.channel_sync), ("routing", self.routing))
+            if p is not None
+        )
+
+
+@pytest.fixture(scope="module")
+def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Services]:
+    tmp: Path = tmp_path_factory.mktemp("services")
+    engine = EngineUnderTest(kafka_broker.settings(state_dir=tmp / "state"), tmp, locations=LOCATIONS)
+    under_test = Services(engine, tmp)
+    with processes() as running:
+        try:
+            engine.prepare()
+            running.append(engine.start())
+            running.extend(under_test.start())
+            under_test.wait_ready()
+            yield under_test
+            for process in (under_test.routing, under_test.channel_sync):
+                assert process is not None
+                code = process.terminate()
+                assert code == 0, f"service exited with {code} on SIGTERM:\n{process.log()[-3000:]}"
+        finally:
+            for process in under_test.started:
+                process.close()
+            engine.close()
+            under_test.web_hook.close()
+            under_test.store_hook.close()
+
+
+def _latest_per_key(pushes: list[dict[str, Any]], sku: str) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for push in pushes:
+        if push["sku"] == sku:
+            latest[push["channel"]] = push
+    return latest
+
+
+def test_channel_ats_ends_at_the_engines_last_availability_with_at_most_one_push_per_window(
+    services: Services,
+) -> None:
+    engine, ids = services.engine, Ids("sync")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 20, location="WH-1"))
+    orders = [
+        engine.order(
+            ids.event(f"o{i}"), "placed", ids.order(f"{i}"), [{"line_id": "1", "sku": sku, "qty": 1}]
+        )
+        for i in range(8)
+    ]
+    for order in orders:  # one at a time: each is its own availability change
+        engine.send_orders(order)
+    engine.wait(lambda: len(engine.settled_statuses(ids.order("7"))) > 0, "the last order's status")
+    final = engine.settled_availability(sku)
+    expected = {row["channel"]: row["ats"] for row in final["channels"]}
+    assert expected == {"web": 12, "store": 12}
+
+    def settled() -> bool:
+        latest = _latest_per_key(services.pushes(), sku)
+        return {c: p["ats"] for c, p in latest.items()} == expected
+
+    try:
+        wait_for(settled, 30, "channel-ats to reach the last availability")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{services.logs()}") from None
+    pushes = [p for p in services.pushes() if p["sku"] == sku]
+    changes = len(engine.availabilities(sku)) or len(orders) + 1
+    for channel in expected:
+        mine = [p for p in pushes if p["channel"] == channel]
+        times = [p["pushed_at"] for p in mine]
+        assert all(b - a >= WINDOW_MS for a, b in zip(times, times[1:], strict=False)), times
+        assert mine[-1]["as_of"] == final["as_of"] and mine[-1]["cause_event_id"] == final["cause_event_id"]
+        assert sum(p["changes"] for p in mine) <= changes
+        assert all(p["feed_key"] == f"{channel}:{sku}" for p in mine)
+
+
+def test_stock_thresholds_are_pushed_per_channel(services: Services) -> None:
+    engine, ids = services.engine, Ids("thr")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r1"), "received", sku, 3, location="WH-1"))
+    wait_for(lambda: any(p["sku"] == sku for p in services.pushes()), 30, "a first push")
+    engine.send_orders(
+        engine.order(ids.event("o1"), "placed", ids.order("1"), [{"line_id": "1", "sku": sku, "qty": 3}])
+    )
+
+    def event_of(kind: str) -> bool:
+        return any(
+            p["sku"] == sku and p["channel"] == "web" and p["stock_event"] == kind for p in services.pushes()
+        )
+
+    wait_for(lambda: event_of("out_of_stock"), 30, "out_of_stock pushed")
+    engine.send_inventory(engine.inventory(ids.event("r2"), "received", sku, 1, location="WH-2"))
+    wait_for(lambda: event_of("back_in_stock"), 30, "back_in_stock pushed")
+    last = _latest_per_key(services.pushes(), sku)["web"]
+    assert (last["ats"], last["status"], last["previous_ats"]) == (1, "low_stock", 0)
+
+
+def test_http_answers_a_sku_and_what_changed_since(services: Services) -> None:
+    engine, ids = services.engine, Ids("http")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 7, location="WH-2"))
+    availability = engine.wait_stock(sku, ids.event("r"))
+    port = services.sync_port
+    wait_for(lambda: services.get(port, f"/ats/web/{sku}")[0] == 200, 30, "the SKU known over HTTP")
+    status, body = services.get(port, f"/ats/web/{sku}")
+    assert status == 200
+    assert (body["ats"], body["as_of"], body["status"]) == (7, availability["as_of"], "in_stock")
+    _, changed = services.get(port, f"/ats/web?changed_since={availability['as_of'] - 1}")
+    assert sku in [item["sku"] for item in changed["items"]]
+    _, later = services.get(port, f"/ats/web?changed_since={availability['as_of']}")
+    assert sku not in [item["sku"] for item in later["items"]]
+    assert services.get(port, "/ats/web/no-such-sku")[0] == 404
+    assert services.get(port, "/ats/web?changed_since=yesterday")[0] == 400
+    assert services.get(port, "/health")[0] == 200
+    status, metrics = services.get(port, "/metrics")
+    assert status == 200 and 'streamalloc_channel_sync_pushes_total{channel="web"}' in metrics
+
+
+def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(services: Services) -> None:
+    engine, ids = services.engine, Ids("route")
+    near, far = ids.sku("NEAR"), ids.sku("FAR")
+    engine.send_inventory(
+        engine.inventory(ids.event("r1"), "received", near, 5, location="WH-1"),
+        engine.inventory(ids.event("r2"), "received", far, 5, location="WH-2"),
+    )
+    engine.wait_stock(near, ids.event("r1"))
+    engine.wait_stock(far, ids.event("r2"))
+    order_id = ids.order("split")
+    engine.send_orders(
+        engine.order(
+            ids.event("o"),
+            "placed",
+            order_id,
+            [{"line_id": "1", "sku": near, "qty": 2}, {"line_id": "2", "sku": far, "qty": 1}],
+        )
+    )
+
+    def latest() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for request in services.requests():
+            if request["order_id"] == order_id:
+                out[request["location"]] = request
+        return out
+
+    wait_for(lambda: len(latest()) == 2, 30, "a request per location")
+    allocated = [e for e in engine.allocations(order_id) if e["type"] == "allocated"]
+    requests = latest()
+    assert {r["request_id"] for r in requests.values()} == {f"{order_id}:WH-1", f"{order_id}:WH-2"}
+    for event in allocated:  # every allocated line in exactly one open request: its location's
+        holding = [
+            r
+            for r in requests.values()
+            if r["status"] == "open" and any(x["line_id"] == event["line_id"] for x in r["lines"])
+        ]
+        assert [r["location"] for r in holding] == [event["location"]]
+        assert [x["qty"] for x in holding[0]["lines"] if x["line_id"] == event["line_id"]] == [event["qty"]]
+
+    engine.send_orders(engine.order(ids.event("c"), "cancelled", order_id, []))
+    wait_for(
+        lambda: all(r["status"] == "cancelled" for r in latest().values()), 30, "both requests cancelled"
+    )
+    assert all(r["lines"] == [] and r["units"] == 0 for r in latest().values())
+
+
+def test_webhooks_get_the_coalesced_pushes_signed_and_a_failing_one_is_dead_lettered(
+    services: Services,
+) -> None:
+    engine, ids = services.engine, Ids("hook")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 9, location="WH-1"))
+    for i in range(5):
+        engine.send_orders(
+            engine.order(
+                ids.event(f"o{i}"), "placed", ids.order(f"{i}"), [{"line_id": "1", "sku": sku, "qty": 1}]
+            )
+        )
+    engine.wait(lambda: len(engine.settled_statuses(ids.order("4"))) > 0, "the last order's status")
+    final = {row["channel"]: row["ats"] for row in engine.settled_availability(sku)["channels"]}
+
+    def web_bodies() -> list[dict[str, Any]]:
+        return [b for b in services.web_hook.bodies() if b["sku"] == sku]
+
+    try:
+        wait_for(
+            lambda: bool(web_bodies()) and web_bodies()[-1]["ats"] == final["web"], 30, "the web hook settled"
+        )
+    except AssertionError as exc:
+        got = [(b["sku"], b["ats"]) for b in services.web_hook.bodies()]
+        metrics = [
+            x
+            for x in str(services.get(services.sync_port, "/metrics")[1]).splitlines()
+            if "webhook" in x or "pushes" in x
+        ]
+        raise AssertionError(f"{exc}: got {got}, want {final}\n{metrics}\n{services.logs()}") from None
+    pushed = [p for p in services.pushes() if p["sku"] == sku and p["channel"] == "web"]
+    assert [b["event_id"] for b in web_bodies()] == [p["event_id"] for p in pushed]  # one POST per push
+    times = [b["pushed_at"] for b in web_bodies()]
+    assert all(b - a >= WINDOW_MS for a, b in zip(times, times[1:], strict=False)), times
+    for headers, body in services.web_hook.posts:
+        expected = "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Streamalloc-Signature"] == expected
+        assert headers["Idempotency-Key"] == json.loads(body)["event_id"]
+
+    feed_topic = services.settings.topic("channel-ats")
+
+    def dead() -> list[dict[str, Any]]:
+        return [
+            d
+            for d in engine.dead_letters()
+            if d["source_topic"] == feed_topic and d["key"] == f"store:{sku}".encode()
+        ]
+
+    wait_for(lambda: bool(dead()), 60, "the failing store hook's pushes dead-lettered")
+    letter = dead()[0]
+    assert f"failed {ATTEMPTS} times, last: HTTP 503" in letter["error"]
+    assert json.loads(letter["value"])["channel"] == "store"
+    attempts = [
+        b for b in services.store_hook.bodies() if b["event_id"] == json.loads(letter["value"])["event_id"]
+    ]
+    assert len(attempts) == ATTEMPTS
+
+
+def test_services_killed_mid_stream_lose_nothing_once_restarted(services: Services) -> None:
+    engine, ids = services.engine, Ids("crash")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 30, location="WH-1"))
+    orders = [ids.order(f"{i}") for i in range(12)]
+
+    def place(order_ids: list[str]) -> None:
+        for order_id in order_ids:
+            line = {"line_id": "1", "sku": sku, "qty": 1}
+            engine.send_orders(engine.order(ids.event(order_id), "placed", order_id, [line]))
+
+    place(orders[:6])
+    assert services.channel_sync is not None and services.routing is not None
+    services.channel_sync.kill9()  # while the first orders may still be in flight
+    services.routing.kill9()
+    place(orders[6:])
+    services.start()
+    services.wait_ready()
+    engine.wait(lambda: len(engine.settled_statuses(orders[-1])) > 0, "the last order's status")
+    final = {row["channel"]: row["ats"] for row in engine.settled_availability(sku)["channels"]}
+    assert final == {"web": 18, "store": 18}
+
+    def feed_settled() -> bool:
+        return {c: p["ats"] for c, p in _latest_per_key(services.pushes(), sku).items()} == final
+
+    wait_for(feed_settled, 60, "channel-ats at the last availability after the restart")
+    status, body = services.get(services.sync_port, f"/ats/web/{sku}")
+    assert status == 200 and body["ats"] == 18
+
+    def open_requests() -> dict[str, dict[str, Any]]:
+        latest: dict[str, dict[str, Any]] = {}
+        for request in services.requests():
+            if request["order_id"] in orders:
+                latest[request["request_id"]] = request
+        return latest
+
+    wait_for(lambda: len(open_requests()) == len(orders), 60, "a request for every order after the restart")
+    for order_id in orders:
+        request = open_requests()[f"{order_id}:WH-1"]
+        assert request["status"] == "open"
+        assert [(x["sku"], x["qty"]) for x in request["lines"]] == [(sku, 1)]
+
+
+def test_auto_pick_turns_an_acknowledged_request_into_picked_units(services: Services) -> None:
+    engine, ids = services.engine, Ids("pick")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 5, location="WH-1"))
+    engine.wait_stock(sku, ids.event("r"))
+    order_id = ids.order("1")
+    engine.send_orders(
+        engine.order(ids.event("o"), "placed", order_id, [{"line_id": "1", "sku": sku, "qty": 2}])
+    )
+
+    def request() -> dict[str, Any] | None:
+        mine = [r for r in services.requests() if r["request_id"] == f"{order_id}:WH-1"]
+        return mine[-1] if mine else None
+
+    wait_for(lambda: request() is not None, 30, "the request")
+    opened = request()
+    assert opened is not None and [(x["qty"], x["picked"]) for x in opened["lines"]] == [(2, 0)]
+    acks = topic_serde(services.settings, services.settings.topic("fulfilment-acks"))
+    ack = {"event_id": ids.event("ack"), "order_id": order_id, "location": "WH-1",
+           "revision": opened["revision"], "acked_at": 1}  # fmt: skip
+    produce(services.settings, acks.topic, [(order_id.encode(), acks.encode(acks.validate(ack)))])
+
+    def picked() -> bool:
+        latest = request()
+        return latest is not None and [(x["qty"], x["picked"]) for x in latest["lines"]] == [(2, 2)]
+
+    wait_for(picked, 30, "the request to show the units picked")
+    assert [e["qty"] for e in engine.allocations(order_id) if e["type"] == "picked"] == [2]
+    assert engine.settled_availability(sku)["totals"]["picked"] == 2

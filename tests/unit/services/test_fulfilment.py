@@ -1,0 +1,92 @@
+"""routing's requests per (order, location), built from the domain's order state."""
+
+from __future__ import annotations
+
+from streamalloc.domain import OrderState, orders
+from streamalloc.domain.events import AllocationEvent
+from streamalloc.services.fulfilment import Published, changed_requests, pick_lines, published_requests
+
+
+def event(n: int, kind: str, line: str, qty: int, location: str | None, lot: str | None = None,
+          reason: str | None = None) -> AllocationEvent:  # fmt: skip
+    return AllocationEvent(
+        event_id=f"e{n}", cause_event_id=f"c{n}", type=kind, order_id="o1", line_id=line,  # type: ignore[arg-type]
+        sku=f"SKU-{line}", channel="web", qty=qty, location=location, lot=lot, reason=reason, decided_at=n,
+    )  # fmt: skip
+
+
+class Router:
+    """Feeds events through the domain and the request builder, as the service does."""
+
+    def __init__(self) -> None:
+        self.order = OrderState()
+        self.published: Published = {}
+
+    def feed(self, e: AllocationEvent) -> list[tuple[str, str, int, list[tuple[str, str | None, int]]]]:
+        orders.apply(self.order, e)
+        requests, self.published = changed_requests(
+            "o1", self.order, self.published, e.event_id, e.decided_at
+        )
+        return [(r.location, r.status, r.revision, [(x[0], x[2], x[3]) for x in r.lines]) for r in requests]
+
+
+def test_a_split_order_yields_one_request_per_location() -> None:
+    r = Router()
+    assert r.feed(event(1, "allocated", "1", 2, "WH1")) == [("WH1", "open", 1, [("1", None, 2)])]
+    assert r.feed(event(2, "allocated", "2", 1, "WH2", "LOT-A")) == [("WH2", "open", 1, [("2", "LOT-A", 1)])]
+    assert r.feed(event(3, "allocated", "3", 4, "WH1")) == [
+        ("WH1", "open", 2, [("1", None, 2), ("3", None, 4)])
+    ]
+
+
+def test_a_release_updates_the_request_and_cancels_it_when_nothing_remains() -> None:
+    r = Router()
+    r.feed(event(1, "allocated", "1", 2, "WH1"))
+    r.feed(event(2, "allocated", "2", 1, "WH1"))
+    assert r.feed(event(3, "released", "1", 2, "WH1", reason="cancelled")) == [
+        ("WH1", "open", 3, [("2", None, 1)])
+    ]
+    assert r.feed(event(4, "released", "2", 1, "WH1", reason="cancelled")) == [("WH1", "cancelled", 4, [])]
+
+
+def test_a_reallocation_moves_the_line_to_the_other_locations_request() -> None:
+    r = Router()
+    r.feed(event(1, "allocated", "1", 3, "WH1"))
+    assert r.feed(event(2, "released", "1", 3, "WH1", reason="reallocated")) == [("WH1", "cancelled", 2, [])]
+    assert r.feed(event(3, "reallocated", "1", 3, "WH2")) == [("WH2", "open", 1, [("1", None, 3)])]
+
+
+def test_picked_units_are_marked_and_a_shipped_request_is_fulfilled() -> None:
+    r = Router()
+    r.feed(event(1, "allocated", "1", 2, "WH1"))
+    r.feed(event(2, "picked", "1", 2, "WH1"))
+    assert r.published["WH1"][1] == (("1", "SKU-1", None, 2, 2),)
+    assert r.feed(event(3, "fulfilled", "1", 2, "WH1")) == [("WH1", "fulfilled", 3, [])]
+
+
+def test_a_repeated_event_changes_nothing_and_republishing_gives_the_same_ids() -> None:
+    r = Router()
+    first = event(1, "allocated", "1", 2, "WH1")
+    r.feed(first)
+    before = published_requests("o1", r.order, r.published)
+    assert r.feed(first) == []
+    again = published_requests("o1", r.order, r.published)
+    assert [x.as_record() for x in again] == [x.as_record() for x in before]
+    assert again[0].event_id == "e1:o1:WH1:r1" and again[0].request_id == "o1:WH1"
+
+
+def test_rejected_and_backordered_lines_make_no_request() -> None:
+    r = Router()
+    assert r.feed(event(1, "rejected", "1", 2, None, reason="insufficient_stock")) == []
+    assert r.feed(event(2, "backordered", "2", 2, None, reason="incoming")) == []
+
+
+def test_an_ack_of_the_current_revision_picks_the_soft_units_and_an_old_one_nothing() -> None:
+    r = Router()
+    r.feed(event(1, "allocated", "1", 2, "WH1", "LOT-A"))
+    r.feed(event(2, "allocated", "2", 3, "WH1"))
+    r.feed(event(3, "picked", "2", 1, "WH1"))
+    revision = r.published["WH1"][0]
+    assert pick_lines(r.published, "WH1", revision) == [("1", "SKU-1", "LOT-A", 2), ("2", "SKU-2", None, 2)]
+    assert pick_lines(r.published, "WH1", revision - 1) == []
+    assert pick_lines(r.published, "WH2", 1) == []
