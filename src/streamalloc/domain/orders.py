@@ -387,26 +387,33 @@ def _at(line: OrderLine, location: str, lot: str | None) -> list[UnitsKey]:
 
 
 def _take(line: OrderLine, location: str, lot: str | None, qty: int, *, hard_first: bool) -> None:
-    """Take `qty` held units at `location`: one kind first (soft for a release, hard for a
-    fulfilment) across the location's lots, `lot` first (the part the event names) then the
-    others (a release that moved several lots names none), then the other kind likewise.
-    Kind before lot, as the SKU's books do: a release of soft units never takes a hard one
-    while a soft one is left at the location in another lot."""
+    """Take `qty` held units at `location`, as the SKU's books do.
+
+    A fulfilment (`hard_first`) names the part it shipped from: its (location, lot) first,
+    hard units then soft ones there, then the location's other lots. A release gives back
+    soft units across the location's lots before any hard one, `lot` first: a sweep or an
+    expiry releases only soft units and names no lot when it took them from several, so a
+    hard unit of the lot-less part must not go while a soft one of another lot is left.
+    """
     keys = _at(line, location, lot)
-    for hard in (hard_first, not hard_first):
-        for key in keys:
-            if qty <= 0:
-                return
-            units = line.units.get(key)
-            if units is None:
-                continue
-            n = min(units.hard if hard else units.soft, qty)
-            if n:
-                qty -= n
-                if hard:
-                    _put(line, key, Units(units.soft, units.hard - n, units.shipped))
-                else:
-                    _put(line, key, Units(units.soft - n, units.hard, units.shipped))
+    passes = (
+        [(key, hard) for key in keys for hard in (True, False)]
+        if hard_first
+        else [(key, hard) for hard in (False, True) for key in keys]
+    )
+    for key, hard in passes:
+        if qty <= 0:
+            return
+        units = line.units.get(key)
+        if units is None:
+            continue
+        n = min(units.hard if hard else units.soft, qty)
+        if n:
+            qty -= n
+            if hard:
+                _put(line, key, Units(units.soft, units.hard - n, units.shipped))
+            else:
+                _put(line, key, Units(units.soft - n, units.hard, units.shipped))
 
 
 def _harden(line: OrderLine, location: str, lot: str | None, qty: int) -> None:
