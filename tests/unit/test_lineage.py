@@ -77,8 +77,30 @@ def test_a_batch_the_next_owners_restore_kept_is_not_void() -> None:
     a226 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 226})
     a254 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 254})
     a338 = encode("allocator:0", 1, {("in", 0): 0}, {("in", 0): 338})
-    kept = [(1, {"in:0": 226}), (1, {"in:0": 254})]
+    kept = [(1, {"in:0": 226}, None), (1, {"in:0": 254}, None)]  # headers of earlier releases
     b = encode("allocator:0", 2, {("in", 0): 226}, {("in", 0): 226}, kept)
     assert void_batches([a226, a254, a338, b]) == {a338}
     plain = encode("allocator:0", 2, {("in", 0): 226}, {("in", 0): 226})
     assert void_batches([a226, a254, a338, plain]) == {a226, a254, a338}
+
+
+def test_batches_that_start_at_the_same_offsets_are_told_apart_by_their_number() -> None:
+    # An expiry timer fired and committed (it consumed nothing), then the next batch, which
+    # read requests, started at the same offsets and leaked when its worker was killed. Without
+    # a number the two had one header: the leaked batch's input records made it void, and the
+    # committed releases of the timers went with it (demo --crash-at 0.4, order-status breaches).
+    timers = encode_batch("allocator:3", 1, {REQ: 0}, {REQ: 25}, seq=7)
+    leaked = encode_batch("allocator:3", 1, {REQ: 0}, {REQ: 25}, seq=8)
+    successor = encode_batch("allocator:3", 2, {REQ: 25}, {REQ: 25}, seq=1)
+    assert timers != leaked
+    assert void_batches([timers, leaked, successor], punctuation={timers}) == {leaked}
+
+
+def test_a_kept_batch_is_named_by_its_number_so_a_leak_at_the_same_start_stays_void() -> None:
+    kept_timers = encode_batch("allocator:3", 1, {REQ: 0}, {REQ: 25}, seq=7)
+    leaked = encode_batch("allocator:3", 1, {REQ: 0}, {REQ: 25}, seq=8)
+    successor = encode_batch(
+        "allocator:3", 2, {REQ: 25}, {REQ: 25}, [(1, {"allocation-requests:3": 25}, 7)], 1
+    )
+    assert Batch.parse(successor).kept == ((1, {"allocation-requests:3": 25}, 7),)
+    assert void_batches([kept_timers, leaked, successor]) == {leaked}

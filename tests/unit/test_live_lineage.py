@@ -56,6 +56,25 @@ def test_the_state_survives_a_dump_and_load_through_marshal() -> None:
 def test_a_batch_the_next_owners_restore_kept_stands() -> None:
     live = LiveBatches()
     live.observe(LEAKED, "c", False)
-    kept = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, [(1, {"requests:0": 30})])
+    kept = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, [(1, {"requests:0": 30}, None)])
     assert live.observe(kept, "c", False) == (source_of(kept), {})
     assert void_batches([FIRST, LEAKED, kept]) == set()
+
+
+def test_a_committed_timer_batch_is_not_taken_back_with_a_leak_that_started_where_it_did() -> None:
+    live = LiveBatches()
+    timers = encode_batch("allocator:0", 1, {IN: 0}, {IN: 30}, seq=4)
+    leaked = encode_batch("allocator:0", 1, {IN: 0}, {IN: 30}, seq=5)
+    redone = encode_batch("allocator:0", 2, {IN: 30}, {IN: 30}, seq=1)
+    live.observe(timers, "expired-order", True)
+    live.observe(leaked, "new-order", False)
+    assert live.observe(redone, "new-order", False)[1] == {source_of(leaked): ["new-order"]}
+
+
+def test_state_dumped_by_an_earlier_release_loads() -> None:
+    # seven fields a batch, kept batches without a number
+    old = ({"allocator:0": [(source_of(LEAKED), 1, {"requests:0": 0}, {"requests:0": 30}, False, ["c"],
+                             ((1, {"requests:0": 30}),))]}, [])  # fmt: skip
+    live = LiveBatches.load(old)
+    assert live.tasks["allocator:0"][0].batch.kept == ((1, {"requests:0": 30}, None),)
+    assert live.tasks["allocator:0"][0].batch.seq is None

@@ -234,8 +234,12 @@ def test_restore_names_the_batches_it_keeps_past_the_committed_offsets() -> None
     third = encode_src({_IN: 254}, {_IN: 338}, base=2, writer=1)
     job = _job({"in:0": 226})
     assert _restore(job, [(first, [b"a"]), (second, [b"b"]), (third, [b"c"])]) == [b"a", b"b"]
-    assert job.kept == [(1, {"in:0": 226})]  # the third, at the end, is not committed: dropped
+    assert job.kept == [(1, {"in:0": 226}, None)]  # the third, at the end, is not committed: dropped
+    numbered = encode_src({_IN: 226}, {_IN: 254}, base=1, writer=1, seq=9)
+    job = _job({"in:0": 226})
+    assert _restore(job, [(first, [b"a"]), (numbered, [b"b"]), (third, [b"c"])]) == [b"a", b"b"]
+    assert job.kept == [(1, {"in:0": 226}, 9)]
     punctuation = encode_src({_IN: 226}, {_IN: 226}, base=3, writer=1)
     job = _job({"in:0": 226})
     assert _restore(job, [(first, [b"a"]), (punctuation, [b"p"])]) == [b"a", b"p"]
-    assert job.kept == [(1, {"in:0": 226})]
+    assert job.kept == [(1, {"in:0": 226}, None)]

@@ -52,6 +52,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from streamalloc.kafka.types import ConsumedMessage, consumed
+from streamalloc.runtime.lineage import KeptBatch
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.state import StorePartition
 
@@ -65,8 +66,8 @@ RESTORE_FETCH = {
     "fetch.max.bytes": 32 << 20,
     "queued.max.messages.kbytes": 64 << 10,
 }
-#: Keys of `base` and `writer` in the `src` header; "@" cannot occur in a topic name.
-_BASE, _WRITER = "@base", "@writer"
+#: Keys of `base`, `writer` and `seq` in the `src` header; "@" cannot occur in a topic name.
+_BASE, _WRITER, _SEQ = "@base", "@writer", "@seq"
 
 _log = logging.getLogger("streamalloc.runtime.restore")
 
@@ -74,15 +75,24 @@ Positions = Mapping[tuple[str, int], int]
 ChangelogRecord = tuple[bytes, bytes | None]
 
 
-def encode_src(start: Positions, end: Positions, base: int | None = None, writer: int | None = None) -> bytes:
+def encode_src(
+    start: Positions,
+    end: Positions,
+    base: int | None = None,
+    writer: int | None = None,
+    seq: int | None = None,
+) -> bytes:
     """The `src` header value: {"topic:partition": [first, next]} offsets of the batch's inputs,
-    `base`, the changelog offset the writer's store had reached when the batch began, and
-    `writer`, which owner wrote it (the task's incarnation)."""
+    `base`, the changelog offset the writer's store had reached when the batch began,
+    `writer`, which owner wrote it (the task's incarnation), and `seq`, the batch's number
+    in that incarnation (its `batch` header's, lineage.py)."""
     ranges: dict[str, object] = {f"{t}:{p}": [start.get((t, p), o), o] for (t, p), o in end.items()}
     if base is not None:
         ranges[_BASE] = base
     if writer is not None:
         ranges[_WRITER] = writer
+    if seq is not None:
+        ranges[_SEQ] = seq
     return json.dumps(ranges, separators=(",", ":")).encode()
 
 
@@ -93,18 +103,18 @@ class BatchSource:
     ranges: Mapping[str, tuple[int, int]]
     base: int | None = None  # None in headers of earlier releases
     writer: int | None = None  # the writer's incarnation; None in headers of earlier releases
+    seq: int | None = None  # the batch's number in its incarnation; None in earlier releases
 
     @classmethod
     def parse(cls, header: bytes) -> BatchSource:
         ranges: dict[str, tuple[int, int]] = {}
         data = json.loads(header)
-        base = data.pop(_BASE, None)
-        writer = data.pop(_WRITER, None)
+        base, writer, seq = (data.pop(key, None) for key in (_BASE, _WRITER, _SEQ))
         for tp, value in data.items():
             # A bare offset is the header of earlier releases: the end only.
             first, end = (value, value) if isinstance(value, int) else value
             ranges[tp] = (int(first), int(end))
-        return cls(ranges, None if base is None else int(base), None if writer is None else int(writer))
+        return cls(ranges, *(None if v is None else int(v) for v in (base, writer, seq)))
 
     def past(self, committed: Mapping[str, int]) -> bool:
         """True when the batch starts at or after the committed offsets on every input both name:
@@ -144,9 +154,9 @@ class RestoreJob:
     on_local_data: bool = False
     #: this pass skipped a batch although it began on local data (see `needs_full_restore`)
     skipped_past_checkpoint: bool = False
-    #: (writer, start) of the batches it kept that start at or after the committed offsets
-    #: (`BatchSource.past`): the new owner names them in its `batch` headers (lineage.py)
-    kept: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+    #: (writer, start, seq) of the batches it kept that start at or after the committed
+    #: offsets (`BatchSource.past`): the new owner names them in its `batch` headers (lineage.py)
+    kept: list[KeptBatch] = field(default_factory=list)
     _held: list[ChangelogRecord] = field(default_factory=list)
     _held_header: bytes | None = None
     _held_from: int = 0
@@ -217,7 +227,8 @@ class RestoreJob:
             )
         if keep:
             if batch.writer is not None and batch.past(self.committed):
-                self.kept.append((batch.writer, {tp: first for tp, (first, _) in batch.ranges.items()}))
+                start = {tp: first for tp, (first, _) in batch.ranges.items()}
+                self.kept.append((batch.writer, start, batch.seq))
             return held
         self.skipped += len(held)
         if self.on_local_data:

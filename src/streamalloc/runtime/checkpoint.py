@@ -240,7 +240,9 @@ class Checkpoint:
                 changes = txn.prepare()
                 if not changes:
                     continue
-                src = encode_src(start, task.positions, txn.partition.checkpoint_offset, task.incarnation)
+                src = encode_src(
+                    start, task.positions, txn.partition.checkpoint_offset, task.incarnation, task.batch_seq
+                )
                 headers: list[tuple[str, str | bytes | None]] = [(SRC_HEADER, src)]
                 for key, value in changes.items():
                     produce(self._producer, topic, value, key, task.partition, headers, self._delivered)

@@ -38,10 +38,16 @@ import json
 from collections import defaultdict
 from collections.abc import Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 BATCH_HEADER = "batch"
 
 Positions = Mapping[tuple[str, int], int]
+
+
+#: An earlier batch a restore kept: its incarnation, start and sequence number (None in
+#: headers of earlier releases, which named a batch by incarnation and start alone).
+KeptBatch = tuple[int, Mapping[str, int], int | None]
 
 
 def encode_batch(
@@ -49,19 +55,27 @@ def encode_batch(
     incarnation: int,
     opened: Positions,
     start: Positions,
-    kept: Sequence[tuple[int, Mapping[str, int]]] = (),
+    kept: Sequence[KeptBatch] = (),
+    seq: int | None = None,
 ) -> bytes:
-    """The `batch` header value of one batch's outputs; `kept`: (incarnation, start) of the
-    earlier batches this incarnation's restore kept although they start where it opened or
-    later (see the module doc), left out when there are none."""
+    """The `batch` header value of one batch's outputs.
+
+    `seq` numbers the incarnation's batches: two batches can start at the same positions (a
+    punctuation consumes nothing, so the batch after it starts where it did), and only the
+    number tells their records apart. `kept`: the earlier batches this incarnation's restore
+    kept although they start where it opened or later (see the module doc), left out when
+    there are none.
+    """
     value: dict[str, object] = {
         "task": task,
         "inc": incarnation,
         "opened": {f"{t}:{p}": o for (t, p), o in opened.items()},
         "start": {f"{t}:{p}": o for (t, p), o in start.items()},
     }
+    if seq is not None:
+        value["seq"] = seq
     if kept:
-        value["kept"] = [[inc, dict(at)] for inc, at in kept]
+        value["kept"] = [[inc, dict(at)] if n is None else [inc, dict(at), n] for inc, at, n in kept]
     return json.dumps(value, separators=(",", ":")).encode()
 
 
@@ -71,13 +85,22 @@ class Batch:
     incarnation: int
     opened: Mapping[str, int]
     start: Mapping[str, int]
-    kept: tuple[tuple[int, Mapping[str, int]], ...] = ()
+    kept: tuple[KeptBatch, ...] = ()
+    seq: int | None = None  # None in headers of earlier releases
 
     @classmethod
     def parse(cls, header: bytes) -> Batch:
         data = json.loads(header)
-        kept = tuple((int(inc), dict(at)) for inc, at in data.get("kept", ()))
-        return cls(data["task"], int(data["inc"]), dict(data["opened"]), dict(data["start"]), kept)
+        kept = tuple(kept_batch(entry) for entry in data.get("kept", ()))
+        seq = data.get("seq")
+        return cls(
+            data["task"],
+            int(data["inc"]),
+            dict(data["opened"]),
+            dict(data["start"]),
+            kept,
+            None if seq is None else int(seq),
+        )
 
     def redone_by(self, later: Batch) -> bool:
         """True when `later`'s incarnation opened at or before this batch's start on every common
@@ -85,7 +108,23 @@ class Batch:
         common = self.start.keys() & later.opened.keys()
         if not common or any(later.opened[tp] > self.start[tp] for tp in common):
             return False
-        return not any(inc == self.incarnation and at == self.start for inc, at in later.kept)
+        return not any(self.is_named_by(entry) for entry in later.kept)
+
+    def is_named_by(self, entry: KeptBatch) -> bool:
+        """Whether a restore's `kept` entry names this batch: by sequence number where both
+        have one; by start alone in headers of earlier releases."""
+        inc, at, seq = entry
+        if inc != self.incarnation:
+            return False
+        if seq is not None and self.seq is not None:
+            return seq == self.seq
+        return at == self.start
+
+
+def kept_batch(entry: Sequence[Any]) -> KeptBatch:
+    """A `kept` entry as written: [inc, start] in earlier releases, [inc, start, seq] now."""
+    inc, at, *rest = entry
+    return int(inc), dict(at), int(rest[0]) if rest and rest[0] is not None else None
 
 
 def void_batches(headers: Iterable[bytes], punctuation: Container[bytes] = ()) -> set[bytes]:

@@ -29,7 +29,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from streamalloc.runtime.lineage import Batch
+from streamalloc.runtime.lineage import Batch, kept_batch
 
 #: Batches kept per writing task, and void sources remembered.
 KEEP_BATCHES = 4
@@ -107,7 +107,8 @@ class LiveBatches:
                         dict(e.batch.start),
                         e.engine_only,
                         list(e.keys),
-                        tuple((inc, dict(at)) for inc, at in e.batch.kept),
+                        tuple((inc, dict(at), seq) for inc, at, seq in e.batch.kept),
+                        e.batch.seq,
                     )
                     for e in seen
                 ]
@@ -120,14 +121,12 @@ class LiveBatches:
     def load(cls, value: Any) -> LiveBatches:
         tasks, void = value
         return cls(
-            {
-                task: [
-                    _Seen(
-                        source, Batch(task, inc, opened, start, tuple(kept)), engine_only, dict.fromkeys(keys)
-                    )
-                    for source, inc, opened, start, engine_only, keys, kept in seen
-                ]
-                for task, seen in tasks.items()
-            },
-            list(void),
+            {task: [_load_seen(task, entry) for entry in seen] for task, seen in tasks.items()}, list(void)
         )
+
+
+def _load_seen(task: str, entry: Any) -> _Seen:
+    # Entries of earlier releases have no sequence number, and name kept batches without one.
+    source, inc, opened, start, engine_only, keys, kept, *rest = entry
+    batch = Batch(task, inc, opened, start, tuple(kept_batch(k) for k in kept), rest[0] if rest else None)
+    return _Seen(source, batch, engine_only, dict.fromkeys(keys))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from streamalloc.runtime.lineage import KeptBatch
 from streamalloc.runtime.stage import Emit, Record, Stage
 from streamalloc.runtime.state import PartitionTransaction, StorePartition, TransactionStatus
 
@@ -22,9 +23,11 @@ class Task:
     #: when this owner opened the task (ns since the epoch) and the positions it opened at
     incarnation: int = field(default_factory=time.time_ns)
     opened: dict[tuple[str, int], int] | None = None
-    #: (incarnation, start) of earlier owners' batches its restore kept although they start
-    #: at or after `opened` (changelog.py `RestoreJob.kept`): its `batch` headers name them
-    kept: list[tuple[int, dict[str, int]]] = field(default_factory=list)
+    #: (incarnation, start, seq) of earlier owners' batches its restore kept although they
+    #: start at or after `opened` (changelog.py `RestoreJob.kept`): its `batch` headers name them
+    kept: list[KeptBatch] = field(default_factory=list)
+    #: the number of the open (or last) batch in this incarnation, from 1 (lineage.py `seq`)
+    batch_seq: int = 0
     #: produces into the open batch, tagging each record with the batch (lineage.py)
     emit: Emit | None = None
     #: store name -> the transaction of the open batch, created on first use

@@ -349,8 +349,14 @@ class Worker:
         start = task.batch_start = dict(task.positions)
         if task.opened is None:
             task.opened = start
+        task.batch_seq += 1
         header = encode_batch(
-            f"{task.stage.name}:{task.partition}", task.incarnation, task.opened, start, task.kept
+            f"{task.stage.name}:{task.partition}",
+            task.incarnation,
+            task.opened,
+            start,
+            task.kept,
+            task.batch_seq,
         )
         tag: Headers = [(BATCH_HEADER, header)]
         producer = self._producer
