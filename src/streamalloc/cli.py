@@ -103,6 +103,13 @@ def main(ctx: click.Context, /, **options: Any) -> None:
         raise click.UsageError(str(exc)) from exc
     logs.configure(settings.log_level, secrets=settings.secrets())
     ctx.obj = settings
+    # SIGTERM ends a command as Ctrl-C does, so that what it started (a broker, workers,
+    # services) is stopped on the way out; the worker installs its own handler (runner.py).
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _settings() -> Settings:
@@ -155,7 +162,6 @@ def broker(port: int | None, use_kafka: bool, log_dir: Path | None, fetch_only: 
         if use_kafka
         else EmbeddedBroker(port=port)
     )
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         bootstrap = running.start()
         if isinstance(running, KafkaBroker):
