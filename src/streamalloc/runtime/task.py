@@ -54,6 +54,11 @@ class Task:
     poisoned: dict[RecordId, str] = field(default_factory=dict)
     #: when the stage's next punctuation is due (monotonic seconds); 0: as soon as ready
     punctuate_at: float = 0.0
+    #: whether the stage reads its input's `batch` headers (read once here, not per record)
+    reads_batches: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reads_batches = bool(getattr(self.stage, "reads_batches", False))
 
     def take_pending(self) -> list[Record]:
         """Every pending record (a task with one input; alignment.py merges several)."""

@@ -242,7 +242,7 @@ class Worker:
             except StreamallocError as exc:
                 # The record's own fields say where it came from; the reason says what is wrong.
                 value, failed = None, getattr(exc, "reason", None) or str(exc)
-            batch = batch_of(msg.headers()) if getattr(task.stage, "reads_batches", False) else None
+            batch = batch_of(msg.headers()) if task.reads_batches else None
             task.pending.append(
                 Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed, batch)
             )
