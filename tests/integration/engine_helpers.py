@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -134,7 +134,16 @@ class EngineUnderTest:
             [(serde.key_of(row), serde.encode(serde.validate(row))) for row in rows],
         )
 
-    def start(self, name: str = "worker", state: str = "state") -> WorkerProcess:
+    def start(
+        self,
+        name: str = "worker",
+        state: str = "state",
+        *,
+        http_port: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> WorkerProcess:
+        """A worker process on `state` (a directory under the test's tmp), logging to `name`.log;
+        `env`: STREAMALLOC_* settings for this worker alone."""
         args = [
             "-m", "streamalloc",
             "--bootstrap", str(self.settings.bootstrap),
@@ -143,8 +152,9 @@ class EngineUnderTest:
             "--state-dir", str(self.tmp / state),
             "--log-level", "INFO",
             "worker",
+            *(() if http_port is None else ("--http-port", str(http_port))),
         ]  # fmt: skip
-        self.worker = WorkerProcess(args, self.tmp / f"{name}.log")
+        self.worker = WorkerProcess(args, self.tmp / f"{name}.log", env)
         self.started.append(self.worker)
         return self.worker
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -96,11 +96,16 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, every_s
 class WorkerProcess:
     """A worker in its own process; killed by pid, always, when the test ends."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: Mapping[str, str] | None = None) -> None:
+        """`env`: variables added to this process's environment for the worker alone."""
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, *args], stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            [sys.executable, *args],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=None if env is None else {**os.environ, **env},
         )
 
     @property

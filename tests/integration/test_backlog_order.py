@@ -13,12 +13,9 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest, Ids, Tail, now_ms, of_type
 from tests.integration.helpers import processes, produce
 
@@ -32,19 +29,10 @@ RECEIPTS = 1_000  # five per SKU
 REQUESTS = 20_000
 
 
-@pytest.fixture
-def engine(kafka_broker: TestBroker, tmp_path: Path) -> Iterator[EngineUnderTest]:
-    under_test = EngineUnderTest(kafka_broker.settings(state_dir=tmp_path / "state"), tmp_path)
-    try:
-        under_test.prepare()
-        yield under_test
-    finally:
-        under_test.close()
-
-
 def test_a_worker_started_on_a_backlog_applies_receipts_before_the_requests_that_follow_them(
-    engine: EngineUnderTest,
+    prepared_engine: EngineUnderTest,
 ) -> None:
+    engine = prepared_engine
     ids = Ids("backlog")
     skus = [ids.sku(f"{i:02d}") for i in range(SKUS)]
     stock: Counter[str] = Counter()

@@ -11,14 +11,12 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest, Ids
-from tests.integration.helpers import WorkerProcess, processes, wait_for
+from tests.integration.helpers import wait_for
 
 from streamalloc.broker.process import free_port
 from streamalloc.cli import main
@@ -35,24 +33,6 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
             return int(response.status), json.load(response)
     except urllib.error.HTTPError as exc:
         return exc.code, json.load(exc)
-
-
-def start_worker(
-    engine: EngineUnderTest, name: str, port: int, monkeypatch: pytest.MonkeyPatch, forwarding: bool
-) -> WorkerProcess:
-    settings = engine.settings
-    args = [
-        "-m", "streamalloc",
-        "--bootstrap", str(settings.bootstrap),
-        "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id,
-        "--state-dir", str(engine.tmp / name),
-        "--log-level", "INFO",
-        "worker", "--http-port", str(port),
-    ]  # fmt: skip
-    with monkeypatch.context() as env:  # the child inherits it; this process does not keep it
-        env.setenv("STREAMALLOC_QUERY_FORWARDING", "true" if forwarding else "false")
-        return WorkerProcess(args, engine.tmp / f"{name}.log")
 
 
 def skus_covering(partitions: int, ids: Ids) -> list[str]:
@@ -77,21 +57,16 @@ def comparable(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.fixture
-def two_workers(
-    kafka_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[tuple[EngineUnderTest, list[str]]]:
-    engine = EngineUnderTest(kafka_broker.settings(state_dir=tmp_path / "state"), tmp_path)
-    with processes() as running:
-        try:
-            engine.prepare()
-            ports = [free_port(), free_port()]
-            running.append(start_worker(engine, "w1", ports[0], monkeypatch, forwarding=True))
-            running.append(start_worker(engine, "w2", ports[1], monkeypatch, forwarding=False))
-            yield engine, [f"http://127.0.0.1:{port}" for port in ports]
-            for worker in running:
-                assert worker.alive(), f"a worker died:\n{worker.log()[-4000:]}"
-        finally:
-            engine.close()
+def two_workers(prepared_engine: EngineUnderTest) -> Iterator[tuple[EngineUnderTest, list[str]]]:
+    engine = prepared_engine
+    ports = [free_port(), free_port()]
+    running = [
+        engine.start(name, name, http_port=port, env={"STREAMALLOC_QUERY_FORWARDING": forwarding})
+        for name, port, forwarding in (("w1", ports[0], "true"), ("w2", ports[1], "false"))
+    ]
+    yield engine, [f"http://127.0.0.1:{port}" for port in ports]
+    for worker in running:
+        assert worker.alive(), f"a worker died:\n{worker.log()[-4000:]}"
 
 
 def test_either_worker_gives_the_owners_answer_and_an_unknown_sku_is_a_clear_404(

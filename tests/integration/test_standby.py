@@ -9,13 +9,10 @@ changelogs, and the state it then answers queries from must be exact.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from confluent_kafka import Consumer, TopicPartition
-from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest, Ids
 from tests.integration.helpers import WorkerProcess, processes, wait_for
 from tests.integration.test_queries import get
@@ -25,24 +22,6 @@ from streamalloc.kafka import admin_client, consumer_config
 from streamalloc.runtime.members import describe_group
 
 pytestmark = pytest.mark.slow
-
-
-def start_worker(
-    engine: EngineUnderTest, name: str, port: int, monkeypatch: pytest.MonkeyPatch
-) -> WorkerProcess:
-    settings = engine.settings
-    args = [
-        "-m", "streamalloc",
-        "--bootstrap", str(settings.bootstrap),
-        "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id,
-        "--state-dir", str(engine.tmp / name),
-        "--log-level", "INFO",
-        "worker", "--http-port", str(port),
-    ]  # fmt: skip
-    with monkeypatch.context() as env:
-        env.setenv("STREAMALLOC_NUM_STANDBY_REPLICAS", "1")
-        return WorkerProcess(args, engine.tmp / f"{name}.log")
 
 
 def log_events(worker: WorkerProcess, msg: str) -> list[dict[str, Any]]:
@@ -62,25 +41,19 @@ def changelog_sizes(engine: EngineUnderTest, partitions: set[int]) -> dict[int, 
         reader.close()
 
 
-@pytest.fixture
-def engine(kafka_broker: TestBroker, tmp_path: Path) -> Iterator[EngineUnderTest]:
-    under_test = EngineUnderTest(kafka_broker.settings(state_dir=tmp_path / "state"), tmp_path)
-    try:
-        under_test.prepare()
-        yield under_test
-    finally:
-        under_test.close()
-
-
 def test_after_the_owner_is_killed_the_standby_restores_only_the_tail_and_the_state_is_exact(
-    engine: EngineUnderTest, monkeypatch: pytest.MonkeyPatch
+    prepared_engine: EngineUnderTest,
 ) -> None:
+    engine = prepared_engine
     settings = engine.settings
     ids = Ids("standby")
     ports = [free_port(), free_port()]
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     with processes() as running:
-        workers = [start_worker(engine, f"w{i}", port, monkeypatch) for i, port in enumerate(ports)]
+        workers = [
+            engine.start(f"w{i}", f"w{i}", http_port=port, env={"STREAMALLOC_NUM_STANDBY_REPLICAS": "1"})
+            for i, port in enumerate(ports)
+        ]
         running.extend(workers)
         admin = admin_client(settings)
         topic = settings.topic("allocation-requests")
