@@ -536,9 +536,18 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
             if rate
             else ""
         )
+        hops = (
+            "; hops p50/p99 ms: "
+            + ", ".join(
+                f"{hop} {result.hop_percentile(hop, 0.5):.0f}/{result.hop_percentile(hop, 0.99):.0f}"
+                for hop in engine.HOPS
+            )
+            if rate
+            else ""
+        )
         return (
             f"{result.lines_per_second:,.0f} lines/s excluding join "
-            f"({result.join_seconds:.1f}s join){latency}, worker peak RSS {result.peak_rss_mb:.0f} MB"
+            f"({result.join_seconds:.1f}s join){latency}, worker peak RSS {result.peak_rss_mb:.0f} MB{hops}"
         )
 
     results = _bench_runs(runs, lines, "lines decided", one, describe)
@@ -557,6 +566,11 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
     if runs > 1:
         out.print(f"median of {runs} runs:")
     out.print(table)
+    if rate:
+        hops = Table("hop (order event -> committed decision)", "p50 ms", "p99 ms")
+        for hop in engine.HOPS:
+            hops.add_row(hop, f"{s[f'{hop} p50_ms']:.0f}", f"{s[f'{hop} p99_ms']:.0f}")
+        out.print(hops)
 
 
 _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)

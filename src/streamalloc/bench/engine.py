@@ -7,7 +7,9 @@ downstream consumer sees. Two modes:
 - throughput: every order is produced first; lines decided per second is counted from
   the first committed decision to the last (group join excluded, and reported apart);
 - rate: orders are produced at a fixed rate of lines per second while the engine runs,
-  and decision latency (order event time to the committed allocation event) is reported.
+  and decision latency (order event time to the committed allocation event) is reported,
+  with its share per hop (`HOPS`), from the record timestamps (set when the stage
+  produced the record) and the moments this process saw each committed record.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,12 @@ from streamalloc.serialization import topic_serde
 LOCATIONS = ("WH-1", "WH-2", "STORE-1")
 CHANNELS = ("web", "store", "marketplace")
 FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
+#: Where a decision's latency goes, per line: order event time -> intake produced the line's
+#: request -> the request committed and readable -> the allocator produced its decision ->
+#: the decision committed and read here. Each reader fetches as the next stage does, so the
+#: "committed" hops include one fetch; "allocator" can be below zero by the difference
+#: between the allocator's fetch and this process's.
+HOPS = ("intake", "request committed", "allocator", "decision committed")
 
 
 @dataclass(frozen=True)
@@ -47,16 +55,24 @@ class EngineResult:
     decide_seconds: float
     latencies_ms: list[float]
     peak_rss_mb: float
+    hops_ms: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def lines_per_second(self) -> float:
         return self.lines / self.decide_seconds if self.decide_seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
-            return float("nan")
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+        return _percentile(self.latencies_ms, q)
+
+    def hop_percentile(self, hop: str, q: float) -> float:
+        return _percentile(self.hops_ms.get(hop, []), q)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 def _orders(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
@@ -72,20 +88,30 @@ def _orders(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
 
 
 class _Decisions:
-    """Reads committed allocations; counts first decisions and their latency."""
+    """Reads committed allocations; counts first decisions and their latency.
 
-    def __init__(self, settings: Settings) -> None:
+    In latency mode it reads the committed allocation requests too, for the hops (`HOPS`).
+    """
+
+    def __init__(self, settings: Settings, *, hops: bool = False) -> None:
         self._serde = topic_serde(settings, settings.topic("allocations"))
-        topic = settings.topic("allocations")
+        self._requests = topic_serde(settings, settings.topic("allocation-requests"))
+        topics = [settings.topic("allocations"), *([self._requests.topic] if hops else [])]
         config = consumer_config(settings, group_id=f"bench-observer-{time.time_ns()}")
         self._consumer = Consumer(config)
         # assign(), not subscribe(): no group join of its own to skew the figures
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        assigned = []
+        for topic in topics:
+            partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            assigned += [TopicPartition(topic, p, 0) for p in partitions]
+        self._consumer.assign(assigned)
         self.decided = 0
         self.first_at: float | None = None
         self.last_at = 0.0
         self.latencies_ms: list[float] = []
+        self.hops_ms: dict[str, list[float]] = {hop: [] for hop in HOPS} if hops else {}
+        #: (order, line) -> when intake produced its request and when it was seen committed (ms)
+        self._requested: dict[tuple[str, str], tuple[float, float]] = {}
         self.measure_latency = False
 
     def poll(self) -> None:
@@ -94,14 +120,32 @@ class _Decisions:
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue
+            now = time.time()
+            if msg.topic() == self._requests.topic:
+                if self.measure_latency:
+                    request = self._requests.decode(value)
+                    key = (request["order_id"], request["line_id"])
+                    self._requested.setdefault(key, (msg.timestamp()[1], now * 1000))
+                continue
             if _event_type(value) not in FIRST_DECISIONS:
                 continue
-            now = time.time()
             self.decided += 1
             self.first_at = self.first_at or now
             self.last_at = now
             if self.measure_latency:
-                self.latencies_ms.append(now * 1000 - self._serde.decode(value)["occurred_at"])
+                event = self._serde.decode(value)
+                self.latencies_ms.append(now * 1000 - event["occurred_at"])
+                requested = self._requested.pop((event["order_id"], event["line_id"]), None)
+                if self.hops_ms and requested is not None:
+                    produced, committed = requested
+                    decided = msg.timestamp()[1]
+                    for hop, ms in zip(
+                        HOPS,
+                        (produced - event["occurred_at"], committed - produced, decided - committed,
+                         now * 1000 - decided),
+                        strict=True,
+                    ):  # fmt: skip
+                        self.hops_ms[hop].append(ms)
 
     def close(self) -> None:
         self._consumer.close()
@@ -150,7 +194,8 @@ def run(
     tag = f"bench{time.time_ns() % 10**9}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
     ensure_topics(settings)
-    tuning: dict[str, Any] = {"linger.ms": 20}
+    # In latency mode the feed sends each order at once: its own batching is not the engine's latency.
+    tuning: dict[str, Any] = {"linger.ms": 20 if rate is None else 0}
     producer = Producer(producer_config(settings, **tuning))
     orders_serde = topic_serde(settings, settings.topic("orders"))
     inventory = topic_serde(settings, settings.topic("inventory"))
@@ -185,7 +230,7 @@ def run(
         }  # fmt: skip
         return order_id.encode(), orders_serde.encode(orders_serde.validate(order))
 
-    observer = _Decisions(settings)
+    observer = _Decisions(settings, hops=rate is not None)
     workdir = Path(tempfile.mkdtemp(prefix="streamalloc-bench-"))
     # At a fixed rate, one warm-up order goes first and the steady feed starts once it is
     # decided: latency under load is measured on a running engine, not on a join backlog.
@@ -254,6 +299,7 @@ def run(
         decide_seconds=observer.last_at - first,
         latencies_ms=observer.latencies_ms,
         peak_rss_mb=peak,
+        hops_ms=observer.hops_ms,
     )
 
 
@@ -275,4 +321,9 @@ def summary(results: list[EngineResult]) -> dict[str, Any]:
         "p95_ms": statistics.median(r.percentile(0.95) for r in results),
         "p99_ms": statistics.median(r.percentile(0.99) for r in results),
         "peak_rss_mb": max(r.peak_rss_mb for r in results),
+        **{
+            f"{hop} p{q}_ms": statistics.median(r.hop_percentile(hop, q / 100) for r in results)
+            for hop in HOPS
+            for q in (50, 99)
+        },
     }

@@ -1,0 +1,25 @@
+"""`streamalloc bench engine --rate`: latency with its split per hop, on a real broker."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from click.testing import CliRunner
+
+from streamalloc.bench.engine import HOPS
+from streamalloc.cli import main
+from streamalloc.config import Settings
+
+
+def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Settings) -> None:
+    result = CliRunner().invoke(
+        main, ["--bootstrap", str(settings.bootstrap), "bench", "engine", "--lines", "300", "--rate", "300"]
+    )
+    assert result.exit_code == 0, result.output
+    for hop in HOPS:
+        row = re.search(rf"│ {re.escape(hop)}\s+│\s+(-?\d+)\s+│\s+(-?\d+)\s+│", result.output)
+        assert row is not None, f"no row for {hop!r} in:\n{result.output}"
+        assert all(math.isfinite(float(v)) for v in row.groups())
+    p50 = re.search(r"latency p50 (\d+) ms", result.output)
+    assert p50 is not None and int(p50.group(1)) > 0, result.output
