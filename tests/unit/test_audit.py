@@ -520,3 +520,26 @@ def test_a_batch_is_punctuation_when_the_clock_or_a_table_caused_every_record() 
         (None, {"cause_event_id": "clock:expiry:o3:1:5"}),
     ]
     assert punctuation_batches(records) == {timer, sweep}
+
+
+def test_a_punctuation_the_restore_drops_is_named_by_writer_and_number() -> None:
+    # Seen in demo --crash-at 0.4 (one run of 20): a worker was killed while its timers'
+    # batch was open; the survivor took the partition over, restored up to that open
+    # transaction and went on; the broker showed the batch only when the killed worker
+    # restarted, before the survivor's batches, which were built without it. Every restore
+    # drops it, so its fills never reached the state, but as a punctuation the audit kept
+    # them beside the survivor's own fills of the same lines: "holds 2 of 1 ordered".
+    from streamalloc.commands.audit import dropped_batches
+    from streamalloc.runtime.changelog import encode_src
+
+    tp = ("allocation-requests", 0)
+    committed = encode_src({tp: 200}, {tp: 226}, base=10, writer=1, seq=5)
+    leaked_timers = encode_src({tp: 226}, {tp: 226}, base=12, writer=1, seq=6)
+    survivor = encode_src({tp: 226}, {tp: 240}, base=12, writer=2, seq=1)
+    log = [(10, committed), (11, committed), (12, leaked_timers), (13, leaked_timers), (14, survivor)]
+    assert dropped_batches("app-allocator-changelog", 0, log) == {(1, 6)}
+    # Timers that committed are built on: the next batch's store had reached them.
+    built_on = encode_src({tp: 226}, {tp: 240}, base=14, writer=2, seq=1)
+    assert dropped_batches("app-allocator-changelog", 0, [*log[:4], (14, built_on)]) == set()
+    # At the end of the changelog a punctuation is kept, as a restore then keeps it.
+    assert dropped_batches("app-allocator-changelog", 0, log[:4]) == set()

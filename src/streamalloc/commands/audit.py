@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from streamalloc.audit import TABLE_CAUSES, AuditReport, audit
-from streamalloc.commands.io import order_topics, read_to_end, read_with_batches
+from streamalloc.commands.io import order_topics, read_records, read_to_end, read_with_batches
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
-from streamalloc.runtime.lineage import void_batches
+from streamalloc.kafka import admin_client
+from streamalloc.runtime.changelog import SRC_HEADER, BatchSource, RestoreJob
+from streamalloc.runtime.lineage import Batch, void_batches
+from streamalloc.runtime.state import StorePartition
 from streamalloc.serialization import topic_serde
 
 
@@ -21,6 +26,77 @@ def punctuation_batches(records: Iterable[tuple[bytes | None, Mapping[str, Any]]
             cause = str(record.get("cause_event_id") or "")
             engine_only[batch] = engine_only.get(batch, True) and cause.startswith(TABLE_CAUSES)
     return {batch for batch, only in engine_only.items() if only}
+
+
+def dropped_by_restore(settings: Settings) -> set[tuple[int, int, int]]:
+    """(partition, writer, seq) of the batches in the app's changelogs that a restore drops.
+
+    A punctuation (timers, a table change) consumed no input, so the `batch` header rule
+    cannot judge it, and it is kept as the restore keeps one at the end of the changelog.
+    But a punctuation that leaked while another worker had already taken its partitions
+    over is dropped by every later restore: the embedded broker shows it only when its own
+    worker restarts, behind batches the new owner built without it (changelog.py). The
+    changelog says so; a batch named here never reached the engine's state.
+    """
+    admin = admin_client(settings)
+    prefix = f"{settings.app_id}-"
+    topics = [
+        t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix) and t.endswith("-changelog")
+    ]
+    dropped: set[tuple[int, int, int]] = set()
+    for topic in sorted(topics):
+        runs: dict[int, list[tuple[int, bytes]]] = defaultdict(list)
+        for record in read_records(settings, topic):
+            header = next((v for k, v in record.headers or () if k == SRC_HEADER), None)
+            if header is not None:
+                runs[record.partition].append((record.offset, header))
+        for partition, headers in runs.items():
+            dropped |= {
+                (partition, writer, seq) for writer, seq in dropped_batches(topic, partition, headers)
+            }
+    return dropped
+
+
+def dropped_batches(topic: str, partition: int, headers: Iterable[tuple[int, bytes]]) -> set[tuple[int, int]]:
+    """(writer, seq) of the batches a restore of one changelog partition drops, from the
+    `src` header of each record in offset order.
+
+    The restore's own rules (changelog.py), with nothing committed to judge the last batch
+    by: it is kept, as a restore at the end keeps a punctuation. Batches of earlier
+    releases (no writer or number) are not named.
+    """
+    job = RestoreJob(cast(StorePartition, SimpleNamespace(partition=partition)), topic, {})
+    kept: set[bytes] = set()
+    seen: set[bytes] = set()
+    for offset, header in headers:
+        seen.add(header)
+        kept.update(h for h, _ in job.offer(offset, header, (header, None)))
+    kept.update(h for h, _ in job.at_end())
+    found = set()
+    for header in seen - kept:
+        source = BatchSource.parse(header)
+        if source.writer is not None and source.seq is not None:
+            found.add((source.writer, source.seq))
+    return found
+
+
+def _dropped_punctuations(settings: Settings, punctuation: set[bytes]) -> set[bytes]:
+    """The punctuation batches whose store changes no restore keeps (`dropped_by_restore`)."""
+    if not punctuation:
+        return set()
+    dropped = dropped_by_restore(settings)
+    found = set()
+    for header in punctuation:
+        try:
+            batch = Batch.parse(header)
+        except (ValueError, KeyError, TypeError):
+            continue
+        if (
+            batch.seq is not None
+            and (int(batch.task.rsplit(":", 1)[1]), batch.incarnation, batch.seq) in dropped
+        ):
+            found.add(header)
+    return found
 
 
 def run_audit(settings: Settings) -> AuditReport:
@@ -43,9 +119,10 @@ def run_audit(settings: Settings) -> AuditReport:
     # stands by: its successor redid that input (lineage.py). Only the embedded broker leaks;
     # real Kafka never shows a read_committed reader a batch that did not commit.
     if settings.broker_profile == "embedded":
-        void = void_batches(
-            (batch for batch, _ in outputs if batch is not None), punctuation_batches(outputs)
-        )
+        punctuation = punctuation_batches(outputs)
+        dropped = _dropped_punctuations(settings, punctuation)
+        headers = (batch for batch, _ in outputs if batch is not None)
+        void = void_batches(headers, punctuation - dropped) | dropped
     else:
         void = set()
     leaked = [event for batch, event in allocations if batch in void]

@@ -141,11 +141,33 @@ def read_with_batches(
 ) -> list[tuple[bytes | None, dict[str, Any]]]:
     """Like `read_to_end`, each event with the `batch` header of the batch that wrote it."""
     serde = topic_serde(settings, topic)
+    events: list[tuple[bytes | None, dict[str, Any]]] = []
+    for record in read_records(settings, topic, timeout_s):
+        if record.value is None:
+            continue
+        try:
+            events.append((batch_of(record.headers), serde.decode(record.value)))
+        except StreamallocError:
+            continue  # bad input: the engine sent it to the dead-letter topic
+    return events
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    partition: int
+    offset: int
+    headers: list[tuple[str, bytes]] | None
+    value: bytes | None
+
+
+def read_records(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[RawRecord]:
+    """Every committed record of `topic`, undecoded, in offset order per partition (none when
+    the topic does not exist)."""
     config = consumer_config(
         settings, group_id=f"{settings.app_id}-read-{uuid.uuid4().hex[:8]}", **{"enable.partition.eof": True}
     )
     consumer = Consumer(config)
-    events: list[tuple[bytes | None, dict[str, Any]]] = []
+    records: list[RawRecord] = []
     try:
         with kafka_errors(f"reading {topic}"):
             metadata = consumer.list_topics(topic, timeout=10)
@@ -164,16 +186,10 @@ def read_with_batches(
                             pending.discard(msg.partition())
                             continue
                         raise BrokerError(str(error))
-                    value = msg.value()
-                    if value is None:
-                        continue
-                    try:
-                        events.append((batch_of(msg.headers()), serde.decode(value)))
-                    except StreamallocError:
-                        continue  # bad input: the engine sent it to the dead-letter topic
+                    records.append(RawRecord(msg.partition(), msg.offset(), msg.headers(), msg.value()))
     finally:
         consumer.close()
-    return events
+    return records
 
 
 def order_topics(settings: Settings) -> list[str]:
