@@ -94,7 +94,7 @@ class _Decisions:
             value = msg.value()
             if msg.error() is not None or value is None:
                 continue
-            if _event_type(value) not in FIRST_DECISIONS:
+            if event_type(value) not in FIRST_DECISIONS:
                 continue
             now = time.time()
             self.decided += 1
@@ -107,7 +107,7 @@ class _Decisions:
         self._consumer.close()
 
 
-def _event_type(value: bytes) -> str:
+def event_type(value: bytes) -> str:
     """The `type` of an Avro allocation event without decoding it all: the third field,
     after event_id and cause_event_id (strings: zig-zag varint length, then bytes)."""
     pos = 5  # magic byte and schema id
