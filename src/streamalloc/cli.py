@@ -652,8 +652,10 @@ def bench_compare(
         ratios = s.get("streamalloc", {}).get(f"vs_{peer}_runs")
         if ratios:
             runs_text = ", ".join(f"{r:.2f}" for r in ratios)
+            mine = s["streamalloc"]
             out.print(
-                f"streamalloc / {name}: [bold]{s['streamalloc'][f'vs_{peer}']:.2f}[/bold] (runs {runs_text})"
+                f"streamalloc / {name}: [bold]{mine[f'vs_{peer}']:.2f}[/bold] (runs {runs_text}); "
+                f"messages per CPU second: {mine[f'cpu_vs_{peer}']:.2f}"
             )
 
 

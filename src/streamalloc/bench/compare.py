@@ -379,15 +379,25 @@ def summary(results: Sequence[Measured]) -> dict[str, dict[str, Any]]:
                 "peak_rss_mb": max(r.peak_rss_mb for r in mine),
             }
     for peer in ("quix", "bare"):
-        ratios = list(_ratios(results, peer))
+        ratios = list(_ratios(results, peer, _rate))
         if ratios and "streamalloc" in table:
             table["streamalloc"][f"vs_{peer}"] = statistics.median(ratios)
             table["streamalloc"][f"vs_{peer}_runs"] = ratios
+            # CPU per message does not depend on how busy the machine was
+            table["streamalloc"][f"cpu_vs_{peer}"] = statistics.median(_ratios(results, peer, _per_cpu))
     return table
 
 
-def _ratios(results: Sequence[Measured], peer: str) -> Iterator[float]:
-    rates = {(r.system, r.run): r.outputs_per_second for r in results}
-    for (system, number), rate in rates.items():
-        if system == "streamalloc" and (peer, number) in rates:
-            yield rate / rates[(peer, number)]
+def _rate(measured: Measured) -> float:
+    return measured.outputs_per_second
+
+
+def _per_cpu(measured: Measured) -> float:
+    return measured.messages / measured.cpu_seconds if measured.cpu_seconds > 0 else float("nan")
+
+
+def _ratios(results: Sequence[Measured], peer: str, figure: Callable[[Measured], float]) -> Iterator[float]:
+    figures = {(r.system, r.run): figure(r) for r in results}
+    for (system, number), value in figures.items():
+        if system == "streamalloc" and (peer, number) in figures:
+            yield value / figures[(peer, number)]
