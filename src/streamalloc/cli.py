@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -571,6 +571,112 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
         for hop in engine.HOPS:
             hops.add_row(hop, f"{s[f'{hop} p50_ms']:.0f}", f"{s[f'{hop} p99_ms']:.0f}")
         out.print(hops)
+
+
+@bench.command("compare")
+@click.option("--messages", type=click.IntRange(min=1), default=200_000, show_default=True)
+@click.option("--skus", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Interleaved runs; medians."
+)
+@click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    type=click.Choice(["bare", "quix", "streamalloc"]),
+    help="Only these (repeatable) [bare, quix, streamalloc].",
+)
+@click.option(
+    "--kafka",
+    "use_kafka",
+    is_flag=True,
+    help="A fresh Apache Kafka 4.1.1 per measurement instead of a fresh embedded broker.",
+)
+@click.option(
+    "--peers",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    envvar="STREAMALLOC_BENCH_PEERS",
+    help="The peer workload's scripts [shared/peers in this directory or a parent].",
+)
+@click.option(
+    "--peers-venv",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The peers' own venv, made on first use [~/.cache/streamalloc/quix-venv].",
+)
+def bench_compare(
+    messages: int,
+    skus: int,
+    runs: int,
+    systems: tuple[str, ...],
+    use_kafka: bool,
+    peers: Path | None,
+    peers_venv: Path | None,
+) -> None:
+    """The peer workload on a bare confluent-kafka loop, Quix Streams and streamalloc, side by side.
+
+    Each measurement gets a fresh broker (with --bootstrap: that cluster, new topics each
+    time); runs interleave the systems. Rates are committed outputs per second, from the
+    first to the last.
+    """
+    from contextlib import contextmanager
+
+    from streamalloc.bench import compare
+    from streamalloc.broker import KafkaBroker
+
+    settings = _settings()
+    if use_kafka and settings.bootstrap:
+        raise click.UsageError("--kafka starts a broker per run; it does not go with --bootstrap")
+    peers = peers or compare.find_peers(Path.cwd())
+    if peers is None:
+        raise click.UsageError("no shared/peers directory here or above: give --peers DIR")
+    chosen = [s for s in compare.SYSTEMS if s in systems] if systems else list(compare.SYSTEMS)
+
+    @contextmanager
+    def fresh_broker() -> Iterator[Settings]:
+        if use_kafka:
+            with KafkaBroker(fetch=True, say=_say) as bootstrap:
+                yield settings.replace(bootstrap=bootstrap, broker_profile="kafka")
+        else:
+            with kafka_available(settings, lambda _: None) as ready:
+                yield ready
+
+    def show(m: compare.Measured) -> None:
+        out.print(
+            f"run {m.run}: {compare.LABELS[m.system]}: {m.outputs:,} outputs, "
+            f"{m.outputs_per_second:,.0f} events/s, {m.cpu_seconds:.1f} CPU s, "
+            f"peak RSS {m.peak_rss_mb:.0f} MB (load {m.load:.1f})"
+        )
+
+    try:
+        python = compare.peers_python(peers_venv or compare.default_peers_venv(os.environ), _say)
+        results = compare.run(
+            fresh_broker, peers=peers, python=python, systems=chosen, runs=runs, messages=messages,
+            skus=skus, on_result=show, say=_say,
+        )  # fmt: skip
+    except StreamallocError as exc:
+        _fail(exc)
+    s = compare.summary(results)
+    table = Table(
+        "system", "events/s (median)", "runs", "CPU s", "peak RSS MB", title=f"{messages:,} messages"
+    )
+    for system, row in s.items():
+        table.add_row(
+            compare.LABELS[system],
+            f"{row['rate']:,.0f}",
+            " / ".join(f"{r:,.0f}" for r in row["rates"]),
+            f"{row['cpu_seconds']:.1f}",
+            f"{row['peak_rss_mb']:.0f}",
+        )
+    out.print(table)
+    for peer, name in (("quix", "Quix Streams"), ("bare", "the bare loop")):
+        ratios = s.get("streamalloc", {}).get(f"vs_{peer}_runs")
+        if ratios:
+            runs_text = ", ".join(f"{r:.2f}" for r in ratios)
+            mine = s["streamalloc"]
+            out.print(
+                f"streamalloc / {name}: [bold]{mine[f'vs_{peer}']:.2f}[/bold] (runs {runs_text}); "
+                f"messages per CPU second: {mine[f'cpu_vs_{peer}']:.2f}"
+            )
 
 
 _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)

@@ -78,3 +78,16 @@ def test_state_dumped_by_an_earlier_release_loads() -> None:
     live = LiveBatches.load(old)
     assert live.tasks["allocator:0"][0].batch.kept == ((1, {"requests:0": 30}, None),)
     assert live.tasks["allocator:0"][0].batch.seq is None
+
+
+def test_a_run_of_one_batchs_records_is_judged_as_when_each_is_observed_afresh() -> None:
+    """Records of one batch in a row take a short path; it must find what the full one does."""
+    headers = [FIRST, FIRST, SECOND, LEAKED, bytes(LEAKED), LEAKED, OTHER_TASK, REDONE, REDONE, LEAKED]
+    causes = [False, True, False, True, False, False, True, False, True, False]
+    live = LiveBatches()
+    afresh = LiveBatches()
+    for i, (header, engine) in enumerate(zip(headers, causes, strict=True)):
+        # a copy made through dump/load knows nothing of the record before: the full path
+        afresh = LiveBatches.load(marshal.loads(marshal.dumps(afresh.dump())))  # noqa: S302 - our own bytes
+        assert live.observe(header, f"k{i}", engine) == afresh.observe(header, f"k{i}", engine)
+        assert live == afresh

@@ -127,7 +127,7 @@ class _Decisions:
                     key = (request["order_id"], request["line_id"])
                     self._requested.setdefault(key, (msg.timestamp()[1], now * 1000))
                 continue
-            if _event_type(value) not in FIRST_DECISIONS:
+            if event_type(value) not in FIRST_DECISIONS:
                 continue
             self.decided += 1
             self.first_at = self.first_at or now
@@ -151,7 +151,7 @@ class _Decisions:
         self._consumer.close()
 
 
-def _event_type(value: bytes) -> str:
+def event_type(value: bytes) -> str:
     """The `type` of an Avro allocation event without decoding it all: the third field,
     after event_id and cause_event_id (strings: zig-zag varint length, then bytes)."""
     pos = 5  # magic byte and schema id

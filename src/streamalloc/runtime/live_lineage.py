@@ -55,6 +55,9 @@ class LiveBatches:
 
     tasks: dict[str, list[_Seen]] = field(default_factory=dict)
     void: list[str] = field(default_factory=list)
+    # The batch of the record observed last, while it stands: a batch's records come one
+    # after another, and nothing but a record of another batch changes what is known of it.
+    _last: tuple[bytes, str, _Seen] | None = field(default=None, repr=False, compare=False)
 
     def observe(
         self, header: bytes | None, key: str, engine_caused: bool
@@ -66,6 +69,13 @@ class LiveBatches:
         """
         if header is None:
             return "", {}
+        last = self._last
+        if last is not None and last[0] == header:  # what the full path below would find again
+            current = last[2]
+            current.engine_only = current.engine_only and engine_caused
+            current.keys[key] = None
+            return last[1], {}
+        self._last = None
         source = source_of(header)
         if source in self.void:
             return None, {}
@@ -89,6 +99,7 @@ class LiveBatches:
             seen.append(entry)
         entry.engine_only = entry.engine_only and engine_caused
         entry.keys[key] = None
+        self._last = (header, source, entry)
         return source, voided
 
     def _void(self, source: str) -> None:
