@@ -4,11 +4,19 @@ Routes: GET /health (process alive), GET /ready (owns partitions and restored th
 GET /metrics (Prometheus text), GET /availability/<sku>[?channel=C] (answered by a query
 function the worker provides, api/queries.py: the owner's store, forwarded, or 421 with
 the owner; 404 when the SKU is unknown).
+
+A client cannot tie the server up: a request must arrive whole within `request_timeout_s`
+(a half-sent one is dropped), at most `max_connections` are served at once (one more is
+answered 503 at once), and a client that leaves mid-answer is noted at debug level, not
+printed as a traceback.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import socket
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +30,52 @@ from streamalloc.api.queries import FORWARDED_HEADER, AvailabilityRequest
 #: Returns (status, body) for a query.
 AvailabilityQuery = Callable[[AvailabilityRequest], tuple[int, dict[str, Any]]]
 
+_log = logging.getLogger("streamalloc.api.http")
+_BUSY_BODY = b'{"error": "too many connections"}'
+_BUSY = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
+)
+
+
+class _BoundedServer(ThreadingHTTPServer):
+    """A thread per connection, at most `max_connections` at once; quiet about clients that leave."""
+
+    daemon_threads = True
+
+    def __init__(
+        self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler], max_connections: int
+    ) -> None:
+        super().__init__(address, handler)
+        self._slots = threading.BoundedSemaphore(max_connections)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        error = sys.exc_info()[1]
+        if isinstance(error, (ConnectionError, TimeoutError, socket.timeout)):
+            _log.debug("client left", extra={"client": str(client_address[0]), "error": type(error).__name__})
+        else:
+            _log.warning("request failed", exc_info=True)
+
 
 class HttpApi:
     def __init__(
@@ -32,10 +86,14 @@ class HttpApi:
         registry: CollectorRegistry,
         ready: Callable[[], bool],
         availability: AvailabilityQuery | None = None,
+        request_timeout_s: float = 10.0,
+        max_connections: int = 64,
     ) -> None:
         api = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = request_timeout_s  # on the socket: a request that stops arriving is dropped
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 api._handle(self)
 
@@ -45,8 +103,7 @@ class HttpApi:
         self.registry = registry
         self.ready = ready
         self.availability = availability
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
+        self._server = _BoundedServer((host, port), Handler, max_connections)
         self._thread = threading.Thread(target=self._server.serve_forever, name="http-api", daemon=True)
 
     @property

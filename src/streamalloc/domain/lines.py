@@ -103,17 +103,20 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
 
     A line that never held units (rejected, or waiting) is marked released with a
     `released` event of qty 0, so the order stage hears about every cancelled line. A
-    shipped line cannot be released (`already_fulfilled`): its units have left. Units
-    freed go to the waitlist first.
+    shipped line cannot be released (`already_fulfilled`): its units have left; a
+    returned line holding nothing has nothing to release (a duplicate). Units freed go to
+    the waitlist first.
     """
     line = _seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     if line is None or line.status == UNPLACED:
         return _reject(state, cmd, line, reasons.UNKNOWN_LINE, 0, None, None, now)
-    if line.status == "released":
+    if line.status == "released" or (line.status == "returned" and line.held == 0):
+        # Nothing to give back. A returned line may have been released before its return,
+        # and a release that was a duplicate then must stay one now (it was never recorded).
         return DUPLICATE
-    if line.held == 0 and (line.fulfilled > 0 or line.status == "returned"):
+    if line.held == 0 and line.fulfilled > 0:
         return _reject(state, cmd, line, reasons.ALREADY_FULFILLED, 0, None, None, now)
 
     own = _edit(state, line, cmd)

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from streamalloc.domain import reasons
 from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.stage import Stage
+
+#: The decisions every allocator can make from its first order on, exported at zero from the
+#: start: a labelled counter appears at its first increment, and `rate()` misses that one.
+KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
+    ("allocated", ""),
+    *(
+        ("rejected", reason)
+        for reason in (
+            reasons.INVALID_QUANTITY,
+            reasons.UNKNOWN_CHANNEL,
+            reasons.UNKNOWN_SKU,
+            reasons.INSUFFICIENT_STOCK,
+            reasons.CHANNEL_NOT_ALLOWED,
+            reasons.LOCATION_UNAVAILABLE,
+        )
+    ),
+    ("backordered", reasons.INCOMING),
+    ("backordered", reasons.WAITLISTED),
+)
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: A restore takes milliseconds for a fresh partition and minutes for a large one.
@@ -64,6 +86,20 @@ class PrometheusObserver(Observer):
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None], Any] = {}
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
+        for kind, reason in KNOWN_DECISIONS:
+            self._decision_counters[(kind, reason or None)] = self.decisions.labels(kind, reason)
+
+    def on_stages(self, stages: Sequence[Stage]) -> None:
+        for stage in stages:
+            self._stage_metrics[stage.name] = (
+                self.records.labels(stage.name),
+                self.batch_seconds.labels(stage.name),
+            )
+            for topic in stage.topics():
+                self.dead_letters.labels(topic)
+            for store in stage.stores:
+                self.restored_records.labels(store)
+                self.restore_seconds.labels(store)
 
     def on_batch(self, stage: str, records: int, seconds: float) -> None:
         metrics = self._stage_metrics.get(stage)

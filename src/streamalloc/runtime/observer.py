@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from streamalloc.runtime.stage import Stage
+
 
 class Observer:
     """No-op base: override what you measure. Calls happen on the worker's thread."""
+
+    def on_stages(self, stages: Sequence[Stage]) -> None:
+        """The worker runs these stages (once, before any other call): the label values known
+        from the start, so that a labelled counter can show zero before its first event."""
 
     def on_batch(self, stage: str, records: int, seconds: float) -> None:
         """A stage processed `records` records of one partition in `seconds`."""

@@ -76,6 +76,7 @@ class Worker:
         self.settings = settings
         self.stages = list(stages)
         self.observer = observer or Observer()
+        self.observer.on_stages(self.stages)
         self.tasks = TaskManager(settings, self.stages, store_factory, self.observer)
         self._dead_letter = dead_letter
         self._before_batch = before_batch
