@@ -187,7 +187,7 @@ class Worker:
             self._punctuate_at = 0.0  # a task that became ready punctuates at once
         if self._before_batch is not None:
             self._before_batch()
-        messages = consume_available(consumer, self.settings.poll_batch, 0.0 if restoring else 0.1)
+        messages = consume_available(consumer, self.settings.poll_batch, self._poll_wait(restoring))
         alignment.polled(len(messages), self.settings.poll_batch)
         if messages:
             self._buffer(messages)
@@ -200,6 +200,18 @@ class Worker:
             self.settings.commit_every, self.settings.commit_interval_ms / 1000
         ):
             self._commit()
+
+    def _poll_wait(self, restoring: bool) -> float:
+        """How long a poll with nothing buffered may wait for a record: 0.1 s, but never past
+        the moment the open batch is due to commit. Waiting the whole 0.1 s held a batch's
+        outputs back until the next record arrived or the wait ran out, on every stage."""
+        if restoring:
+            return 0.0
+        checkpoint = self._checkpoint
+        if checkpoint is None or not checkpoint.in_transaction:
+            return 0.1
+        due = checkpoint.started + self.settings.commit_interval_ms / 1000
+        return min(0.1, max(0.0, due - time.monotonic()))
 
     def _keep_standbys(self, consumer: Consumer) -> None:
         """Place the warm copies when the group changed (standby.py), then feed them."""
