@@ -857,6 +857,18 @@ def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
     return thresholds
 
 
+def _services_settings() -> Settings:
+    """The settings, once the client properties are known to map onto faust's (before connecting)."""
+    from streamalloc.services.credentials import broker_credentials
+
+    settings = _settings()
+    try:
+        broker_credentials(settings.kafka_properties)
+    except StreamallocError as exc:
+        _fail(exc)
+    return settings
+
+
 @service.command("channel-sync")
 @click.option(
     "--window-ms", type=click.IntRange(min=0), default=1_000, show_default=True, help="Push window per key."
@@ -895,7 +907,7 @@ def service_channel_sync(
     from streamalloc.services.channel_sync import ChannelSyncConfig, run
     from streamalloc.services.webhooks import WebhookConfig
 
-    settings = _settings()
+    settings = _services_settings()
     config = ChannelSyncConfig(
         window_ms=window_ms,
         low_stock=_low_stock(low_stock_for),
@@ -929,7 +941,7 @@ def service_routing(
     from streamalloc.commands.topics import ensure_topics
     from streamalloc.services.routing import run
 
-    settings = _settings()
+    settings = _services_settings()
     try:
         with kafka_available(settings, _say) as ready:
             ensure_topics(ready)

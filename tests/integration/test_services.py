@@ -494,3 +494,68 @@ def test_a_location_going_offline_takes_the_channel_ats_to_what_the_other_locati
     elapsed = received - offline_at
     record_property("offline_to_webhook_s", round(elapsed, 3))
     print(f"location offline -> web hook at the other locations' ATS: {elapsed:.2f}s")
+
+
+def test_any_channel_sync_instance_answers_any_sku_by_asking_its_owner(services: Services) -> None:
+    """A second instance joins the group; each SKU is then held by one, and both answer for all.
+
+    Last in the module: while the second instance runs, the SKUs it holds are pushed by it,
+    without the first instance's webhooks.
+    """
+    engine, ids = services.engine, Ids("owner")
+    port = _free_port()
+    second = WorkerProcess(
+        [
+            "-m", "streamalloc",
+            "--bootstrap", str(services.settings.bootstrap),
+            "--prefix", services.settings.topic_prefix,
+            "--app-id", services.settings.app_id,
+            "--state-dir", str(services.tmp / "services-2"),
+            "service", "channel-sync", "--window-ms", str(WINDOW_MS), "--http-port", str(port),
+        ],
+        services.tmp / "channel-sync-2.log",
+    )  # fmt: skip
+    services.started.append(second)
+    urls = {f"http://127.0.0.1:{services.sync_port}", f"http://127.0.0.1:{port}"}
+    skus = {ids.sku(str(n)): n + 1 for n in range(8)}  # 8 SKUs over 4 partitions: both instances hold some
+    engine.send_inventory(
+        *(
+            engine.inventory(ids.event(sku), "received", sku, qty, location="WH-2")
+            for sku, qty in skus.items()
+        )
+    )
+    for sku in skus:
+        engine.wait_stock(sku, ids.event(sku))
+
+    def answers() -> dict[tuple[int, str], tuple[int, Any]]:
+        if not second.alive():
+            raise AssertionError(f"the second instance exited:\n{second.log()[-3000:]}")
+        return {
+            (p, sku): services.get(p, f"/ats/web/{sku}") for p in (services.sync_port, port) for sku in skus
+        }
+
+    def settled() -> bool:
+        got = answers()
+        return (
+            all(status == 200 and body["ats"] == skus[sku] for (_, sku), (status, body) in got.items())
+            and {body["served_by"] for _, body in got.values()} == urls
+        )
+
+    try:
+        wait_for(settled, 90, "both instances answering every SKU, each SKU served by its owner")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{answers()}\n{second.log()[-3000:]}\n{services.logs()}") from None
+    served = {sku: body["served_by"] for (_, sku), (_, body) in answers().items()}
+    for sku in skus:  # one owner per SKU, whichever instance was asked
+        assert {answers()[(p, sku)][1]["served_by"] for p in (services.sync_port, port)} == {served[sku]}
+    # a query already forwarded is not forwarded again: 421 names the owner
+    sku = next(s for s, url in served.items() if url.endswith(f":{port}"))
+    request = urllib.request.Request(  # noqa: S310
+        f"http://127.0.0.1:{services.sync_port}/ats/web/{sku}", headers={"X-Streamalloc-Forwarded": "test"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)  # noqa: S310
+    assert refused.value.code == 421 and json.loads(refused.value.read())["owner"] == served[sku]
+    assert services.get(port, "/ats/web/no-such-sku")[0] == 404  # its owner has not seen it
+    code = second.terminate()
+    assert code == 0, f"the second instance exited with {code}:\n{second.log()[-3000:]}"

@@ -19,6 +19,7 @@ import faust
 
 from streamalloc.config import Settings
 from streamalloc.logs import JsonFormatter
+from streamalloc.services.credentials import broker_credentials
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 
@@ -49,20 +50,32 @@ def dead_letter_record(message: Message, error: str) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, service: str, *, guarantee: Guarantee = "at_least_once") -> faust.App:
+def make_app(
+    settings: Settings,
+    service: str,
+    *,
+    guarantee: Guarantee = "at_least_once",
+    canonical_url: str | None = None,
+) -> faust.App:
     """A faust app for one service: its own consumer group, RocksDB tables under the state dir.
 
     The app id `<app_id>-<service>` is the consumer group and prefixes the tables'
     changelog topics (`<app id>-<table>-changelog`, Kafka Streams' naming). Group timeouts
     follow the broker profile, as the engine's do (docs/brokers.md, Client settings).
+    Credentials and TLS come from the engine's client properties (services/credentials.py).
     """
     if not settings.bootstrap:
         raise ValueError("a service needs bootstrap servers")
+    credentials = broker_credentials(settings.kafka_properties)
     timeouts = settings.group_timeouts()
     (settings.state_dir / service).mkdir(parents=True, exist_ok=True)
+    # the address this instance's HTTP answers at: faust's assignor shares it with the group,
+    # so every instance knows which one owns a table partition (table_owners)
+    extra: dict[str, Any] = {"canonical_url": canonical_url} if canonical_url else {}
     return faust.App(
         f"{settings.app_id}-{service}",
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        broker_credentials=credentials,
         processing_guarantee=guarantee,
         store="rocksdb://",
         datadir=str(settings.state_dir / service),
@@ -78,6 +91,7 @@ def make_app(settings: Settings, service: str, *, guarantee: Guarantee = "at_lea
         table_standby_replicas=0,
         broker_commit_interval=0.5,
         producer_linger=0.005,
+        **extra,
     )
 
 
@@ -131,6 +145,22 @@ def on_started(app: faust.App, start: Callable[[], Awaitable[None]]) -> None:
         await start()
 
     app.task(run)
+
+
+def table_owners(app: faust.App, table_name: str) -> dict[int, str]:
+    """Partition -> canonical URL of the instance that holds it, for a table, from the assignment.
+
+    A table's changelog partition is its input's partition (faust writes a table entry to the
+    partition of the event being processed), so this is also who reads each input partition.
+    Empty before the first assignment.
+    """
+    table = app.tables[table_name]
+    changelog = table.changelog_topic.get_topic_name()
+    owners: dict[int, str] = {}
+    for url, topics in app.router.table_metadata(table_name).items():
+        for partition in topics.get(changelog, ()):
+            owners[int(partition)] = str(url)
+    return owners
 
 
 def ready(app: faust.App) -> bool:
