@@ -46,6 +46,8 @@ def test_bench_services_prints_throughput_and_latency_figures(kafka_broker: Test
         "order -> webhook p50 ms at 300 lines/s",
         "order -> webhook p95 ms at 300 lines/s",
         "order -> webhook p99 ms at 300 lines/s",
+        "of which order -> availability p50 ms",
+        "of which order -> availability p99 ms",
     }, stdout
     assert all(value > 0 for value in figures.values()), figures
     print(stdout)

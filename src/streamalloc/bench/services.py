@@ -72,11 +72,14 @@ class Latency:
     lines: int
     window_ms: int
     latencies_ms: list[float]
+    #: of each, the engine's part: the availability's `as_of` (its decision time) less the order's time
+    engine_ms: list[float]
 
-    def percentile(self, q: float) -> float:
-        if not self.latencies_ms:
+    def percentile(self, q: float, engine: bool = False) -> float:
+        values = self.engine_ms if engine else self.latencies_ms
+        if not values:
             return float("nan")
-        ordered = sorted(self.latencies_ms)
+        ordered = sorted(values)
         return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
@@ -254,17 +257,18 @@ def routing_throughput(
 
 
 class _Receiver:
-    """A local webhook endpoint: (receipt time, cause event id) of every POST."""
+    """A local webhook endpoint: (receipt time, cause event id, as_of) of every POST."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[float, str]] = []
+        self.received: list[tuple[float, str, int]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 at = time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                receiver.received.append((at, json.loads(body)["cause_event_id"]))
+                push = json.loads(body)
+                receiver.received.append((at, push["cause_event_id"], int(push["as_of"])))
                 self.send_response(204)
                 self.end_headers()
 
@@ -388,12 +392,10 @@ def order_to_webhook_latency(
             on_progress(lines)
     finally:
         receiver.close()
-    latencies = [
-        at * 1000 - sent_at[cause]
-        for at, cause in receiver.received[warm:]
-        if cause in sent_at and cause != "o-0"
-    ]
-    return Latency(rate=rate, lines=lines, window_ms=window_ms, latencies_ms=latencies)
+    measured = [(at, cause, as_of) for at, cause, as_of in receiver.received[warm:] if cause in sent_at]
+    latencies = [at * 1000 - sent_at[cause] for at, cause, _ in measured if cause != "o-0"]
+    engine = [float(as_of - sent_at[cause]) for _, cause, as_of in measured if cause != "o-0"]
+    return Latency(rate=rate, lines=lines, window_ms=window_ms, latencies_ms=latencies, engine_ms=engine)
 
 
 def run(
