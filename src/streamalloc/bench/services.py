@@ -74,9 +74,11 @@ class Latency:
     latencies_ms: list[float]
     #: of each, the engine's part: the availability's `as_of` (its decision time) less the order's time
     engine_ms: list[float]
+    #: and the webhook's: receipt less the push's `pushed_at` (its wait in the channel's queue, the POST)
+    webhook_ms: list[float]
 
-    def percentile(self, q: float, engine: bool = False) -> float:
-        values = self.engine_ms if engine else self.latencies_ms
+    def percentile(self, q: float, part: str = "all") -> float:
+        values = {"all": self.latencies_ms, "engine": self.engine_ms, "webhook": self.webhook_ms}[part]
         if not values:
             return float("nan")
         ordered = sorted(values)
@@ -257,10 +259,10 @@ def routing_throughput(
 
 
 class _Receiver:
-    """A local webhook endpoint: (receipt time, cause event id, as_of) of every POST."""
+    """A local webhook endpoint: (receipt time, cause event id, as_of, pushed_at) of every POST."""
 
     def __init__(self) -> None:
-        self.received: list[tuple[float, str, int]] = []
+        self.received: list[tuple[float, str, int, int]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -268,7 +270,9 @@ class _Receiver:
                 at = time.time()
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 push = json.loads(body)
-                receiver.received.append((at, push["cause_event_id"], int(push["as_of"])))
+                receiver.received.append(
+                    (at, push["cause_event_id"], int(push["as_of"]), int(push["pushed_at"]))
+                )
                 self.send_response(204)
                 self.end_headers()
 
@@ -392,10 +396,18 @@ def order_to_webhook_latency(
             on_progress(lines)
     finally:
         receiver.close()
-    measured = [(at, cause, as_of) for at, cause, as_of in receiver.received[warm:] if cause in sent_at]
-    latencies = [at * 1000 - sent_at[cause] for at, cause, _ in measured if cause != "o-0"]
-    engine = [float(as_of - sent_at[cause]) for _, cause, as_of in measured if cause != "o-0"]
-    return Latency(rate=rate, lines=lines, window_ms=window_ms, latencies_ms=latencies, engine_ms=engine)
+    measured = [m for m in receiver.received[warm:] if m[1] in sent_at and m[1] != "o-0"]
+    latencies = [at * 1000 - sent_at[cause] for at, cause, _, _ in measured]
+    engine = [float(as_of - sent_at[cause]) for _, cause, as_of, _ in measured]
+    webhook = [at * 1000 - pushed_at for at, _, _, pushed_at in measured]
+    return Latency(
+        rate=rate,
+        lines=lines,
+        window_ms=window_ms,
+        latencies_ms=latencies,
+        engine_ms=engine,
+        webhook_ms=webhook,
+    )
 
 
 def run(
