@@ -973,6 +973,8 @@ def _services_settings() -> Settings:
 )
 @click.option("--webhook-attempts", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--webhook-backoff-ms", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--webhook-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="POSTs in flight per channel (never two of one SKU).")  # fmt: skip
 def service_channel_sync(
     window_ms: int,
     low_stock: int,
@@ -984,6 +986,7 @@ def service_channel_sync(
     webhook_secret: str | None,
     webhook_attempts: int,
     webhook_backoff_ms: int,
+    webhook_concurrency: int,
 ) -> None:
     """availability -> channel-ats: per (channel, SKU) ATS, coalesced, with stock thresholds,
     and optionally a webhook per channel (retried with backoff, then dead-lettered)."""
@@ -1002,6 +1005,7 @@ def service_channel_sync(
             secret=webhook_secret.encode() if webhook_secret else None,
             attempts=webhook_attempts,
             backoff_ms=webhook_backoff_ms,
+            concurrency=webhook_concurrency,
         ),
     )
     try:
