@@ -86,6 +86,11 @@ class ChannelSyncMetrics:
             ["channel", "event"],
             registry=r,
         )
+        self.superseded = Counter(
+            "streamalloc_channel_sync_superseded_records",
+            "Availability records skipped for a newer one of their SKU read in the same batch.",
+            registry=r,
+        )
         self.dead_letters = Counter(
             "streamalloc_channel_sync_dead_letters", "Undecodable records sent to dead-letter.", registry=r
         )
@@ -153,7 +158,15 @@ class ChannelSync:
         self._dead_topic = faust_app.raw_topic(self.app, settings.topic(DEAD_LETTER))
         self.table = faust_app.table(self.app, "ats")
         self.table.on_recover(self._on_recover)
-        faust_app.agent(self.app, faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)), self._handle)
+        # availability is absolute per SKU: of a batch read together only each SKU's newest
+        # record matters, so a backlog is read at the rate of SKUs, not of records
+        faust_app.latest_agent(
+            self.app,
+            faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)),
+            self._handle,
+            max_records=1_000,
+            within_s=0.02,
+        )
         faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
         self.http: ServiceHttp | None = None
         self._session: aiohttp.ClientSession | None = None  # for forwarded queries
@@ -166,7 +179,9 @@ class ChannelSync:
     # ------------------------------------------------------------ stream
 
     async def _handle(self, message: Message) -> None:
-        self.metrics.records.inc()
+        self.metrics.records.inc(1 + message.superseded)
+        if message.superseded:
+            self.metrics.superseded.inc(message.superseded)
         self.metrics.lag.labels(str(message.partition)).set(max(message.highwater - message.offset - 1, 0))
         try:
             if message.value is None:

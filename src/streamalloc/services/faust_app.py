@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,6 +35,8 @@ class Message:
     key: bytes | None
     value: bytes | None
     highwater: int  # the partition's end offset when the record was handed over (for lag)
+    #: records of the same key and partition this one superseded in its batch (`latest_agent`)
+    superseded: int = 0
 
 
 def dead_letter_record(message: Message, error: str) -> dict[str, Any]:
@@ -124,6 +127,57 @@ def agent(
                     app.consumer.highwater(tp) if app.consumer is not None else 0,
                 )
             )
+
+    run.__name__ = f"{app.conf.id}-{name}"
+    app.agent(topic, name=run.__name__)(run)
+
+
+def latest_agent(
+    app: faust.App,
+    topic: Any,
+    handle: Callable[[Message], Awaitable[None]],
+    *,
+    max_records: int,
+    within_s: float,
+    name: str = "agent",
+) -> None:
+    """Like `agent`, for a topic whose records are absolute per key (a compacted snapshot):
+    of the records that arrive together (up to `max_records`, waiting at most `within_s`),
+    only the newest of each key and partition is handled, in offset order; the others are
+    acknowledged with it and counted in its `superseded`.
+
+    Each is handled as faust's current event, so a table write goes to the changelog
+    partition of that record (faust takes it from the current event, which a batch would
+    otherwise leave at its last record, maybe of another partition).
+    """
+    from faust.streams import _current_event
+
+    async def run(stream: Any) -> None:
+        async for events in stream.take_events(max_records, within=within_s):
+            newest: dict[tuple[int, Any], Any] = {}
+            superseded: dict[tuple[int, Any], int] = {}
+            for event in events:
+                message = event.message
+                key = (message.partition, message.key if message.key is not None else message.offset)
+                superseded[key] = superseded.get(key, -1) + 1
+                newest[key] = event
+            for key, event in sorted(newest.items(), key=lambda item: item[1].message.offset):
+                message = event.message
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    await handle(
+                        Message(
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                            app.consumer.highwater(message.tp) if app.consumer is not None else 0,
+                            superseded[key],
+                        )
+                    )
+                finally:
+                    _current_event.reset(token)
 
     run.__name__ = f"{app.conf.id}-{name}"
     app.agent(topic, name=run.__name__)(run)
