@@ -164,7 +164,7 @@ class ChannelSync:
             self.app,
             faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)),
             self._handle,
-            max_records=1_000,
+            max_records=100,
             within_s=0.02,
         )
         faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
