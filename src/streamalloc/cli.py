@@ -679,6 +679,90 @@ def bench_compare(
             )
 
 
+@bench.command("services")
+@click.option("--availability", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Availability records channel-sync drains.")  # fmt: skip
+@click.option("--allocations", type=click.IntRange(min=1), default=10_000, show_default=True,
+              help="Allocation events routing drains.")  # fmt: skip
+@click.option("--lines", type=click.IntRange(min=2), default=20_000, show_default=True,
+              help="Order lines fed for the latency.")  # fmt: skip
+@click.option("--rate", type=click.IntRange(min=1), default=1_000, show_default=True, help="Lines/s fed.")
+@click.option("--skus", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option("--window-ms", type=click.IntRange(min=0), default=1_000, show_default=True,
+              help="channel-sync's push window.")  # fmt: skip
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat and print the median."
+)
+def bench_services(
+    availability: int, allocations: int, lines: int, rate: int, skus: int, window_ms: int, runs: int
+) -> None:
+    """channel-sync and routing throughput (a backlog drained by one process each), and the
+    latency from an order event to channel web's webhook at a steady rate of lines."""
+    from statistics import median
+
+    from streamalloc.bench import services
+
+    # SIGTERM unwinds like Ctrl-C, so the bench stops what it started (by pid) on the way out
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> services.ServicesResult:
+        return services.run(
+            settings, availability=availability, allocations=allocations, lines=lines, rate=rate,
+            skus=skus, window_ms=window_ms, on_progress=advance,
+        )  # fmt: skip
+
+    def describe(r: services.ServicesResult) -> str:
+        s, t, lat = r.channel_sync, r.routing, r.latency
+        return (
+            f"channel-sync {s.records_per_second:,.0f} availability records/s in, "
+            f"{s.outputs_per_second:,.0f} pushes/s out; "
+            f"routing {t.records_per_second:,.0f} allocations/s in, "
+            f"{t.outputs_per_second:,.0f} requests/s out; order -> webhook at {rate:,} lines/s "
+            f"p50 {lat.percentile(0.5):.0f} ms p95 {lat.percentile(0.95):.0f} ms "
+            f"p99 {lat.percentile(0.99):.0f} ms ({len(lat.latencies_ms):,} POSTs; the engine's part: "
+            f"p50 {lat.percentile(0.5, 'engine'):.0f} ms p99 {lat.percentile(0.99, 'engine'):.0f} ms; "
+            f"push to receipt: p50 {lat.percentile(0.5, 'webhook'):.0f} ms "
+            f"p99 {lat.percentile(0.99, 'webhook'):.0f} ms)"
+        )
+
+    results = _bench_runs(runs, availability + allocations + lines, "records, events, lines", one, describe)
+    table = Table("figure", "value", box=SIMPLE_HEAD)
+    rows = [
+        (
+            "channel-sync availability records in/s",
+            median(r.channel_sync.records_per_second for r in results),
+        ),
+        ("channel-sync pushes out/s", median(r.channel_sync.outputs_per_second for r in results)),
+        ("routing allocations in/s", median(r.routing.records_per_second for r in results)),
+        ("routing requests out/s", median(r.routing.outputs_per_second for r in results)),
+        (f"order -> webhook p50 ms at {rate:,} lines/s", median(r.latency.percentile(0.5) for r in results)),
+        (f"order -> webhook p95 ms at {rate:,} lines/s", median(r.latency.percentile(0.95) for r in results)),
+        (f"order -> webhook p99 ms at {rate:,} lines/s", median(r.latency.percentile(0.99) for r in results)),
+        (
+            "of which order -> availability p50 ms",
+            median(r.latency.percentile(0.5, "engine") for r in results),
+        ),
+        (
+            "of which order -> availability p99 ms",
+            median(r.latency.percentile(0.99, "engine") for r in results),
+        ),
+        (
+            "of which push -> webhook receipt p50 ms",
+            median(r.latency.percentile(0.5, "webhook") for r in results),
+        ),
+        (
+            "of which push -> webhook receipt p99 ms",
+            median(r.latency.percentile(0.99, "webhook") for r in results),
+        ),
+    ]
+    for name, value in rows:
+        table.add_row(name, f"{value:,.0f}")
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(f"window {window_ms} ms, {skus:,} SKUs; {lines:,} lines for the latency")
+    out.print(table)
+
+
 _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 
@@ -983,6 +1067,18 @@ def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
     return thresholds
 
 
+def _services_settings() -> Settings:
+    """The settings, once the client properties are known to map onto faust's (before connecting)."""
+    from streamalloc.services.credentials import broker_credentials
+
+    settings = _settings()
+    try:
+        broker_credentials(settings.kafka_properties)
+    except StreamallocError as exc:
+        _fail(exc)
+    return settings
+
+
 @service.command("channel-sync")
 @click.option(
     "--window-ms", type=click.IntRange(min=0), default=1_000, show_default=True, help="Push window per key."
@@ -1003,6 +1099,8 @@ def _low_stock(values: tuple[str, ...]) -> dict[str, int]:
 )
 @click.option("--webhook-attempts", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--webhook-backoff-ms", type=click.IntRange(min=0), default=200, show_default=True)
+@click.option("--webhook-concurrency", type=click.IntRange(min=1), default=4, show_default=True,
+              help="POSTs in flight per channel (never two of one SKU).")  # fmt: skip
 def service_channel_sync(
     window_ms: int,
     low_stock: int,
@@ -1014,6 +1112,7 @@ def service_channel_sync(
     webhook_secret: str | None,
     webhook_attempts: int,
     webhook_backoff_ms: int,
+    webhook_concurrency: int,
 ) -> None:
     """availability -> channel-ats: per (channel, SKU) ATS, coalesced, with stock thresholds,
     and optionally a webhook per channel (retried with backoff, then dead-lettered)."""
@@ -1021,7 +1120,7 @@ def service_channel_sync(
     from streamalloc.services.channel_sync import ChannelSyncConfig, run
     from streamalloc.services.webhooks import WebhookConfig
 
-    settings = _settings()
+    settings = _services_settings()
     config = ChannelSyncConfig(
         window_ms=window_ms,
         low_stock=_low_stock(low_stock_for),
@@ -1032,6 +1131,7 @@ def service_channel_sync(
             secret=webhook_secret.encode() if webhook_secret else None,
             attempts=webhook_attempts,
             backoff_ms=webhook_backoff_ms,
+            concurrency=webhook_concurrency,
         ),
     )
     try:
@@ -1055,7 +1155,7 @@ def service_routing(
     from streamalloc.commands.topics import ensure_topics
     from streamalloc.services.routing import run
 
-    settings = _settings()
+    settings = _services_settings()
     try:
         with kafka_available(settings, _say) as ready:
             ensure_topics(ready)

@@ -23,13 +23,14 @@ from typing import Any
 
 import pytest
 from tests.conftest import real_kafka_missing, under_ci
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import produce, wait_for
 
 from streamalloc.broker.kafka import KafkaBroker
 from streamalloc.broker.process import free_port
 from streamalloc.commands.io import read_to_end
 from streamalloc.config import Settings
 from streamalloc.kafka import admin_client
+from streamalloc.serialization import topic_serde
 
 pytestmark = pytest.mark.slow
 
@@ -360,3 +361,94 @@ def test_a_client_without_the_cluster_ca_is_told_why_tls_failed(
     assert "certificate verify failed" in message
     client.properties = {"security.protocol": "SSL", "ssl.ca.location": str(secured_kafka.ca)}
     assert written_by(client) == ([], [])
+
+
+# ---------------------------------------------------------------- the services (faust on aiokafka)
+
+
+def _availability(sku: str, ats: int) -> dict[str, Any]:
+    zero = dict.fromkeys(("on_hand", "allocated", "picked", "quality_control", "damaged", "safety_stock"), 0)
+    return {"event_id": f"av-{sku}", "cause_event_id": f"inv-{sku}", "sku": sku, "as_of": now_ms(),
+            "totals": {**zero, "on_hand": ats, "available": ats}, "locations": [],
+            "channels": [{"channel": "web", "ats": ats}]}  # fmt: skip
+
+
+def test_channel_sync_with_the_right_credentials_consumes_and_publishes(
+    secured_kafka: SecuredKafka, tmp_path: Path
+) -> None:
+    """The credentials come from a Java client file (SCRAM JAAS line), as the engine takes them."""
+    client = Client(secured_kafka.sasl, tmp_path, secured_kafka.sasl_properties(), "file")
+    ok(client.run("topics", "create")[0])
+    settings = client.settings()
+    port = free_port()
+    command, env = client.command(
+        "--state-dir", str(tmp_path / "services"), "service", "channel-sync", "--window-ms", "0",
+        "--http-port", str(port),
+    )  # fmt: skip
+    log_path = tmp_path / "channel-sync.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(  # noqa: S603
+            command, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    try:
+        sku = f"SKU-{client.app_id}"
+        serde = topic_serde(settings, settings.topic("availability"))
+        record = serde.encode(serde.validate(_availability(sku, 7)))
+        produce(settings, serde.topic, [(sku.encode(), record)])
+
+        def pushed() -> list[dict[str, Any]]:
+            if process.poll() is not None:
+                raise AssertionError(f"channel-sync exited:\n{log_path.read_text(errors='replace')[-3000:]}")
+            feed = read_to_end(settings, settings.topic("channel-ats"), 10)
+            return [p for p in feed if p["sku"] == sku]
+
+        try:
+            wait_for(lambda: bool(pushed()), 120, "channel-sync's push on channel-ats")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{log_path.read_text(errors='replace')[-3000:]}") from None
+        [push] = pushed()
+        assert (push["channel"], push["ats"], push["feed_key"]) == ("web", 7, f"web:{sku}")
+        groups = written_by(client)[1]
+        assert f"{client.app_id}-channel-sync" in groups  # it joined its group over SASL
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        try:
+            code = process.wait(30)
+        except subprocess.TimeoutExpired:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(10)
+            code = -9
+    assert code == 0, f"channel-sync exited with {code}:\n{log_path.read_text(errors='replace')[-3000:]}"
+    assert PASSWORD not in log_path.read_text(errors="replace")
+
+
+@pytest.mark.parametrize(("service", "via"), [("channel-sync", "file"), ("routing", "env")])
+def test_a_service_with_a_wrong_password_fails_fast_in_one_line(
+    secured_kafka: SecuredKafka, tmp_path: Path, service: str, via: str
+) -> None:
+    client = Client(secured_kafka.sasl, tmp_path, secured_kafka.sasl_properties(WRONG), via)
+    done, seconds = client.run("--state-dir", str(tmp_path / "state"), "service", service, timeout=60)
+    assert done.returncode != 0
+    print(f"{service} refused in {seconds:.1f}s")  # measured, not bounded: the machine is shared
+    output = done.stdout + done.stderr
+    assert WRONG not in output and "Traceback" not in output, output
+    assert [line.split(":")[0] for line in done.stderr.splitlines()].count("error") == 1, done.stderr
+    message = " ".join(done.stderr.split())
+    assert message.startswith(
+        f"error: authentication failed for sasl.username={USER} with SCRAM-SHA-512 at {secured_kafka.sasl}: "
+    ), message
+    client.properties = secured_kafka.sasl_properties()
+    assert written_by(client) == ([], [])
+
+
+def test_a_service_refuses_client_properties_it_cannot_map_in_one_line(
+    secured_kafka: SecuredKafka, tmp_path: Path
+) -> None:
+    properties = {**secured_kafka.sasl_properties(), "sasl.mechanism": "OAUTHBEARER"}
+    client = Client(secured_kafka.sasl, tmp_path, properties, "env")
+    done, _ = client.run("service", "routing", timeout=60)
+    assert done.returncode != 0
+    message = " ".join(done.stderr.split())
+    assert message.startswith("error: sasl.mechanism=OAUTHBEARER: the services take PLAIN"), message
+    assert PASSWORD not in done.stdout + done.stderr

@@ -13,6 +13,7 @@ import hmac
 import json
 import socket
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -34,6 +35,8 @@ ATTEMPTS = 3
 LOCATIONS = [
     {"location_id": "WH-1", "status": "online", "priority": 10, "region": "east", "regions_served": []},
     {"location_id": "WH-2", "status": "online", "priority": 5, "region": "east", "regions_served": []},
+    # taken offline by one test; no other test puts stock there
+    {"location_id": "WH-3", "status": "online", "priority": 1, "region": "east", "regions_served": []},
 ]
 
 
@@ -42,11 +45,13 @@ class Receiver:
 
     def __init__(self, status: int) -> None:
         self.posts: list[tuple[dict[str, str], bytes]] = []
+        self.received_at: list[float] = []  # time.time() of each POST, in the order of `posts`
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                receiver.received_at.append(time.time())
                 receiver.posts.append((dict(self.headers.items()), body))
                 self.send_response(status)
                 self.end_headers()
@@ -308,11 +313,19 @@ def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(s
         assert [r["location"] for r in holding] == [event["location"]]
         assert [x["qty"] for x in holding[0]["lines"] if x["line_id"] == event["line_id"]] == [event["qty"]]
 
+    status, held = services.get(services.routing_port, f"/orders/{order_id}")
+    assert status == 200 and {r["location"] for r in held["requests"]} == {"WH-1", "WH-2"}
+
     engine.send_orders(engine.order(ids.event("c"), "cancelled", order_id, []))
     wait_for(
         lambda: all(r["status"] == "cancelled" for r in latest().values()), 30, "both requests cancelled"
     )
     assert all(r["lines"] == [] and r["units"] == 0 for r in latest().values())
+    # a finished order is dropped from routing's table once its cancellations are out
+    wait_for(lambda: services.get(services.routing_port, f"/orders/{order_id}")[0] == 404, 30, "dropped")
+    _, metrics = services.get(services.routing_port, "/metrics")
+    dropped = [x for x in metrics.splitlines() if x.startswith("streamalloc_routing_orders_dropped_total")]
+    assert dropped and float(dropped[0].split()[-1]) >= 1
 
 
 def test_webhooks_get_the_coalesced_pushes_signed_and_a_failing_one_is_dead_lettered(
@@ -445,3 +458,104 @@ def test_auto_pick_turns_an_acknowledged_request_into_picked_units(services: Ser
     wait_for(picked, 30, "the request to show the units picked")
     assert [e["qty"] for e in engine.allocations(order_id) if e["type"] == "picked"] == [2]
     assert engine.settled_availability(sku)["totals"]["picked"] == 2
+
+
+def test_a_location_going_offline_takes_the_channel_ats_to_what_the_other_locations_hold(
+    services: Services, record_property: Any
+) -> None:
+    engine, ids = services.engine, Ids("offline")
+    sku = ids.sku()
+    engine.send_inventory(
+        engine.inventory(ids.event("r1"), "received", sku, 4, location="WH-1"),
+        engine.inventory(ids.event("r3"), "received", sku, 6, location="WH-3"),
+    )
+    engine.wait_stock(sku, ids.event("r3"))
+
+    def web_ats() -> list[tuple[int, float]]:
+        hook = services.web_hook
+        posts = list(zip(hook.bodies(), hook.received_at, strict=False))
+        return [(body["ats"], at) for body, at in posts if body["sku"] == sku]
+
+    wait_for(lambda: bool(web_ats()) and web_ats()[-1][0] == 10, 30, "the web hook at 10 units")
+    offline_at = time.time()
+    engine.publish("locations", {**LOCATIONS[2], "status": "offline"})
+    try:
+        wait_for(lambda: web_ats()[-1][0] == 4, 60, "the web hook at what WH-1 holds")
+        received = next(at for ats, at in web_ats() if ats == 4 and at >= offline_at)
+        pushes = _latest_per_key(services.pushes(), sku)
+        assert {c: p["ats"] for c, p in pushes.items()} == {"web": 4, "store": 4}
+        status, body = services.get(services.sync_port, f"/ats/store/{sku}")
+        assert (status, body["ats"]) == (200, 4)
+        final = engine.settled_availability(sku)
+        assert [r["available"] for r in final["locations"] if r["location"] == "WH-3"] in ([0], [])
+    finally:
+        engine.publish("locations", LOCATIONS[2])
+    # Measured, not bounded (the machine is shared): the issue's target is 2 s; see the README.
+    elapsed = received - offline_at
+    record_property("offline_to_webhook_s", round(elapsed, 3))
+    print(f"location offline -> web hook at the other locations' ATS: {elapsed:.2f}s")
+
+
+def test_any_channel_sync_instance_answers_any_sku_by_asking_its_owner(services: Services) -> None:
+    """A second instance joins the group; each SKU is then held by one, and both answer for all.
+
+    Last in the module: while the second instance runs, the SKUs it holds are pushed by it,
+    without the first instance's webhooks.
+    """
+    engine, ids = services.engine, Ids("owner")
+    port = _free_port()
+    second = WorkerProcess(
+        [
+            "-m", "streamalloc",
+            "--bootstrap", str(services.settings.bootstrap),
+            "--prefix", services.settings.topic_prefix,
+            "--app-id", services.settings.app_id,
+            "--state-dir", str(services.tmp / "services-2"),
+            "service", "channel-sync", "--window-ms", str(WINDOW_MS), "--http-port", str(port),
+        ],
+        services.tmp / "channel-sync-2.log",
+    )  # fmt: skip
+    services.started.append(second)
+    urls = {f"http://127.0.0.1:{services.sync_port}", f"http://127.0.0.1:{port}"}
+    skus = {ids.sku(str(n)): n + 1 for n in range(8)}  # 8 SKUs over 4 partitions: both instances hold some
+    engine.send_inventory(
+        *(
+            engine.inventory(ids.event(sku), "received", sku, qty, location="WH-2")
+            for sku, qty in skus.items()
+        )
+    )
+    for sku in skus:
+        engine.wait_stock(sku, ids.event(sku))
+
+    def answers() -> dict[tuple[int, str], tuple[int, Any]]:
+        if not second.alive():
+            raise AssertionError(f"the second instance exited:\n{second.log()[-3000:]}")
+        return {
+            (p, sku): services.get(p, f"/ats/web/{sku}") for p in (services.sync_port, port) for sku in skus
+        }
+
+    def settled() -> bool:
+        got = answers()
+        return (
+            all(status == 200 and body["ats"] == skus[sku] for (_, sku), (status, body) in got.items())
+            and {body["served_by"] for _, body in got.values()} == urls
+        )
+
+    try:
+        wait_for(settled, 90, "both instances answering every SKU, each SKU served by its owner")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{answers()}\n{second.log()[-3000:]}\n{services.logs()}") from None
+    served = {sku: body["served_by"] for (_, sku), (_, body) in answers().items()}
+    for sku in skus:  # one owner per SKU, whichever instance was asked
+        assert {answers()[(p, sku)][1]["served_by"] for p in (services.sync_port, port)} == {served[sku]}
+    # a query already forwarded is not forwarded again: 421 names the owner
+    sku = next(s for s, url in served.items() if url.endswith(f":{port}"))
+    request = urllib.request.Request(  # noqa: S310
+        f"http://127.0.0.1:{services.sync_port}/ats/web/{sku}", headers={"X-Streamalloc-Forwarded": "test"}
+    )
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(request, timeout=5)  # noqa: S310
+    assert refused.value.code == 421 and json.loads(refused.value.read())["owner"] == served[sku]
+    assert services.get(port, "/ats/web/no-such-sku")[0] == 404  # its owner has not seen it
+    code = second.terminate()
+    assert code == 0, f"the second instance exited with {code}:\n{second.log()[-3000:]}"

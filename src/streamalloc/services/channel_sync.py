@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from streamalloc.api.queries import FORWARDED_HEADER
 from streamalloc.config import Settings
 from streamalloc.errors import DeserializationError
+from streamalloc.kafka.partitioning import partition_for
 from streamalloc.serialization import dead_letter_serde, topic_serde
 from streamalloc.services import faust_app
 from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
@@ -80,6 +84,11 @@ class ChannelSyncMetrics:
             "streamalloc_channel_sync_stock_events",
             "Threshold events pushed.",
             ["channel", "event"],
+            registry=r,
+        )
+        self.superseded = Counter(
+            "streamalloc_channel_sync_superseded_records",
+            "Availability records skipped for a newer one of their SKU read in the same batch.",
             registry=r,
         )
         self.dead_letters = Counter(
@@ -135,10 +144,11 @@ def _now_ms() -> int:
 class ChannelSync:
     """The service: a faust app, its table, the coalescer, metrics and HTTP routes."""
 
-    def __init__(self, settings: Settings, config: ChannelSyncConfig) -> None:
+    def __init__(self, settings: Settings, config: ChannelSyncConfig, *, self_url: str | None = None) -> None:
         self.settings = settings
         self.config = config
-        self.app = faust_app.make_app(settings, SERVICE, guarantee=config.guarantee)
+        self.self_url = self_url
+        self.app = faust_app.make_app(settings, SERVICE, guarantee=config.guarantee, canonical_url=self_url)
         self.metrics = ChannelSyncMetrics()
         self.coalescer = Coalescer(config.window_ms, dict(config.low_stock), config.default_low_stock)
         self._availability = topic_serde(settings, settings.topic(AVAILABILITY))
@@ -148,9 +158,18 @@ class ChannelSync:
         self._dead_topic = faust_app.raw_topic(self.app, settings.topic(DEAD_LETTER))
         self.table = faust_app.table(self.app, "ats")
         self.table.on_recover(self._on_recover)
-        faust_app.agent(self.app, faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)), self._handle)
+        # availability is absolute per SKU: of a batch read together only each SKU's newest
+        # record matters, so a backlog is read at the rate of SKUs, not of records
+        faust_app.latest_agent(
+            self.app,
+            faust_app.raw_topic(self.app, settings.topic(AVAILABILITY)),
+            self._handle,
+            max_records=100,
+            within_s=0.02,
+        )
         faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
         self.http: ServiceHttp | None = None
+        self._session: aiohttp.ClientSession | None = None  # for forwarded queries
         self.webhooks = WebhookSender(
             config.webhooks,
             self._webhook_dead_letter,
@@ -160,7 +179,9 @@ class ChannelSync:
     # ------------------------------------------------------------ stream
 
     async def _handle(self, message: Message) -> None:
-        self.metrics.records.inc()
+        self.metrics.records.inc(1 + message.superseded)
+        if message.superseded:
+            self.metrics.superseded.inc(message.superseded)
         self.metrics.lag.labels(str(message.partition)).set(max(message.highwater - message.offset - 1, 0))
         try:
             if message.value is None:
@@ -269,12 +290,57 @@ class ChannelSync:
                 yield name, json.loads(stored)
 
     async def ats_of(self, request: web.Request) -> web.Response:
-        """GET /ats/<channel>/<sku>: the newest ATS this instance holds (its partitions)."""
-        key = f"{request.match_info['channel']}:{request.match_info['sku']}"
+        """GET /ats/<channel>/<sku>, on any instance: the owner of the SKU's partition answers.
+
+        The table's partition of a key is the SKU's `availability` partition. Held here: the
+        answer (404 if never seen). Held by another instance: forwarded there and its answer
+        relayed, or, with query forwarding off or for a query already forwarded (no loops while
+        two instances disagree during a rebalance), 421 with the owner's address. No owner
+        known (before the first assignment, during a rebalance): 503, try again.
+        """
+        channel, sku = request.match_info["channel"], request.match_info["sku"]
+        key = f"{channel}:{sku}"
         stored = self.table.get(key.encode())
-        if stored is None:
-            return web.json_response({"error": f"no ATS known for {key}"}, status=404)
-        return web.json_response(self._view(key, json.loads(stored)))
+        if stored is not None:
+            return web.json_response({**self._view(key, json.loads(stored)), "served_by": self.self_url})
+        owners = faust_app.table_owners(self.app, "ats")
+        base: dict[str, Any] = {"channel": channel, "sku": sku}
+        if not owners:
+            return web.json_response(
+                {**base, "error": "no instance owns the SKU's partition now"}, status=503
+            )
+        partition = partition_for(sku.encode(), max(owners) + 1)
+        owner = owners.get(partition)
+        base["partition"] = partition
+        if owner is None:
+            return web.json_response(
+                {**base, "error": "no instance owns the SKU's partition now"}, status=503
+            )
+        if _same_url(owner, self.self_url):
+            return web.json_response({**base, "error": f"no ATS known for {key}"}, status=404)
+        if request.headers.get(FORWARDED_HEADER) is not None or not self.settings.query_forwarding:
+            return web.json_response(
+                {**base, "error": "another instance owns this SKU", "owner": owner}, status=421
+            )
+        return await self._forward(owner, request, base)
+
+    async def _forward(self, owner: str, request: web.Request, base: dict[str, Any]) -> web.Response:
+        url = owner.rstrip("/") + request.rel_url.path_qs
+        headers = {FORWARDED_HEADER: self.self_url or ""}
+        try:
+            session = self._client()
+            async with session.get(url, headers=headers) as response:
+                body = await response.read()
+                return web.Response(body=body, status=response.status, content_type="application/json")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            log.info("forwarding /ats to %s failed: %s", owner, type(exc).__name__)
+            error = {**base, "error": "the owner did not answer; try again", "owner": owner}
+            return web.json_response(error, status=503)
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5))
+        return self._session
 
     async def ats_changed(self, request: web.Request) -> web.Response:
         """GET /ats/<channel>?changed_since=<epoch ms>: every SKU whose ATS is newer than that."""
@@ -294,11 +360,24 @@ class ChannelSync:
         return {"/ats/{channel}/{sku}": self.ats_of, "/ats/{channel}": self.ats_changed}
 
 
+def _same_url(a: str, b: str | None) -> bool:
+    return b is not None and a.rstrip("/") == b.rstrip("/")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def build(
     settings: Settings, config: ChannelSyncConfig, *, http_host: str, http_port: int | None
 ) -> ChannelSync:
     """The service with its HTTP edge started once faust is running (port None: no HTTP)."""
-    service = ChannelSync(settings, config)
+    if http_port == 0:  # the group must know the address before the HTTP server starts
+        http_port = _free_port(http_host)
+    self_url = settings.advertised_url or f"http://{http_host}:{http_port}" if http_port is not None else None
+    service = ChannelSync(settings, config, self_url=self_url)
     if http_port is not None:
         http = ServiceHttp(
             http_host,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -19,6 +20,7 @@ import faust
 
 from streamalloc.config import Settings
 from streamalloc.logs import JsonFormatter
+from streamalloc.services.credentials import broker_credentials
 
 Guarantee = Literal["at_least_once", "exactly_once"]
 
@@ -33,6 +35,8 @@ class Message:
     key: bytes | None
     value: bytes | None
     highwater: int  # the partition's end offset when the record was handed over (for lag)
+    #: records of the same key and partition this one superseded in its batch (`latest_agent`)
+    superseded: int = 0
 
 
 def dead_letter_record(message: Message, error: str) -> dict[str, Any]:
@@ -49,20 +53,32 @@ def dead_letter_record(message: Message, error: str) -> dict[str, Any]:
     }
 
 
-def make_app(settings: Settings, service: str, *, guarantee: Guarantee = "at_least_once") -> faust.App:
+def make_app(
+    settings: Settings,
+    service: str,
+    *,
+    guarantee: Guarantee = "at_least_once",
+    canonical_url: str | None = None,
+) -> faust.App:
     """A faust app for one service: its own consumer group, RocksDB tables under the state dir.
 
     The app id `<app_id>-<service>` is the consumer group and prefixes the tables'
     changelog topics (`<app id>-<table>-changelog`, Kafka Streams' naming). Group timeouts
     follow the broker profile, as the engine's do (docs/brokers.md, Client settings).
+    Credentials and TLS come from the engine's client properties (services/credentials.py).
     """
     if not settings.bootstrap:
         raise ValueError("a service needs bootstrap servers")
+    credentials = broker_credentials(settings.kafka_properties)
     timeouts = settings.group_timeouts()
     (settings.state_dir / service).mkdir(parents=True, exist_ok=True)
+    # the address this instance's HTTP answers at: faust's assignor shares it with the group,
+    # so every instance knows which one owns a table partition (table_owners)
+    extra: dict[str, Any] = {"canonical_url": canonical_url} if canonical_url else {}
     return faust.App(
         f"{settings.app_id}-{service}",
         broker=[f"kafka://{server.strip()}" for server in settings.bootstrap.split(",")],
+        broker_credentials=credentials,
         processing_guarantee=guarantee,
         store="rocksdb://",
         datadir=str(settings.state_dir / service),
@@ -78,6 +94,7 @@ def make_app(settings: Settings, service: str, *, guarantee: Guarantee = "at_lea
         table_standby_replicas=0,
         broker_commit_interval=0.5,
         producer_linger=0.005,
+        **extra,
     )
 
 
@@ -115,6 +132,57 @@ def agent(
     app.agent(topic, name=run.__name__)(run)
 
 
+def latest_agent(
+    app: faust.App,
+    topic: Any,
+    handle: Callable[[Message], Awaitable[None]],
+    *,
+    max_records: int,
+    within_s: float,
+    name: str = "agent",
+) -> None:
+    """Like `agent`, for a topic whose records are absolute per key (a compacted snapshot):
+    of the records that arrive together (up to `max_records`, waiting at most `within_s`),
+    only the newest of each key and partition is handled, in offset order; the others are
+    acknowledged with it and counted in its `superseded`.
+
+    Each is handled as faust's current event, so a table write goes to the changelog
+    partition of that record (faust takes it from the current event, which a batch would
+    otherwise leave at its last record, maybe of another partition).
+    """
+    from faust.streams import _current_event
+
+    async def run(stream: Any) -> None:
+        async for events in stream.take_events(max_records, within=within_s):
+            newest: dict[tuple[int, Any], Any] = {}
+            superseded: dict[tuple[int, Any], int] = {}
+            for event in events:
+                message = event.message
+                key = (message.partition, message.key if message.key is not None else message.offset)
+                superseded[key] = superseded.get(key, -1) + 1
+                newest[key] = event
+            for key, event in sorted(newest.items(), key=lambda item: item[1].message.offset):
+                message = event.message
+                token = _current_event.set(weakref.ref(event))
+                try:
+                    await handle(
+                        Message(
+                            message.topic,
+                            message.partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                            app.consumer.highwater(message.tp) if app.consumer is not None else 0,
+                            superseded[key],
+                        )
+                    )
+                finally:
+                    _current_event.reset(token)
+
+    run.__name__ = f"{app.conf.id}-{name}"
+    app.agent(topic, name=run.__name__)(run)
+
+
 def timer(app: faust.App, interval_s: float, tick: Callable[[], Awaitable[None]]) -> None:
     """Call `tick` every `interval_s` seconds on the leader and followers alike."""
 
@@ -131,6 +199,22 @@ def on_started(app: faust.App, start: Callable[[], Awaitable[None]]) -> None:
         await start()
 
     app.task(run)
+
+
+def table_owners(app: faust.App, table_name: str) -> dict[int, str]:
+    """Partition -> canonical URL of the instance that holds it, for a table, from the assignment.
+
+    A table's changelog partition is its input's partition (faust writes a table entry to the
+    partition of the event being processed), so this is also who reads each input partition.
+    Empty before the first assignment.
+    """
+    table = app.tables[table_name]
+    changelog = table.changelog_topic.get_topic_name()
+    owners: dict[int, str] = {}
+    for url, topics in app.router.table_metadata(table_name).items():
+        for partition in topics.get(changelog, ()):
+            owners[int(partition)] = str(url)
+    return owners
 
 
 def ready(app: faust.App) -> bool:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
-from streamalloc.domain.orders import OrderState
+from streamalloc.domain.orders import HOLDING, OrderState, status
 
 RequestStatus = Literal["open", "cancelled", "fulfilled"]
 OPEN: Final = "open"
@@ -132,6 +132,21 @@ def published_requests(order_id: str, order: OrderState, published: Published) -
             FulfilmentRequest(order_id, location, order.channel, status, revision, lines, cause_event_id, at)
         )
     return requests
+
+
+def finished(order: OrderState, published: Published) -> bool:
+    """Whether routing can forget the order: no request open, and none will open again.
+
+    Its status is final (every line shipped, released or rejected), or it was never seen
+    placed (an event about an order already forgotten, a late return say) and holds nothing
+    nor waits for units. A request closed but an order whose other line still waits is kept:
+    a later allocation at that location must publish the next revision, not revision 1 again.
+    """
+    if any(lines for _, lines, _, _ in published.values()) or lines_per_location(order):
+        return False
+    if order.line_count is None:
+        return not any(line.status in HOLDING for line in order.lines.values())
+    return status(order) in ("cancelled", "fulfilled", "rejected")
 
 
 def pick_lines(published: Published, location: str, revision: int) -> list[tuple[str, str, str | None, int]]:

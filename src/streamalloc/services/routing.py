@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import marshal
 
+from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamalloc.config import Settings
@@ -30,6 +31,7 @@ from streamalloc.services.fulfilment import (
     FulfilmentRequest,
     Published,
     changed_requests,
+    finished,
     pick_lines,
     published_requests,
 )
@@ -67,6 +69,11 @@ class RoutingMetrics:
             "streamalloc_routing_acks",
             "Fulfilment acks by result: picked, stale (an older revision), unknown (no such order).",
             ["result"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "streamalloc_routing_orders_dropped",
+            "Finished orders removed from the table (every request closed, the order final).",
             registry=r,
         )
         self.lag = Gauge(
@@ -138,7 +145,13 @@ class Routing:
         requests, published = changed_requests(event.order_id, order, published, event.event_id, at)
         for request in requests:
             await self._publish(request)
-        self.table[key] = encode_entry(order, published)
+        if finished(order, published):
+            # after its closing requests went out: a table that kept every order would grow forever
+            if stored is not None:
+                del self.table[key]
+                self.metrics.dropped.inc()
+        else:
+            self.table[key] = encode_entry(order, published)
 
     async def _handle_ack(self, message: Message) -> None:
         """Auto-pick: a location acknowledged a request, so its soft units become picked.
@@ -179,6 +192,19 @@ class Routing:
             value = self._orders.encode(self._orders.validate(event))
             await self._orders_topic.send(key=ack["order_id"].encode(), value=value)
 
+    async def order_of(self, request: web.Request) -> web.Response:
+        """GET /orders/<order_id>: the requests as last published, if this instance holds the order.
+
+        404 once the order is finished and forgotten, or when its partition is another's.
+        """
+        order_id = request.match_info["order_id"]
+        stored = self.table.get(order_id.encode())
+        if stored is None:
+            return web.json_response({"error": f"routing holds no order {order_id}"}, status=404)
+        order, published = decode_entry(stored)
+        requests = [r.as_record() for r in published_requests(order_id, order, published)]
+        return web.json_response({"order_id": order_id, "requests": requests})
+
     async def _publish(self, request: FulfilmentRequest) -> None:
         await self._requests_topic.send(
             key=request.request_id.encode(), value=self._requests.encode(request.as_record())
@@ -208,11 +234,12 @@ def run(
             http_port,
             registry=service.metrics.registry,
             ready=lambda: faust_app.ready(service.app),
+            routes={"/orders/{order_id}": service.order_of},
         )
 
         async def start() -> None:
             port = await http.start()
-            log.warning("routing HTTP on http://%s:%s (/health, /ready, /metrics)", http_host, port)
+            log.warning("routing HTTP on http://%s:%s (/orders, /health, /ready, /metrics)", http_host, port)
 
         faust_app.on_started(service.app, start)
     return faust_app.run(service.app, settings.log_level)

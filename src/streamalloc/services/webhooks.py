@@ -1,10 +1,11 @@
 """Webhooks per channel: channel-sync's pushes POSTed to a channel's URL, one channel never
 holding up another.
 
-Each channel has its own queue and its own sender task. The queue keeps only the newest
-payload per key (a slow endpoint gets the latest ATS, not a backlog of stale ones), in the
-order keys were first queued. A POST carries the push as JSON with an `Idempotency-Key`
-(the push's event id: a repeat after a restart has the same key) and
+Each channel has its own queue and its own sender tasks (`concurrency` POSTs in flight per
+channel, never two of one key at once). The queue keeps only the newest payload per key (a
+slow endpoint gets the latest ATS, not a backlog of stale ones), in the order keys were
+first queued, so a key's newest value is always its last POST. A POST carries the push as
+JSON with an `Idempotency-Key` (the push's event id: a repeat after a restart has the same key) and
 `X-Streamalloc-Signature: sha256=<hex HMAC of the body>` when a secret is set. A failure
 (an error status or no answer) is retried with exponential backoff; after the last
 attempt the payload goes to `dead-letter` through the `dead_letter` callback and the
@@ -41,6 +42,9 @@ class WebhookConfig:
     backoff_ms: int = 200
     max_backoff_ms: int = 5_000
     timeout_ms: int = 5_000
+    #: POSTs in flight per channel (different keys): one at a time left the queue behind the
+    #: feed at a few hundred pushes a second (bench services)
+    concurrency: int = 4
 
 
 def signature(secret: bytes, body: bytes) -> str:
@@ -67,8 +71,18 @@ def body_of(record: Mapping[str, Any]) -> bytes:
 class _Channel:
     url: str
     pending: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # key -> (event id, body)
+    inflight: set[str] = field(default_factory=set)  # keys being POSTed: their next value waits
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    task: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    def next(self) -> tuple[str, str, bytes] | None:
+        """The oldest queued key not in flight, taken off the queue, or None."""
+        for key in self.pending:
+            if key not in self.inflight:
+                event_id, body = self.pending.pop(key)
+                self.inflight.add(key)
+                return key, event_id, body
+        return None
 
 
 class WebhookSender:
@@ -98,26 +112,34 @@ class WebhookSender:
 
     async def close(self) -> None:
         for state in self._channels.values():
-            if state.task is not None:
-                state.task.cancel()
+            for task in state.tasks:
+                task.cancel()
         if self._session is not None:
             await self._session.close()
 
     def _ensure_task(self, channel: str, state: _Channel) -> None:
-        if state.task is None or state.task.done():
-            state.task = asyncio.get_running_loop().create_task(self._run(channel, state))
+        state.tasks = [task for task in state.tasks if not task.done()]
+        loop = asyncio.get_running_loop()
+        while len(state.tasks) < max(self.config.concurrency, 1):
+            state.tasks.append(loop.create_task(self._run(channel, state)))
 
     async def _run(self, channel: str, state: _Channel) -> None:
         while True:
-            await state.wake.wait()
-            state.wake.clear()
-            while state.pending:
-                key = next(iter(state.pending))
-                event_id, body = state.pending.pop(key)
-                try:
-                    await self._deliver(channel, state.url, key, event_id, body)
-                except Exception:  # a bug here must not stop the channel's sender for good
-                    log.exception("webhook sender of channel %s failed on %s", channel, key)
+            item = state.next()
+            if item is None:
+                # no await between finding nothing and waiting: a submit cannot slip in between
+                state.wake.clear()
+                await state.wake.wait()
+                continue
+            key, event_id, body = item
+            try:
+                await self._deliver(channel, state.url, key, event_id, body)
+            except Exception:  # a bug here must not stop the channel's sender for good
+                log.exception("webhook sender of channel %s failed on %s", channel, key)
+            finally:
+                state.inflight.discard(key)
+                if key in state.pending:
+                    state.wake.set()  # its newer value waited for this POST
 
     async def _deliver(self, channel: str, url: str, key: str, event_id: str, body: bytes) -> None:
         headers = {"Content-Type": "application/json", "Idempotency-Key": event_id}

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from streamalloc.domain import OrderState, orders
-from streamalloc.domain.events import AllocationEvent
-from streamalloc.services.fulfilment import Published, changed_requests, pick_lines, published_requests
+from streamalloc.domain.events import AllocationEvent, OrderAccepted
+from streamalloc.services.fulfilment import (
+    Published,
+    changed_requests,
+    finished,
+    pick_lines,
+    published_requests,
+)
 
 
 def event(n: int, kind: str, line: str, qty: int, location: str | None, lot: str | None = None,
@@ -90,3 +98,45 @@ def test_an_ack_of_the_current_revision_picks_the_soft_units_and_an_old_one_noth
     assert pick_lines(r.published, "WH1", revision) == [("1", "SKU-1", "LOT-A", 2), ("2", "SKU-2", None, 2)]
     assert pick_lines(r.published, "WH1", revision - 1) == []
     assert pick_lines(r.published, "WH2", 1) == []
+
+
+def accepted(lines: int) -> OrderAccepted:
+    return OrderAccepted(event_id="e0", cause_event_id="c0", order_id="o1", channel="web",
+                         line_count=lines, qty=lines, ship_complete=False, occurred_at=0)  # fmt: skip
+
+
+def test_an_order_is_finished_once_every_request_is_closed_and_no_line_can_open_one() -> None:
+    r = Router()
+    orders.apply(r.order, accepted(2))
+    r.feed(event(1, "allocated", "1", 2, "WH1"))
+    assert not finished(r.order, r.published)
+    r.feed(event(2, "backordered", "2", 1, None, reason="incoming"))
+    r.feed(event(3, "released", "1", 2, "WH1", reason="cancelled"))
+    assert r.published["WH1"][1] == ()
+    assert not finished(r.order, r.published)  # line 2 waits: WH1 may see it, as revision 3
+    r.feed(event(4, "released", "2", 1, None, reason="cancelled"))
+    assert finished(r.order, r.published)
+
+
+def test_a_shipped_order_and_a_rejected_one_are_finished_a_half_decided_one_is_not() -> None:
+    shipped = Router()
+    orders.apply(shipped.order, accepted(1))
+    shipped.feed(event(1, "allocated", "1", 2, "WH1"))
+    shipped.feed(event(2, "fulfilled", "1", 2, "WH1"))
+    assert finished(shipped.order, shipped.published)
+    rejected = Router()
+    orders.apply(rejected.order, accepted(2))
+    placement = {"cause_event_id": "c0"}  # rejections the placement caused decide their lines
+    rejected.feed(replace(event(1, "rejected", "1", 2, None, reason="insufficient_stock"), **placement))
+    assert not finished(rejected.order, rejected.published)  # line 2 not decided yet
+    rejected.feed(replace(event(2, "rejected", "2", 2, None, reason="insufficient_stock"), **placement))
+    assert finished(rejected.order, rejected.published)
+
+
+def test_a_late_event_about_a_forgotten_order_holding_nothing_is_finished_at_once() -> None:
+    late = Router()
+    late.feed(event(9, "returned", "1", 1, "WH1"))
+    assert finished(late.order, late.published)
+    waiting = Router()
+    waiting.feed(event(9, "backordered", "1", 1, None, reason="incoming"))
+    assert not finished(waiting.order, waiting.published)
