@@ -198,8 +198,8 @@ class Worker:
         to INIT_DEADLINE_S for the transaction coordinator (a broker restarting)."""
         config = producer_config(self.settings, transactional_id=self._transactional_id())
         deadline = time.monotonic() + INIT_DEADLINE_S
+        producer = Producer(config)
         while True:
-            producer = Producer(config)
             try:
                 self._calls.run(
                     "init transactions",
@@ -208,6 +208,9 @@ class Worker:
                 )
                 return producer
             except KafkaException as exc:
+                # A timeout is resumed by calling again on the same producer (librdkafka:
+                # "retry call to resume"); a second producer would go on initialising in the
+                # background and fence the first once the broker answers.
                 error: KafkaError = exc.args[0]
                 if error.fatal() or time.monotonic() >= deadline:
                     raise ProcessingError(f"the transactional producer cannot start: {error.str()}") from exc
@@ -215,8 +218,9 @@ class Worker:
             except TransactionUnresolved as exc:
                 if time.monotonic() >= deadline:
                     raise ProcessingError(f"the transactional producer cannot start: {exc}") from exc
+                self._retired.append(producer)  # hung in init: only a new one can go on
+                producer = Producer(config)
                 reason = str(exc)
-            self._retired.append(producer)  # a timed-out init is not resumed: a new one starts over
             _log.warning("waiting for the transaction coordinator", extra={"error": reason})
             time.sleep(1.0)
 

@@ -155,7 +155,9 @@ def test_a_new_worker_waits_for_the_transaction_coordinator(cluster: Cluster, tm
     cluster.failures["init_transactions"] = [error(KafkaError._TIMED_OUT, retriable=True)]
     run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster))
 
-    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 2
+    producer = cluster.txn_producer
+    assert producer.calls.count("init_transactions") == 2  # resumed on the same producer
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 1
     assert cluster.outputs() == counts()
 
 
