@@ -140,7 +140,16 @@ class Checkpoint:
     def begin(self) -> None:
         """Open the Kafka transaction before the first output of a batch is produced."""
         if self.status is _NEW:
-            self._producer.begin_transaction()
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not error.fatal():
+                    raise
+                self._drop()  # fenced or failed in the background since the last batch
+                if _fenced(error):
+                    raise ProducerFenced(f"fatal producer error: {error.str()}") from exc
+                raise TransactionUnresolved(f"fatal producer error: {error.str()}") from exc
             self.status = _IN_TRANSACTION
             self.started = time.monotonic()
         elif self.status is not _IN_TRANSACTION:

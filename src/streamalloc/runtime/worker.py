@@ -20,9 +20,10 @@ How the worker meets each outcome of a commit (errors.py):
   hung) and ProducerFenced (a broker outage past transaction.timeout.ms ends in a fence
   too: the broker aborts the open transaction and bumps the producer's epoch): the worker
   makes a new producer with the same transactional id, waiting for the broker to come
-  back (its init_transactions settles the old transaction), and revives the batch's
-  tasks: their stores restore from the changelog and their inputs restart at the
-  committed offsets (Kafka Streams re-creates its producer and revives its tasks so).
+  back (its init_transactions settles the old transaction), and revives its tasks: their
+  stores restore from the changelog (the tail past their checkpoints) and their inputs
+  restart at the committed offsets (Kafka Streams re-creates its producer and revives
+  its tasks so).
   Only a fence that keeps coming back (MAX_FENCES within FENCE_WINDOW_S: another
   process uses this state directory's transactional id) stops the worker; a restart
   restores its stores from the changelog.
@@ -226,7 +227,7 @@ class Worker:
 
     def _renew(self, tasks: list[Task], outcome: CheckpointError) -> None:
         """The producer could not settle the batch (TransactionUnresolved, ProducerFenced):
-        replace it, and revive the batch's tasks from what was committed (module docstring)."""
+        replace it, and revive every task from what was committed (module docstring)."""
         now = time.monotonic()
         if isinstance(outcome, ProducerFenced):
             self._fences = [t for t in self._fences if now - t < FENCE_WINDOW_S] + [now]
@@ -245,10 +246,13 @@ class Worker:
         self._checkpoint = self._new_checkpoint()
         for task in tasks:
             task.drop_txns()
-            task.trying = None
+        # Every task, not only the batch's: one may hold records taken for the batch that
+        # failed before it joined, and all restart from what was committed (Kafka Streams
+        # closes its tasks dirty and revives them when it re-creates its producer).
+        revived = list(self.tasks.tasks.values())
         if self._consumer is not None:
-            self.tasks.revive(self._consumer, tasks)
-        _log.warning("transactional producer renewed", extra={"tasks": len(tasks)})
+            self.tasks.revive(self._consumer, revived)
+        _log.warning("transactional producer renewed", extra={"tasks": len(revived)})
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -268,6 +272,31 @@ class Worker:
     # ------------------------------------------------------------------ the loop
 
     def _tick(self) -> None:
+        """One round of the loop; a producer lost anywhere in it is renewed (module docstring)."""
+        try:
+            self._round()
+        except (TransactionUnresolved, ProducerFenced) as exc:
+            self._renew_after(exc)
+        except KafkaException as exc:
+            # A produce or begin_transaction on a producer that failed fatally in the
+            # background (a fence met by its delivery): the batch cannot go on.
+            error: KafkaError = exc.args[0]
+            if error.code() not in (KafkaError._FATAL, KafkaError._FENCED):
+                raise
+            outcome: CheckpointError = (
+                ProducerFenced(f"fatal producer error: {error.str()}")
+                if error.code() == KafkaError._FENCED or "fenced" in error.str().lower()
+                else TransactionUnresolved(f"fatal producer error: {error.str()}")
+            )
+            self._renew_after(outcome)
+
+    def _renew_after(self, outcome: CheckpointError) -> None:
+        """Renew the producer for whatever batch is open (its transaction is lost with it)."""
+        checkpoint = self._checkpoint
+        tasks = list(checkpoint.tasks.values()) if checkpoint is not None else []
+        self._renew(tasks, outcome)
+
+    def _round(self) -> None:
         consumer, alignment = self._consumer, self._alignment
         if consumer is None or alignment is None:
             raise ProcessingError("worker not started")
@@ -433,8 +462,8 @@ class Worker:
             # metrics every interval of an idle worker, and would keep a transaction open
             # across ticks for no work. Only a transaction opened by this round is ended:
             # one opened by `_drain` holds input work and commits as usual.
-            checkpoint.abort()
             self._checkpoint = self._new_checkpoint()
+            self._abort_checkpoint(checkpoint, [])
 
     def _start_batch(self, task: Task) -> Emit:
         """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""

@@ -173,3 +173,21 @@ def test_a_retriable_error_that_does_not_clear_aborts_the_batch_and_it_is_redone
 
     assert len(observer.aborts) == 1
     assert cluster.outputs() == counts()
+
+
+def test_a_producer_fenced_between_batches_is_renewed_at_the_next_begin(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The fence was met in the background (a delivery after the broker bumped the epoch):
+    # begin_transaction is the first call to see it.
+    send(cluster)
+    cluster.failures["begin_transaction"] = [error(KafkaError._FENCED, fatal=True)]
+    observer = Recorder()
+    held = run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 2
+    assert len(observer.aborts) == 1
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
