@@ -219,11 +219,16 @@ class Worker:
             except TransactionUnresolved as exc:
                 if time.monotonic() >= deadline:
                     raise ProcessingError(f"the transactional producer cannot start: {exc}") from exc
-                self._retired.append(producer)  # hung in init: only a new one can go on
+                self._retire(producer)  # hung in init: only a new one can go on
                 producer = Producer(config)
                 reason = str(exc)
             _log.warning("waiting for the transaction coordinator", extra={"error": reason})
             time.sleep(1.0)
+
+    def _retire(self, producer: Producer) -> None:
+        """Keep a lost producer referenced for a while rather than destroy it here, in the
+        loop: librdkafka's destroy may wait on what it still has in flight."""
+        self._retired = [*self._retired[-7:], producer]
 
     def _renew(self, tasks: list[Task], outcome: CheckpointError) -> None:
         """The producer could not settle the batch (TransactionUnresolved, ProducerFenced):
@@ -236,10 +241,10 @@ class Worker:
         _log.warning("renewing the transactional producer", extra={"reason": str(outcome)})
         self.observer.on_abort(str(outcome))
         if self._producer is not None:
-            self._retired.append(self._producer)
+            self._retire(self._producer)
         self._producer = None
         self._producer = self._new_producer()
-        # Every producer of a renewed state stays in use only once renewed: no stale emitter.
+        # Dead letters go through the new producer too (task emitters are made per batch).
         self._dead_letters = DeadLetters(
             self._producer, self.settings.topic("dead-letter"), self._dead_letter, self.observer
         )
