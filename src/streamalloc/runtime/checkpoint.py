@@ -176,7 +176,8 @@ class Checkpoint:
         """Commit the batch; return the number of changelog records written.
 
         Raises a CheckpointError when the batch did not commit; the batch is then aborted
-        (or, for ProducerFenced, cannot be) and the local stores are untouched.
+        (or, for ProducerFenced and TransactionUnresolved, left for the broker to settle)
+        and the local stores are untouched.
         """
         if self.status is not _IN_TRANSACTION:
             raise StateError(f"cannot commit a checkpoint that is {self.status.value}")
