@@ -300,7 +300,8 @@ def worker(http_host: str | None, http_port: int | None, create_topics: bool) ->
         http_port=http_port if http_port is not None else settings.http_port,
     )
     try:
-        with kafka_available(settings, _say) as ready:
+        # A broker restarting takes tens of seconds: a worker started meanwhile waits for it.
+        with kafka_available(settings, _say, wait_s=120.0) as ready:
             if create_topics:
                 ensure_topics(ready)
             code = run_worker(ready, say=_say)

@@ -12,14 +12,18 @@ from streamalloc.kafka.clients import resolve_profile
 
 
 @contextmanager
-def kafka_available(settings: Settings, say: Callable[[str], None] = print) -> Iterator[Settings]:
+def kafka_available(
+    settings: Settings, say: Callable[[str], None] = print, *, wait_s: float = 10.0
+) -> Iterator[Settings]:
     """Yield settings with bootstrap servers; start (and on exit stop) the embedded broker if none.
 
     A configured cluster is reached once first, so wrong credentials or an untrusted
-    certificate stop the command in one line before it creates or writes anything.
+    certificate stop the command in one line before it creates or writes anything; a
+    cluster that does not answer stops it after `wait_s` (a worker waits longer: its
+    broker may be restarting).
     """
     if settings.bootstrap:
-        yield resolve_profile(settings)
+        yield resolve_profile(settings, timeout_s=wait_s)
         return
     protocol = settings.kafka_properties.get("security.protocol", "plaintext")
     if protocol.lower() != "plaintext":

@@ -110,6 +110,17 @@ class TaskMigrated(CheckpointAborted):
     TaskMigratedException)."""
 
 
+class TransactionUnresolved(CheckpointError):
+    """The batch's transaction could be neither committed nor aborted: the broker did not
+    answer in time (it is down or restarting), a transactional call hung, or the producer
+    failed fatally without being fenced. Whether the batch committed is the broker's to
+    settle: a new producer with the same transactional id aborts it when it initialises,
+    unless its commit already went through. The worker makes that producer and restores the
+    batch's tasks from their changelogs (Kafka Streams re-creates its producer likewise)."""
+
+
 class ProducerFenced(CheckpointError):
-    """The transactional producer can no longer be used: a newer instance with the same
-    transactional id fenced it, or it hit another fatal error. The worker must stop."""
+    """The transactional producer was fenced: a newer producer with the same transactional
+    id initialised, or the broker aborted the producer's timed-out transaction and bumped
+    its epoch (a broker outage longer than transaction.timeout.ms). The worker makes a new
+    producer; fenced again and again in a short time, it stops (worker.py)."""

@@ -9,7 +9,9 @@ from streamalloc.kafka.clients import (
     admin_client,
     consume_available,
     consumer_config,
+    flush,
     kafka_errors,
+    poll,
     produce,
     producer_config,
 )
@@ -18,7 +20,9 @@ __all__ = [
     "admin_client",
     "consume_available",
     "consumer_config",
+    "flush",
     "kafka_errors",
+    "poll",
     "produce",
     "producer_config",
 ]

@@ -214,7 +214,7 @@ def produce(
                 producer.produce(topic, value, key, partition)
             return
         except BufferError:
-            producer.poll(0.05)
+            poll(producer, 0.05)
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             code = error.code() if isinstance(error, KafkaError) else None
@@ -223,6 +223,51 @@ def produce(
             if code == KafkaError._STATE:
                 raise TransactionMustAbort(f"cannot produce to {topic}: {error}") from exc
             raise
+
+
+def flush(producer: Producer, timeout_s: float = -1) -> int:
+    """`producer.flush`, with a fatal error (a fence) raised as the KafkaException it is.
+
+    When librdkafka reports a fatal error while flush serves its events, confluent-kafka
+    sets a KafkaException and then still calls the next delivery callback; Python turns that
+    call into a SystemError whose cause is the KafkaException (`unwrap_callback_error`).
+    """
+    try:
+        return producer.flush(timeout_s)
+    except SystemError as exc:
+        found = unwrap_callback_error(exc)
+        if found is exc:
+            raise
+        raise found from None  # the SystemError is an artefact of the binding, caused by it
+
+
+def poll(producer: Producer, timeout_s: float = 0) -> int:
+    """`producer.poll`, with the same mapping as `flush`."""
+    try:
+        return producer.poll(timeout_s)
+    except SystemError as exc:
+        found = unwrap_callback_error(exc)
+        if found is exc:
+            raise
+        raise found from None  # the SystemError is an artefact of the binding, caused by it
+
+
+def unwrap_callback_error(exc: SystemError) -> BaseException:
+    """The KafkaException behind a SystemError raised out of a callback, else `exc` itself.
+
+    confluent-kafka raises a fatal error (e.g. `_FENCED`) from inside poll or flush by
+    setting it as the pending exception; a Python callback called after that (a delivery
+    report) returns with the exception still set, which Python reports as "SystemError:
+    <function> returned a result with an exception set", caused by the KafkaException.
+    """
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KafkaException):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return exc
 
 
 def _size(data: bytes | str | None) -> int:

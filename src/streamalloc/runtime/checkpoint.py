@@ -6,12 +6,19 @@ changelog, flush, send the consumed offsets inside the transaction, commit it, a
 then apply the batch to the local stores and write their checkpoints.
 
 `commit` succeeds or raises, and is never called twice: a second call would prepare the
-store transactions again and produce the changelog twice. Inside it only the two broker
-calls librdkafka documents as safe to repeat after a retriable error are repeated
-(`send_offsets_to_transaction`, `commit_transaction`). Every other failure ends the batch
-with a typed outcome (errors.py): CheckpointAborted (the transaction was aborted: redo the
-batch), TaskMigrated (aborted because the group moved on), ProducerFenced (the producer is
-unusable: stop). In every case the local stores are untouched.
+store transactions again and produce the changelog twice. Inside it only
+`commit_transaction` is repeated after a retriable error (its outcome is unknown until it
+answers; librdkafka documents the repeat), within COMMIT_DEADLINE_S. Every other failure
+ends the batch with a typed outcome (errors.py): CheckpointAborted (the transaction was
+aborted: redo the batch), TaskMigrated (aborted because the group moved on),
+TransactionUnresolved (neither committed nor aborted: the broker is away, or a call hung),
+ProducerFenced. A timeout (the coordinator unreachable) is treated as Kafka Streams treats
+it, as a reason to abort, not to stop. In every case the local stores are untouched.
+
+Every transactional call runs on a helper thread (`TxnCalls`) and is given up after its
+timeout plus a grace: librdkafka can ignore the timeout of send_offsets_to_transaction
+when the coordinator was lost (confluentinc/librdkafka#5456, #5511; seen here after a
+broker restart), and a worker blocked for good in it never recovers.
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ import enum
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -33,28 +42,60 @@ from streamalloc.errors import (
     StateError,
     TaskMigrated,
     TransactionMustAbort,
+    TransactionUnresolved,
 )
-from streamalloc.kafka import produce
+from streamalloc.kafka import flush, produce
 from streamalloc.kafka.types import delivered
 from streamalloc.runtime.changelog import SRC_HEADER, encode_src
 from streamalloc.runtime.task import Task
 
 _log = logging.getLogger("streamalloc.runtime.checkpoint")
 
-#: Attempts of a broker call that failed with a retriable error (librdkafka: call it again).
+#: Attempts of commit_transaction after a retriable error (librdkafka: call it again).
 ATTEMPTS = 5
+#: How long the attempts of commit_transaction may take in all before the batch is aborted.
+COMMIT_DEADLINE_S = 20.0
 #: How long an abort waits for what the transaction produced to be delivered (see `abort`).
-ABORT_FLUSH_S = 10.0
-#: How long one transactional broker call may block. librdkafka's default is forever: after
-#: the broker was SIGKILLed and restarted, workers were seen blocked for good in
-#: send_offsets_to_transaction. A timeout is a retriable error (the call is made again, up to
-#: ATTEMPTS), then the batch aborts; past the transaction timeout (10 s) the broker has
-#: aborted the transaction anyway.
-TXN_CALL_TIMEOUT_S = 15.0
+ABORT_FLUSH_S = 5.0
+#: How long one transactional broker call may block. librdkafka's default is forever. Past
+#: the transaction timeout (10 s) the broker aborts the transaction anyway.
+TXN_CALL_TIMEOUT_S = 10.0
+#: How long past its own timeout a transactional call is waited for before it counts as hung.
+HUNG_GRACE_S = 5.0
 #: Abortable errors that mean the consumer group moved on: this member's generation is over.
 _MIGRATED = frozenset(
     {KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID, KafkaError.FENCED_INSTANCE_ID}
 )
+
+
+class TxnCalls:
+    """Runs the producer's blocking transactional calls on a helper thread, each given up
+    `timeout + HUNG_GRACE_S` after it started (module docstring).
+
+    A call given up keeps running on its thread, on a producer the worker then replaces;
+    the next call runs on a new thread.
+    """
+
+    def __init__(self) -> None:
+        self._pool = self._new_pool()
+
+    @staticmethod
+    def _new_pool() -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamalloc-txn")
+
+    def run(self, doing: str, call: Callable[[], Any], timeout_s: float) -> None:
+        future: Future[Any] = self._pool.submit(call)
+        try:
+            future.result(timeout_s + HUNG_GRACE_S)
+        except FutureTimeout:
+            self._pool.shutdown(wait=False)
+            self._pool = self._new_pool()
+            raise TransactionUnresolved(
+                f"{doing} did not return within {timeout_s + HUNG_GRACE_S:.0f}s"
+            ) from None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False)
 
 
 class CheckpointStatus(enum.Enum):
@@ -70,9 +111,16 @@ _NEW, _IN_TRANSACTION, _COMMITTED, _ABORTED = CheckpointStatus
 class Checkpoint:
     """One batch: which tasks it touched, how many records, since when; committed once."""
 
-    def __init__(self, producer: Producer, consumer: Consumer, changelog_topic: Callable[[str], str]) -> None:
+    def __init__(
+        self,
+        producer: Producer,
+        consumer: Consumer,
+        changelog_topic: Callable[[str], str],
+        calls: TxnCalls | None = None,
+    ) -> None:
         self._producer = producer
         self._consumer = consumer
+        self._calls = calls or TxnCalls()
         self._changelog_topic = changelog_topic  # store name -> changelog topic
         self.tasks: dict[int, Task] = {}
         self.records = 0
@@ -92,7 +140,16 @@ class Checkpoint:
     def begin(self) -> None:
         """Open the Kafka transaction before the first output of a batch is produced."""
         if self.status is _NEW:
-            self._producer.begin_transaction()
+            try:
+                self._producer.begin_transaction()
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if not error.fatal():
+                    raise
+                self._drop()  # fenced or failed in the background since the last batch
+                if _fenced(error):
+                    raise ProducerFenced(f"fatal producer error: {error.str()}") from exc
+                raise TransactionUnresolved(f"fatal producer error: {error.str()}") from exc
             self.status = _IN_TRANSACTION
             self.started = time.monotonic()
         elif self.status is not _IN_TRANSACTION:
@@ -119,7 +176,8 @@ class Checkpoint:
         """Commit the batch; return the number of changelog records written.
 
         Raises a CheckpointError when the batch did not commit; the batch is then aborted
-        (or, for ProducerFenced, cannot be) and the local stores are untouched.
+        (or, for ProducerFenced and TransactionUnresolved, left for the broker to settle)
+        and the local stores are untouched.
         """
         if self.status is not _IN_TRANSACTION:
             raise StateError(f"cannot commit a checkpoint that is {self.status.value}")
@@ -137,25 +195,34 @@ class Checkpoint:
                 changelog_records = self._produce_changelog(tasks)
                 # 2. Flush, so delivery reports give the changelog offsets the checkpoints
                 #    will record. A record that failed delivery makes step 4 fail (abortable).
-                self._producer.flush()
-                # 3. The consumed offsets, inside the transaction (KIP-447: fresh group metadata).
+                #    Bounded: with the broker away the records wait in librdkafka's queue, and
+                #    step 3 times out and aborts the batch.
+                if flush(self._producer, TXN_CALL_TIMEOUT_S) > 0:
+                    self.abort()
+                    raise CheckpointAborted(f"changelog not delivered within {TXN_CALL_TIMEOUT_S:.0f}s")
+                # 3. The consumed offsets, inside the transaction (KIP-447: fresh group
+                #    metadata). Not repeated after a timeout: the batch aborts (Kafka Streams'
+                #    TaskCorrupted), and is redone once the broker is back.
                 offsets = [TopicPartition(t, p, o) for task in tasks for (t, p), o in task.positions.items()]
                 if offsets:
                     metadata = self._consumer.consumer_group_metadata()
                     send = self._producer.send_offsets_to_transaction
-                    self._retrying("send offsets", lambda: send(offsets, metadata, TXN_CALL_TIMEOUT_S))
+                    self._call("send offsets", lambda: send(offsets, metadata, TXN_CALL_TIMEOUT_S))
             except TransactionMustAbort:
                 # An output of the batch failed delivery and librdkafka refuses more work in
                 # the transaction: step 4 cannot succeed, and raises why it must abort.
-                self._retrying("commit", lambda: self._producer.commit_transaction(TXN_CALL_TIMEOUT_S))
+                self._commit_transaction()
                 raise ProcessingError("librdkafka refused a produce, yet committed the transaction") from None
             # 4. Commit: outputs, changelog and offsets become visible together.
-            self._retrying("commit", lambda: self._producer.commit_transaction(TXN_CALL_TIMEOUT_S))
+            self._commit_transaction()
         except RecordTooLarge as exc:
             self.abort()
             raise CheckpointAborted(exc.reason, too_large=exc) from exc
         except KafkaException as exc:
             raise self._failed(exc) from exc
+        except TransactionUnresolved:
+            self._drop()
+            raise
         self.status = _COMMITTED
         # 5. Only now touch local state: apply each batch and record how far the changelog is.
         for task in tasks:
@@ -168,9 +235,9 @@ class Checkpoint:
     def abort(self) -> None:
         """Abort the Kafka transaction and drop every store change of the batch (once).
 
-        Raises ProducerFenced when the producer cannot abort (a fatal error), and
-        ProcessingError when the abort fails otherwise: the transaction's state is then
-        unknown and only a new producer (a restart) can settle it.
+        Raises ProducerFenced when the producer was fenced, and TransactionUnresolved when
+        the abort fails otherwise (the broker is away, the call hung, another fatal error):
+        only a new producer can settle the transaction then (worker.py).
         """
         if self.status in (_COMMITTED, _ABORTED):
             return
@@ -179,17 +246,20 @@ class Checkpoint:
                 # Let what was produced reach the broker first: an abort while librdkafka is
                 # still adding the transaction's partitions (right after a produce) can fail
                 # for good with INVALID_TXN_STATE (librdkafka #4849, seen on Kafka 4.1).
-                self._producer.flush(ABORT_FLUSH_S)
-                self._retrying("abort", lambda: self._producer.abort_transaction(TXN_CALL_TIMEOUT_S))
+                flush(self._producer, ABORT_FLUSH_S)
+                self._call("abort", lambda: self._producer.abort_transaction(TXN_CALL_TIMEOUT_S))
         except KafkaException as exc:
             error = exc.args[0]
-            if error.fatal():
+            if _fenced(error):
                 raise ProducerFenced(f"the producer cannot abort: {error.str()}") from exc
-            raise ProcessingError(f"the transaction could not be aborted: {error.str()}") from exc
+            raise TransactionUnresolved(f"the transaction could not be aborted: {error.str()}") from exc
         finally:
-            self.status = _ABORTED
-            for task in self.tasks.values():
-                task.drop_txns()
+            self._drop()
+
+    def _drop(self) -> None:
+        self.status = _ABORTED
+        for task in self.tasks.values():
+            task.drop_txns()
 
     # ------------------------------------------------------------------ failure
 
@@ -199,10 +269,10 @@ class Checkpoint:
         reason = error.str()
         if error.fatal():
             # librdkafka refuses every transactional call from here on; nothing to abort.
-            self.status = _ABORTED
-            for task in self.tasks.values():
-                task.drop_txns()
-            return ProducerFenced(f"fatal producer error: {reason}")
+            self._drop()
+            if _fenced(error):
+                return ProducerFenced(f"fatal producer error: {reason}")
+            return TransactionUnresolved(f"fatal producer error: {reason}")
         self.abort()
         if error.code() in _MIGRATED:
             return TaskMigrated(f"the consumer group moved on: {reason}")
@@ -210,11 +280,18 @@ class Checkpoint:
             return CheckpointAborted(reason, too_large=RecordTooLarge(None))
         return CheckpointAborted(reason)
 
-    def _retrying(self, doing: str, call: Callable[[], Any]) -> None:
-        """Make a broker call that librdkafka allows to repeat after a retriable error."""
+    def _call(self, doing: str, call: Callable[[], Any]) -> None:
+        """One transactional call, given up if it hangs (TransactionUnresolved)."""
+        self._calls.run(doing, call, TXN_CALL_TIMEOUT_S)
+
+    def _commit_transaction(self) -> None:
+        """commit_transaction, repeated after a retriable error (its outcome is unknown until
+        it answers) for up to ATTEMPTS and COMMIT_DEADLINE_S; then the error is raised and
+        the batch aborts."""
+        deadline = time.monotonic() + COMMIT_DEADLINE_S
         for attempt in range(1, ATTEMPTS + 1):
             try:
-                call()
+                self._call("commit", lambda: self._producer.commit_transaction(TXN_CALL_TIMEOUT_S))
                 return
             except KafkaException as exc:
                 error: KafkaError = exc.args[0]
@@ -223,9 +300,10 @@ class Checkpoint:
                     or error.txn_requires_abort()
                     or not error.retriable()
                     or attempt == ATTEMPTS
+                    or time.monotonic() >= deadline
                 ):
                     raise
-                _log.warning("retrying", extra={"doing": doing, "attempt": attempt, "error": error.str()})
+                _log.warning("retrying", extra={"doing": "commit", "attempt": attempt, "error": error.str()})
                 time.sleep(0.05 * attempt)
 
     # ------------------------------------------------------------------ changelog
@@ -256,3 +334,12 @@ class Checkpoint:
             offset = record.offset()
             if offset > self._changelog_offsets.get(key, -1):
                 self._changelog_offsets[key] = offset
+
+
+def _fenced(error: KafkaError) -> bool:
+    """A fence: librdkafka's `_FENCED` (it maps PRODUCER_FENCED and INVALID_PRODUCER_EPOCH to it)."""
+    return error.fatal() and error.code() in (
+        KafkaError._FENCED,
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+    )

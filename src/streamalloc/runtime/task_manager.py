@@ -11,11 +11,12 @@ processes them is the worker's (worker.py).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import MappingProxyType
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamalloc.config import Settings
 from streamalloc.errors import ProcessingError
@@ -31,6 +32,26 @@ _log = logging.getLogger("streamalloc.runtime.worker")
 
 StoreFactory = Callable[[str], Store]
 TopicPartitionKey = tuple[str, int]
+#: How long reading the group's committed offsets may keep timing out (a broker restarting)
+#: before the worker gives up.
+COMMITTED_DEADLINE_S = 120.0
+
+
+def committed_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], deadline_s: float = COMMITTED_DEADLINE_S
+) -> list[TopicPartition]:
+    """The group's committed offsets of `partitions`, asked again while the broker does not
+    answer (a timeout, the coordinator loading after a restart) for up to `deadline_s`."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return list(consumer.committed(partitions, timeout=10))
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if error.fatal() or time.monotonic() >= deadline:
+                raise ProcessingError(f"cannot read the group's committed offsets: {error.str()}") from exc
+            _log.warning("committed offsets not read; asking again", extra={"error": error.str()})
+            time.sleep(0.5)
 
 
 class TaskManager:
@@ -156,7 +177,32 @@ class TaskManager:
     def handle_assignment(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """Open a task per (stage, partition) at the committed offsets; pause what restores."""
         consumer.assign(partitions)
-        committed = consumer.committed(partitions, timeout=10) if partitions else []
+        self._open_tasks(consumer, partitions)
+        _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
+
+    def revive(self, consumer: Consumer, tasks: Iterable[Task]) -> None:
+        """Close `tasks` without applying their batch, and open them again from what was
+        committed: their stores restore from the changelog and their inputs restart at the
+        committed offsets (Kafka Streams' closeDirtyAndRevive). For a batch whose outcome
+        this worker cannot know (its producer was lost mid-commit)."""
+        owned = [task for task in tasks if self.tasks.get((task.stage.name, task.partition)) is task]
+        partitions = [TopicPartition(t, p) for task in owned for (t, p) in task.positions]
+        for task in owned:
+            self._close(task)
+        for tp in partitions:
+            self.task_of.pop((tp.topic, tp.partition), None)
+            self.throttled.discard((tp.topic, tp.partition))
+        self._open_tasks(consumer, partitions)
+        for tp in partitions:
+            revived = self.task_of.get((tp.topic, tp.partition))
+            if revived is not None:
+                consumer.seek(
+                    TopicPartition(tp.topic, tp.partition, revived.positions[(tp.topic, tp.partition)])
+                )
+        _log.info("revived", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
+
+    def _open_tasks(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = committed_offsets(consumer, partitions) if partitions else []
         new_tasks: list[Task] = []
         for tp in committed:
             stage = self._route(tp.topic)
@@ -172,11 +218,14 @@ class TaskManager:
             self._open(task)
         if self.standby is not None:
             self.standby.due = 0.0  # the group changed: place the copies again
-        restoring = [tp for tp in partitions if not self.task_of[(tp.topic, tp.partition)].ready]
+        restoring = [
+            tp
+            for tp in partitions
+            if (tp.topic, tp.partition) in self.task_of and not self.task_of[(tp.topic, tp.partition)].ready
+        ]
         if restoring:
             consumer.pause(restoring)
         self.observer.on_assignment(len(self.task_of))
-        _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
 
     def handle_revocation(self, partitions: list[TopicPartition]) -> None:
         """Close the tasks of revoked (or lost) partitions; the caller committed or aborted first."""
@@ -209,7 +258,7 @@ class TaskManager:
         tps = [TopicPartition(t, p) for task in aborted for (t, p) in task.positions]
         if not tps:
             return
-        for tp in consumer.committed(tps, timeout=10):
+        for tp in committed_offsets(consumer, tps):
             offset = tp.offset if tp.offset >= 0 else 0
             owner = self.task_of.get((tp.topic, tp.partition))
             if owner is not None:

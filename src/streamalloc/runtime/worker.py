@@ -16,9 +16,21 @@ How the worker meets each outcome of a commit (errors.py):
   the dead-letter topic in a transaction of its own; then they return to whole batches
   (Task.redo_in_parts). Nothing of this runs while no output is too large.
 - TaskMigrated: as CheckpointAborted; the rebalance that follows takes the partitions.
-- ProducerFenced: the producer is unusable (another instance of this state directory
-  took its transactional id): the worker stops without touching its stores, and a
-  restart restores them from the changelog.
+- TransactionUnresolved (the broker did not answer the commit or the abort, or a call
+  hung) and ProducerFenced (a broker outage past transaction.timeout.ms ends in a fence
+  too: the broker aborts the open transaction and bumps the producer's epoch): the worker
+  makes a new producer with the same transactional id, waiting for the broker to come
+  back (its init_transactions settles the old transaction), and revives its tasks: their
+  stores restore from the changelog (the tail past their checkpoints) and their inputs
+  restart at the committed offsets (Kafka Streams re-creates its producer and revives
+  its tasks so).
+  Only a fence that keeps coming back (MAX_FENCES within FENCE_WINDOW_S: another
+  process uses this state directory's transactional id) stops the worker; a restart
+  restores its stores from the changelog.
+
+So a broker outage of tens of seconds costs the batches in flight, redone after it; the
+worker keeps its place in the group (librdkafka heartbeats from its own thread) or
+rejoins it, and goes on.
 """
 
 from __future__ import annotations
@@ -28,6 +40,7 @@ import math
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -36,16 +49,26 @@ from confluent_kafka.admin import AdminClient
 from streamalloc.config import Settings
 from streamalloc.errors import (
     CheckpointAborted,
+    CheckpointError,
     ProcessingError,
+    ProducerFenced,
     RecordTooLarge,
     StreamallocError,
     TransactionMustAbort,
+    TransactionUnresolved,
 )
-from streamalloc.kafka import admin_client, consume_available, consumer_config, produce, producer_config
+from streamalloc.kafka import (
+    admin_client,
+    consume_available,
+    consumer_config,
+    flush,
+    produce,
+    producer_config,
+)
 from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.alignment import Alignment
 from streamalloc.runtime.changelog import Restorer
-from streamalloc.runtime.checkpoint import Checkpoint
+from streamalloc.runtime.checkpoint import TXN_CALL_TIMEOUT_S, Checkpoint, TxnCalls
 from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
 from streamalloc.runtime.lineage import BATCH_HEADER, batch_of, encode_batch
 from streamalloc.runtime.members import advertised_client_id, describe_group
@@ -58,6 +81,14 @@ from streamalloc.runtime.task_manager import StoreFactory, TaskManager
 _log = logging.getLogger("streamalloc.runtime.worker")
 
 __all__ = ["DeadLetterEncoder", "StoreFactory", "Worker"]
+
+#: How long a new producer waits for the transaction coordinator (a broker restarting)
+#: before the worker gives up: at start, and after its producer was lost.
+INIT_DEADLINE_S = 120.0
+#: More fences than this within FENCE_WINDOW_S stop the worker: another process with this
+#: state directory's transactional id keeps fencing it, which a new producer cannot cure.
+MAX_FENCES = 3
+FENCE_WINDOW_S = 300.0
 
 
 class Worker:
@@ -87,6 +118,9 @@ class Worker:
         self._alignment: Alignment | None = None
         self._dead_letters: DeadLetters | None = None
         self._admin: AdminClient | None = None  # describes the group, for standby placement
+        self._calls = TxnCalls()  # the producer's transactional calls, given up if they hang
+        self._fences: list[float] = []  # when the producer was last fenced (monotonic s)
+        self._retired: list[Producer] = []  # lost producers: one may still be in a hung call
         # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
         self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
         self._punctuate_at = math.inf
@@ -122,8 +156,7 @@ class Worker:
 
     def _start(self) -> None:
         settings = self.settings
-        self._producer = Producer(producer_config(settings, transactional_id=self._transactional_id()))
-        self._producer.init_transactions(30)
+        self._producer = self._new_producer()
         # End-of-partition events tell when an input is caught up (alignment.py).
         group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
         if settings.advertised_url is not None:
@@ -159,7 +192,73 @@ class Worker:
     def _new_checkpoint(self) -> Checkpoint:
         if self._producer is None or self._consumer is None:
             raise ProcessingError("worker not started")
-        return Checkpoint(self._producer, self._consumer, self.settings.changelog_topic)
+        return Checkpoint(self._producer, self._consumer, self.settings.changelog_topic, self._calls)
+
+    def _new_producer(self) -> Producer:
+        """A transactional producer with this state directory's id, initialised: which
+        fences any earlier producer with the id and settles its open transaction. Waits up
+        to INIT_DEADLINE_S for the transaction coordinator (a broker restarting)."""
+        config = producer_config(self.settings, transactional_id=self._transactional_id())
+        deadline = time.monotonic() + INIT_DEADLINE_S
+        producer = Producer(config)
+        while True:
+            try:
+                self._calls.run(
+                    "init transactions",
+                    partial(producer.init_transactions, TXN_CALL_TIMEOUT_S),
+                    TXN_CALL_TIMEOUT_S,
+                )
+                return producer
+            except KafkaException as exc:
+                # A timeout is resumed by calling again on the same producer (librdkafka:
+                # "retry call to resume"); a second producer would go on initialising in the
+                # background and fence the first once the broker answers.
+                error: KafkaError = exc.args[0]
+                if error.fatal() or time.monotonic() >= deadline:
+                    raise ProcessingError(f"the transactional producer cannot start: {error.str()}") from exc
+                reason = error.str()
+            except TransactionUnresolved as exc:
+                if time.monotonic() >= deadline:
+                    raise ProcessingError(f"the transactional producer cannot start: {exc}") from exc
+                self._retire(producer)  # hung in init: only a new one can go on
+                producer = Producer(config)
+                reason = str(exc)
+            _log.warning("waiting for the transaction coordinator", extra={"error": reason})
+            time.sleep(1.0)
+
+    def _retire(self, producer: Producer) -> None:
+        """Keep a lost producer referenced for a while rather than destroy it here, in the
+        loop: librdkafka's destroy may wait on what it still has in flight."""
+        self._retired = [*self._retired[-7:], producer]
+
+    def _renew(self, tasks: list[Task], outcome: CheckpointError) -> None:
+        """The producer could not settle the batch (TransactionUnresolved, ProducerFenced):
+        replace it, and revive every task from what was committed (module docstring)."""
+        now = time.monotonic()
+        if isinstance(outcome, ProducerFenced):
+            self._fences = [t for t in self._fences if now - t < FENCE_WINDOW_S] + [now]
+            if len(self._fences) > MAX_FENCES:
+                raise outcome
+        _log.warning("renewing the transactional producer", extra={"reason": str(outcome)})
+        self.observer.on_abort(str(outcome))
+        if self._producer is not None:
+            self._retire(self._producer)
+        self._producer = None
+        self._producer = self._new_producer()
+        # Dead letters go through the new producer too (task emitters are made per batch).
+        self._dead_letters = DeadLetters(
+            self._producer, self.settings.topic("dead-letter"), self._dead_letter, self.observer
+        )
+        self._checkpoint = self._new_checkpoint()
+        for task in tasks:
+            task.drop_txns()
+        # Every task, not only the batch's: one may hold records taken for the batch that
+        # failed before it joined, and all restart from what was committed (Kafka Streams
+        # closes its tasks dirty and revives them when it re-creates its producer).
+        revived = list(self.tasks.tasks.values())
+        if self._consumer is not None:
+            self.tasks.revive(self._consumer, revived)
+        _log.warning("transactional producer renewed", extra={"tasks": len(revived)})
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -170,13 +269,40 @@ class Worker:
         self.tasks.close()
         if self._producer is not None:
             try:
-                self._producer.flush(5)
+                flush(self._producer, 5)
             except KafkaException as exc:  # a fatal producer: the error that stopped us says why
                 _log.warning("producer flush on close failed", extra={"error": str(exc)})
+        self._calls.close()
+        self._retired.clear()
 
     # ------------------------------------------------------------------ the loop
 
     def _tick(self) -> None:
+        """One round of the loop; a producer lost anywhere in it is renewed (module docstring)."""
+        try:
+            self._round()
+        except (TransactionUnresolved, ProducerFenced) as exc:
+            self._renew_after(exc)
+        except KafkaException as exc:
+            # A produce or begin_transaction on a producer that failed fatally in the
+            # background (a fence met by its delivery): the batch cannot go on.
+            error: KafkaError = exc.args[0]
+            if error.code() not in (KafkaError._FATAL, KafkaError._FENCED):
+                raise
+            outcome: CheckpointError = (
+                ProducerFenced(f"fatal producer error: {error.str()}")
+                if error.code() == KafkaError._FENCED or "fenced" in error.str().lower()
+                else TransactionUnresolved(f"fatal producer error: {error.str()}")
+            )
+            self._renew_after(outcome)
+
+    def _renew_after(self, outcome: CheckpointError) -> None:
+        """Renew the producer for whatever batch is open (its transaction is lost with it)."""
+        checkpoint = self._checkpoint
+        tasks = list(checkpoint.tasks.values()) if checkpoint is not None else []
+        self._renew(tasks, outcome)
+
+    def _round(self) -> None:
         consumer, alignment = self._consumer, self._alignment
         if consumer is None or alignment is None:
             raise ProcessingError("worker not started")
@@ -354,8 +480,8 @@ class Worker:
             # metrics every interval of an idle worker, and would keep a transaction open
             # across ticks for no work. Only a transaction opened by this round is ended:
             # one opened by `_drain` holds input work and commits as usual.
-            checkpoint.abort()
             self._checkpoint = self._new_checkpoint()
+            self._abort_checkpoint(checkpoint, [])
 
     def _start_batch(self, task: Task) -> Emit:
         """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""
@@ -442,14 +568,18 @@ class Worker:
                 pass  # the commit below raises why the transaction must abort
             changelog = checkpoint.commit()
         except RecordTooLarge as exc:  # from a stage's before_commit
-            checkpoint.abort()
-            self._aborted(tasks, CheckpointAborted(exc.reason, too_large=exc))
+            self._checkpoint = self._new_checkpoint()
+            if self._abort_checkpoint(checkpoint, tasks):
+                self._aborted(tasks, CheckpointAborted(exc.reason, too_large=exc))
             return
         except CheckpointAborted as exc:
+            self._checkpoint = self._new_checkpoint()
             self._aborted(tasks, exc)
             return
-        finally:
-            self._checkpoint = self._new_checkpoint()
+        except (TransactionUnresolved, ProducerFenced) as exc:
+            self._renew(tasks, exc)
+            return
+        self._checkpoint = self._new_checkpoint()
         self.observer.on_commit(records, changelog, time.monotonic() - started)
         for task in tasks:
             if task.redo_until is not None:
@@ -462,15 +592,26 @@ class Worker:
             return
         tasks = list(checkpoint.tasks.values())
         tasks += [task for task in culprits if task not in tasks]
-        checkpoint.abort()
         self._checkpoint = self._new_checkpoint()
+        aborted = self._abort_checkpoint(checkpoint, tasks)
         for task in culprits:
             task.drop_txns()  # it failed before joining the batch: the abort did not see it
+        if not aborted:
+            return  # renewed: the tasks restart from what was committed
         if too_large is not None:
             # Only the culprits: the others did nothing wrong and are simply redone.
             for task in culprits:
                 task.redo_in_parts(too_large.reason)
         self._aborted(tasks, CheckpointAborted(reason))
+
+    def _abort_checkpoint(self, checkpoint: Checkpoint, tasks: list[Task]) -> bool:
+        """Abort `checkpoint`; False if its producer could not and was renewed instead."""
+        try:
+            checkpoint.abort()
+        except (TransactionUnresolved, ProducerFenced) as exc:
+            self._renew(tasks, exc)
+            return False
+        return True
 
     def _aborted(self, tasks: list[Task], outcome: CheckpointAborted) -> None:
         """React to an aborted batch: rewind its tasks, to redo it in parts if an output was too large."""
@@ -534,7 +675,6 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we have while we still own it; if it aborts, the next owner redoes it.
-        # A fatal outcome (ProducerFenced) propagates out of the poll and stops the worker.
         self._commit()
         self.tasks.handle_revocation(partitions)
 
@@ -544,9 +684,10 @@ class Worker:
         if checkpoint is None:
             return
         aborted = list(checkpoint.tasks.values())
-        checkpoint.abort()
         self._checkpoint = self._new_checkpoint()
         self.tasks.handle_revocation(partitions)
+        if not self._abort_checkpoint(checkpoint, aborted):
+            return  # renewed: what is still ours restarts from what was committed
         # What the aborted batch did for partitions still ours is redone from their offsets.
         kept = [task for task in aborted if task.positions]
         self.tasks.rewind(consumer, kept)

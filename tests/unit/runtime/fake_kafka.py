@@ -11,6 +11,7 @@ Every public method of the fakes exists on the real classes (test_fake_kafka.py 
 from __future__ import annotations
 
 import re
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -103,9 +104,16 @@ class FakeProducer:
         self._abortable: KafkaError | None = None
         self._refused = False
         self._fatal: KafkaError | None = None
+        #: calls that block until `released` is set, as librdkafka's can (#5456)
+        self.hangs: set[str] = set()
+        self.released = threading.Event()
+        #: runs inside flush, as a callback librdkafka serves there would
+        self.on_flush: Callable[[], None] | None = None
 
     def _call(self, name: str) -> None:
         self.calls.append(name)
+        if name in self.hangs:
+            self.released.wait(30)
         if self._fatal is not None:
             raise KafkaException(self._fatal)
         queued = self.failures.get(name)
@@ -175,6 +183,8 @@ class FakeProducer:
 
     def flush(self, timeout: float = -1) -> int:
         self.calls.append("flush")
+        if self.on_flush is not None:
+            self.on_flush()
         self.poll(0)
         return 0
 

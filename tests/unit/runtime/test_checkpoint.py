@@ -7,11 +7,18 @@ commits once or raises a typed error, and its stores are applied only after the 
 from __future__ import annotations
 
 import pytest
-from confluent_kafka import KafkaError
+from confluent_kafka import KafkaError, KafkaException
 from tests.unit.runtime.fake_kafka import FakeBroker, FakeConsumer, FakeProducer, error
 
 from streamalloc.bench.counting import CountingStage
-from streamalloc.errors import CheckpointAborted, ProducerFenced, StateError, TaskMigrated
+from streamalloc.errors import (
+    CheckpointAborted,
+    ProducerFenced,
+    StateError,
+    TaskMigrated,
+    TransactionUnresolved,
+)
+from streamalloc.runtime import checkpoint as checkpoint_module
 from streamalloc.runtime.checkpoint import ATTEMPTS, TXN_CALL_TIMEOUT_S, Checkpoint
 from streamalloc.runtime.state import InMemoryStore, TransactionStatus
 from streamalloc.runtime.task import Task
@@ -105,15 +112,77 @@ def test_a_retriable_commit_error_calls_commit_again_and_produces_the_changelog_
     assert dict(task.stores["counts"].iter_prefix(b"")) == {b"a": b"1"}
 
 
-def test_a_retriable_send_offsets_error_sends_them_again(
+def test_a_send_offsets_timeout_aborts_the_batch_rather_than_sending_again(
+    broker: FakeBroker, producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    # The coordinator is away (a broker restart): Kafka Streams aborts and redoes the batch;
+    # repeating the call after the broker returned hung librdkafka here (#5456).
+    producer.failures["send_offsets_to_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    with pytest.raises(CheckpointAborted):
+        checkpoint.commit()
+    assert producer.calls.count("send_offsets_to_transaction") == 1
+    assert producer.calls[-1] == "abort_transaction"
+    assert changelog(broker) == [(b"a", b"1", "aborted")]
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+
+
+def test_an_abort_that_times_out_leaves_the_transaction_unresolved(
     producer: FakeProducer, consumer: FakeConsumer
 ) -> None:
-    producer.failures["send_offsets_to_transaction"] = [
-        error(KafkaError.COORDINATOR_NOT_AVAILABLE, retriable=True)
-    ]
+    producer.failures["send_offsets_to_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    producer.failures["abort_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    txn = task.txns["counts"]
+    with pytest.raises(TransactionUnresolved):
+        checkpoint.commit()
+    assert txn.status is TransactionStatus.FAILED
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+
+
+def test_a_transactional_call_that_hangs_is_given_up(
+    producer: FakeProducer, consumer: FakeConsumer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoint_module, "TXN_CALL_TIMEOUT_S", 0.05)
+    monkeypatch.setattr(checkpoint_module, "HUNG_GRACE_S", 0.05)
+    producer.hangs.add("send_offsets_to_transaction")
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    try:
+        with pytest.raises(TransactionUnresolved, match="send offsets did not return"):
+            checkpoint.commit()
+    finally:
+        producer.released.set()
+    assert "commit_transaction" not in producer.calls
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+
+
+def test_a_fatal_error_that_is_not_a_fence_leaves_the_transaction_unresolved(
+    producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    producer.failures["commit_transaction"] = [error(KafkaError.INVALID_TXN_STATE, fatal=True)]
     checkpoint, _ = batch(producer, consumer, {b"a": b"1"})
-    checkpoint.commit()
-    assert producer.calls.count("send_offsets_to_transaction") == 2
+    with pytest.raises(TransactionUnresolved):
+        checkpoint.commit()
+    assert "abort_transaction" not in producer.calls
+
+
+def test_a_fence_raised_out_of_a_delivery_callback_in_flush_is_producer_fenced(
+    producer: FakeProducer, consumer: FakeConsumer
+) -> None:
+    # confluent-kafka sets the fatal error as the pending exception, then calls the next
+    # delivery callback, which Python reports as a SystemError caused by it.
+    def fenced_then_callback() -> None:
+        try:
+            raise KafkaException(error(KafkaError._FENCED, fatal=True))
+        except KafkaException as exc:
+            raise SystemError("<function _delivered> returned a result with an exception set") from exc
+
+    producer.on_flush = fenced_then_callback
+    checkpoint, task = batch(producer, consumer, {b"a": b"1"})
+    with pytest.raises(ProducerFenced):
+        checkpoint.commit()
+    assert "commit_transaction" not in producer.calls
+    assert dict(task.stores["counts"].iter_prefix(b"")) == {}
 
 
 def test_an_abortable_error_aborts_and_leaves_the_stores_untouched(

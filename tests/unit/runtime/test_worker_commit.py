@@ -12,6 +12,7 @@ from tests.unit.runtime.worker_fixtures import CHANGELOG, IN, OUT, Cluster, Reco
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import ProducerFenced
 from streamalloc.runtime.state import RocksDBStore, Store
+from streamalloc.runtime.worker import MAX_FENCES
 
 RECORDS = 12
 KEYS = [b"k0", b"k1", b"k2"]
@@ -86,15 +87,36 @@ def test_a_consumer_group_that_moved_on_aborts_the_batch_and_it_is_redone(
     assert cluster.outputs() == counts()
 
 
-def test_a_fenced_producer_stops_the_worker_and_leaves_the_stores_untouched(
-    cluster: Cluster, tmp_path: Path
-) -> None:
+def test_a_fenced_producer_is_renewed_and_the_batch_redone_once(cluster: Cluster, tmp_path: Path) -> None:
+    # A broker outage past transaction.timeout.ms ends in a fence: the broker aborted the
+    # open transaction and bumped the epoch. A new producer with the same id goes on.
     send(cluster)
     cluster.failures["commit_transaction"] = [error(KafkaError._FENCED, fatal=True)]
+    observer = Recorder()
+    held = run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    transactional = [p for p in cluster.producers if "transactional.id" in p.config]
+    assert len(transactional) == 2
+    assert transactional[0].config["transactional.id"] == transactional[1].config["transactional.id"]
+    assert "abort_transaction" not in transactional[0].calls  # librdkafka refuses it after a fatal error
+    assert len(observer.aborts) == 1 and "fatal" in observer.aborts[0]
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
+
+
+def test_a_producer_fenced_again_and_again_stops_the_worker_and_leaves_the_stores_untouched(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # Another process with this state directory's transactional id: no new producer cures it.
+    send(cluster)
+    cluster.failures["commit_transaction"] = [error(KafkaError._FENCED, fatal=True)] * (MAX_FENCES + 1)
     stores: dict[str, Store] = {"counts": RocksDBStore("counts", tmp_path / "db")}
     with pytest.raises(ProducerFenced):
         run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: False, stores=stores)
 
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == MAX_FENCES + 1
     assert cluster.committed() == {}
     assert cluster.outputs() == {}
     reopened = RocksDBStore("counts", tmp_path / "db")
@@ -104,7 +126,39 @@ def test_a_fenced_producer_stops_the_worker_and_leaves_the_stores_untouched(
         assert part.checkpoint_offset in (None, 0)  # the empty changelog's restore, nothing after
     finally:
         reopened.close()
-    assert "abort_transaction" not in cluster.txn_producer.calls  # librdkafka refuses it after a fatal error
+
+
+def test_a_batch_that_can_be_neither_committed_nor_aborted_renews_the_producer_and_is_redone_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The broker is away: send_offsets times out, and so does the abort.
+    send(cluster)
+    cluster.failures["send_offsets_to_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    cluster.failures["abort_transaction"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    observer = Recorder()
+    held = run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 2
+    assert len(observer.aborts) == 1 and "could not be aborted" in observer.aborts[0]
+    assert (IN, 0, 0) in cluster.group_consumer.seeks, (
+        "the revived task did not restart at the committed offset"
+    )
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
+
+
+def test_a_new_worker_waits_for_the_transaction_coordinator(cluster: Cluster, tmp_path: Path) -> None:
+    # Started while the broker restarts: init_transactions times out, and is tried again.
+    send(cluster)
+    cluster.failures["init_transactions"] = [error(KafkaError._TIMED_OUT, retriable=True)]
+    run_worker(settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster))
+
+    producer = cluster.txn_producer
+    assert producer.calls.count("init_transactions") == 2  # resumed on the same producer
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 1
+    assert cluster.outputs() == counts()
 
 
 def test_a_retriable_error_that_does_not_clear_aborts_the_batch_and_it_is_redone(
@@ -119,3 +173,21 @@ def test_a_retriable_error_that_does_not_clear_aborts_the_batch_and_it_is_redone
 
     assert len(observer.aborts) == 1
     assert cluster.outputs() == counts()
+
+
+def test_a_producer_fenced_between_batches_is_renewed_at_the_next_begin(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The fence was met in the background (a delivery after the broker bumped the epoch):
+    # begin_transaction is the first call to see it.
+    send(cluster)
+    cluster.failures["begin_transaction"] = [error(KafkaError._FENCED, fatal=True)]
+    observer = Recorder()
+    held = run_worker(
+        settings(tmp_path), [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer
+    )
+
+    assert len([p for p in cluster.producers if "transactional.id" in p.config]) == 2
+    assert len(observer.aborts) == 1
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
