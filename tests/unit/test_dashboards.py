@@ -147,6 +147,9 @@ def exported_samples() -> dict[str, set[str]]:
     observer.on_decision("allocated", None)
     observer.on_decision("rejected", "insufficient_stock")
     observer.on_location_status("STORE-NYC", "stale")
+    observer.on_consumer_lag({("streamalloc.orders", 0): 5})
+    observer.on_restoring(True)
+    observer.on_location_staleness(0, ["STORE-NYC"], ["STORE-NYC"])
     samples: dict[str, set[str]] = {}
     for family in observer.registry.collect():
         for sample in family.samples:
