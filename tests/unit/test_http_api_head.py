@@ -22,7 +22,7 @@ def _availability(request: AvailabilityRequest) -> tuple[int, dict[str, Any]]:
     return 200, {"sku": request.sku, "channel": request.channel, "available": 3}
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def api() -> Iterator[HttpApi]:
     registry = CollectorRegistry()
     Counter("example", "a series so /metrics has a body", registry=registry).inc()
