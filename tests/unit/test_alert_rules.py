@@ -59,3 +59,14 @@ def test_the_rules_use_only_series_the_worker_exports() -> None:
     used = set(METRIC.findall(ALERTS.read_text()))
     assert used, "no streamalloc series in the rules"
     assert used <= set(exported), used - set(exported)
+
+
+def test_every_alert_links_to_its_section_of_the_runbook() -> None:
+    runbook = (ROOT / "docs" / "operations.md").read_text()
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", heading.lower()).replace(" ", "-")
+        for heading in re.findall(r"^#+ (.+)$", runbook, re.MULTILINE)
+    }
+    links = re.findall(r"runbook: docs/operations\.md#([a-z0-9-]+)$", ALERTS.read_text(), re.MULTILINE)
+    assert len(links) == 7, links
+    assert set(links) <= anchors, set(links) - anchors
