@@ -7,6 +7,7 @@ it cannot be installed these tests skip and say so; under CI=true they fail inst
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -14,12 +15,20 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import under_ci
-from tests.unit.test_dashboards import METRIC, exported_samples
+from tests.unit.test_dashboards import DASHBOARDS, METRIC, exported_samples, load_dashboard, queries
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 RULE_TESTS = ROOT / "tests" / "prometheus" / "alerts.test.yml"
+#: Grafana's variables in the panels' queries, longest first, and a value PromQL accepts for each
+GRAFANA_VALUES = {
+    "$__rate_interval": "1m",
+    "$__interval": "1m",
+    "$__range": "1h",
+    "$job": ".*",
+    "$instance": ".*",
+}
 
 
 def promtool() -> str:
@@ -70,3 +79,20 @@ def test_every_alert_links_to_its_section_of_the_runbook() -> None:
     links = re.findall(r"runbook: docs/operations\.md#([a-z0-9-]+)$", ALERTS.read_text(), re.MULTILINE)
     assert len(links) == 7, links
     assert set(links) <= anchors, set(links) - anchors
+
+
+def test_every_dashboard_panel_query_parses_as_promql(tmp_path: Path) -> None:
+    # promtool parses the expressions of a rule file: the panels' queries become recording
+    # rules, with Grafana's variables replaced by values Prometheus accepts.
+    rules = []
+    for path in DASHBOARDS:
+        for where, expr in queries(load_dashboard(path)):
+            if where.startswith("variable"):
+                continue  # label_values(...) is Grafana's, not PromQL
+            for variable, value in GRAFANA_VALUES.items():
+                expr = expr.replace(variable, value)
+            rules.append({"record": f"panel:{len(rules)}", "expr": expr})
+    assert len(rules) > 40
+    file = tmp_path / "panels.yml"
+    file.write_text(json.dumps({"groups": [{"name": "panels", "rules": rules}]}))  # JSON is YAML
+    assert f"SUCCESS: {len(rules)} rules found" in run("check", "rules", str(file))
