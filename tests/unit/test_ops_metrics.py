@@ -92,3 +92,11 @@ def test_a_location_is_stale_while_any_partition_here_sees_it_stale() -> None:
     assert 'streamalloc_location_stale{location="WH-2"} 1.0' in _metrics(observer)
     observer.on_location_staleness(0, ["WH-1", "WH-2"], [])
     assert 'streamalloc_location_stale{location="WH-2"} 0.0' in _metrics(observer)
+
+
+def test_a_statistics_report_moves_the_statistics_timestamp() -> None:
+    observer = PrometheusObserver()
+    started = observer.statistics_at._value.get()
+    assert started > 1.7e9  # the start: a worker not yet reporting is not "stuck since 1970"
+    observer.on_consumer_lag({})
+    assert observer.statistics_at._value.get() >= started

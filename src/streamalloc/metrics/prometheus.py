@@ -103,6 +103,13 @@ class PrometheusObserver(Observer):
         )
         self._stale_by_partition: dict[int, frozenset[str]] = {}
         self._locations: frozenset[str] = frozenset()
+        self.statistics_at = Gauge(
+            "streamalloc_consumer_statistics_timestamp_seconds",
+            "Unix time of the consumer's last statistics report (of the worker's start, before it): "
+            "reports come every 5 s while the loop polls, so an old one means the loop is stuck",
+            registry=r,
+        )
+        self.statistics_at.set(time.time())
         self.consumer_lag = _ConsumerLag()
         r.register(self.consumer_lag)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
@@ -164,6 +171,7 @@ class PrometheusObserver(Observer):
 
     def on_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
         self.consumer_lag.lags = dict(lags)
+        self.statistics_at.set(time.time())
 
     def on_restoring(self, restoring: bool) -> None:
         self.restoring.set(1 if restoring else 0)
