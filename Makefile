@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: demo test lint typecheck pytest kafka kafka-if-possible venv lock clean
+.PHONY: demo test lint typecheck pytest kafka kafka-if-possible promtool promtool-if-possible venv lock clean
 
 $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,11 +36,21 @@ kafka: $(STAMP)
 kafka-if-possible: $(STAMP)
 	-$(BIN)/streamalloc broker --kafka --fetch-only
 
+# promtool checks the alert rules (tests/unit/test_alert_rules.py): Debian's prometheus
+# package provides it. Installed once per machine as root, like the Kafka jars; a no-op once
+# promtool is on the PATH. Without it the rule tests skip with the reason, and fail under CI=true.
+promtool:
+	command -v promtool >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends -o DPkg::Lock::Timeout=300 prometheus >/dev/null; }
+
+promtool-if-possible:
+	-$(MAKE) --no-print-directory promtool
+
 # pytest exits 5 when it collects nothing: that is a failure of the suite, and make treats it so.
 pytest: $(STAMP)
 	$(BIN)/python -m pytest -p no:cacheprovider
 
-test: lint typecheck kafka-if-possible pytest
+test: lint typecheck kafka-if-possible promtool-if-possible pytest
 
 # Re-resolve the pinned dependency set (run by a developer on purpose, never by CI).
 lock:

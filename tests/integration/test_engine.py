@@ -10,6 +10,8 @@ sleep; what is asserted comes after.
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,17 +28,27 @@ from tests.integration.engine_helpers import (
 )
 from tests.integration.helpers import processes
 
+from streamalloc.broker.process import free_port
+
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def engine(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EngineUnderTest]:
+def http_port() -> int:
+    """The worker's HTTP port (its /metrics)."""
+    return free_port()
+
+
+@pytest.fixture(scope="module")
+def engine(
+    kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory, http_port: int
+) -> Iterator[EngineUnderTest]:
     tmp: Path = tmp_path_factory.mktemp("engine")
     under_test = EngineUnderTest(kafka_broker.settings(state_dir=tmp / "state"), tmp)
     with processes() as running:
         try:
             under_test.prepare()
-            worker = under_test.start()
+            worker = under_test.start(http_port=http_port)
             running.append(worker)
             yield under_test
             code = worker.terminate()
@@ -353,3 +365,39 @@ def test_malformed_orders_go_to_the_dead_letter_topic_and_valid_ones_around_them
     assert "invalid JSON" in broken["error"], broken["error"]
     assert "order_id" in missing["error"], missing["error"]
     assert engine.settled_availability(sku)["totals"]["allocated"] == 3
+
+
+# ---------------------------------------------------------------- 8. operations metrics
+
+
+def test_the_worker_exports_lag_per_owned_partition_its_last_commit_and_location_staleness(
+    engine: EngineUnderTest, http_port: int
+) -> None:
+    """The series the alert rules (deploy/prometheus/alerts.yml) rest on, from a real consumer."""
+    ids = Ids("ops-metrics")
+    sku = ids.sku()
+    stock(engine, ids, sku, 5)
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    lag_prefix = f'streamalloc_consumer_lag{{partition="0",topic="{engine.orders_topic}"}} '
+    deadline = time.monotonic() + 30  # the statistics come every 5 s
+    while True:
+        with urllib.request.urlopen(url, timeout=15) as response:  # noqa: S310 - a local worker
+            text = response.read().decode()
+        lines = text.splitlines()
+        lags = [line for line in lines if line.startswith(lag_prefix)]
+        if lags and float(lags[0].split()[-1]) == 0.0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert lags == [lag_prefix + "0.0"], [line for line in lines if "consumer_lag" in line]
+    # the allocator's inputs have their series too, and only this engine's topics do
+    lag_topics = {
+        line.split('topic="')[1].split('"')[0]
+        for line in lines
+        if line.startswith("streamalloc_consumer_lag{")
+    }
+    assert engine.inventory_topic in lag_topics, lag_topics
+    assert all(topic.startswith(engine.settings.topic_prefix) for topic in lag_topics), lag_topics
+    [last_commit] = [line for line in lines if line.startswith("streamalloc_last_commit_timestamp_seconds ")]
+    assert time.time() - float(last_commit.split()[-1]) < 120
+    assert f'streamalloc_location_stale{{location="{LOCATION}"}} 0.0' in lines
+    assert "streamalloc_restoring 0.0" in lines

@@ -147,6 +147,9 @@ def exported_samples() -> dict[str, set[str]]:
     observer.on_decision("allocated", None)
     observer.on_decision("rejected", "insufficient_stock")
     observer.on_location_status("STORE-NYC", "stale")
+    observer.on_consumer_lag({("streamalloc.orders", 0): 5})
+    observer.on_restoring(True)
+    observer.on_location_staleness(0, ["STORE-NYC"], ["STORE-NYC"])
     samples: dict[str, set[str]] = {}
     for family in observer.registry.collect():
         for sample in family.samples:
@@ -191,6 +194,18 @@ def test_there_is_a_dashboard_and_it_is_the_streamalloc_engine_one() -> None:
     assert DASHBOARDS, "no dashboard JSON under deploy/grafana/dashboards"
     by_uid = {load_dashboard(path)["uid"]: load_dashboard(path) for path in DASHBOARDS}
     assert by_uid["streamalloc-engine"]["title"] == "streamalloc engine"
+    assert by_uid["streamalloc-operations"]["title"] == "streamalloc operations"
+
+
+def test_the_operations_board_shows_every_series_the_alerts_use_and_names_each_alert() -> None:
+    board = load_dashboard(GRAFANA / "dashboards" / "streamalloc-operations.json")
+    alerts = (ROOT / "deploy" / "prometheus" / "alerts.yml").read_text()
+    shown = {name for _, expr in queries(board) for name in METRIC.findall(expr)}
+    assert set(METRIC.findall(alerts)) <= shown, set(METRIC.findall(alerts)) - shown
+    described = " ".join(panel["description"] for panel in board["panels"])
+    for alert in re.findall(r"- alert: (\w+)", alerts):
+        if alert != "StreamallocRestoreTookLong":  # the finished-restore twin of RestoreSlow
+            assert alert in described, alert
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)

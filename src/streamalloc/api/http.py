@@ -3,7 +3,8 @@
 Routes: GET /health (process alive), GET /ready (owns partitions and restored them),
 GET /metrics (Prometheus text), GET /availability/<sku>[?channel=C] (answered by a query
 function the worker provides, api/queries.py: the owner's store, forwarded, or 421 with
-the owner; 404 when the SKU is unknown).
+the owner; 404 when the SKU is unknown). HEAD answers every route as GET would, without
+the body. The Server header names no versions.
 
 A client cannot tie the server up: a request must arrive whole within `request_timeout_s`
 (a half-sent one is dropped), at most `max_connections` are served at once (one more is
@@ -97,6 +98,12 @@ class HttpApi:
             def do_GET(self) -> None:  # noqa: N802 - http.server's naming
                 api._handle(self)
 
+            def do_HEAD(self) -> None:  # noqa: N802
+                api._handle(self)  # the same status and headers as GET; _send leaves out the body
+
+            def version_string(self) -> str:
+                return "streamalloc"  # no Python or library versions in the Server header
+
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
                 return  # quiet by default; the worker logs what matters
 
@@ -126,12 +133,7 @@ class HttpApi:
             ok = self.ready()
             _send_json(request, 200 if ok else 503, {"ready": ok})
         elif path == "/metrics":
-            metrics = generate_latest(self.registry)
-            request.send_response(200)
-            request.send_header("Content-Type", CONTENT_TYPE_LATEST)
-            request.send_header("Content-Length", str(len(metrics)))
-            request.end_headers()
-            request.wfile.write(metrics)
+            _send(request, 200, CONTENT_TYPE_LATEST, generate_latest(self.registry))
         elif path.startswith("/availability/") and self.availability is not None:
             channel = parse_qs(query).get("channel", [None])[-1]
             forwarded = request.headers.get(FORWARDED_HEADER) is not None
@@ -143,9 +145,13 @@ class HttpApi:
 
 
 def _send_json(request: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body).encode()
+    _send(request, status, "application/json", json.dumps(body).encode())
+
+
+def _send(request: BaseHTTPRequestHandler, status: int, content_type: str, data: bytes) -> None:
     request.send_response(status)
-    request.send_header("Content-Type", "application/json")
+    request.send_header("Content-Type", content_type)
     request.send_header("Content-Length", str(len(data)))
     request.end_headers()
-    request.wfile.write(data)
+    if request.command != "HEAD":
+        request.wfile.write(data)

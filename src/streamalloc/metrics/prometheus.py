@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from streamalloc.domain import reasons
 from streamalloc.runtime.observer import Observer
@@ -83,6 +86,32 @@ class PrometheusObserver(Observer):
             ["location", "status"],
             registry=r,
         )
+        self.last_commit = Gauge(
+            "streamalloc_last_commit_timestamp_seconds",
+            "Unix time of the last commit (of the worker's start, before its first)",
+            registry=r,
+        )
+        self.last_commit.set(time.time())
+        self.restoring = Gauge(
+            "streamalloc_restoring", "1 while store partitions restore from their changelogs", registry=r
+        )
+        self.location_stale = Gauge(
+            "streamalloc_location_stale",
+            "1 while a location's inventory feed is silent past its freshness limit, on any partition here",
+            ["location"],
+            registry=r,
+        )
+        self._stale_by_partition: dict[int, frozenset[str]] = {}
+        self._locations: frozenset[str] = frozenset()
+        self.statistics_at = Gauge(
+            "streamalloc_consumer_statistics_timestamp_seconds",
+            "Unix time of the consumer's last statistics report (of the worker's start, before it): "
+            "reports come every 5 s while the loop polls, so an old one means the loop is stuck",
+            registry=r,
+        )
+        self.statistics_at.set(time.time())
+        self.consumer_lag = _ConsumerLag()
+        r.register(self.consumer_lag)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None], Any] = {}
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
@@ -112,6 +141,7 @@ class PrometheusObserver(Observer):
         metrics[1].observe(seconds)
 
     def on_commit(self, records: int, changelog_records: int, seconds: float) -> None:
+        self.last_commit.set(time.time())
         self.commits.inc()
         self.committed_records.inc(records)
         self.changelog_records.inc(changelog_records)
@@ -138,3 +168,40 @@ class PrometheusObserver(Observer):
 
     def on_location_status(self, location: str, status: str) -> None:
         self.location_changes.labels(location, status).inc()
+
+    def on_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        self.consumer_lag.lags = dict(lags)
+        self.statistics_at.set(time.time())
+
+    def on_restoring(self, restoring: bool) -> None:
+        self.restoring.set(1 if restoring else 0)
+
+    def on_location_staleness(
+        self, partition: int, locations: Collection[str], stale: Collection[str]
+    ) -> None:
+        stale_here = frozenset(stale)
+        known = self._locations | frozenset(locations)
+        if self._stale_by_partition.get(partition) == stale_here and known == self._locations:
+            return  # the usual case: nothing changed since this partition's last punctuation
+        self._stale_by_partition[partition] = stale_here
+        self._locations = known
+        anywhere = frozenset().union(*self._stale_by_partition.values())
+        for location in known:
+            self.location_stale.labels(location).set(1 if location in anywhere else 0)
+
+
+class _ConsumerLag(Collector):
+    """The lag per owned input partition, as last reported: a revoked partition's series goes."""
+
+    def __init__(self) -> None:
+        self.lags: dict[tuple[str, int], int] = {}  # replaced whole, never mutated: read by scrapes
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "streamalloc_consumer_lag",
+            "Records not yet consumed per owned input partition (consumer statistics)",
+            labels=["topic", "partition"],
+        )
+        for (topic, partition), lag in sorted(self.lags.items()):
+            family.add_metric([topic, str(partition)], lag)
+        yield family

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -39,3 +39,16 @@ class Observer:
 
     def on_location_status(self, location: str, status: str) -> None:
         """A partition's allocator saw a location become online, offline or stale (and swept it)."""
+
+    def on_consumer_lag(self, lags: Mapping[tuple[str, int], int]) -> None:
+        """Records not yet consumed per owned input partition (topic, partition), every
+        statistics interval, from the consumer's own statistics (kafka/stats.py)."""
+
+    def on_restoring(self, restoring: bool) -> None:
+        """Store partitions started (True) or finished (False) restoring from their changelogs."""
+
+    def on_location_staleness(
+        self, partition: int, locations: Collection[str], stale: Collection[str]
+    ) -> None:
+        """At each punctuation, the locations a partition's allocator knows and which of them
+        are stale (their inventory feed went silent): the current state, not a change."""

@@ -65,6 +65,7 @@ from streamalloc.kafka import (
     produce,
     producer_config,
 )
+from streamalloc.kafka.stats import partition_lags
 from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.alignment import Alignment
 from streamalloc.runtime.changelog import Restorer
@@ -89,6 +90,8 @@ INIT_DEADLINE_S = 120.0
 #: state directory's transactional id keeps fencing it, which a new producer cannot cure.
 MAX_FENCES = 3
 FENCE_WINDOW_S = 300.0
+#: How often the consumer reports its statistics (the lag per partition): cheap at this rate.
+_STATS_INTERVAL_MS = 5000
 
 
 class Worker:
@@ -124,6 +127,7 @@ class Worker:
         # The earliest punctuation due of any ready task (monotonic s): one comparison a tick.
         self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
         self._punctuate_at = math.inf
+        self._restoring = False  # as last told to the observer
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -159,6 +163,9 @@ class Worker:
         self._producer = self._new_producer()
         # End-of-partition events tell when an input is caught up (alignment.py).
         group = consumer_config(settings, group_id=settings.app_id, **{"enable.partition.eof": True})
+        # The consumer lag per partition comes from librdkafka's statistics, served by poll.
+        group["statistics.interval.ms"] = _STATS_INTERVAL_MS
+        group["stats_cb"] = self._on_stats
         if settings.advertised_url is not None:
             # Where the other workers find this one's HTTP API (members.py).
             group["client.id"] = advertised_client_id(settings.advertised_url)
@@ -180,6 +187,14 @@ class Worker:
             on_revoke=self._on_revoke,
             on_lost=self._on_lost,
         )
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            lags = partition_lags(stats_json)
+        except (ValueError, TypeError, AttributeError) as exc:
+            _log.warning("consumer statistics unreadable", extra={"error": str(exc)})
+            return
+        self.observer.on_consumer_lag(lags)
 
     def _transactional_id(self) -> str:
         """Stable across restarts of the same state dir, so init_transactions fences our own zombie."""
@@ -309,6 +324,9 @@ class Worker:
         if self.tasks.standby is not None:
             self._keep_standbys(consumer)
         restoring = self.tasks.restoring
+        if restoring != self._restoring:
+            self._restoring = restoring
+            self.observer.on_restoring(restoring)
         if restoring and self.tasks.restore(consumer, timeout_s=0.05) and self._punctuates:
             self._punctuate_at = 0.0  # a task that became ready punctuates at once
         if self._before_batch is not None:

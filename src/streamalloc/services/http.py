@@ -1,5 +1,6 @@
 """The services' HTTP edge on aiohttp (faust's own web server is off): health, readiness,
-Prometheus metrics, and whatever queries a service adds.
+Prometheus metrics, and whatever queries a service adds. Every GET route answers HEAD too
+(aiohttp's default); the Server header names no versions.
 
 aiohttp runs on the service's event loop, so a query reads the service's tables without
 locks: the agent and the handler never run at the same time.
@@ -31,6 +32,7 @@ class ServiceHttp:
         self._registry = registry
         self._ready = ready
         self._app = web.Application()
+        self._app.on_response_prepare.append(_no_versions)
         self._app.router.add_get("/health", self._health)
         self._app.router.add_get("/ready", self._ready_view)
         self._app.router.add_get("/metrics", self._metrics)
@@ -64,3 +66,7 @@ class ServiceHttp:
     async def _metrics(self, _: web.Request) -> web.Response:
         body = generate_latest(self._registry)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _no_versions(_: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "streamalloc"  # aiohttp's default names Python's and its own version

@@ -156,6 +156,7 @@ class AllocatorStage(BaseStage):
         tables = self._partition_tables(ctx.partition, txn, now_ms)
         acted = self._expire_due(ctx, txn, tables, now_ms)
         unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
+        self._observer.on_location_staleness(ctx.partition, tables.locations.keys(), tables.stale)
         # What the partition's state was last swept for is part of that state (restored with
         # it): a sweep lost in a crash is redone, and a new owner acts on a change it missed.
         last = swept_locations(txn)
