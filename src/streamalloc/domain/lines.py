@@ -55,6 +55,7 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     else:
         return DUPLICATE
     qty = cmd.qty
+    rest = 0  # units of a partial allocation left to wait
     channel = tables.channels.get(cmd.channel)
     if channel is None:  # no policy to decide under: rejected, never allocated under defaults
         channel = DEFAULT_CHANNEL  # (for the type checker: a rejection needs no policy)
@@ -68,12 +69,13 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
         choice = choose_locations(
             state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
         )
-        if choice == reasons.INSUFFICIENT_STOCK and channel.allow_partial:
+        if channel.allow_partial and choice == reasons.INSUFFICIENT_STOCK:
             partial = choose_partial(
                 state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
             )
             if partial is not None:  # else nothing is there: the whole line waits (below)
                 choice = partial
+                rest = qty - sum(n for _, n in partial)
 
     line = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "allocated", (), 0, None, applied, now)
     state.add_line(key, line)
@@ -100,7 +102,6 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
         state, line, choice, tables.lot_policy_of(channel), ALLOCATED, cmd.event_id,
         cmd.occurred_at, now, lot=cmd.lot,
     )  # fmt: skip
-    rest = qty - line.held
     if rest:  # a partial allocation: the rest waits (waitlist.py)
         events.append(
             enqueue(

@@ -29,8 +29,9 @@ How the offline run stands in for the engine, and why:
   emitted that type for it (a line split over two locations is one allocated line and one
   `split`; a line allocated in part, the rest left waiting, is one allocated, one
   backordered and one `partial`), and its units are the sum of the events' qty.
-  Rejections and releases are also counted by reason. Orders are counted by their final status, as the order stage defines
-  it (`domain.orders.status`; `open` while an order has none).
+  Rejections and releases are also counted by reason. Orders are counted by their final
+  status, as the order stage defines it (`domain.orders.status`; `open` while an order
+  has none).
 - **Reservations expire** as the allocator's timers make them: a line holding soft units
   with an expiry gets a timer, and every timer due by an event's time fires before that
   event (`ExpireLine`, decided when due). Timers still pending when the history ends do
