@@ -93,8 +93,12 @@ def wait_more(
     """
     book = state.edit_book()
     entry = book.entry(line.order_id, line.line_id)
-    if entry is None:  # (a waiting line always has its entry)
-        raise ValueError(f"line {line.key} is {line.status} but not on the waitlist")
+    if entry is None:  # (a waiting line always has its entry; should it not, it gets one)
+        reason = wait_reason(state, channel, qty) or reasons.WAITLISTED
+        return enqueue(
+            state, line, channel, reason, priority=0, region=None, location=None, lot=None,
+            ttl_s=None, occurred_at=occurred_at, cause=cause, now=now, qty=qty,
+        )  # fmt: skip
     book.waitlist.remove(entry)
     total = entry.qty + qty
     reason = wait_reason(state, channel, total) or reasons.WAITLISTED

@@ -250,3 +250,13 @@ def test_a_repeated_placement_of_a_partial_line_is_a_duplicate() -> None:
     apply(state, cmd, T, NOW)
     assert apply(state, cmd, T, NOW).duplicate
     assert state.balances["A"].allocated == 3 and [e.qty for e in state.book.waitlist] == [2]
+
+
+def test_a_waiting_line_missing_from_the_waitlist_gets_an_entry_instead_of_failing_the_decision() -> None:
+    a_down = tables(online("A", status="offline"), online("B"), channels=(PARTIAL,))
+    state = stocked(A=3)
+    apply(state, allocate(qty=5), T, NOW)
+    state.edit_book().waitlist.clear()  # books that lost the entry (never made by the domain)
+    decision = apply(state, Sweep(event_id="locations:A:offline", occurred_at=NOW, sku=SKU), a_down, NOW)
+    assert kinds(decision)[-1] == ("backordered", 3, None, reasons.WAITLISTED)
+    assert [e.qty for e in state.book.waitlist] == [3] and held(state).status == "backordered"
