@@ -16,20 +16,24 @@ came from elsewhere).
 
 Checks:
 - oversold: no availability snapshot shows allocated + picked above on_hand anywhere, and
-  no line ever holds more units than it ordered, nor gives back or ships more than it
-  holds at a location. `oversold_units` is one measure of both: each place's worst
-  excess, counted once and summed over places, a place being a (SKU, location) in the
-  availability snapshots (units promised beyond on_hand there) or an order line (units
-  held beyond what it ordered);
+  no line ever holds more units than it ordered (fewer is fine: a partial allocation),
+  nor gives back or ships more than it holds at a location. `oversold_units` is one
+  measure of both: each place's worst excess, counted once and summed over places, a
+  place being a (SKU, location) in the availability snapshots (units promised beyond
+  on_hand there) or an order line (units held beyond what it ordered);
 - traceable: every allocation event names a cause that exists: an order event, an
   inventory event, an allocation event (the order stage's releases, expiries), or a
   locations-table or clock decision (`locations:<location_id>:...`, `clock:...`);
 - one decision: every placed line has exactly one first decision (allocated, rejected or
   backordered) caused by its placement, repeats of the same event id aside. The parts of
   a split allocation (by location or lot) are one decision; a second placement-caused
-  `allocated` after it, or at a location and lot it already took from, is another one. A
-  fill of a backordered line (an `allocated` with another cause) and a reallocation are
-  not decisions, but they need a backorder or a release for reallocation before them;
+  `allocated` after it, or at a location and lot it already took from, is another one;
+  so is a partial allocation (`allocated`, then a `backordered` for the rest). A fill of
+  a waiting line (an `allocated` with another cause) and a reallocation are not
+  decisions, but they need a backorder or a release for reallocation before them, and a
+  fill never exceeds the units the line waits for (the last `backordered` said how many;
+  each fill takes its units off). A `backordered` that is not a placement's restates
+  what a waiting line still lacks, or follows a release for reallocation;
 - cancelled lines released: no line of a cancelled order still holds units at the end;
 - balances: the final balances replayed from the events equal the last availability record;
 - the ledger (when `stock_changes` are given): every change names a known cause, moves its
@@ -80,6 +84,7 @@ class _Line:
     splitting: bool = False  # the last event was a placement-caused `allocated`
     released: bool = False  # a final release was seen
     waiting: bool = False  # backordered, not filled yet
+    wanting: int = 0  # units it waits for (the last `backordered`'s qty, less the fills since)
     reallocating: bool = False  # the last event was a release for reallocation or a reallocation
     dangling: bool = False  # the last event was a release for reallocation
     fills: set[str] = field(default_factory=set)  # causes of fills of its backorder
@@ -111,6 +116,7 @@ class AuditReport:
     leaked_batches: int = 0  # batches a broker showed although they never committed, left out
     leaked_events: int = 0
     waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
+    partial_allocations: int = 0  # placements that allocated part of a line and let the rest wait
     reallocations: int = 0  # `reallocated` events: units moved to another location
     released_by_reason: Counter[str] = field(default_factory=Counter)  # final releases (lines)
     units_by_lot: Counter[str] = field(
@@ -277,9 +283,13 @@ def _replay_allocations(
         line.splitting = line.reallocating = line.dangling = False
         if kind in FIRST_DECISIONS and placement:
             # The decision about the placed line (a refused pick or release is not one); the
-            # parts of a split allocation come together, each at another location or lot.
+            # parts of a split allocation come together, each at another location or lot, and
+            # a partial one ends with the `backordered` of the rest.
             part = (location, event.get("lot"))
-            if not (kind == "allocated" and splitting and part not in line.split):
+            if kind == "backordered" and splitting:
+                report.partial_allocations += 1
+                stats["partially allocated"] += 1
+            elif not (kind == "allocated" and splitting and part not in line.split):
                 line.decisions.add(event_id)
                 line.split = set()
                 if line.first is None:
@@ -299,6 +309,13 @@ def _replay_allocations(
                     if cause not in line.fills:  # the parts of a split fill are one fill
                         line.fills.add(cause)
                         stats["waitlist fills"] += 1
+                    if qty > line.wanting:
+                        report.breach(
+                            f"allocated {event_id}: line {key} is filled with {qty} unit(s) but waits "
+                            f"for {line.wanting}"
+                        )
+                    line.wanting = max(0, line.wanting - qty)
+                    line.waiting = line.wanting > 0
                 elif not (reallocating or line.waiting):
                     report.breach(
                         f"{kind} {event_id}: line {key} gets units from {cause}, neither its placement "
@@ -311,15 +328,15 @@ def _replay_allocations(
             final[(line.sku, location)]["allocated"] += qty
             report.units_by_lot[event.get("lot") or ""] += qty
             line.held_since = decided_at
-            line.waiting = line.waiting and line.held < line.qty
             _check_held(report, line, key)
         elif kind == "backordered":
-            if not (placement or reallocating or not line.placed_by):
+            if not (placement or reallocating or line.waiting or not line.placed_by):
                 report.breach(
                     f"backordered {event_id}: line {key} is backordered by {cause}, neither its "
-                    "placement nor after a release for reallocation"
+                    "placement nor after a release for reallocation, nor the rest of a waiting line"
                 )
             line.waiting = True
+            line.wanting = qty
         elif kind == "rejected" and not placement:
             stats[f"command refused: {event['reason']}"] += 1
         elif kind == "picked":
@@ -330,7 +347,6 @@ def _replay_allocations(
             final[(line.sku, location)]["picked"] += qty
             if qty > moved:
                 line.held_since = decided_at
-            line.waiting = False
             _check_held(report, line, key)
         elif kind == "released":
             _release(report, line, key, event, final)
@@ -341,6 +357,7 @@ def _replay_allocations(
                 report.released_by_reason[event.get("reason") or ""] += 1
                 line.released = True
                 line.waiting = False
+                line.wanting = 0
         elif kind == "fulfilled":
             stats["fulfilled"] += 1
             hard = min(qty, line.hard[location])

@@ -389,7 +389,9 @@ def print_audit(report: Any) -> None:
     columns = ("placed", "allocated", "rejected", "released", "fulfilled", "returned")
     table = Table(*(Column(c, no_wrap=True) for c in ("channel", *columns)), box=SIMPLE_HEAD, show_edge=False)
     reasons = Table("channel", "rejected because", "lines", box=SIMPLE_HEAD, show_edge=False)
-    waiting = Table("channel", "backordered", "filled later", box=SIMPLE_HEAD, show_edge=False)
+    waiting = Table(
+        "channel", "backordered", "partially allocated", "filled later", box=SIMPLE_HEAD, show_edge=False
+    )
     for channel, stats in sorted(report.per_channel.items()):
         rejected = {k.removeprefix("rejected: "): v for k, v in stats.items() if k.startswith("rejected: ")}
         table.add_row(
@@ -403,8 +405,13 @@ def print_audit(report: Any) -> None:
         )
         for reason, count in sorted(rejected.items(), key=lambda item: -item[1]):
             reasons.add_row(channel, reason, str(count))
-        if stats["backordered"] or stats["waitlist fills"]:
-            waiting.add_row(channel, str(stats["backordered"]), str(stats["waitlist fills"]))
+        if stats["backordered"] or stats["waitlist fills"] or stats["partially allocated"]:
+            waiting.add_row(
+                channel,
+                str(stats["backordered"]),
+                str(stats["partially allocated"]),
+                str(stats["waitlist fills"]),
+            )
     out.print(table)
     for extra in (reasons, waiting):
         if extra.row_count:

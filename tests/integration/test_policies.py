@@ -41,6 +41,7 @@ CHANNELS = [
     {"channel_id": "fifo", "lot_policy": "FIFO"},
     {"channel_id": "lifo", "lot_policy": "LIFO"},
     {"channel_id": "yielding", "priority": 1, "priority_window_ms": 10_000},
+    {"channel_id": "partial", "allow_partial": True},
 ]
 
 
@@ -607,6 +608,66 @@ def test_a_count_below_what_is_held_moves_or_releases_soft_allocations_never_ove
     assert {e["cause_event_id"] for e in ledger} >= {
         ids.event(n) for n in ("east", "west", "cycle", "broken")
     }
+
+
+# ---------------------------------------------------------------- 13. partial allocation
+
+
+def test_a_partial_channel_allocates_what_is_there_and_the_waitlist_fills_the_rest(
+    engine: EngineUnderTest,
+) -> None:
+    ids = Ids("partial")
+    sku = ids.sku()
+    inventory(engine, ids, "west", "received", sku, 3, "P-WEST")
+
+    def placed_in_part(order: str, qty: int) -> list[tuple[str, int, str | None, str | None]]:
+        """Place a partial channel's line; its placement's line decisions, once the rest waits."""
+        place(engine, ids, order, [line("1", sku, qty)], channel="partial")
+        decided = wait_caused(
+            engine, ids, order, ids.event(order), lambda evs: any(e[0] == "backordered" for e in evs)
+        )
+        return [e for e in decided if e[0] != "accepted"]
+
+    assert placed_in_part("1", 5) == [
+        ("allocated", 3, "P-WEST", None),
+        ("backordered", 2, None, "waitlisted"),
+    ]
+
+    def line_status(order: str, status: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            found[:] = [s for s in engine.statuses(ids.order(order)) if s["status"] == status]
+            return bool(found)
+
+        engine.wait(done, f"order-status {status} for {order}")
+        return dict(found[-1]["lines"][0])
+
+    row = line_status("1", "partially_allocated")
+    assert (row["status"], row["qty"], row["allocated"]) == ("partially_allocated", 5, 3)
+
+    first = inventory(engine, ids, "east-1", "received", sku, 1, "P-EAST")  # short of the rest
+    assert wait_caused(engine, ids, "1", first["cause_event_id"], lambda evs: len(evs) == 2) == [
+        ("allocated", 1, "P-EAST", None),
+        ("backordered", 1, None, "waitlisted"),
+    ]
+    second = inventory(engine, ids, "east-2", "received", sku, 4, "P-EAST")
+    assert wait_caused(engine, ids, "1", second["cause_event_id"], bool) == [("allocated", 1, "P-EAST", None)]
+    row = line_status("1", "allocated")  # units from three decisions, at two locations
+    assert (row["status"], row["qty"], row["allocated"]) == ("allocated", 5, 5)
+    assert (second["totals"]["allocated"], second["totals"]["waiting_lines"]) == (5, 0)
+
+    # 3 left at P-EAST: a line of 6 takes them and waits for 3; its cancel gives them back
+    assert placed_in_part("2", 6) == [
+        ("allocated", 3, "P-EAST", None),
+        ("backordered", 3, None, "waitlisted"),
+    ]
+    cancel = send(engine, ids, "cancel-2", "cancelled", "2", [line("1", sku, 6)])
+    assert wait_caused(engine, ids, "2", cancel, bool) == [("released", 3, "P-EAST", "cancelled")]
+    line_status("2", "cancelled")
+    east = settled_row(engine, sku, "P-EAST")
+    assert (east["on_hand"], east["allocated"], east["available"]) == (5, 2, 3)
+    assert engine.settled_availability(sku)["totals"]["waiting_lines"] == 0
 
 
 # ---------------------------------------------------------------- 14. the audit and its KPIs

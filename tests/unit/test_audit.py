@@ -543,3 +543,53 @@ def test_a_punctuation_the_restore_drops_is_named_by_writer_and_number() -> None
     assert dropped_batches("app-allocator-changelog", 0, [*log[:4], (14, built_on)]) == set()
     # At the end of the changelog a punctuation is kept, as a restore then keeps it.
     assert dropped_batches("app-allocator-changelog", 0, log[:4]) == set()
+
+
+# ------------------------------------------------ partial allocation (channel allow_partial)
+
+PARTIAL = [  # 3 of 5 allocated at placement, the rest waits; two receipts fill it, 1 then 1
+    event("allocated", "o1", "1", 3),
+    event("backordered", "o1", "1", 2, None, reason="waitlisted"),
+    event("allocated", "r2", "1", 1),
+    event("backordered", "r2", "1", 1, None, reason="waitlisted"),
+    event("allocated", "r3", "1", 1),
+]
+
+
+def test_a_partial_allocation_filled_over_two_receipts_passes() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 5))],
+        [stock("r1", 3), stock("r2", 1), stock("r3", 1)],
+        PARTIAL,
+        [snapshot(3, 3), snapshot(5, 5)],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_decided == 1 and report.partial_allocations == 1 and report.waitlist_fills == 2
+    assert report.per_channel["web"]["partially allocated"] == 1
+    assert report.kpis.service_level.served_first == 0  # not in full at its first decision
+
+
+def test_a_partial_line_holding_less_than_ordered_at_the_end_passes() -> None:
+    report = audit([order("o1", "A", ("1", "S", 5))], [stock("r1", 3)], PARTIAL[:2], [snapshot(3, 3)])
+    assert report.ok, report.breaches
+
+
+def test_a_fill_beyond_what_a_partial_line_waits_for_is_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 5))],
+        [stock("r1", 3), stock("r2", 3)],
+        [*PARTIAL[:2], event("allocated", "r2", "1", 3)],  # waits for 2, gets 3
+        [snapshot(6, 6)],
+    )
+    assert any("is filled with 3 unit(s) but waits for 2" in b for b in report.breaches), report.breaches
+    assert any("holds 6 of 5 ordered" in b for b in report.breaches)
+
+
+def test_a_partial_line_picked_in_part_can_still_be_filled() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 5)), order("p1", "A", ("1", "S", 3), kind="picked")],
+        [stock("r1", 3), stock("r2", 2)],
+        [*PARTIAL[:2], event("picked", "p1", "1", 3), event("allocated", "r2", "1", 2)],
+        [snapshot(5, 2, 3)],
+    )
+    assert report.ok, report.breaches

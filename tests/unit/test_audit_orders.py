@@ -113,3 +113,25 @@ def test_a_cancelled_order_agrees_once_its_release_is_applied() -> None:
         ],
     )
     assert report.ok, report.breaches
+
+
+def test_a_partially_allocated_order_agrees_with_its_per_line_units() -> None:
+    history = [
+        accepted(),
+        event("allocated", "o1", "1", 1),
+        event("backordered", "o1", "1", 1, None, reason="waitlisted"),
+    ]
+    published = status("partially_allocated", ("1", "partially_allocated", 1))
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))],
+        [stock("r1", 1)],
+        history,
+        [snapshot(1, 1)],
+        order_statuses=[published],
+    )
+    assert report.ok, report.breaches
+    wrong = status("allocated", ("1", "allocated", 1))
+    report = audit(
+        [order("o1", "A", ("1", "S", 2))], [stock("r1", 1)], history, [snapshot(1, 1)], order_statuses=[wrong]
+    )
+    assert "order A: its last order-status says allocated, its events partially_allocated" in report.breaches

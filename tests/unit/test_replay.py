@@ -14,6 +14,7 @@ from streamalloc.config import Settings
 from streamalloc.domain import Tables
 from streamalloc.errors import ValidationError
 from streamalloc.replay import (
+    PARTIAL,
     SPLIT,
     InventoryStep,
     OrderStep,
@@ -328,17 +329,19 @@ def test_reservations_expire_when_due_before_the_next_event_unless_picked() -> N
 # ---------------------------------------------------------------- the engine agrees
 
 
-def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do() -> None:
+@pytest.mark.parametrize("partial", [False, True], ids=["all-or-nothing", "allow_partial"])
+def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bool) -> None:
     """A random history through intake, allocator and order stage (in-memory harness, each
-    input pumped to quiescence) gives the same allocation decisions as the replay."""
+    input pumped to quiescence) gives the same allocation decisions as the replay; with
+    partial allocation on two channels too (then lines allocated in part are counted)."""
     orders, inventory = _random_history(random.Random(11), orders=150)
     table_records = tables(
         {"location_id": "WH", "priority": 10, "region": "east", "regions_served": ["east"]},
         {"location_id": "WEST", "priority": 7, "region": "west", "regions_served": ["west"]},
         {"location_id": "STORE", "priority": 5, "safety_stock": 1},
-        {"channel_id": "web", "allow_split": True},
+        {"channel_id": "web", "allow_split": True, "allow_partial": partial},
         {"channel_id": "store", "locations": ["STORE", "WH"], "safety_stock": 1},
-        {"channel_id": "marketplace"},
+        {"channel_id": "marketplace", "allow_partial": partial},
     )
     domain_tables = table_records.tables()
 
@@ -357,6 +360,7 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do() -> None:
     assert decisions(replayed) == engine
     assert sum(n for key, n in engine.items() if key[1:] == ("lines", "allocated")) > 20
     assert sum(n for key, n in engine.items() if key[1:3] == ("reason", "released")) > 0
+    assert (sum(n for key, n in engine.items() if key[1:] == ("partial",)) > 5) is partial
 
 
 def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -441,4 +445,37 @@ def _engine_figures(
             if kind == "allocated" and len(lines[key]) == 1:
                 figures[channel, "split"] += 1
             lines[key].add(e["location"])
+        if kind == "backordered" and (*key[:3], "allocated") in lines:
+            figures[channel, "partial"] += 1
     return {key: n for key, n in figures.items() if n}
+
+
+def test_partial_allocation_counts_partial_lines_and_orders() -> None:
+    """web with allow_partial: web-2's 3-unit line takes WH's last unit and waits for 2; the
+    cancel of web-1 frees one more, a second partial fill. The ship-complete order is not
+    complete (backordered) and fails nothing, so its other line keeps its unit."""
+    policy = tables({"channel_id": "web", "locations": ["WH"], "allow_partial": True})
+    comparison = compare(the_history(), BASELINE.tables(), BASELINE.overlay(policy).tables())
+    before, after = comparison.figures("baseline", "web"), comparison.figures("what_if", "web")
+    assert before[PARTIAL] == 0 and after[PARTIAL] == 2
+    assert after["reason", "released", "ship_complete_failed"] == 0
+    changed = {c.order_id: c for c in comparison.changed}
+    assert (changed["web-2"].baseline, changed["web-2"].what_if) == ("rejected", "backordered")
+    assert ("1", "released (ship_complete_failed)", "allocated WH:1") in changed["web-2"].lines
+    assert ("2", "rejected (insufficient_stock)", "partially_allocated WH:2 (waitlisted)") in changed[
+        "web-2"
+    ].lines
+    assert comparison.as_json()["channels"]["web"]["what_if"]["partial"] == 2
+
+
+def test_a_partial_order_without_ship_complete_reads_partially_allocated() -> None:
+    steps = history(
+        [order_step(order("o1", "web-1", 10, ("1", "A", 5)))],
+        [inventory_step(received("i1", 1, "A", "WH", 3))],
+    )
+    policy = tables({"channel_id": "web", "allow_partial": True})
+    result = run(steps, BASELINE.overlay(policy).tables())
+    outcome = result.orders["web-1"]
+    assert outcome.status == "partially_allocated"
+    assert str(outcome.lines["1"]) == "partially_allocated WH:3 (waitlisted)"
+    assert result.figures["web"]["orders", "partially_allocated"] == 1

@@ -23,6 +23,7 @@ from streamalloc.commands.io import jsonl_records
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError, ValidationError
 from streamalloc.replay import (
+    PARTIAL,
     SPLIT,
     Comparison,
     InventoryStep,
@@ -197,6 +198,7 @@ _COLUMNS: tuple[tuple[str, Key], ...] = (
     ("backord.", ("lines", "backordered")),
     ("released", ("lines", "released")),
     ("split", SPLIT),
+    ("partial", PARTIAL),
     ("units", ("units", "allocated")),
 )
 _MAIN = frozenset(key for _, key in _COLUMNS)

@@ -9,8 +9,10 @@ Among the usable locations (online, not stale) the channel may use, with units a
 
 A line goes to one location. Only a channel with `allow_split` may spread a line that no
 single location can hold: over the fewest locations that can hold it, and among those the
-best ranked, in the same order. A line is never partly allocated: it gets all its units
-or none.
+best ranked, in the same order. A line gets all its units or none, unless its channel
+has `allow_partial`: then a line the channel's stock cannot cover takes what it can
+(`choose_partial`: at the best location alone, or over several with `allow_split`,
+within the channel's ATS) and waits for the rest (waitlist.py).
 
 Available at a location excludes the free units of expired lots. The channel's ATS
 bounds every allocation: available at the locations it may use, less its safety stock,
@@ -177,6 +179,59 @@ def choose_locations(
     if not channel.allow_split:
         return reasons.INSUFFICIENT_STOCK
     return _split(balances, online, channel, qty, region, now)
+
+
+def fillable(
+    balances: Mapping[str, LocationBalance],
+    online: Mapping[str, Location],
+    channel: Channel,
+    qty: int,
+    location: str | None,
+    now: int = 0,
+    bounds: Bounds = NO_BOUNDS,
+) -> int:
+    """How many of `qty` units `channel` could allocate now to one line (0..qty).
+
+    Within the channel's ATS, at the location the line names, else at the one best
+    stocked usable location it may use, or over all of them with `allow_split`: exactly
+    what `choose_locations` can then place.
+    """
+    if location is not None:
+        loc = online.get(location)
+        if loc is None or not channel.allows(location):
+            return 0
+        balance = balances.get(location)
+        pool = 0 if balance is None else balance.sellable(loc.safety_stock, now)
+        return max(0, min(qty, ats_of(pool, channel, bounds)))
+    pool = best = 0
+    for location_id, balance in balances.items():
+        loc = online.get(location_id)
+        if loc is None or not channel.allows(location_id):
+            continue
+        available = balance.sellable(loc.safety_stock, now)
+        pool += available
+        best = max(best, available)
+    return max(0, min(qty, ats_of(pool, channel, bounds), pool if channel.allow_split else best))
+
+
+def choose_partial(
+    balances: Mapping[str, LocationBalance],
+    online: Mapping[str, Location],
+    channel: Channel,
+    qty: int,
+    region: str | None,
+    location: str | None,
+    now: int = 0,
+    bounds: Bounds = NO_BOUNDS,
+) -> Choice | None:
+    """Where the units of a partial fill of a line of `qty` come from (fewer than qty), or
+    None when the channel can have none of them now. For a line `choose_locations` found
+    short of stock (`insufficient_stock`), on a channel with `allow_partial`."""
+    fill = fillable(balances, online, channel, qty, location, now, bounds)
+    if fill <= 0:
+        return None
+    choice = choose_locations(balances, online, channel, fill, region, location, now, bounds)
+    return None if isinstance(choice, str) else choice
 
 
 def _split(

@@ -20,7 +20,7 @@ quantity, then what the line or the stock allows.
 from __future__ import annotations
 
 from streamalloc.domain import reasons
-from streamalloc.domain.allocate import NO_BOUNDS, Choice, choose_locations, pool_bounds
+from streamalloc.domain.allocate import NO_BOUNDS, Choice, choose_locations, choose_partial, pool_bounds
 from streamalloc.domain.commands import AllocateLine, FulfilLine, PickLine, ReleaseLine, ReturnLine
 from streamalloc.domain.events import (
     ALLOCATED,
@@ -37,7 +37,7 @@ from streamalloc.domain.events import (
     stock_changed,
 )
 from streamalloc.domain.holds import add_part, harden, hold, move_lot, place, ship, unhold
-from streamalloc.domain.model import UNPLACED, LinePart, LineState, LocationBalance, Lot, SkuState
+from streamalloc.domain.model import UNPLACED, WAITING, LinePart, LineState, LocationBalance, Lot, SkuState
 from streamalloc.domain.tables import DEFAULT_CHANNEL, Tables
 from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_reason
 
@@ -55,6 +55,7 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     else:
         return DUPLICATE
     qty = cmd.qty
+    rest = 0  # units of a partial allocation left to wait
     channel = tables.channels.get(cmd.channel)
     if channel is None:  # no policy to decide under: rejected, never allocated under defaults
         channel = DEFAULT_CHANNEL  # (for the type checker: a rejection needs no policy)
@@ -68,6 +69,13 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
         choice = choose_locations(
             state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
         )
+        if channel.allow_partial and choice == reasons.INSUFFICIENT_STOCK:
+            partial = choose_partial(
+                state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
+            )
+            if partial is not None:  # else nothing is there: the whole line waits (below)
+                choice = partial
+                rest = qty - sum(n for _, n in partial)
 
     line = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "allocated", (), 0, None, applied, now)
     state.add_line(key, line)
@@ -90,12 +98,20 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
 
     if cmd.reservation_ttl_s is not None:
         line.expires_at = now + cmd.reservation_ttl_s * 1000
-    return Decision(
-        place(
-            state, line, choice, tables.lot_policy_of(channel), ALLOCATED, cmd.event_id,
-            cmd.occurred_at, now, lot=cmd.lot,
-        )
+    events = place(
+        state, line, choice, tables.lot_policy_of(channel), ALLOCATED, cmd.event_id,
+        cmd.occurred_at, now, lot=cmd.lot,
     )  # fmt: skip
+    if rest:  # a partial allocation: the rest waits (waitlist.py)
+        events.append(
+            enqueue(
+                state, line, channel, wait_reason(state, channel, rest) or reasons.WAITLISTED,
+                priority=cmd.priority, region=cmd.region, location=cmd.location, lot=cmd.lot,
+                ttl_s=cmd.reservation_ttl_s, occurred_at=cmd.occurred_at, cause=cmd.event_id, now=now,
+                qty=rest,
+            )
+        )  # fmt: skip
+    return Decision(events)
 
 
 def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) -> Decision:
@@ -116,11 +132,11 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
         # Nothing to give back. A returned line may have been released before its return,
         # and a release that was a duplicate then must stay one now (it was never recorded).
         return DUPLICATE
-    if line.held == 0 and line.fulfilled > 0:
+    if line.held == 0 and line.fulfilled > 0 and line.status not in WAITING:
         return _reject(state, cmd, line, reasons.ALREADY_FULFILLED, 0, None, None, now)
 
     own = _edit(state, line, cmd)
-    if own.status == "backordered":
+    if own.status in WAITING:  # (a partial line that shipped what it held still waits: it goes)
         dequeue(state, own.order_id, own.line_id)
     events: list[Event] = []
     parts: list[LinePart] = []
@@ -200,7 +216,7 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
         else:
             add_part(parts, part)
     own.parts = tuple(parts)
-    own.status = "picked" if own.allocated == 0 else "allocated"
+    _settle(own)
     return Decision(
         [
             _line_event(state, cmd, own, PICKED, n, location, lot, None, now)
@@ -247,7 +263,7 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
                 )
         parts.append(part)
     own.parts = tuple(parts)
-    own.status = "fulfilled" if own.held == 0 else ("picked" if own.allocated == 0 else "allocated")
+    _settle(own)
     return Decision(events)
 
 
@@ -288,7 +304,7 @@ def _pick_elsewhere(
         add_part(parts, part)
         events.append(_line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
     own.parts = tuple(parts)
-    own.status = "picked" if own.allocated == 0 else "allocated"
+    _settle(own)
     return Decision(events)
 
 
@@ -329,7 +345,7 @@ def return_line(state: SkuState, cmd: ReturnLine, tables: Tables, now: int) -> D
             location = next(p.location for p in line.parts if p.fulfilled > 0)
         own = _edit(state, line, cmd)
         own.returned += qty
-        if own.returned >= shipped and own.held == 0:
+        if own.returned >= shipped and own.held == 0 and own.status not in WAITING:
             own.status = "returned"
     balance = state.edit_balance(location)
     balance.quality_control += qty
@@ -350,6 +366,20 @@ def _seen_line(state: SkuState, cmd: _LineCommand) -> LineState | Decision | Non
     if line is not None and cmd.event_id in line.applied:
         return DUPLICATE
     return line
+
+
+def _settle(line: LineState) -> None:
+    """The line's status from what it holds after a pick or a shipment (it held units).
+
+    A line that waits for more units (partially allocated) keeps waiting: it is
+    `partially_allocated` while it holds units, `backordered` once it holds none.
+    """
+    if line.status in WAITING:
+        line.status = "partially_allocated" if line.held else "backordered"
+    elif line.held == 0:
+        line.status = "fulfilled"
+    else:
+        line.status = "picked" if line.allocated == 0 else "allocated"
 
 
 def _edit(state: SkuState, line: LineState, cmd: _LineCommand) -> LineState:

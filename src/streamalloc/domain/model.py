@@ -39,9 +39,12 @@ LineStatus = Literal[
     "released",  # gave its units back (cancel, expiry, ship-complete failure)
     "rejected",  # never got units; `reason` says why
     "backordered",  # waits on the SKU's waitlist for units (against incoming, or opted in)
+    "partially_allocated",  # holds some of its units and waits on the waitlist for the rest
     "unplaced",  # not placed yet: only remembers the ids of commands refused as unknown_line
 ]
 UNPLACED: Final = "unplaced"
+#: Statuses of a line on its SKU's waitlist: holding nothing, or some of its units.
+WAITING: Final[frozenset[str]] = frozenset({"backordered", "partially_allocated"})
 
 _EMPTY: Final[frozenset[str]] = frozenset()
 _NO_LINES: Final[Mapping[LineKey, LineState]] = {}
@@ -251,6 +254,13 @@ class SkuBook:
 
     def copy(self) -> SkuBook:
         return SkuBook(dict(self.channel_held), list(self.waitlist), self.seq)
+
+    def entry(self, order_id: str, line_id: str) -> WaitEntry | None:
+        """The line's entry on the waitlist, if it waits."""
+        for e in self.waitlist:
+            if e.order_id == order_id and e.line_id == line_id:
+                return e
+        return None
 
     def backordered(self, channel: str | None = None) -> int:
         """Units waiting against incoming stock (for `channel`, or every channel)."""

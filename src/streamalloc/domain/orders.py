@@ -63,12 +63,15 @@ OrderLineStatus = Literal[
     "released",  # gave its units back
     "rejected",  # its allocation was refused; `reason` says why
     "backordered",  # waits for units
+    "partially_allocated",  # holds some of its units and waits for the rest (allow_partial)
 ]
 OrderStatus = Literal["allocated", "partially_allocated", "backordered", "rejected", "cancelled", "fulfilled"]
 
 PENDING: Final = "pending"
 #: Lines a cancel or a failed ship-complete releases: they hold units, or wait for them.
-HOLDING: Final[frozenset[str]] = frozenset({"allocated", "picked", "backordered"})
+HOLDING: Final[frozenset[str]] = frozenset({"allocated", "picked", "backordered", "partially_allocated"})
+#: Lines on their SKU's waitlist: holding nothing, or some of their units.
+WAITING: Final[frozenset[str]] = frozenset({"backordered", "partially_allocated"})
 
 UnitsKey = tuple[str, str | None]
 """(location, lot) of units a line holds or shipped."""
@@ -231,13 +234,15 @@ def status(order: OrderState) -> OrderStatus | None:
     order never reads as partially allocated, nor a cancelled one as allocated. A cancel
     that listed every line is a cancellation too, not a rejection. Then, in this order:
     every line shipped (fulfilled, or returned since) is `fulfilled`; every line released
-    or rejected, the order or a line cancelled, is `cancelled`; a line waiting makes it
-    `backordered`; and by the lines that hold or shipped units: all `allocated`, none
-    `rejected`, some `partially_allocated`.
+    or rejected, the order or a line cancelled, is `cancelled`; a line partially allocated
+    (holding some units, waiting for the rest) makes it `partially_allocated`, or
+    `backordered` for a ship-complete order, which cannot ship before every line is
+    complete; a line waiting makes it `backordered`; and by the lines that hold or shipped
+    units: all `allocated`, none `rejected`, some `partially_allocated`.
     """
     if order.line_count is None:
         return None
-    decided = active = fulfilled = returned = waiting = gone = 0
+    decided = active = fulfilled = returned = waiting = partial = gone = 0
     cancelled = order.cancelled
     for line in order.lines.values():  # one pass: the order stage asks at every commit
         kind = line.status
@@ -252,17 +257,21 @@ def status(order: OrderState) -> OrderStatus | None:
             returned += 1
         elif kind == "backordered":
             waiting += 1
+        elif kind == "partially_allocated":
+            partial += 1
         else:  # released or rejected
             gone += 1
             cancelled = cancelled or (kind == "released" and line.reason == reasons.CANCELLED)
     if decided < order.line_count:
         return None
-    if (order.cancelled or order.ship_failed) and active + waiting:
+    if (order.cancelled or order.ship_failed) and active + waiting + partial:
         return None
     if fulfilled + returned == decided:
         return "fulfilled"
     if gone == decided and cancelled:
         return "cancelled"
+    if partial:
+        return "backordered" if order.ship_complete else "partially_allocated"
     if waiting:
         return "backordered"
     holding = active + fulfilled
@@ -283,18 +292,26 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
         case "allocated" | "reallocated":
             if location is not None:
                 _add(line, (location, lot), Units(qty, 0, 0))
-            line.status, line.reason = "allocated", None
+            if event.type == "reallocated" and was in WAITING:  # moved units: it still waits
+                line.status = "partially_allocated"
+            else:  # (a fill short of the rest: a `backordered` follows)
+                line.status, line.reason = "allocated", None
             line.qty = max(line.qty, line.seen)
         case "picked":
             if location is not None:
                 _harden(line, location, lot, qty)
-            line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
+            if was in WAITING:
+                line.status = "partially_allocated"
+            else:
+                line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
             line.qty = max(line.qty, line.seen)
         case "fulfilled":
             if location is not None:
                 _take(line, location, lot, qty, hard_first=True)
                 _add(line, (location, lot), Units(0, 0, qty))
-            if line.held == 0:
+            if was in WAITING:
+                line.status = "partially_allocated" if line.held else "backordered"
+            elif line.held == 0:
                 line.status, line.reason = "fulfilled", None
             else:
                 line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
@@ -308,10 +325,12 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
                     line.status, line.reason = "picked", None  # an expiry leaves the hard units
         case "returned":
             line.returned += qty
-            if line.held == 0 and line.returned >= line.shipped:
+            if line.held == 0 and line.returned >= line.shipped and was not in WAITING:
                 line.status, line.reason = "returned", None
-        case "backordered":
-            line.status, line.reason = "backordered", event.reason
+        case "backordered":  # waits for `qty` units: all of them, or the rest of a partial line
+            line.status = "partially_allocated" if line.held else "backordered"
+            line.reason = event.reason
+            line.qty = max(line.qty, line.seen + qty)
         case "rejected":
             if was != PENDING or not _decides(order, event):
                 return ()  # a refused command leaves the line as it was

@@ -22,12 +22,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from streamalloc.domain import reasons
-from streamalloc.domain.allocate import choose_locations, pool_bounds
+from streamalloc.domain.allocate import Choice, choose_locations, choose_partial, pool_bounds
 from streamalloc.domain.events import DUPLICATE, REALLOCATED, RELEASED, Decision, Event, allocation_event
 from streamalloc.domain.holds import place, unhold
-from streamalloc.domain.model import LinePart, LineState, SkuState
-from streamalloc.domain.tables import Location, Tables
-from streamalloc.domain.waitlist import enqueue, serve, wait_reason
+from streamalloc.domain.model import WAITING, LinePart, LineState, SkuState
+from streamalloc.domain.tables import Channel, Location, Tables
+from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_more, wait_reason
 
 
 def sweep(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: int) -> Decision:
@@ -96,6 +96,8 @@ def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, caus
         parts.append(part)
     own.parts = tuple(p for p in parts if p.allocated or p.picked or p.fulfilled)
     own.expires_at = None
+    if own.status in WAITING:  # the reservation lapsed: a partial line stops waiting too
+        dequeue(state, own.order_id, own.line_id)
     if own.held == 0:
         own.status = "released"
         own.reason = reasons.EXPIRED
@@ -149,15 +151,25 @@ def _move(
 
     channel = tables.channel(own.channel)
     bounds = pool_bounds(state.balances, state.book, tables, channel, now)
-    choice = choose_locations(state.balances, usable, channel, soft, None, None, now, bounds)
-    if not isinstance(choice, str):
+    choice: Choice | str | None = choose_locations(
+        state.balances, usable, channel, soft, None, None, now, bounds
+    )
+    if choice == reasons.INSUFFICIENT_STOCK and channel.allow_partial:
+        # What can move moves; the rest waits (waitlist.py, partial allocation).
+        choice = choose_partial(state.balances, usable, channel, soft, None, None, now, bounds)
+    if choice is not None and not isinstance(choice, str):
         events = released(reasons.REALLOCATED)
         events += place(
             state, own, choice, tables.lot_policy_of(channel), REALLOCATED, cause, occurred_at, now,
             reason=why[next(iter(moved))],
         )  # fmt: skip
+        rest = soft - sum(n for _, n in choice)
+        if rest:
+            events.append(_wait(state, own, channel, rest, cause, occurred_at, now))
         return events
-    waits = wait_reason(state, channel, soft) if own.held == 0 else None
+    if own.status in WAITING:  # it waits already: these units join what it waits for
+        return [*released(reasons.REALLOCATED), _wait(state, own, channel, soft, cause, occurred_at, now)]
+    waits = wait_reason(state, channel, soft) if own.held == 0 or channel.allow_partial else None
     if waits is not None:
         return [
             *released(reasons.REALLOCATED),
@@ -170,6 +182,19 @@ def _move(
         own.status = "released"
         own.reason = why[next(iter(moved))]
     return released()
+
+
+def _wait(
+    state: SkuState, line: LineState, channel: Channel, qty: int, cause: str, occurred_at: int, now: int
+) -> Event:
+    """`line` waits for `qty` units it held and could not keep: more if it waits already."""
+    if line.status in WAITING:
+        return wait_more(state, line, channel, qty, cause, occurred_at, now)
+    reason = wait_reason(state, channel, qty) or reasons.WAITLISTED
+    return enqueue(
+        state, line, channel, reason, priority=0, region=None, location=None, lot=None,
+        ttl_s=None, occurred_at=occurred_at, cause=cause, now=now, qty=qty,
+    )  # fmt: skip
 
 
 def _released(

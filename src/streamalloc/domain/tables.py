@@ -71,6 +71,8 @@ class Channel:
     (see allocate.py); `locations` is an allow-list (None: every location);
     `backorder_limit` is the most units a line may be backordered against incoming stock;
     `waitlist` makes a line that cannot be allocated wait instead of being rejected;
+    `allow_partial` lets a line short of stock take what is available and wait for the
+    rest (waitlist.py);
     `lot_policy` (FIFO, FEFO, LIFO) decides which lot its allocations count against (None:
     the tables' default); `priority_window_ms` lets its lines yield to higher-ranked
     requests that arrive that soon after them (contention.py; 0: arrival order).
@@ -84,6 +86,7 @@ class Channel:
     locations: frozenset[str] | None = None
     allow_split: bool = False
     waitlist: bool = False
+    allow_partial: bool = False
     lot_policy: LotPolicy | None = None
     priority_window_ms: int = 0
 

@@ -14,6 +14,22 @@ decision that freed them serves the waitlist at once, in rank order, before it r
 so the freed units are never available to anyone else first. A waiting line that does
 not fit is passed over for lines behind it that do (first fit): a large line does not
 block smaller ones; it keeps its place for the next units.
+
+**Partial allocation** (channel `allow_partial`). A line its channel's stock cannot cover
+takes what is available now (allocate.choose_partial) and waits for the rest: on the
+waitlist for the units it lacks, as a backorder (reason `incoming`) when the channel's
+backorder rules cover them, else waitlisted (`allow_partial` opts the rest in to wait).
+Such a line is `partially_allocated` while it holds units and waits, `backordered` while
+it waits holding none (nothing was available, or what it held has shipped). Its decision
+emits the `allocated` events of what it took, then one `backordered` whose qty is what
+it still waits for; every later decision that changes what it waits for (a fill short of
+the rest, units it held that can neither move nor be released) ends with a `backordered`
+giving the new figure. Served from the waitlist, such a line again takes what it can (a
+line then holds units from several fills), keeping its place until it has everything.
+A line's `decided_at` changes only while it holds nothing, since what it holds is
+counted in `held_ms` at that time (holds.py). Releasing the line (a cancel) gives back
+what it holds and takes it off the waitlist; so does an expiry of its reservation, for
+the soft units it holds.
 """
 
 from __future__ import annotations
@@ -21,10 +37,10 @@ from __future__ import annotations
 from bisect import insort
 
 from streamalloc.domain import reasons
-from streamalloc.domain.allocate import choose_locations, pool_bounds
+from streamalloc.domain.allocate import choose_locations, choose_partial, pool_bounds
 from streamalloc.domain.events import ALLOCATED, BACKORDERED, Event, allocation_event
 from streamalloc.domain.holds import place
-from streamalloc.domain.model import LineState, SkuState, WaitEntry
+from streamalloc.domain.model import WAITING, LineState, SkuState, WaitEntry
 from streamalloc.domain.tables import Channel, Tables
 
 
@@ -34,7 +50,7 @@ def wait_reason(state: SkuState, channel: Channel, qty: int) -> str | None:
         incoming = sum(b.incoming for b in state.balances.values())
         if state.book.backordered() + qty <= incoming:
             return reasons.INCOMING
-    if channel.waitlist:
+    if channel.waitlist or channel.allow_partial:
         return reasons.WAITLISTED
     return None
 
@@ -64,12 +80,44 @@ def enqueue(
         reason, region, location, lot, ttl_s, occurred_at,
     )  # fmt: skip
     insort(book.waitlist, entry, key=_rank)
-    line.status = "backordered"
-    line.reason = reason
-    line.decided_at = now
+    return _waits(state, line, entry, cause, occurred_at, now)
+
+
+def wait_more(
+    state: SkuState, line: LineState, channel: Channel, qty: int, cause: str, occurred_at: int, now: int
+) -> Event:
+    """`line` (the state's own, already waiting) waits for `qty` more units, in its place.
+
+    Its reason is decided again for the new total: a backorder stays one only while
+    incoming stock covers it, else the line is waitlisted (it waits already).
+    """
+    book = state.edit_book()
+    entry = book.entry(line.order_id, line.line_id)
+    if entry is None:  # (a waiting line always has its entry; should it not, it gets one)
+        reason = wait_reason(state, channel, qty) or reasons.WAITLISTED
+        return enqueue(
+            state, line, channel, reason, priority=0, region=None, location=None, lot=None,
+            ttl_s=None, occurred_at=occurred_at, cause=cause, now=now, qty=qty,
+        )  # fmt: skip
+    book.waitlist.remove(entry)
+    total = entry.qty + qty
+    reason = wait_reason(state, channel, total) or reasons.WAITLISTED
+    entry = entry._replace(qty=total, reason=reason)
+    insort(book.waitlist, entry, key=_rank)
+    return _waits(state, line, entry, cause, occurred_at, now)
+
+
+def _waits(
+    state: SkuState, line: LineState, entry: WaitEntry, cause: str, occurred_at: int, now: int
+) -> Event:
+    """Mark `line` waiting for `entry.qty` units; its `backordered` event."""
+    line.status = "partially_allocated" if line.held else "backordered"
+    line.reason = entry.reason
+    if not line.held:
+        line.decided_at = now
     return allocation_event(
-        cause, BACKORDERED, line.order_id, line.line_id, state.sku, line.channel, qty,
-        None, lot, reason, occurred_at, now,
+        cause, BACKORDERED, line.order_id, line.line_id, state.sku, line.channel, entry.qty,
+        None, entry.lot, entry.reason, occurred_at, now,
     )  # fmt: skip
 
 
@@ -92,7 +140,7 @@ def serve(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: in
     changed = False
     for entry in state.book.waitlist:
         line = state.get_line((entry.order_id, entry.line_id))
-        if line is None or line.status != "backordered":
+        if line is None or line.status not in WAITING:
             changed = True  # no longer waiting (cancelled): drop the entry
             continue
         channel = tables.channel(entry.channel)
@@ -101,21 +149,48 @@ def serve(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: in
             state.balances, tables.online, channel, entry.qty, entry.region, entry.location, now, bounds
         )
         if isinstance(choice, str):
-            kept.append(entry)
-            continue
+            partial = (
+                choose_partial(
+                    state.balances, tables.online, channel, entry.qty, entry.region, entry.location, now,
+                    bounds,
+                )
+                if channel.allow_partial and choice == reasons.INSUFFICIENT_STOCK
+                else None
+            )  # fmt: skip
+            if partial is None:
+                kept.append(entry)
+                continue
+            choice = partial
         own = state.edit_line(line)
+        if not own.held:  # (what it holds is counted at its decided_at: see the module doc)
+            own.decided_at = now
         own.status = "allocated"
         own.reason = None
-        own.decided_at = now
         own.expires_at = None if entry.ttl_s is None else now + entry.ttl_s * 1000
         events += place(
             state, own, choice, tables.lot_policy_of(channel), ALLOCATED, cause, occurred_at, now,
             lot=entry.lot,
         )  # fmt: skip
+        rest = entry.qty - sum(n for _, n in choice)
+        if rest:  # a partial fill: the line keeps its place for the rest
+            entry = entry._replace(qty=rest, reason=_rest_reason(state, channel, entry, rest))  # noqa: PLW2901
+            kept.append(entry)
+            events.append(_waits(state, own, entry, cause, occurred_at, now))
         changed = True
     if changed:
         state.edit_book().waitlist = kept
     return events
+
+
+def _rest_reason(state: SkuState, channel: Channel, entry: WaitEntry, rest: int) -> str:
+    """Why the rest of a partly filled line waits: still a backorder only while incoming stock
+    covers it with every other backorder (the waitlist as it was before this serve, so at
+    worst it counts units already filled), else waitlisted."""
+    if entry.reason == reasons.INCOMING and rest <= channel.backorder_limit:
+        incoming = sum(b.incoming for b in state.balances.values())
+        if state.book.backordered() - entry.qty + rest <= incoming:
+            return reasons.INCOMING
+    return reasons.WAITLISTED
 
 
 def _rank(entry: WaitEntry) -> tuple[int, int, int]:

@@ -27,9 +27,11 @@ How the offline run stands in for the engine, and why:
   so an order's lines are all decided first) and before the next event.
 - **Counting** is by decision: for each event type, a line counts once per decision that
   emitted that type for it (a line split over two locations is one allocated line and one
-  `split`), and its units are the sum of the events' qty. Rejections and releases are also
-  counted by reason. Orders are counted by their final status, as the order stage defines
-  it (`domain.orders.status`; `open` while an order has none).
+  `split`; a line allocated in part, the rest left waiting, is one allocated, one
+  backordered and one `partial`), and its units are the sum of the events' qty.
+  Rejections and releases are also counted by reason. Orders are counted by their final
+  status, as the order stage defines it (`domain.orders.status`; `open` while an order
+  has none).
 - **Reservations expire** as the allocator's timers make them: a line holding soft units
   with an expiry gets a timer, and every timer due by an event's time fires before that
   event (`ExpireLine`, decided when due). Timers still pending when the history ends do
@@ -60,7 +62,16 @@ from streamalloc.replay.history import (
     policy_changes,
     table_kind,
 )
-from streamalloc.replay.run import CORE_TYPES, SPLIT, Key, LineOutcome, OrderOutcome, RunResult, run
+from streamalloc.replay.run import (
+    CORE_TYPES,
+    PARTIAL,
+    SPLIT,
+    Key,
+    LineOutcome,
+    OrderOutcome,
+    RunResult,
+    run,
+)
 
 __all__ = [
     "CORE_TYPES",
@@ -72,6 +83,7 @@ __all__ = [
     "LineOutcome",
     "OrderOutcome",
     "OrderStep",
+    "PARTIAL",
     "RunResult",
     "Step",
     "TableKind",

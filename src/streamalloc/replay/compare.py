@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from streamalloc.domain import Tables
 from streamalloc.replay.history import Step
-from streamalloc.replay.run import CORE_TYPES, SPLIT, Key, RunResult, run
+from streamalloc.replay.run import CORE_TYPES, PARTIAL, SPLIT, Key, RunResult, run
 
 # ---------------------------------------------------------------- the comparison
 
@@ -122,19 +122,24 @@ def changed_orders(baseline: RunResult, what_if: RunResult) -> list[ChangedOrder
 
 def _keys(*figures: Mapping[Key, int]) -> list[Key]:
     """Every figure either has, plus the core line decisions, in a stable order."""
-    keys: set[Key] = {("lines", t) for t in CORE_TYPES} | {("units", t) for t in CORE_TYPES} | {SPLIT}
+    keys: set[Key] = (
+        {("lines", t) for t in CORE_TYPES} | {("units", t) for t in CORE_TYPES} | {SPLIT, PARTIAL}
+    )
     for f in figures:
         keys.update(f)
     return sorted(keys)
 
 
 def _nested(figures: Mapping[Key, int], keys: Iterable[Key]) -> dict[str, Any]:
-    """Flat figures as JSON: {lines: {type: n}, units: {...}, reasons: {type: {reason: n}}, split, orders}."""
-    out: dict[str, Any] = {"lines": {}, "units": {}, "reasons": {}, "split": 0, "orders": {}}
+    """Flat figures as JSON: {lines: {type: n}, units: {...}, reasons: {type: {reason: n}}, split,
+    partial, orders}."""
+    out: dict[str, Any] = {"lines": {}, "units": {}, "reasons": {}, "split": 0, "partial": 0, "orders": {}}
     for key in keys:
         value = figures.get(key, 0)
         if key == SPLIT:
             out["split"] = value
+        elif key == PARTIAL:
+            out["partial"] = value
         elif key[0] == "reason":
             out["reasons"].setdefault(key[1], {})[key[2]] = value
         else:

@@ -37,9 +37,12 @@ PROGRESS_EVERY: Final = 1000
 # ---------------------------------------------------------------- one run
 
 Key = tuple[str, ...]
-"""A figure: ("lines", type), ("units", type), ("reason", type, reason), ("split",), ("orders", status)."""
+"""A figure: ("lines", type), ("units", type), ("reason", type, reason), ("split",),
+("partial",), ("orders", status)."""
 
 SPLIT: Final[Key] = ("split",)
+#: Lines a decision allocated in part, leaving the rest waiting (channel `allow_partial`).
+PARTIAL: Final[Key] = ("partial",)
 
 
 class LineOutcome(NamedTuple):
@@ -183,6 +186,8 @@ class _Run:
                 if kind == "allocated" and len(locations) == 1:
                     figures[SPLIT] += 1
                 locations.add(event.location)
+            if kind == "backordered" and (event.order_id, event.line_id, "allocated") in seen:
+                figures[PARTIAL] += 1  # allocated what was there, the rest waits
             for release in self._follow(event, state):
                 if (release.order_id, release.line_id) not in released:
                     released.add((release.order_id, release.line_id))

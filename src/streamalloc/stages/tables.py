@@ -34,6 +34,7 @@ def channel_of(record: Mapping[str, Any]) -> Channel:
         locations=None if allowed is None else frozenset(allowed),
         allow_split=record.get("allow_split", False),
         waitlist=record.get("waitlist", False),
+        allow_partial=record.get("allow_partial", False),
         lot_policy=_lot_policy(record.get("lot_policy")),
         priority_window_ms=max(0, record.get("priority_window_ms") or 0),
     )

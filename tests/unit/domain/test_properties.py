@@ -66,7 +66,7 @@ from streamalloc.domain import (
     channel_ats,
     contend,
 )
-from streamalloc.domain.model import SkuBook
+from streamalloc.domain.model import WAITING, SkuBook
 
 SKU = "sku-1"
 NOW = 1_700_000_000_000
@@ -84,6 +84,9 @@ TABLES = Tables.of(
         Channel(channel_id="waits", backorder_limit=3, waitlist=True, lot_policy="LIFO", priority=2),
         Channel(channel_id="yields", priority=1, priority_window_ms=100, waitlist=True),
         Channel(channel_id="web"),
+        # partial allocation: what is there now, the rest waits (backordered or waitlisted)
+        Channel(channel_id="partial", allow_partial=True, backorder_limit=2),
+        Channel(channel_id="partsplit", allow_partial=True, allow_split=True, pool_share=0.3),
     ],  # "stranger" is not in the table: its orders are rejected
 )
 # A sweep runs under these: L2 went offline and L1 stale (the next steps see TABLES again).
@@ -196,12 +199,14 @@ def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]])
 
 
 steps = sequences(
-    ("web", "shop", "split", "guarded", "waits", "yields", "stranger"),
+    ("web", "shop", "split", "guarded", "waits", "yields", "partial", "partsplit", "stranger"),
     st.integers(min_value=1, max_value=6),
     stock=8,
 )
 # Lines larger than any one location, on the splitting channel: multi-location lines throughout.
 split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)
+# Lines larger than the stock on the partial channels: partial fills, waits and refills throughout.
+partial_steps = sequences(("partial", "partsplit"), st.integers(min_value=3, max_value=10), stock=4)
 
 
 def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
@@ -341,7 +346,15 @@ def check_decision(
             assert raw_available(balance, loc_id) >= min(0, raw_available(before.balances[loc_id], loc_id))
         if cmd.location is None:
             ats = channel_ats(before.balances, TABLES.online, TABLES.channel(cmd.channel))
-            assert sum(e.qty for e in allocated) == cmd.qty <= ats
+            got = sum(e.qty for e in allocated)
+            if TABLES.channel(cmd.channel).allow_partial:  # what is there, and the rest waits
+                assert got <= min(cmd.qty, ats)
+                waits = [
+                    e.qty for e in decision if isinstance(e, AllocationEvent) and e.type == "backordered"
+                ]
+                assert waits == ([] if got == cmd.qty else [cmd.qty - got])
+            else:
+                assert got == cmd.qty <= ats
 
     # Conservation: units move only with a StockChanged, by exactly what it says.
     changes = [e for e in decision if isinstance(e, StockChanged)]
@@ -424,10 +437,17 @@ def check_state(state: SkuState) -> None:
         if line.held:
             per_channel[line.channel] += line.held
     assert dict(state.book.channel_held) == dict(per_channel)
-    # The waitlist is exactly the backordered lines, each once, in rank order.
+    # The waitlist is exactly the waiting lines (backordered, partially allocated), each once, in
+    # rank order; a partially allocated line holds units, a backordered one none. A waiting line
+    # never waits for more than it lacks, and one of a partial channel for exactly that.
     waiting = [(e.order_id, e.line_id) for e in state.book.waitlist]
-    assert sorted(waiting) == sorted(k for k, line in state.lines.items() if line.status == "backordered")
+    assert sorted(waiting) == sorted(k for k, line in state.lines.items() if line.status in WAITING)
     assert len(set(waiting)) == len(waiting)
+    for e in state.book.waitlist:
+        line = state.lines[(e.order_id, e.line_id)]
+        assert e.qty > 0 and (line.held > 0) == (line.status == "partially_allocated"), (e, line)
+        lacks = line.qty - line.held - line.fulfilled
+        assert e.qty == lacks if TABLES.channel(line.channel).allow_partial else e.qty <= lacks, (e, line)
     assert [e.rank for e in state.book.waitlist] == sorted(e.rank for e in state.book.waitlist)
 
 
@@ -500,6 +520,12 @@ def test_invariants_hold_over_any_sequence_of_commands(sequence: list[tuple[Any,
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(split_steps)
 def test_invariants_hold_for_lines_split_across_locations(sequence: list[tuple[Any, ...]]) -> None:
+    run_and_check(sequence)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(partial_steps)
+def test_invariants_hold_for_lines_allocated_in_part(sequence: list[tuple[Any, ...]]) -> None:
     run_and_check(sequence)
 
 
