@@ -62,10 +62,11 @@ class OrderStage(BaseStage):
         self._allocations = topic_serde(settings, self._allocations_topic)
         self._requests = topic_serde(settings, self._requests_topic)
         self._status = topic_serde(settings, self._status_topic)
-        # partition -> (the transaction they belong to, order id -> its order-status record as
-        # of the latest batch, encoded, or None while it has none): bytes, not the orders
-        # themselves, so a large transaction keeps no object graph alive for the collector
-        self._dirty: dict[int, tuple[PartitionTransaction, dict[str, bytes | None]]] = {}
+        # partition -> what the open transaction changed: each order followed since the
+        # transaction began (decoded once, written once, at `before_commit`) and what the
+        # partition has seen of its writers' batches. An aborted batch's orders go with its
+        # transaction: the next one starts from the store again.
+        self._open: dict[int, _Open] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
@@ -77,12 +78,11 @@ class OrderStage(BaseStage):
 
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         txn = ctx.stores[STORE]
-        entry = self._dirty.get(ctx.partition)
-        if entry is None or entry[0] is not txn:  # an aborted batch's orders go with its txn
-            entry = self._dirty[ctx.partition] = (txn, {})
-        dirty = entry[1]
+        open_ = self._open.get(ctx.partition)
+        if open_ is None or open_.txn is not txn:
+            open_ = self._open[ctx.partition] = _Open(txn)
+        changed = open_.orders
         emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
-        changed: dict[str, tuple[str, OrderState]] = {}  # order id -> (its latest event id, state)
 
         def order_of(order_id: str) -> OrderState:
             seen = changed.get(order_id)
@@ -96,14 +96,14 @@ class OrderStage(BaseStage):
                 request = AllocationRequest.release(release, order)
                 emit(topic, release.sku.encode(), encode(request.as_record()))
 
-        lineage: LiveBatches | None = None
         for record in records:
             event: OrderEvent = record.value
             order_id = event.order_id
             source = ""
             if record.batch is not None:
+                lineage = open_.lineage
                 if lineage is None:
-                    lineage = load_lineage(txn)
+                    lineage = open_.lineage = load_lineage(txn)
                 engine = isinstance(event, AllocationEvent) and event.cause_event_id.startswith(TABLE_CAUSES)
                 found, voided = lineage.observe(record.batch, order_id, engine)
                 for void_source, order_ids in voided.items():
@@ -117,25 +117,32 @@ class OrderStage(BaseStage):
             order = order_of(order_id)
             changed[order_id] = (event.event_id, order)
             send(orders.apply(order, event, source)[1], order)
-        if lineage is not None:
-            txn.set(LINEAGE_KEY, marshal.dumps(lineage.dump()))
-        for order_id, (cause, order) in changed.items():
-            txn.set(order_id.encode(), encode_order(order))
-            status = orders.status(order)
-            dirty[order_id] = (
-                None
-                if status is None
-                else self._status.encode(OrderStatusRecord.of(order_id, order, status, cause).as_record())
-            )
 
     def before_commit(self, ctx: PartitionContext) -> None:
-        entry = self._dirty.pop(ctx.partition, None)
+        open_ = self._open.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
-        if entry is None or txn is None or entry[0] is not txn:
+        if open_ is None or txn is None or open_.txn is not txn:
             return
-        for order_id, status in entry[1].items():
+        if open_.lineage is not None:
+            txn.set(LINEAGE_KEY, marshal.dumps(open_.lineage.dump()))
+        for order_id, (cause, order) in open_.orders.items():
+            txn.set(order_id.encode(), encode_order(order))
+            status = orders.status(order)
             if status is not None:  # its status after the last batch of the commit that changed it
-                ctx.emit(self._status_topic, order_id.encode(), status)
+                record = OrderStatusRecord.of(order_id, order, status, cause).as_record()
+                ctx.emit(self._status_topic, order_id.encode(), self._status.encode(record))
+
+
+class _Open:
+    """What one partition's open transaction changed (see `OrderStage.__init__`)."""
+
+    __slots__ = ("lineage", "orders", "txn")
+
+    def __init__(self, txn: PartitionTransaction) -> None:
+        self.txn = txn
+        #: order id -> (the id of the latest event applied, the order as it stands)
+        self.orders: dict[str, tuple[str, OrderState]] = {}
+        self.lineage: LiveBatches | None = None
 
 
 # ---------------------------------------------------------------- store record
