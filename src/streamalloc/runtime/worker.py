@@ -90,6 +90,8 @@ INIT_DEADLINE_S = 120.0
 #: state directory's transactional id keeps fencing it, which a new producer cannot cure.
 MAX_FENCES = 3
 FENCE_WINDOW_S = 300.0
+#: Records waiting this long with nothing committed make the worker say why (`_watch_progress`).
+STUCK_AFTER_S = 30.0
 #: How often the consumer reports its statistics (the lag per partition): cheap at this rate.
 _STATS_INTERVAL_MS = 5000
 
@@ -128,6 +130,10 @@ class Worker:
         self._punctuates = any(stage.punctuate_interval_ms is not None for stage in self.stages)
         self._punctuate_at = math.inf
         self._restoring = False  # as last told to the observer
+        # When the worker last committed, or last found nothing waiting (monotonic s), and
+        # when it last said it was stuck: see `_watch_progress`.
+        self._progress_at = time.monotonic()
+        self._stuck_said_at = 0.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -344,6 +350,41 @@ class Worker:
             self.settings.commit_every, self.settings.commit_interval_ms / 1000
         ):
             self._commit()
+        self._watch_progress()
+
+    def _watch_progress(self) -> None:
+        """Say, once every STUCK_AFTER_S, why the worker has records waiting and commits nothing.
+
+        A worker with input buffered, a partition paused or a store restoring should commit
+        within seconds; one that does not for STUCK_AFTER_S logs a warning with what each
+        task waits on, so that a stall can be told from its log (it goes on working).
+        """
+        now = time.monotonic()
+        tasks = self.tasks
+        waiting = [task for task in tasks.tasks.values() if task.pending or not task.ready]
+        if not waiting and not tasks.throttled:
+            self._progress_at = now
+            return
+        if now - self._progress_at < STUCK_AFTER_S or now - self._stuck_said_at < STUCK_AFTER_S:
+            return
+        self._stuck_said_at = now
+        _log.warning(
+            "records wait and nothing committed",
+            extra={
+                "seconds": round(now - self._progress_at, 1),
+                "tasks": {
+                    f"{task.stage.name}:{task.partition}": {
+                        "pending": len(task.pending),
+                        "restoring": task.restoring,
+                        "waiting_s": None if task.idle_since is None else round(now - task.idle_since, 1),
+                        "redo": task.redo_until is not None,
+                    }
+                    for task in waiting[:16]
+                },
+                "paused": sorted(f"{t}[{p}]" for t, p in tasks.throttled)[:16],
+                "in_transaction": self._checkpoint is not None and self._checkpoint.in_transaction,
+            },
+        )
 
     def _poll_wait(self, restoring: bool) -> float:
         """How long a poll with nothing buffered may wait for a record: 0.1 s, but never past
@@ -598,6 +639,7 @@ class Worker:
             self._renew(tasks, exc)
             return
         self._checkpoint = self._new_checkpoint()
+        self._progress_at = time.monotonic()
         self.observer.on_commit(records, changelog, time.monotonic() - started)
         for task in tasks:
             if task.redo_until is not None:
