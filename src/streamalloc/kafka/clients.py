@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -232,19 +232,17 @@ def flush(producer: Producer, timeout_s: float = -1) -> int:
     sets a KafkaException and then still calls the next delivery callback; Python turns that
     call into a SystemError whose cause is the KafkaException (`unwrap_callback_error`).
     """
-    try:
-        return producer.flush(timeout_s)
-    except SystemError as exc:
-        found = unwrap_callback_error(exc)
-        if found is exc:
-            raise
-        raise found from None  # the SystemError is an artefact of the binding, caused by it
+    return _unwrapped(producer.flush, timeout_s)
 
 
 def poll(producer: Producer, timeout_s: float = 0) -> int:
     """`producer.poll`, with the same mapping as `flush`."""
+    return _unwrapped(producer.poll, timeout_s)
+
+
+def _unwrapped(call: Callable[[float], int], timeout_s: float) -> int:
     try:
-        return producer.poll(timeout_s)
+        return call(timeout_s)
     except SystemError as exc:
         found = unwrap_callback_error(exc)
         if found is exc:

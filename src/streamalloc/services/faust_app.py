@@ -108,6 +108,14 @@ def table(app: faust.App, name: str) -> Any:
     return app.Table(name, key_type=bytes, value_type=bytes, options={"driver": "rocksdict"})
 
 
+def _message(app: faust.App, message: Any, superseded: int = 0) -> Message:
+    """A consumed faust message as the services' `Message`, with its partition's high watermark."""
+    highwater = app.consumer.highwater(message.tp) if app.consumer is not None else 0
+    return Message(
+        message.topic, message.partition, message.offset, message.key, message.value, highwater, superseded
+    )
+
+
 def agent(
     app: faust.App, topic: Any, handle: Callable[[Message], Awaitable[None]], name: str = "agent"
 ) -> None:
@@ -115,18 +123,7 @@ def agent(
 
     async def run(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
-            tp = message.tp
-            await handle(
-                Message(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    message.value,
-                    app.consumer.highwater(tp) if app.consumer is not None else 0,
-                )
-            )
+            await handle(_message(app, event.message))
 
     run.__name__ = f"{app.conf.id}-{name}"
     app.agent(topic, name=run.__name__)(run)
@@ -162,20 +159,9 @@ def latest_agent(
                 superseded[key] = superseded.get(key, -1) + 1
                 newest[key] = event
             for key, event in sorted(newest.items(), key=lambda item: item[1].message.offset):
-                message = event.message
                 token = _current_event.set(weakref.ref(event))
                 try:
-                    await handle(
-                        Message(
-                            message.topic,
-                            message.partition,
-                            message.offset,
-                            message.key,
-                            message.value,
-                            app.consumer.highwater(message.tp) if app.consumer is not None else 0,
-                            superseded[key],
-                        )
-                    )
+                    await handle(_message(app, event.message, superseded[key]))
                 finally:
                     _current_event.reset(token)
 
