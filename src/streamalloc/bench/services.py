@@ -54,8 +54,9 @@ _LINGER_5: dict[str, Any] = {"linger.ms": 5}
 @dataclass(frozen=True)
 class Throughput:
     records: int  # read by the service
-    outputs: int  # published by it (pushes, or requests) while it read them
+    outputs: int  # published by it (pushes, or requests) for them
     seconds: float  # from its first record read to its last
+    output_seconds: float  # from its first record read to its last output for them
 
     @property
     def records_per_second(self) -> float:
@@ -63,7 +64,7 @@ class Throughput:
 
     @property
     def outputs_per_second(self) -> float:
-        return self.outputs / self.seconds if self.seconds > 0 else 0.0
+        return self.outputs / self.output_seconds if self.output_seconds > 0 else 0.0
 
 
 @dataclass(frozen=True)
@@ -160,23 +161,41 @@ def _drain(
     on_progress: Progress,
     timeout_s: float,
 ) -> Throughput:
-    """Poll the service's metrics until it has read `records`; its rates from the first record on."""
+    """Poll the service's metrics until it has read `records`; its rates from the first record on.
+
+    A service that reads every record between two polls is timed from the last poll at which
+    it had read none (its rates are then a lower bound), not given zero seconds and zero rates.
+    """
     first_at: float | None = None
     first_records = first_outputs = 0.0
     deadline = time.monotonic() + timeout_s
+    idle_at = time.monotonic()  # the last poll at which it had read nothing
     while True:
         service.check()
         counters = _metrics(port)
         now = time.monotonic()
         seen = counters.get(read, 0.0)
-        if seen > 0 and first_at is None:
+        if seen == 0:
+            idle_at = now
+        elif first_at is None:
             first_at, first_records, first_outputs = now, seen, counters.get(published, 0.0)
+            if seen >= records:
+                first_at, first_records, first_outputs = idle_at, 0.0, 0.0
         on_progress(int(seen))
         if seen >= records and first_at is not None:
+            # Outputs can trail the reads (channel-sync pushes at the end of its window):
+            # they are counted until they stop for a second.
+            outputs, last_output_at = counters.get(published, 0.0), now
+            while time.monotonic() - last_output_at < 1.0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+                latest = _metrics(port).get(published, 0.0)
+                if latest != outputs:
+                    outputs, last_output_at = latest, time.monotonic()
             return Throughput(
                 records=int(seen - first_records),
-                outputs=int(counters.get(published, 0.0) - first_outputs),
+                outputs=int(outputs - first_outputs),
                 seconds=now - first_at,
+                output_seconds=last_output_at - first_at,
             )
         if now > deadline:
             raise StreamallocError(f"{service.name} read {seen:.0f} of {records} records in {timeout_s:.0f}s")
