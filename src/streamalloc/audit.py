@@ -28,7 +28,9 @@ Checks:
   backordered) caused by its placement, repeats of the same event id aside. The parts of
   a split allocation (by location or lot) are one decision; a second placement-caused
   `allocated` after it, or at a location and lot it already took from, is another one;
-  so is a partial allocation (`allocated`, then a `backordered` for the rest). A fill of
+  so is a partial allocation (`allocated`, then a `backordered` for the rest). A line
+  placed by a `held` order event (a cart's checkout hold) is decided by its `held`
+  events, which take units as `allocated` ones do; `confirmed` and `extended` move none. A fill of
   a waiting line (an `allocated` with another cause) and a reallocation are not
   decisions, but they need a backorder or a release for reallocation before them, and a
   fill never exceeds the units the line waits for (the last `backordered` said how many;
@@ -59,11 +61,13 @@ from typing import Any
 
 from streamalloc.audit_ledger import check_ledger
 from streamalloc.audit_orders import check_order_statuses
+from streamalloc.domain import reasons
 from streamalloc.kpis import Kpis, LineOutcome, compute_kpis
 
 FIRST_DECISIONS = frozenset({"allocated", "rejected", "backordered"})
 BUCKETS = ("on_hand", "allocated", "picked", "quality_control", "damaged")
 REALLOCATED = "reallocated"  # the reason of a release that is not final: the units move on
+HOLD_EVENTS = frozenset({"held", "confirmed", "extended"})  # checkout holds (domain/checkout.py)
 TABLE_CAUSES = ("locations:", "clock:")  # decisions a table or the clock caused, not an event
 
 
@@ -118,6 +122,9 @@ class AuditReport:
     waitlist_fills: int = 0  # backordered lines later allocated (one per line and cause)
     partial_allocations: int = 0  # placements that allocated part of a line and let the rest wait
     reallocations: int = 0  # `reallocated` events: units moved to another location
+    #: checkout holds, in lines: "held" (units held for a cart), "confirmed", "extended" (at
+    #: least once) and "expired" (released with reason hold_expired)
+    holds: Counter[str] = field(default_factory=Counter)
     released_by_reason: Counter[str] = field(default_factory=Counter)  # final releases (lines)
     units_by_lot: Counter[str] = field(
         default_factory=Counter
@@ -158,7 +165,7 @@ def audit(
             continue
         order_events[event["event_id"]] = event
         report.events[f"order.{event['type']}"] += 1
-        if event["type"] == "placed":
+        if event["type"] in ("placed", "held"):  # a cart's hold places its lines too
             for line in event["lines"]:
                 placed_lines[(event["order_id"], line["line_id"])] = (
                     line["sku"],
@@ -250,6 +257,7 @@ def _replay_allocations(
     events = list(allocations)
     known = known | {event["event_id"] for event in events}
     lines: dict[tuple[str, str], _Line] = {}
+    holds: dict[str, set[tuple[str, str]]] = defaultdict(set)  # kind -> lines (see AuditReport.holds)
     final: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)  # (sku, location) -> buckets
     end_ms = depleted = 0
     for event in events:
@@ -260,6 +268,8 @@ def _replay_allocations(
         seen.add(event_id)
         kind = event["type"]
         report.events[f"allocation.{kind}"] += 1
+        if kind in HOLD_EVENTS or (kind == "released" and event.get("reason") == reasons.HOLD_EXPIRED):
+            _count_hold(report, holds, event)
         decided_at = event.get("decided_at") or 0
         end_ms = max(end_ms, decided_at)
         cause = event["cause_event_id"]
@@ -269,6 +279,8 @@ def _replay_allocations(
             report.engine_decisions[(cause.partition(":")[0], kind)] += 1
         if event["line_id"] is None or event["sku"] is None:
             continue
+        if kind == "held":  # a cart's hold takes units as an allocation does (its stats say held)
+            kind = "allocated"
         key = (event["order_id"], event["line_id"])
         line = lines.get(key)
         if line is None:
@@ -294,7 +306,7 @@ def _replay_allocations(
                 line.split = set()
                 if line.first is None:
                     line.first = kind
-                    stats[kind if kind != "rejected" else f"rejected: {event['reason']}"] += 1
+                    stats[event["type"] if kind != "rejected" else f"rejected: {event['reason']}"] += 1
             if kind == "allocated":
                 line.splitting = True
                 line.split.add(part)
@@ -378,6 +390,18 @@ def _replay_allocations(
             stats["returned"] += 1
             final[(line.sku, location)]["quality_control"] += qty
     return lines, final, end_ms, depleted
+
+
+def _count_hold(
+    report: AuditReport, holds: dict[str, set[tuple[str, str]]], event: Mapping[str, Any]
+) -> None:
+    """Count a line once per kind of checkout-hold event (a hold may be split over locations)."""
+    kind = event["type"] if event["type"] != "released" else "expired"
+    lines = holds[kind]
+    key = (event["order_id"], event["line_id"])
+    if key not in lines:
+        lines.add(key)
+        report.holds[kind] += 1
 
 
 def _release(

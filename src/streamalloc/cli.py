@@ -433,6 +433,12 @@ def print_audit(report: Any) -> None:
         f"backorders filled later: {report.waitlist_fills}; "
         f"reallocations to another location: {report.reallocations}"
     )
+    if report.holds:
+        h = report.holds
+        out.print(
+            f"checkout holds (lines): {h['held']} held, {h['confirmed']} confirmed, "
+            f"{h['expired']} expired, {h['extended']} extended"
+        )
     out.print(
         f"SKUs whose final balances match their last availability record: checked {report.checked_skus}"
     )

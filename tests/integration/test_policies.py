@@ -42,6 +42,7 @@ CHANNELS = [
     {"channel_id": "lifo", "lot_policy": "LIFO"},
     {"channel_id": "yielding", "priority": 1, "priority_window_ms": 10_000},
     {"channel_id": "partial", "allow_partial": True},
+    {"channel_id": "carts", "hold_ttl_s": 3},  # checkout holds live 3 s unless the event says
 ]
 
 
@@ -668,6 +669,89 @@ def test_a_partial_channel_allocates_what_is_there_and_the_waitlist_fills_the_re
     east = settled_row(engine, sku, "P-EAST")
     assert (east["on_hand"], east["allocated"], east["available"]) == (5, 2, 3)
     assert engine.settled_availability(sku)["totals"]["waiting_lines"] == 0
+
+
+# ---------------------------------------------------------------- 13b. checkout holds
+
+
+def test_a_checkout_hold_confirmed_keeps_its_units_and_one_left_alone_expires(
+    engine: EngineUnderTest,
+) -> None:
+    ids = Ids("holds")
+    sku = ids.sku()
+    inventory(engine, ids, "recv", "received", sku, 6, "P-EAST")
+
+    def cart_event(name: str, type_: str, cart: str, qty: int, **fields: Any) -> dict[str, Any]:
+        lines = [line("1", sku, qty)]
+        return engine.order(ids.event(name), type_, ids.order(cart), lines, "carts", **fields)
+
+    def status_of(cart: str, status: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def done() -> bool:
+            found[:] = [s for s in engine.statuses(ids.order(cart)) if s["status"] == status]
+            return bool(found)
+
+        engine.wait(done, f"order-status {status} for {cart}")
+        return dict(found[-1]["lines"][0])
+
+    def decided(cart: str, event: dict[str, Any]) -> list[tuple[str, int, str | None, str | None]]:
+        """The line decisions `event` caused (intake's `accepted` of a held cart aside)."""
+
+        def line_events(evs: list[Any]) -> list[Any]:
+            return [e for e in evs if e[0] != "accepted"]
+
+        return line_events(
+            wait_caused(engine, ids, cart, event["event_id"], lambda evs: bool(line_events(evs)))
+        )
+
+    def expired(events: list[dict[str, Any]]) -> bool:
+        return any(e["reason"] == "hold_expired" for e in of_type(events, "released"))
+
+    # A cart held for 4 s, extended at once to 60 s while payment runs.
+    held_at = now_ms()
+    paid = cart_event("hold-paid", "held", "paid", 2, reservation_ttl_s=4)
+    extended = cart_event("extend-paid", "extended", "paid", 2, reservation_ttl_s=60)
+    engine.send_orders(paid, extended)
+    assert decided("paid", paid) == [("held", 2, "P-EAST", None)]
+    assert decided("paid", extended) == [("extended", 2, None, None)]
+    row = status_of("paid", "held")
+    assert (row["status"], row["allocated"]) == ("held", 2)
+    # Another cart, held for 1 s and left alone.
+    left = cart_event("hold-left", "held", "left", 1, reservation_ttl_s=1)
+    engine.send_orders(left)
+    assert decided("left", left) == [("held", 1, "P-EAST", None)]
+
+    # Paid: confirmed, twice (a repeat with the same event id is a no-op).
+    confirmed = cart_event("confirm-paid", "confirmed", "paid", 2)
+    engine.send_orders(confirmed)
+    assert decided("paid", confirmed) == [("confirmed", 2, "P-EAST", None)]
+    engine.send_orders(confirmed)
+    row = status_of("paid", "allocated")
+    assert (row["status"], row["allocated"]) == ("allocated", 2)
+
+    # The cart left alone expires by the allocator's reservation timer; its unit is free again,
+    # and a confirm that comes too late is refused.
+    [release] = of_type(engine.wait_events(ids.order("left"), expired, "the hold expired"), "released")
+    assert (release["qty"], release["location"], release["reason"]) == (1, "P-EAST", "hold_expired")
+    assert release["cause_event_id"].startswith("clock:expiry:")
+    assert status_of("left", "cancelled")["status"] == "released"
+    refused = cart_event("confirm-left", "confirmed", "left", 1)
+    engine.send_orders(refused)
+    assert decided("left", refused) == [("rejected", 0, None, "hold_expired")]
+
+    # Once the paid cart's first deadline has passed, a hold on the channel's TTL (3 s) expires
+    # too: timers fire in due order, so the paid cart's old one was moot. It kept its units.
+    engine.wait(lambda: now_ms() > held_at + 4_000, "the paid cart's first deadline")
+    late = cart_event("hold-late", "held", "late", 1)
+    engine.send_orders(late)
+    assert decided("late", late) == [("held", 1, "P-EAST", None)]
+    engine.wait_events(ids.order("late"), expired, "the later hold expired")
+    paid_events = engine.allocations(ids.order("paid"))
+    assert not of_type(paid_events, "released")
+    assert len(of_type(paid_events, "confirmed")) == 1, "the repeated confirm decided nothing"
+    east = settled_row(engine, sku, "P-EAST")
+    assert (east["on_hand"], east["allocated"], east["available"]) == (6, 2, 4)
 
 
 # ---------------------------------------------------------------- 14. the audit and its KPIs

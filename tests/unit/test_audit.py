@@ -593,3 +593,40 @@ def test_a_partial_line_picked_in_part_can_still_be_filled() -> None:
         [snapshot(5, 2, 3)],
     )
     assert report.ok, report.breaches
+
+
+def test_checkout_holds_are_decisions_that_hold_units_and_are_counted_confirmed_or_expired() -> None:
+    """Cart A is held, extended and confirmed (its units stay); cart B is held and expires."""
+    held_a, held_b = event("held", "h1", "1", 2), event("held", "h2", "1", 1, order_id="B")
+    report = audit(
+        [
+            order("h1", "A", ("1", "S", 2), kind="held"),
+            order("x1", "A", ("1", "S", 2), kind="extended"),
+            order("c1", "A", ("1", "S", 2), kind="confirmed"),
+            order("h2", "B", ("1", "S", 1), kind="held"),
+        ],
+        [stock("r1", 5)],
+        [
+            held_a,
+            event("extended", "x1", "1", 2, None),
+            event("confirmed", "c1", "1", 2),
+            held_b,
+            event("released", held_b["event_id"], "1", 1, order_id="B", reason="hold_expired"),
+        ],
+        [snapshot(5, 2)],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_placed == report.lines_decided == 2
+    assert dict(report.holds) == {"held": 2, "extended": 1, "confirmed": 1, "expired": 1}
+    assert report.released_by_reason["hold_expired"] == 1
+
+
+def test_a_held_line_given_units_twice_by_its_hold_is_two_decisions() -> None:
+    report = audit(
+        [order("h1", "A", ("1", "S", 2), kind="held")],
+        [stock("r1", 5)],
+        [event("held", "h1", "1", 2), event("allocated", "h1", "1", 2)],
+        [snapshot(5, 4)],
+    )
+    assert "line ('A', '1') has 2 first decisions" in report.breaches
+    assert "line ('A', '1') holds 4 of 2 ordered" in report.breaches

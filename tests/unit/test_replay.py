@@ -329,12 +329,17 @@ def test_reservations_expire_when_due_before_the_next_event_unless_picked() -> N
 # ---------------------------------------------------------------- the engine agrees
 
 
-@pytest.mark.parametrize("partial", [False, True], ids=["all-or-nothing", "allow_partial"])
-def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bool) -> None:
+@pytest.mark.parametrize(
+    ("partial", "holds"),
+    [(False, False), (True, False), (False, True)],
+    ids=["all-or-nothing", "allow_partial", "checkout-holds"],
+)
+def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bool, holds: bool) -> None:
     """A random history through intake, allocator and order stage (in-memory harness, each
     input pumped to quiescence) gives the same allocation decisions as the replay; with
-    partial allocation on two channels too (then lines allocated in part are counted)."""
-    orders, inventory = _random_history(random.Random(11), orders=150)
+    partial allocation on two channels too (then lines allocated in part are counted); with
+    carts held, then confirmed or extended (checkout holds) too."""
+    orders, inventory = _random_history(random.Random(11), orders=150, holds=holds)
     table_records = tables(
         {"location_id": "WH", "priority": 10, "region": "east", "regions_served": ["east"]},
         {"location_id": "WEST", "priority": 7, "region": "west", "regions_served": ["west"]},
@@ -361,15 +366,20 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bo
     assert sum(n for key, n in engine.items() if key[1:] == ("lines", "allocated")) > 20
     assert sum(n for key, n in engine.items() if key[1:3] == ("reason", "released")) > 0
     assert (sum(n for key, n in engine.items() if key[1:] == ("partial",)) > 5) is partial
+    for kind in ("held", "confirmed", "extended"):
+        assert (sum(n for key, n in engine.items() if key[1:] == ("lines", kind)) > 3) is holds, kind
 
 
-def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _random_history(
+    r: random.Random, orders: int, *, holds: bool = False
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     skus, locations = ["A", "B", "C", "D"], ["WH", "WEST", "STORE"]
     inventory = [
         received(f"i{n}", n * 40, r.choice(skus), r.choice(locations), r.randint(1, 6)) for n in range(40)
     ]
     events: list[dict[str, Any]] = []
     placed: list[tuple[str, str, list[tuple[str, str, int]], bool]] = []
+    carts: list[tuple[str, str, list[tuple[str, str, int]]]] = []  # held (checkout holds)
     # Picks of any order, a line maybe twice (then refused: it holds too little), ship-complete
     # ones too: a refused pick fails nothing, in the stage as in the replay (domain.orders).
     for n in range(orders):
@@ -383,6 +393,15 @@ def _random_history(r: random.Random, orders: int) -> tuple[list[dict[str, Any]]
             order_id, ch, lines, _ = r.choice(placed)
             line = r.choice(lines)
             events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
+        elif holds and kind < 0.4 and carts:  # a cart confirmed (paid) or its hold extended
+            order_id, ch, lines = r.choice(carts)
+            confirm_or_extend = r.choice(["confirmed", "extended"])
+            events.append(order(f"h{n}", order_id, at, *lines, channel=ch, type=confirm_or_extend))
+        elif holds and kind < 0.6:
+            lines = [(str(i), r.choice(skus), r.randint(1, 3)) for i in range(r.randint(1, 2))]
+            order_id = f"cart-{n}"
+            events.append(order(f"o{n}", order_id, at, *lines, channel=channel, type="held"))
+            carts.append((order_id, channel, lines))
         else:
             lines = [(str(i), r.choice(skus), r.randint(1, 4)) for i in range(r.randint(1, 3))]
             ship_complete = r.random() < 0.3

@@ -5,15 +5,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import inventory, lines, relocate
+from streamalloc.domain import checkout, inventory, lines, relocate
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
     Command,
+    ConfirmLine,
     Count,
     Expect,
     ExpireLine,
+    ExtendHold,
     FulfilLine,
+    HoldLine,
     Inspect,
     PickLine,
     Receive,
@@ -32,6 +35,9 @@ _HANDLERS: dict[type, Callable[[SkuState, Any, Tables, int], Decision]] = {
     PickLine: lines.pick_line,
     FulfilLine: lines.fulfil_line,
     ReturnLine: lines.return_line,
+    HoldLine: checkout.hold_line,
+    ConfirmLine: checkout.confirm_line,
+    ExtendHold: checkout.extend_hold,
     Receive: inventory.receive,
     Adjust: inventory.adjust,
     Count: inventory.count,

@@ -97,6 +97,56 @@ class ReturnLine:
     lot: str | None = None
 
 
+# ---------------------------------------------------------------- checkout holds
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HoldLine:
+    """Hold a cart line's units (`held`) until its time to live passes or it is confirmed.
+
+    All or nothing and never waiting: a hold is for units there now (checkout.py).
+    """
+
+    event_id: str
+    occurred_at: int
+    order_id: str  # the cart's id; the order keeps it when confirmed
+    line_id: str
+    sku: str
+    qty: int
+    channel: str
+    location: str | None = None
+    lot: str | None = None
+    priority: int = 0
+    region: str | None = None
+    ttl_s: int | None = None  # None: the channel's hold_ttl_s
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConfirmLine:
+    """The held line becomes an order line (`confirmed`), keeping its units; no expiry."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    channel: str = ""
+    reservation_ttl_s: int | None = None  # the order line's own reservation, as for `placed`
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtendHold:
+    """The held line gets a new time to live from now (`extended`), e.g. while payment runs."""
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    channel: str = ""
+    ttl_s: int | None = None  # None: the channel's hold_ttl_s
+
+
 # ---------------------------------------------------------------- inventory
 
 
@@ -205,7 +255,8 @@ class Sweep:
     sku: str
 
 
-LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine
+HoldCommand = HoldLine | ConfirmLine | ExtendHold
+LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine | HoldCommand
 InventoryCommand = Receive | Adjust | Count | Expect | Inspect
 EngineCommand = ExpireLine | Sweep
 Command = LineCommand | InventoryCommand | EngineCommand

@@ -46,6 +46,9 @@ AllocationEventType = Literal[
     "picked",
     "fulfilled",
     "returned",
+    "held",  # units held for a cart (a checkout hold), until its TTL passes or it is confirmed
+    "confirmed",  # the hold became an order line: same units, no expiry
+    "extended",  # the hold has a new TTL (qty: the units it holds)
 ]
 
 ALLOCATED: Final = "allocated"
@@ -56,6 +59,9 @@ FULFILLED: Final = "fulfilled"
 RETURNED: Final = "returned"
 BACKORDERED: Final = "backordered"
 REALLOCATED: Final = "reallocated"
+HELD: Final = "held"
+CONFIRMED: Final = "confirmed"
+EXTENDED: Final = "extended"
 
 InventoryEventType = Literal["received", "adjusted", "counted", "expected", "inspected"]
 

@@ -21,7 +21,15 @@ from __future__ import annotations
 
 from streamalloc.domain import reasons
 from streamalloc.domain.allocate import NO_BOUNDS, Choice, choose_locations, choose_partial, pool_bounds
-from streamalloc.domain.commands import AllocateLine, FulfilLine, PickLine, ReleaseLine, ReturnLine
+from streamalloc.domain.commands import (
+    AllocateLine,
+    ConfirmLine,
+    ExtendHold,
+    FulfilLine,
+    PickLine,
+    ReleaseLine,
+    ReturnLine,
+)
 from streamalloc.domain.events import (
     ALLOCATED,
     DUPLICATE,
@@ -37,11 +45,20 @@ from streamalloc.domain.events import (
     stock_changed,
 )
 from streamalloc.domain.holds import add_part, harden, hold, move_lot, place, ship, unhold
-from streamalloc.domain.model import UNPLACED, WAITING, LinePart, LineState, LocationBalance, Lot, SkuState
+from streamalloc.domain.model import (
+    HELD,
+    UNPLACED,
+    WAITING,
+    LinePart,
+    LineState,
+    LocationBalance,
+    Lot,
+    SkuState,
+)
 from streamalloc.domain.tables import DEFAULT_CHANNEL, Tables
 from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_reason
 
-_LineCommand = ReleaseLine | PickLine | FulfilLine | ReturnLine
+_LineCommand = ReleaseLine | PickLine | FulfilLine | ReturnLine | ConfirmLine | ExtendHold
 
 
 def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) -> Decision:
@@ -123,19 +140,19 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
     returned line holding nothing has nothing to release (a duplicate). Units freed go to
     the waitlist first.
     """
-    line = _seen_line(state, cmd)
+    line = seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     if line is None or line.status == UNPLACED:
-        return _reject(state, cmd, line, reasons.UNKNOWN_LINE, 0, None, None, now)
+        return reject(state, cmd, line, reasons.UNKNOWN_LINE, 0, None, None, now)
     if line.status == "released" or (line.status == "returned" and line.held == 0):
         # Nothing to give back. A returned line may have been released before its return,
         # and a release that was a duplicate then must stay one now (it was never recorded).
         return DUPLICATE
     if line.held == 0 and line.fulfilled > 0 and line.status not in WAITING:
-        return _reject(state, cmd, line, reasons.ALREADY_FULFILLED, 0, None, None, now)
+        return reject(state, cmd, line, reasons.ALREADY_FULFILLED, 0, None, None, now)
 
-    own = _edit(state, line, cmd)
+    own = edit_line(state, line, cmd)
     if own.status in WAITING:  # (a partial line that shipped what it held still waits: it goes)
         dequeue(state, own.order_id, own.line_id)
     events: list[Event] = []
@@ -145,14 +162,14 @@ def release_line(state: SkuState, cmd: ReleaseLine, tables: Tables, now: int) ->
         if qty:
             unhold(state, own, part, part.allocated, part.picked)
             events.append(
-                _line_event(state, cmd, own, RELEASED, qty, part.location, part.lot, cmd.reason, now)
+                line_event(state, cmd, own, RELEASED, qty, part.location, part.lot, cmd.reason, now)
             )
             part = LinePart(part.location, 0, 0, part.fulfilled, part.lot)  # noqa: PLW2901 - as it is now
         parts.append(part)
     own.parts = tuple(parts)
     own.status = "released"
     if not events:
-        events.append(_line_event(state, cmd, own, RELEASED, 0, None, None, cmd.reason, now))
+        events.append(line_event(state, cmd, own, RELEASED, 0, None, None, cmd.reason, now))
     else:
         events += serve(state, tables, cmd.event_id, cmd.occurred_at, now)
     return Decision(events)
@@ -168,27 +185,27 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
     has the units available (`released` reason `reallocated` where they were, `picked`
     where they are now); else it is rejected.
     """
-    line = _seen_line(state, cmd)
+    line = seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     qty = cmd.qty
+    if line is not None and line.status == HELD:  # a cart's hold: confirmed first (checkout.py)
+        return reject(state, cmd, line, reasons.ON_HOLD, qty, cmd.location, cmd.lot, now)
     reason = _check(line, cmd.location, qty, soft_only=True)
     if reason == reasons.LOCATION_MISMATCH and line is not None and cmd.location is not None:
         return _pick_elsewhere(state, cmd, line, cmd.location, tables, now)
     if reason is not None or line is None:  # (_check refuses a line that is None)
-        return _reject(state, cmd, line, reason or reasons.UNKNOWN_LINE, qty, cmd.location, cmd.lot, now)
+        return reject(state, cmd, line, reason or reasons.UNKNOWN_LINE, qty, cmd.location, cmd.lot, now)
 
     if cmd.lot is not None:
         for part in line.parts:
             if part.allocated and part.lot != cmd.lot and (cmd.location in (None, part.location)):
                 balance = state.balances.get(part.location)
                 if balance is not None and balance.lots and not _lot_has(balance.lots, cmd.lot, qty, now):
-                    return _reject(
-                        state, cmd, line, reasons.LOT_UNAVAILABLE, qty, part.location, cmd.lot, now
-                    )
+                    return reject(state, cmd, line, reasons.LOT_UNAVAILABLE, qty, part.location, cmd.lot, now)
                 break
 
-    own = _edit(state, line, cmd)
+    own = edit_line(state, line, cmd)
     picked: dict[tuple[str, str | None], int] = {}  # one event per (location, lot) picked
     parts: list[LinePart] = []
     remaining = qty
@@ -219,7 +236,7 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
     _settle(own)
     return Decision(
         [
-            _line_event(state, cmd, own, PICKED, n, location, lot, None, now)
+            line_event(state, cmd, own, PICKED, n, location, lot, None, now)
             for (location, lot), n in picked.items()
         ]
     )
@@ -232,15 +249,17 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
     can take on_hand below zero: the units did leave, available floors at zero, and the
     next count corrects the books.
     """
-    line = _seen_line(state, cmd)
+    line = seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     qty = cmd.qty
+    if line is not None and line.status == HELD:  # a cart's hold: confirmed first (checkout.py)
+        return reject(state, cmd, line, reasons.ON_HOLD, qty, cmd.location, None, now)
     reason = _check(line, cmd.location, qty, soft_only=False)
     if reason is not None or line is None:  # (_check refuses a line that is None)
-        return _reject(state, cmd, line, reason or reasons.UNKNOWN_LINE, qty, cmd.location, None, now)
+        return reject(state, cmd, line, reason or reasons.UNKNOWN_LINE, qty, cmd.location, None, now)
 
-    own = _edit(state, line, cmd)
+    own = edit_line(state, line, cmd)
     events: list[Event] = []
     parts: list[LinePart] = []
     remaining = qty
@@ -256,7 +275,7 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
                     part.location, part.allocated - soft, part.picked - hard, part.fulfilled + take, part.lot
                 )
                 events.append(
-                    _line_event(state, cmd, own, FULFILLED, take, part.location, part.lot, None, now)
+                    line_event(state, cmd, own, FULFILLED, take, part.location, part.lot, None, now)
                 )
                 events.append(
                     _line_stock(state, cmd, part.location, balance, FULFILLED, -take, 0, part.lot, now)
@@ -273,16 +292,16 @@ def _pick_elsewhere(
     """The pick happened at a location the line holds nothing at: move the units there."""
     qty = cmd.qty
     if qty > line.allocated:
-        return _reject(state, cmd, line, reasons.EXCEEDS_ALLOCATION, qty, location, cmd.lot, now)
+        return reject(state, cmd, line, reasons.EXCEEDS_ALLOCATION, qty, location, cmd.lot, now)
     loc = tables.online.get(location)
     if loc is None:
-        return _reject(state, cmd, line, reasons.LOCATION_UNAVAILABLE, qty, location, cmd.lot, now)
+        return reject(state, cmd, line, reasons.LOCATION_UNAVAILABLE, qty, location, cmd.lot, now)
     balance = state.balances.get(location)
     if balance is None or balance.sellable(loc.safety_stock, now) < qty:
-        return _reject(state, cmd, line, reasons.INSUFFICIENT_STOCK, qty, location, cmd.lot, now)
+        return reject(state, cmd, line, reasons.INSUFFICIENT_STOCK, qty, location, cmd.lot, now)
     if cmd.lot is not None and balance.lots and not _lot_has(balance.lots, cmd.lot, qty, now):
-        return _reject(state, cmd, line, reasons.LOT_UNAVAILABLE, qty, location, cmd.lot, now)
-    own = _edit(state, line, cmd)
+        return reject(state, cmd, line, reasons.LOT_UNAVAILABLE, qty, location, cmd.lot, now)
+    own = edit_line(state, line, cmd)
     events: list[Event] = []
     parts: list[LinePart] = []
     remaining = qty
@@ -292,9 +311,7 @@ def _pick_elsewhere(
             remaining -= move
             unhold(state, own, part, move, 0)
             events.append(
-                _line_event(
-                    state, cmd, own, RELEASED, move, part.location, part.lot, reasons.REALLOCATED, now
-                )
+                line_event(state, cmd, own, RELEASED, move, part.location, part.lot, reasons.REALLOCATED, now)
             )
             part = LinePart(part.location, part.allocated - move, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
         if part.allocated or part.picked or part.fulfilled:
@@ -302,7 +319,7 @@ def _pick_elsewhere(
     policy = tables.lot_policy_of(tables.channel(own.channel))
     for part in hold(state, own, location, qty, policy, now, lot=cmd.lot, hard=True):
         add_part(parts, part)
-        events.append(_line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
+        events.append(line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
     own.parts = tuple(parts)
     _settle(own)
     return Decision(events)
@@ -322,28 +339,28 @@ def return_line(state: SkuState, cmd: ReturnLine, tables: Tables, now: int) -> D
     return names a location: the units are physically there, refusing them would lose
     them from the books. It is recorded as a returned line, so a repeat is a duplicate.
     """
-    line = _seen_line(state, cmd)
+    line = seen_line(state, cmd)
     if isinstance(line, Decision):
         return line
     qty = cmd.qty
     if qty <= 0:
-        return _reject(state, cmd, line, reasons.INVALID_QUANTITY, qty, cmd.location, cmd.lot, now)
+        return reject(state, cmd, line, reasons.INVALID_QUANTITY, qty, cmd.location, cmd.lot, now)
     location = cmd.location
     if line is None or line.status == UNPLACED:
         if location is None:
-            return _reject(state, cmd, line, reasons.LOCATION_REQUIRED, qty, None, cmd.lot, now)
+            return reject(state, cmd, line, reasons.LOCATION_REQUIRED, qty, None, cmd.lot, now)
         applied = [cmd.event_id] if line is None else [*line.applied, cmd.event_id]
         own = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "returned", (), qty, None, applied, now)
         state.add_line((cmd.order_id, cmd.line_id), own)
     else:
         shipped = line.fulfilled
         if shipped == 0:
-            return _reject(state, cmd, line, reasons.NOT_FULFILLED, qty, location, cmd.lot, now)
+            return reject(state, cmd, line, reasons.NOT_FULFILLED, qty, location, cmd.lot, now)
         if qty > shipped - line.returned:
-            return _reject(state, cmd, line, reasons.EXCEEDS_FULFILLED, qty, location, cmd.lot, now)
+            return reject(state, cmd, line, reasons.EXCEEDS_FULFILLED, qty, location, cmd.lot, now)
         if location is None:
             location = next(p.location for p in line.parts if p.fulfilled > 0)
-        own = _edit(state, line, cmd)
+        own = edit_line(state, line, cmd)
         own.returned += qty
         if own.returned >= shipped and own.held == 0 and own.status not in WAITING:
             own.status = "returned"
@@ -351,7 +368,7 @@ def return_line(state: SkuState, cmd: ReturnLine, tables: Tables, now: int) -> D
     balance.quality_control += qty
     return Decision(
         (
-            _line_event(state, cmd, own, RETURNED, qty, location, cmd.lot, None, now),
+            line_event(state, cmd, own, RETURNED, qty, location, cmd.lot, None, now),
             _line_stock(state, cmd, location, balance, RETURNED, 0, qty, cmd.lot, now),
         )
     )
@@ -360,7 +377,7 @@ def return_line(state: SkuState, cmd: ReturnLine, tables: Tables, now: int) -> D
 # ---------------------------------------------------------------- helpers
 
 
-def _seen_line(state: SkuState, cmd: _LineCommand) -> LineState | Decision | None:
+def seen_line(state: SkuState, cmd: _LineCommand) -> LineState | Decision | None:
     """The line's record (maybe `unplaced`), None if none, DUPLICATE if `cmd` was applied."""
     line = state.get_line((cmd.order_id, cmd.line_id))
     if line is not None and cmd.event_id in line.applied:
@@ -382,7 +399,7 @@ def _settle(line: LineState) -> None:
         line.status = "picked" if line.allocated == 0 else "allocated"
 
 
-def _edit(state: SkuState, line: LineState, cmd: _LineCommand) -> LineState:
+def edit_line(state: SkuState, line: LineState, cmd: _LineCommand) -> LineState:
     """The state's own copy of `line`, with `cmd` recorded as applied to it."""
     own = state.edit_line(line)
     own.applied.append(cmd.event_id)
@@ -411,7 +428,7 @@ def _check(line: LineState | None, location: str | None, qty: int, *, soft_only:
     return None
 
 
-def _reject(
+def reject(
     state: SkuState,
     cmd: _LineCommand,
     line: LineState | None,
@@ -427,7 +444,7 @@ def _reject(
         state.add_line((cmd.order_id, cmd.line_id), placeholder)
         channel = cmd.channel
     else:
-        _edit(state, line, cmd)
+        edit_line(state, line, cmd)
         channel = line.channel
     rejected = allocation_event(
         cmd.event_id, REJECTED, cmd.order_id, cmd.line_id, state.sku, channel, qty,
@@ -436,7 +453,7 @@ def _reject(
     return Decision((rejected,))
 
 
-def _line_event(
+def line_event(
     state: SkuState,
     cmd: _LineCommand,
     line: LineState,

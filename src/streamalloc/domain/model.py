@@ -40,9 +40,11 @@ LineStatus = Literal[
     "rejected",  # never got units; `reason` says why
     "backordered",  # waits on the SKU's waitlist for units (against incoming, or opted in)
     "partially_allocated",  # holds some of its units and waits on the waitlist for the rest
+    "held",  # holds soft units for a cart (checkout hold) until `expires_at` or a confirm
     "unplaced",  # not placed yet: only remembers the ids of commands refused as unknown_line
 ]
 UNPLACED: Final = "unplaced"
+HELD: Final = "held"
 #: Statuses of a line on its SKU's waitlist: holding nothing, or some of its units.
 WAITING: Final[frozenset[str]] = frozenset({"backordered", "partially_allocated"})
 

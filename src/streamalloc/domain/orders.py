@@ -64,14 +64,23 @@ OrderLineStatus = Literal[
     "rejected",  # its allocation was refused; `reason` says why
     "backordered",  # waits for units
     "partially_allocated",  # holds some of its units and waits for the rest (allow_partial)
+    "held",  # holds soft units for a cart (a checkout hold), until confirmed or expired
 ]
-OrderStatus = Literal["allocated", "partially_allocated", "backordered", "rejected", "cancelled", "fulfilled"]
+OrderStatus = Literal[
+    "allocated", "partially_allocated", "backordered", "rejected", "cancelled", "fulfilled", "held"
+]
 
 PENDING: Final = "pending"
 #: Lines a cancel or a failed ship-complete releases: they hold units, or wait for them.
-HOLDING: Final[frozenset[str]] = frozenset({"allocated", "picked", "backordered", "partially_allocated"})
+HOLDING: Final[frozenset[str]] = frozenset(
+    {"allocated", "picked", "backordered", "partially_allocated", "held"}
+)
 #: Lines on their SKU's waitlist: holding nothing, or some of their units.
 WAITING: Final[frozenset[str]] = frozenset({"backordered", "partially_allocated"})
+
+#: Reasons of a release that make a line cancelled, not rejected, in the order's status: the
+#: channel let it go (a cancel, or a cart whose checkout hold expired).
+_CANCELLING: Final[frozenset[str]] = frozenset({reasons.CANCELLED, reasons.HOLD_EXPIRED})
 
 UnitsKey = tuple[str, str | None]
 """(location, lot) of units a line holds or shipped."""
@@ -242,7 +251,7 @@ def status(order: OrderState) -> OrderStatus | None:
     """
     if order.line_count is None:
         return None
-    decided = active = fulfilled = returned = waiting = partial = gone = 0
+    decided = active = fulfilled = returned = waiting = partial = gone = held = 0
     cancelled = order.cancelled
     for line in order.lines.values():  # one pass: the order stage asks at every commit
         kind = line.status
@@ -251,6 +260,9 @@ def status(order: OrderState) -> OrderStatus | None:
         decided += 1
         if kind == "allocated" or kind == "picked":
             active += 1
+        elif kind == "held":
+            active += 1
+            held += 1
         elif kind == "fulfilled":
             fulfilled += 1
         elif kind == "returned":
@@ -261,7 +273,7 @@ def status(order: OrderState) -> OrderStatus | None:
             partial += 1
         else:  # released or rejected
             gone += 1
-            cancelled = cancelled or (kind == "released" and line.reason == reasons.CANCELLED)
+            cancelled = cancelled or (kind == "released" and line.reason in _CANCELLING)
     if decided < order.line_count:
         return None
     if (order.cancelled or order.ship_failed) and active + waiting + partial:
@@ -275,6 +287,8 @@ def status(order: OrderState) -> OrderStatus | None:
     if waiting:
         return "backordered"
     holding = active + fulfilled
+    if held and held == holding == decided:
+        return "held"
     if holding == decided:
         return "allocated"
     if holding == 0:
@@ -289,11 +303,13 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
     was = line.status
     location, lot, qty = event.location, event.lot, event.qty
     match event.type:
-        case "allocated" | "reallocated":
+        case "allocated" | "reallocated" | "held":
             if location is not None:
                 _add(line, (location, lot), Units(qty, 0, 0))
             if event.type == "reallocated" and was in WAITING:  # moved units: it still waits
                 line.status = "partially_allocated"
+            elif event.type == "held" or (event.type == "reallocated" and was == "held"):
+                line.status, line.reason = "held", None  # a cart's hold (moved, it stays one)
             else:  # (a fill short of the rest: a `backordered` follows)
                 line.status, line.reason = "allocated", None
             line.qty = max(line.qty, line.seen)
@@ -331,6 +347,11 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
             line.status = "partially_allocated" if line.held else "backordered"
             line.reason = event.reason
             line.qty = max(line.qty, line.seen + qty)
+        case "confirmed":  # the hold is now the order line's: the same units
+            if was == "held":
+                line.status, line.reason = "allocated", None
+        case "extended":  # a new time to live: nothing an order follows changes
+            pass
         case "rejected":
             if was != PENDING or not _decides(order, event):
                 return ()  # a refused command leaves the line as it was

@@ -31,6 +31,7 @@ EXPIRED: Final = "expired"  # the reservation's time to live passed before a pic
 LOCATION_OFFLINE: Final = "location_offline"
 LOCATION_STALE: Final = "location_stale"
 COUNT_SHORTAGE: Final = "count_shortage"  # a count or adjustment left fewer units than were held
+HOLD_EXPIRED: Final = "hold_expired"  # a checkout hold's time to live passed before it was confirmed
 
 # Later commands on an order line (release, pick, fulfil, return).
 UNKNOWN_LINE: Final = "unknown_line"  # this SKU never saw the line
@@ -41,6 +42,9 @@ ALREADY_FULFILLED: Final = "already_fulfilled"  # release of a line that has shi
 NOT_FULFILLED: Final = "not_fulfilled"  # return of a known line that shipped nothing
 EXCEEDS_FULFILLED: Final = "exceeds_fulfilled"  # return of more than shipped and not yet returned
 LOCATION_REQUIRED: Final = "location_required"  # a return that names no location and has none known
+ON_HOLD: Final = "on_hold"  # a pick or shipment of a line held for a cart, not yet confirmed
+NOT_HELD: Final = "not_held"  # a confirm or extend of a line that is not (or no longer) on hold
+INVALID_TTL: Final = "invalid_ttl"  # a hold or extension with a time to live of zero or less
 
 # Inventory events.
 REASON_REQUIRED: Final = "reason_required"  # an adjustment without a reason

@@ -12,7 +12,7 @@
   ones cannot move; if they alone exceed on_hand, the books show it and the next count
   settles it.
 - **A reservation expires** (`expire`): the line's soft units are released (reason
-  `expired`); picked units stay.
+  `expired`, or `hold_expired` for a checkout hold); picked units stay.
 
 All three are decided from the state alone, so running one again changes nothing.
 """
@@ -25,7 +25,7 @@ from streamalloc.domain import reasons
 from streamalloc.domain.allocate import Choice, choose_locations, choose_partial, pool_bounds
 from streamalloc.domain.events import DUPLICATE, REALLOCATED, RELEASED, Decision, Event, allocation_event
 from streamalloc.domain.holds import place, unhold
-from streamalloc.domain.model import WAITING, LinePart, LineState, SkuState
+from streamalloc.domain.model import HELD, WAITING, LinePart, LineState, SkuState
 from streamalloc.domain.tables import Channel, Location, Tables
 from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_more, wait_reason
 
@@ -81,6 +81,7 @@ def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, caus
     if line is None or line.expires_at != due or line.allocated == 0 or due > now:
         return DUPLICATE
     own = state.edit_line(line)
+    why = reasons.HOLD_EXPIRED if own.status == HELD else reasons.EXPIRED  # a cart's hold, or a reservation
     events: list[Event] = []
     parts: list[LinePart] = []
     for part in own.parts:
@@ -89,7 +90,7 @@ def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, caus
             events.append(
                 allocation_event(
                     cause, RELEASED, own.order_id, own.line_id, state.sku, own.channel, part.allocated,
-                    part.location, part.lot, reasons.EXPIRED, due, now,
+                    part.location, part.lot, why, due, now,
                 )
             )  # fmt: skip
             part = LinePart(part.location, 0, part.picked, part.fulfilled, part.lot)  # noqa: PLW2901
@@ -100,7 +101,7 @@ def expire(state: SkuState, key: tuple[str, str], due: int, tables: Tables, caus
         dequeue(state, own.order_id, own.line_id)
     if own.held == 0:
         own.status = "released"
-        own.reason = reasons.EXPIRED
+        own.reason = why
     else:
         own.status = "picked"
     events += serve(state, tables, cause, due, now)
@@ -154,7 +155,8 @@ def _move(
     choice: Choice | str | None = choose_locations(
         state.balances, usable, channel, soft, None, None, now, bounds
     )
-    if choice == reasons.INSUFFICIENT_STOCK and channel.allow_partial:
+    held = own.status == HELD  # a cart's hold moves whole or goes: it never waits (checkout.py)
+    if choice == reasons.INSUFFICIENT_STOCK and channel.allow_partial and not held:
         # What can move moves; the rest waits (waitlist.py, partial allocation).
         choice = choose_partial(state.balances, usable, channel, soft, None, None, now, bounds)
     if choice is not None and not isinstance(choice, str):
@@ -169,7 +171,8 @@ def _move(
         return events
     if own.status in WAITING:  # it waits already: these units join what it waits for
         return [*released(reasons.REALLOCATED), _wait(state, own, channel, soft, cause, occurred_at, now)]
-    waits = wait_reason(state, channel, soft) if own.held == 0 or channel.allow_partial else None
+    may_wait = (own.held == 0 or channel.allow_partial) and not held
+    waits = wait_reason(state, channel, soft) if may_wait else None
     if waits is not None:
         return [
             *released(reasons.REALLOCATED),

@@ -63,6 +63,10 @@ class Location:
         return region in self.served
 
 
+#: A checkout hold's time to live when neither the event nor the channel names one: 15 min.
+DEFAULT_HOLD_TTL_S: Final = 900
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Channel:
     """One sales channel's allocation policy.
@@ -75,7 +79,9 @@ class Channel:
     rest (waitlist.py);
     `lot_policy` (FIFO, FEFO, LIFO) decides which lot its allocations count against (None:
     the tables' default); `priority_window_ms` lets its lines yield to higher-ranked
-    requests that arrive that soon after them (contention.py; 0: arrival order).
+    requests that arrive that soon after them (contention.py; 0: arrival order);
+    `hold_ttl_s` is how long a checkout hold lives when its `held` or `extended` event
+    names no TTL (checkout.py).
     """
 
     channel_id: str
@@ -89,6 +95,7 @@ class Channel:
     allow_partial: bool = False
     lot_policy: LotPolicy | None = None
     priority_window_ms: int = 0
+    hold_ttl_s: int = DEFAULT_HOLD_TTL_S
 
     def allows(self, location_id: str) -> bool:
         return self.locations is None or location_id in self.locations

@@ -15,6 +15,7 @@ from streamalloc.domain import (
     Command,
     Decision,
     ExpireLine,
+    HoldLine,
     LineState,
     OrderAccepted,
     OrderState,
@@ -100,8 +101,8 @@ class _Run:
             self._decide([step.command], now)
             return
         order = self._order(step.order_id)
-        if step.type == "placed":
-            qty = sum(c.qty for c in step.commands if isinstance(c, AllocateLine))
+        if step.type == "placed" or step.type == "held":  # intake accepts a cart's hold too
+            qty = sum(c.qty for c in step.commands if isinstance(c, AllocateLine | HoldLine))
             accepted = OrderAccepted.of(
                 step.event_id, step.order_id, step.channel, len(step.commands), qty, step.ship_complete, now
             )

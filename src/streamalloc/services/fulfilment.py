@@ -79,9 +79,14 @@ def request_id(order_id: str, location: str) -> str:
 
 
 def lines_per_location(order: OrderState) -> dict[str, tuple[LineTuple, ...]]:
-    """The units each location holds for the order, per line and lot, in a stable order."""
+    """The units each location holds for the order, per line and lot, in a stable order.
+
+    A line held for a cart (a checkout hold, not yet confirmed) is nobody's to fulfil yet.
+    """
     per: dict[str, list[LineTuple]] = {}
     for line_id, line in order.lines.items():
+        if line.status == "held":
+            continue
         for (location, lot), units in line.units.items():
             held = units.soft + units.hard
             if held > 0:

@@ -32,10 +32,13 @@ from streamalloc.domain import (
     AllocateLine,
     AllocationEvent,
     Command,
+    ConfirmLine,
     Count,
     Expect,
     ExpireLine,
+    ExtendHold,
     FulfilLine,
+    HoldLine,
     Inspect,
     InventoryRejected,
     PickLine,
@@ -377,7 +380,18 @@ def request_command(r: dict[str, Any]) -> Command:
         return FulfilLine(**common, qty=r["qty"], location=r["location"])
     if kind == "return":
         return ReturnLine(**common, qty=r["qty"], location=r["location"], lot=r["lot"])
-    raise ValidationError(f"command must be allocate, release, pick, fulfil or return, not {kind!r}")
+    if kind == "hold":
+        return HoldLine(
+            **common, qty=r["qty"], location=r["location"], lot=r["lot"], priority=r["priority"],
+            region=r["region"], ttl_s=r["reservation_ttl_s"],
+        )  # fmt: skip
+    if kind == "confirm":
+        return ConfirmLine(**common, reservation_ttl_s=r["reservation_ttl_s"])
+    if kind == "extend":
+        return ExtendHold(**common, ttl_s=r["reservation_ttl_s"])
+    raise ValidationError(
+        f"command must be allocate, release, pick, fulfil, return, hold, confirm or extend, not {kind!r}"
+    )
 
 
 def inventory_command(r: dict[str, Any]) -> Command:

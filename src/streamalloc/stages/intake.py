@@ -1,5 +1,8 @@
 """Intake: order events -> one command per line keyed by SKU, plus `accepted` per placed order.
 
+A `held` order event (a cart's checkout hold) is accepted as a placement is: the order stage
+then knows the cart's lines and reports its status (`held`).
+
 Stateless. Reads `orders` and every `orders.<channel>` topic (by pattern). A whole-order
 cancellation (no lines listed) cannot be split here, since intake does not know the
 order's lines: it becomes a `cancel_requested` event on `allocations`, keyed by order id,
@@ -53,7 +56,7 @@ class IntakeStage(BaseStage):
             order = record.value
             kind = order["type"]
             key = order["order_id"].encode()
-            if kind == "placed":
+            if kind == "placed" or kind == "held":  # a cart's hold is seen as its order is
                 emit(allocations_topic, key, allocations.encode(accepted(order).as_record()))
             elif kind == "cancelled" and not order["lines"]:
                 emit(allocations_topic, key, allocations.encode(cancel_requested(order).as_record()))
@@ -71,7 +74,7 @@ def check_order(order: Mapping[str, Any]) -> None:
     for name in ("event_id", "order_id", "channel"):
         if not order[name]:
             raise ValidationError(f"order event: {name}: must not be empty")
-    if order["type"] in ("placed", "picked", "fulfilled", "returned") and not order["lines"]:
+    if order["type"] != "cancelled" and not order["lines"]:
         raise ValidationError(f"a {order['type']} order event needs at least one line")
     seen: set[str] = set()
     for i, line in enumerate(order["lines"]):

@@ -39,6 +39,9 @@ LINE_COMMANDS: Final = {
     "picked": "pick",
     "fulfilled": "fulfil",
     "returned": "return",
+    "held": "hold",
+    "confirmed": "confirm",
+    "extended": "extend",
 }
 ACCEPTED: Final = "accepted"
 CANCEL_REQUESTED: Final = "cancel_requested"

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamalloc.domain import Channel, Location, Tables
-from streamalloc.domain.tables import LOT_POLICIES, LotPolicy
+from streamalloc.domain.tables import DEFAULT_HOLD_TTL_S, LOT_POLICIES, LotPolicy
 
 TablesProvider = Callable[[], Tables]
 
@@ -37,6 +37,7 @@ def channel_of(record: Mapping[str, Any]) -> Channel:
         allow_partial=record.get("allow_partial", False),
         lot_policy=_lot_policy(record.get("lot_policy")),
         priority_window_ms=max(0, record.get("priority_window_ms") or 0),
+        hold_ttl_s=record.get("hold_ttl_s", DEFAULT_HOLD_TTL_S),
     )
 
 

@@ -1,12 +1,13 @@
 """Property-based tests of an order followed from its events (domain.orders), against the SKU.
 
 The random command sequences of test_properties.py (allocate, release, pick, fulfil,
-return, receipts, counts, adjustments, inspections, sweeps, expiries when due, repeats)
-run against one SKU; every allocation event a decision emits is followed in its order's state, as the
-order stage follows it: each order is `accepted` first (some are ship-complete), and each
-placement adds an `accepted` of its own event; now and then an order is cancelled whole.
-The releases the order's rules ask for are applied back to the SKU, as the engine sends
-them, before the next step.
+return, checkout holds held, confirmed, extended and expired, receipts, counts,
+adjustments, inspections, sweeps, expiries when due, repeats) run against one SKU; every
+allocation event a decision emits is followed in its order's state, as the order stage
+follows it: each order is `accepted` first (some are ship-complete), and each placement
+(or hold: intake accepts a `held` event too) adds an `accepted` of its own event; now and
+then an order is cancelled whole. The releases the order's rules ask for are applied back
+to the SKU, as the engine sends them, before the next step.
 
 After every decision (each event is also applied twice: a repeat changes nothing):
 - each line's status and the units it holds per location (soft, hard, shipped) are what
@@ -38,6 +39,7 @@ from streamalloc.domain import (
     CancelRequested,
     Command,
     ExpireLine,
+    HoldLine,
     OrderAccepted,
     OrderState,
     ReleaseLine,
@@ -80,7 +82,7 @@ class World:
         pending = deque(commands)
         while pending:
             cmd = pending.popleft()
-            if isinstance(cmd, AllocateLine):  # its own placement event: another `accepted` first
+            if isinstance(cmd, AllocateLine | HoldLine):  # its own placement event: an `accepted` first
                 pending.extend(self.accept(cmd.event_id, cmd.order_id, cmd.occurred_at))
             decision = apply(self.state, cmd, tables_of(cmd), now)
             for event in decision:
@@ -146,13 +148,14 @@ def check_status(order: OrderState) -> None:
     if (order.cancelled or order.ship_failed) and any(s in HOLDING for s in decided):
         assert status is None  # its releases are in flight
         return
-    holding = [s in ("allocated", "picked", "fulfilled") for s in decided]
+    holding = [s in ("allocated", "picked", "fulfilled", "held") for s in decided]
     partial = "partially_allocated" in decided
     expected = {
         "fulfilled": all(s in ("fulfilled", "returned") for s in decided),
         "cancelled": all(s in ("released", "rejected") for s in decided),
         # a ship-complete order is not complete while a line lacks units
         "backordered": "backordered" in decided or (partial and order.ship_complete),
+        "held": all(s == "held" for s in decided),  # a cart on checkout hold
         "allocated": all(holding),
         "rejected": not any(holding),
         "partially_allocated": (partial and not order.ship_complete) or (any(holding) and not all(holding)),

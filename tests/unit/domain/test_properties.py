@@ -16,6 +16,12 @@ channel, and one the table does not know. After every command the invariants
   incoming units when they are accepted, and a count or adjustment never leaves soft
   allocations beyond on_hand.
 
+Checkout holds are in the sequences too: a cart line held (`HoldLine`, with its own time
+to live or the channel's), then confirmed (`ConfirmLine`) or extended (`ExtendHold`), or
+left to expire; a held line is picked, shipped or released like any other (a pick or a
+shipment is refused until it is confirmed). A hold takes what an allocation would and
+never waits; a confirm or an extension moves no unit.
+
 The engine's own commands are in the sequences too: reservation expiry (`ExpireLine`,
 for lines allocated with a time to live) and sweeps (`Sweep`) under tables where a
 location went offline and another stale, then back. Receipts are sometimes of lots, with
@@ -44,11 +50,14 @@ from streamalloc.domain import (
     AllocationEvent,
     Channel,
     Command,
+    ConfirmLine,
     Count,
     Decision,
     Expect,
     ExpireLine,
+    ExtendHold,
     FulfilLine,
+    HoldLine,
     Inspect,
     LineKey,
     LineState,
@@ -132,6 +141,18 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         st.sampled_from((None, None, 1)),  # reservation time to live (s)
         st.sampled_from((0, 0, 1, 3)),  # the order's priority
     )
+    hold_steps = st.tuples(
+        st.just("hold"),
+        line_keys,
+        mostly(sizes, st.integers(min_value=-1, max_value=12)),
+        st.sampled_from(channels),
+        mostly(st.none(), locations),
+        st.sampled_from((None, 1, 5, 0)),  # its time to live (s); None: the channel's
+    )
+    # a confirm (maybe starting the order line's own reservation) or an extension (a new TTL)
+    held_steps = st.tuples(
+        st.sampled_from(("confirm", "extend")), known_lines, st.sampled_from((None, None, 1, 0))
+    )
     line_steps = st.tuples(
         st.sampled_from(("release", "pick", "fulfil", "return")),
         known_lines,
@@ -145,6 +166,8 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         # two requests taken in together: decided in contention order (domain.contention)
         "rivals": (2, st.tuples(st.just("rivals"), allocate_steps, allocate_steps)),
         "line": (10, line_steps),
+        "hold": (3, hold_steps),
+        "held": (3, held_steps),
         "receive": (
             2,
             st.tuples(
@@ -235,6 +258,10 @@ def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
         if line is not None and qty == 3 and step[0] in ("pick", "fulfil"):  # all of it, across parts
             qty = line.allocated if step[0] == "pick" else line.held
         return (step[0], key, qty, *step[3:])
+    if step[0] in ("confirm", "extend") and step[1][0] == SEEN:  # mostly a line on hold
+        held = sorted(key for key, line in state.lines.items() if line.status == "held")
+        seen = held or sorted(state.lines) or [("o1", "1")]
+        return (step[0], seen[int(step[1][1]) % len(seen)], *step[2:])
     if step[0] == "inspect" and step[1] == IN_QC:
         in_qc = sorted(loc for loc, b in state.balances.items() if b.quality_control > 0)
         return (step[0], in_qc[0] if in_qc else "L1", *step[2:])
@@ -250,6 +277,17 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
             **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, region=region,
             reservation_ttl_s=ttl, priority=priority[0] if priority else 0,
         )  # fmt: skip
+    if kind == "hold":
+        _, (order, line), qty, channel, location, ttl = step
+        return HoldLine(
+            **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, ttl_s=ttl
+        )
+    if kind == "confirm":
+        _, (order, line), ttl = step
+        return ConfirmLine(**base, order_id=order, line_id=line, reservation_ttl_s=ttl or None)
+    if kind == "extend":
+        _, (order, line), ttl = step
+        return ExtendHold(**base, order_id=order, line_id=line, ttl_s=ttl)
     if kind == "expire":
         _, (order, line), due = step
         return ExpireLine(event_id=event_id, occurred_at=due, order_id=order, line_id=line, sku=SKU)
@@ -356,6 +394,33 @@ def check_decision(
             else:
                 assert got == cmd.qty <= ats
 
+    # A hold takes what an allocation would, all of it or nothing, and never waits.
+    if isinstance(cmd, HoldLine):
+        held = [e for e in decision if isinstance(e, AllocationEvent) and e.type == "held"]
+        assert all(isinstance(e, AllocationEvent) and e.type in ("held", "rejected") for e in decision)
+        if held:
+            for loc_id, balance in after.balances.items():
+                assert raw_available(balance, loc_id) >= min(
+                    0, raw_available(before.balances[loc_id], loc_id)
+                )
+            if cmd.location is None:
+                ats = channel_ats(before.balances, TABLES.online, TABLES.channel(cmd.channel))
+                assert sum(e.qty for e in held) == cmd.qty <= ats
+            line = after.get_line((cmd.order_id, cmd.line_id))
+            assert line is not None and line.status == "held" and line.expires_at is not None
+            assert line.expires_at > line.decided_at  # (its time to live is positive)
+    # A confirm or an extension moves no unit: the hold's units are the order line's.
+    if isinstance(cmd, ConfirmLine | ExtendHold):
+        assert {k: (b.allocated, b.picked) for k, b in after.balances.items()} == {
+            k: (b.allocated, b.picked) for k, b in before.balances.items()
+        }
+        was, now = before.get_line((cmd.order_id, cmd.line_id)), after.get_line((cmd.order_id, cmd.line_id))
+        if was is not None and now is not None:
+            assert now.parts == was.parts
+            if not decision.reasons:  # accepted: it was on hold, and is confirmed or still held
+                assert was.status == "held"
+                assert now.status == ("allocated" if isinstance(cmd, ConfirmLine) else "held")
+
     # Conservation: units move only with a StockChanged, by exactly what it says.
     changes = [e for e in decision if isinstance(e, StockChanged)]
     if not isinstance(cmd, STOCK_COMMANDS):
@@ -425,6 +490,10 @@ def check_state(state: SkuState) -> None:
             assert part.allocated >= 0 and part.picked >= 0
             soft[part.location] += part.allocated
             hard[part.location] += part.picked
+    # A held line holds soft units only, and until a time: its timer is set.
+    for line in state.lines.values():
+        if line.status == "held":
+            assert line.picked == 0 and line.allocated > 0 and line.expires_at is not None, line
     for loc_id, balance in state.balances.items():
         assert (balance.allocated, balance.picked) == (soft[loc_id], hard[loc_id])
         assert balance.quality_control >= 0 and balance.damaged >= 0 and balance.incoming >= 0
@@ -465,6 +534,7 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
     store = Store()
     state = store.load()
     history: list[Command] = []
+    skew = 0  # an expiry step moves the clock to the time it is due, so a timer fires
     for n, step in enumerate(sequence):
         if step[0] in ("reload", "flush"):
             store.write(state)  # flush: as after a commit, the state stays cached (and dirty-free)
@@ -478,14 +548,17 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
         else:
             commands = commands_of(step, state, f"ev{n}")
         for cmd in commands:
+            if isinstance(cmd, ExpireLine):
+                skew = max(skew, cmd.occurred_at - (NOW + n))
+            now = NOW + n + skew
             before = state.copy()
             tables = tables_for(cmd, step[0] == "sweep" and bool(step[1]))
-            decision = apply(state, cmd, tables, NOW + n)
+            decision = apply(state, cmd, tables, now)
             if step[0] == "repeat":
                 assert decision.events == () and snapshot(state) == snapshot(before)
             check_decision(before, state, cmd, decision, tables)
             check_state(state)
-            check_repeat_is_a_no_op(state, cmd, tables, NOW + n + 1)
+            check_repeat_is_a_no_op(state, cmd, tables, now + 1)
             if not isinstance(
                 cmd, Sweep
             ):  # a sweep is not an input event: it acts on the tables of the moment
@@ -495,7 +568,7 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
     # However late it comes back, a command already applied changes nothing.
     final = snapshot(state)
     for cmd in history:
-        assert apply(state, cmd, TABLES, NOW + len(sequence)).events == ()
+        assert apply(state, cmd, TABLES, NOW + len(sequence) + skew).events == ()
     assert snapshot(state) == final and not state.has_changes
 
 
@@ -512,6 +585,14 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
     [("receive", "L1", 4), ("allocate", ("o1", "1"), 2, "web", "L1", None, None, 0),
      ("fulfil", ("o1", "1"), 1, "L1", "lot-a"), ("release", ("o1", "1"), 0, "L1", "lot-a"),
      ("release", ("o1", "1"), 0, "L1", "lot-a"), ("return", ("o1", "1"), 1, "L1", "lot-a"), ("repeat", 4)]
+)  # fmt: skip
+# Checkout holds: held, extended, expired (then neither confirmed nor extended); held,
+# confirmed, its old timer moot, picked and shipped; every step repeated at the end.
+@example(
+    [("receive", "L2", 4), ("hold", ("o1", "1"), 2, "web", None, 1), ("extend", (SEEN, "0"), 1),
+     ("expire", (SEEN, "0")), ("confirm", ("o1", "1"), None), ("extend", ("o1", "1"), None),
+     ("hold", ("o2", "1"), 2, "web", None, None), ("confirm", (SEEN, "0"), 1), ("expire", ("o2", "1")),
+     ("pick", ("o2", "1"), 2, None, None), ("fulfil", ("o2", "1"), 2, None, None), ("repeat", 7)]
 )  # fmt: skip
 def test_invariants_hold_over_any_sequence_of_commands(sequence: list[tuple[Any, ...]]) -> None:
     run_and_check(sequence)

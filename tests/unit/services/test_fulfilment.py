@@ -89,6 +89,13 @@ def test_rejected_and_backordered_lines_make_no_request() -> None:
     assert r.feed(event(2, "backordered", "2", 2, None, reason="incoming")) == []
 
 
+def test_a_held_cart_line_makes_no_request_until_it_is_confirmed() -> None:
+    r = Router()
+    assert r.feed(event(1, "held", "1", 2, "WH1")) == []
+    assert r.feed(event(2, "extended", "1", 2, None)) == []
+    assert r.feed(event(3, "confirmed", "1", 2, "WH1")) == [("WH1", "open", 1, [("1", None, 2)])]
+
+
 def test_an_ack_of_the_current_revision_picks_the_soft_units_and_an_old_one_nothing() -> None:
     r = Router()
     r.feed(event(1, "allocated", "1", 2, "WH1", "LOT-A"))

@@ -12,6 +12,7 @@ from streamalloc.domain import CancelRequested, OrderAccepted
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.intake import IntakeStage
 from streamalloc.stages.records import AllocationRequest
+from streamalloc.stages.tables import channel_of
 from streamalloc.testing import StageHarness
 
 SETTINGS = Settings()
@@ -60,6 +61,31 @@ def test_a_request_built_on_the_hot_path_equals_one_built_by_its_constructor() -
     fast = AllocationRequest.line(validated, validated["lines"][0], "allocate")
     assert fast == AllocationRequest(**fast.as_record())
     assert topic_serde(SETTINGS, REQUESTS).validate(fast.as_record()) == fast.as_record()
+
+
+def test_a_held_cart_is_accepted_and_its_lines_become_holds_then_confirms_and_extensions() -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    held = order(type="held", reservation_ttl_s=300, ship_complete=False)
+    outputs = harness.feed(ORDERS, [(b"o1", json.dumps(held).encode())])
+    assert [(o.topic, o.key) for o in outputs] == [(ALLOCATIONS, b"o1"), (REQUESTS, b"A"), (REQUESTS, b"B")]
+    assert (
+        decoded(ALLOCATIONS, outputs[0].value)
+        == OrderAccepted.of("e1", "o1", "web", 2, 3, False, T0).as_record()
+    )
+    request = decoded(REQUESTS, outputs[1].value)
+    assert (request["command"], request["qty"], request["reservation_ttl_s"]) == ("hold", 2, 300)
+    for kind, command in (("confirmed", "confirm"), ("extended", "extend")):
+        later = order(event_id=f"e-{kind}", type=kind, ship_complete=False)
+        outputs = harness.feed(ORDERS, [(b"o1", json.dumps(later).encode())])
+        assert [(o.topic, decoded(REQUESTS, o.value)["command"]) for o in outputs] == [
+            (REQUESTS, command)
+        ] * 2
+
+
+def test_a_channel_record_from_before_hold_ttl_s_reads_the_default_of_15_minutes() -> None:
+    old = topic_serde(SETTINGS, SETTINGS.topic("channels")).validate({"channel_id": "web"})
+    assert channel_of(old).hold_ttl_s == 900
+    assert channel_of({**old, "hold_ttl_s": 60}).hold_ttl_s == 60
 
 
 def test_a_whole_order_cancel_becomes_a_cancel_request_for_the_order_stage() -> None:
