@@ -44,16 +44,31 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _zigzag(value: int, bits: int) -> bytes:
-    """Zig-zag varint bytes of `value`, refused when it does not fit in `bits` (int 32, long 64)."""
+    """Zig-zag varint bytes of `value`, refused when it does not fit in `bits` (int 32, long 64).
+
+    The values that take this path (a one-byte value is written inline) are mostly epoch
+    milliseconds, and the records of one batch share a handful of them: each is encoded once
+    and then found in `_ENCODED` (cleared when it holds `_ENCODED_MAX`).
+    """
     if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
         raise ValueError(f"{value} does not fit in a {bits}-bit Avro {'int' if bits == 32 else 'long'}")
+    found = _ENCODED.get(value)
+    if found is not None:
+        return found
     z = (value << 1) ^ (value >> 63)
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
-    return bytes(out)
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    found = _ENCODED[value] = bytes(out)
+    return found
+
+
+_ENCODED: dict[int, bytes] = {}
+_ENCODED_MAX = 4096
 
 
 class _Compiler:
