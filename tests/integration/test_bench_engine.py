@@ -23,3 +23,6 @@ def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Sett
         assert all(math.isfinite(float(v)) for v in row.groups())
     p50 = re.search(r"latency p50 (\d+) ms", result.output)
     assert p50 is not None and int(p50.group(1)) > 0, result.output
+    # It waits for every order's status too (the order stage's tail), and says at what rate.
+    settled = re.search(r"([\d,]+) lines/s until every\s+order\s+had\s+its\s+status", result.output)
+    assert settled is not None and int(settled.group(1).replace(",", "")) > 0, result.output

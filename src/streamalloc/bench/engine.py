@@ -56,10 +56,18 @@ class EngineResult:
     latencies_ms: list[float]
     peak_rss_mb: float
     hops_ms: dict[str, list[float]] = field(default_factory=dict)
+    #: Until every order had its order-status too (the order stage done): the whole pipeline.
+    settle_seconds: float = 0.0
 
     @property
     def lines_per_second(self) -> float:
         return self.lines / self.decide_seconds if self.decide_seconds > 0 else 0.0
+
+    @property
+    def settled_lines_per_second(self) -> float:
+        """Lines per second until every order's status was out: a worker that put the order
+        stage's work off (and so decided faster) cannot look faster here."""
+        return self.lines / self.settle_seconds if self.settle_seconds > 0 else 0.0
 
     def percentile(self, q: float) -> float:
         return _percentile(self.latencies_ms, q)
@@ -88,7 +96,8 @@ def _orders(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
 
 
 class _Decisions:
-    """Reads committed allocations; counts first decisions and their latency.
+    """Reads committed allocations; counts first decisions and their latency, and the orders
+    that have an order status (by key: the order id).
 
     In latency mode it reads the committed allocation requests too, for the hops (`HOPS`).
     """
@@ -96,7 +105,12 @@ class _Decisions:
     def __init__(self, settings: Settings, *, hops: bool = False) -> None:
         self._serde = topic_serde(settings, settings.topic("allocations"))
         self._requests = topic_serde(settings, settings.topic("allocation-requests"))
-        topics = [settings.topic("allocations"), *([self._requests.topic] if hops else [])]
+        self._status_topic = settings.topic("order-status")
+        topics = [
+            settings.topic("allocations"),
+            self._status_topic,
+            *([self._requests.topic] if hops else []),
+        ]
         config = consumer_config(settings, group_id=f"bench-observer-{time.time_ns()}")
         self._consumer = Consumer(config)
         # assign(), not subscribe(): no group join of its own to skew the figures
@@ -108,6 +122,8 @@ class _Decisions:
         self.decided = 0
         self.first_at: float | None = None
         self.last_at = 0.0
+        self.with_status: set[bytes] = set()  # order ids
+        self.status_at = 0.0  # when the latest order got its first status
         self.latencies_ms: list[float] = []
         self.hops_ms: dict[str, list[float]] = {hop: [] for hop in HOPS} if hops else {}
         #: (order, line) -> when intake produced its request and when it was seen committed (ms)
@@ -121,6 +137,12 @@ class _Decisions:
             if msg.error() is not None or value is None:
                 continue
             now = time.time()
+            if msg.topic() == self._status_topic:
+                order_id = msg.key()
+                if order_id is not None and order_id not in self.with_status:
+                    self.with_status.add(order_id)
+                    self.status_at = now
+                continue
             if msg.topic() == self._requests.topic:
                 if self.measure_latency:
                     request = self._requests.decode(value)
@@ -277,6 +299,16 @@ def run(
             if feeder is not None and not observer.measure_latency and observer.decided >= len(plan[0]):
                 observer.measure_latency = True  # from the steady feed on
                 feeder.start()
+        while len(observer.with_status) < len(plan):  # the order stage's tail
+            if time.monotonic() > deadline:
+                raise StreamallocError(
+                    f"only {len(observer.with_status)} of {len(plan)} orders have a status in {timeout_s}s"
+                )
+            if worker.poll() is not None:
+                raise StreamallocError(
+                    f"the worker exited with {worker.returncode}; see {workdir}/worker.log"
+                )
+            observer.poll()
         peak = _peak_rss_mb(worker.pid)
         if feeder is not None:
             feeder.join(30)
@@ -300,6 +332,7 @@ def run(
         latencies_ms=observer.latencies_ms,
         peak_rss_mb=peak,
         hops_ms=observer.hops_ms,
+        settle_seconds=observer.status_at - first,
     )
 
 
@@ -316,6 +349,7 @@ def _assigned_at(log: Path) -> float | None:
 def summary(results: list[EngineResult]) -> dict[str, Any]:
     return {
         "lines_per_second": statistics.median(r.lines_per_second for r in results),
+        "settled_lines_per_second": statistics.median(r.settled_lines_per_second for r in results),
         "join_seconds": statistics.median(r.join_seconds for r in results),
         "p50_ms": statistics.median(r.percentile(0.50) for r in results),
         "p95_ms": statistics.median(r.percentile(0.95) for r in results),

@@ -70,11 +70,14 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _build(cls: type[_T], values: dict[str, Any]) -> _T:
+def build_event(cls: type[_T], values: dict[str, Any]) -> _T:
     """An instance of the frozen dataclass `cls` with exactly `values` as its fields."""
     obj = _new(cls)
     _set(obj, "__dict__", values)
     return obj
+
+
+_build = build_event
 
 
 @dataclass(frozen=True)

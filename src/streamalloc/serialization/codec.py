@@ -29,7 +29,17 @@ class Unsupported(Exception):
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """Zig-zag varint at `pos` (the multi-byte case; one-byte values are decoded inline)."""
+    """Zig-zag varint at `pos` (the multi-byte case; one-byte values are decoded inline).
+
+    Six-byte values (epoch milliseconds, mostly) are looked up in `_DECODED` by their bytes
+    first: the records of a batch share a handful of them. Only a varint whose sixth byte
+    ends it is kept there, so the six bytes at `pos` match an entry only when they are one.
+    """
+    chunk = data[pos : pos + 6]
+    found = _DECODED.get(chunk)
+    if found is not None:
+        return found, pos + 6
+    start = pos
     shift = 0
     value = 0
     while True:
@@ -37,23 +47,47 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
         pos += 1
         value |= (b & 0x7F) << shift
         if not b & 0x80:
-            return (value >> 1) ^ -(value & 1), pos
+            value = (value >> 1) ^ -(value & 1)
+            if pos - start == 6:
+                if len(_DECODED) >= _CACHED_MAX:
+                    _DECODED.clear()
+                _DECODED[chunk] = value
+            return value, pos
         shift += 7
         if shift > 63:
             raise ValueError("varint longer than 10 bytes")
 
 
+_DECODED: dict[bytes, int] = {}
+
+
 def _zigzag(value: int, bits: int) -> bytes:
-    """Zig-zag varint bytes of `value`, refused when it does not fit in `bits` (int 32, long 64)."""
+    """Zig-zag varint bytes of `value`, refused when it does not fit in `bits` (int 32, long 64).
+
+    The values that take this path (a one-byte value is written inline) are mostly epoch
+    milliseconds, and the records of one batch share a handful of them: each is encoded once
+    and then found in `_ENCODED`.
+    """
     if not -(1 << (bits - 1)) <= value < (1 << (bits - 1)):
         raise ValueError(f"{value} does not fit in a {bits}-bit Avro {'int' if bits == 32 else 'long'}")
+    found = _ENCODED.get(value)
+    if found is not None:
+        return found
     z = (value << 1) ^ (value >> 63)
     out = bytearray()
     while z > 0x7F:
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
-    return bytes(out)
+    if len(_ENCODED) >= _CACHED_MAX:
+        _ENCODED.clear()
+    found = _ENCODED[value] = bytes(out)
+    return found
+
+
+_ENCODED: dict[int, bytes] = {}
+#: Entries each of `_DECODED` and `_ENCODED` holds at most before it is cleared.
+_CACHED_MAX = 4096
 
 
 class _Compiler:

@@ -103,7 +103,9 @@ class TopicSerde(Serde):
     """A serde that also knows its topic's contract entry, hence how records are keyed."""
 
     def __init__(self, contract: TopicContract, ids: SchemaIds, topic: str) -> None:
-        super().__init__(contract.schema, ids, topic, accept_json=contract.accepts_json)
+        super().__init__(
+            contract.schema, ids, topic, accept_json=contract.accepts_json, compact=contract.internal
+        )
         self.contract = contract
         self.key_field = contract.key_field
 

@@ -165,25 +165,10 @@ class OrderStatusRecord:
     def of(
         cls, order_id: str, order: OrderState, status: OrderStatus, cause_event_id: str
     ) -> OrderStatusRecord:
-        """The status of `order` after the event `cause_event_id`, every line in line id order.
-
-        Built in one step: the order stage makes one per changed order per batch."""
-        lines = order.lines
-        return _build(
-            cls,
-            {
-                "event_id": f"{cause_event_id}:status",
-                "order_id": order_id,
-                "status": status,
-                "lines": tuple(
-                    [
-                        OrderStatusLine(line_id, line.sku, line.qty, line.held, line.status, line.reason)
-                        for line_id, line in (sorted(lines.items()) if len(lines) > 1 else lines.items())
-                    ]
-                ),
-                "occurred_at": order.decided_at,
-            },
-        )
+        """The status of `order` after the event `cause_event_id`, every line in line id order."""
+        record = order_status_record(order_id, order, status, cause_event_id)
+        lines = tuple(OrderStatusLine(**line) for line in record.pop("lines"))
+        return _build(cls, {**record, "lines": lines})
 
     def as_record(self) -> dict[str, Any]:
         """The status as the contract's dict (schemas/order_status.avsc)."""
@@ -194,6 +179,32 @@ class OrderStatusRecord:
             "lines": [line.as_record() for line in self.lines],
             "occurred_at": self.occurred_at,
         }
+
+
+def order_status_record(
+    order_id: str, order: OrderState, status: OrderStatus, cause_event_id: str
+) -> dict[str, Any]:
+    """The order-status record (the contract's dict) of `order` after the event
+    `cause_event_id`, every line in line id order: `OrderStatusRecord.of(...).as_record()`,
+    built in one step, since the order stage makes one per changed order per commit."""
+    lines = order.lines
+    return {
+        "event_id": f"{cause_event_id}:status",
+        "order_id": order_id,
+        "status": status,
+        "lines": [
+            {
+                "line_id": line_id,
+                "sku": line.sku,
+                "qty": line.qty,
+                "allocated": line.held,
+                "status": line.status,
+                "reason": line.reason,
+            }
+            for line_id, line in (sorted(lines.items()) if len(lines) > 1 else lines.items())
+        ],
+        "occurred_at": order.decided_at,
+    }
 
 
 def order_event(record: Mapping[str, Any]) -> OrderEvent:

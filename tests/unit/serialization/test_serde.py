@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,9 @@ import pytest
 
 from streamalloc.config import Settings
 from streamalloc.errors import DeserializationError, ValidationError
-from streamalloc.serialization import CONTRACT, SCHEMA_NAMES, LocalSchemaIds, Serde, topic_serde
+from streamalloc.serialization import CONTRACT, SCHEMA_NAMES, LocalSchemaIds, Serde, raw_schema, topic_serde
+from streamalloc.serialization.schemas import retired_schemas
+from streamalloc.serialization.serde import COMPACT_MAGIC
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 SETTINGS = Settings()
@@ -173,3 +176,37 @@ def test_contract_maps_channel_order_topics_and_refuses_others() -> None:
     assert set(CONTRACT) >= {"orders", "inventory", "allocations", "dead-letter"}
     with pytest.raises(Exception, match="not a contract topic"):
         topic_serde(SETTINGS, "streamalloc.nope")
+
+
+def test_an_internal_topic_is_written_compact_and_read_back_and_avro_written_earlier_still_reads() -> None:
+    serde = topic_serde(SETTINGS, SETTINGS.topic("allocation-requests"))
+    record = serde.validate(
+        {"event_id": "o-1:1", "cause_event_id": "o-1", "command": "allocate", "order_id": "o-1",
+         "line_id": "1", "sku": "SKU-1", "qty": 2, "channel": "web", "occurred_at": 1_764_000_000_000}
+    )  # fmt: skip
+    avro = Serde("allocation_request", LocalSchemaIds(), serde.topic)  # as an earlier release wrote it
+
+    written = serde.encode(record)
+
+    assert written[0] == COMPACT_MAGIC and serde.compact
+    assert serde.decode(written) == record
+    assert serde.decode(avro.encode(record)) == record
+    assert not topic_serde(SETTINGS, SETTINGS.topic("allocations")).compact  # public topics stay Avro
+
+
+def test_a_compact_record_of_an_earlier_layout_reads_into_the_current_one_a_broken_one_not() -> None:
+    name, earlier_id = "channel", 1004
+    _, layout = retired_schemas()[earlier_id]
+    fields = [f["name"] for f in layout["fields"]]
+    values = tuple({"channel_id": "web"}.get(f) for f in fields)
+    serde = Serde(name, LocalSchemaIds(), "t", compact=True)
+    frame = bytes([COMPACT_MAGIC]) + earlier_id.to_bytes(4, "big")
+
+    decoded = serde.decode(frame + marshal.dumps(values))
+
+    assert decoded["channel_id"] == "web"
+    assert set(decoded) == {f["name"] for f in raw_schema(name)["fields"]}
+    with pytest.raises(DeserializationError, match="corrupt compact record"):
+        serde.decode(frame + marshal.dumps(values[:-1]))
+    with pytest.raises(DeserializationError, match="unknown compact layout id 999"):
+        serde.decode(bytes([COMPACT_MAGIC]) + (999).to_bytes(4, "big") + marshal.dumps(values))
