@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import re
+import tempfile
+from pathlib import Path
 
 from click.testing import CliRunner
 
@@ -13,6 +15,7 @@ from streamalloc.config import Settings
 
 
 def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Settings) -> None:
+    before = set(Path(tempfile.gettempdir()).glob("streamalloc-bench-*"))
     result = CliRunner().invoke(
         main, ["--bootstrap", str(settings.bootstrap), "bench", "engine", "--lines", "300", "--rate", "300"]
     )
@@ -26,3 +29,5 @@ def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Sett
     # It waits for every order's status too (the order stage's tail), and says at what rate.
     settled = re.search(r"([\d,]+) lines/s until every\s+order\s+had\s+its\s+status", result.output)
     assert settled is not None and int(settled.group(1).replace(",", "")) > 0, result.output
+    # A run that succeeded leaves no working directory (state, worker log) behind.
+    assert set(Path(tempfile.gettempdir()).glob("streamalloc-bench-*")) <= before

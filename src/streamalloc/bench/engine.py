@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -324,6 +325,8 @@ def run(
     # Join ends when the worker is assigned its partitions (its log says when), not at the
     # first decision: by then intake has already worked through part of the backlog.
     first = _assigned_at(workdir / "worker.log") or observer.first_at or started
+    # A run that failed keeps its directory: the errors above point to the worker's log.
+    shutil.rmtree(workdir, ignore_errors=True)
     return EngineResult(
         lines=observer.decided,
         orders=len(plan),
