@@ -12,14 +12,19 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 import tomllib
+import urllib.error
+import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tests.conftest import TestBroker
 
 pytestmark = pytest.mark.slow
 
@@ -110,3 +115,73 @@ def test_the_demo_runs_from_the_wheel_and_passes_its_audit(installed: tuple[Path
     bin_dir, work = installed
     out = _ok(_run([bin_dir / "streamalloc", "demo", "--orders", "30"], work, 420))
     assert "audit passed: no breach" in out, out[-4000:]
+
+
+def test_the_worker_and_both_services_run_from_the_wheel_until_sigterm(
+    installed: tuple[Path, Path], kafka_broker: TestBroker, tmp_path: Path
+) -> None:
+    """What the image runs besides the demo: a worker and each service, on a real broker,
+    each ready (`/ready` answers 200, as the compose healthchecks and Kubernetes probes ask)
+    and each leaving cleanly (exit 0) on SIGTERM."""
+    bin_dir, work = installed
+    settings = kafka_broker.settings()
+    common: list[str | Path] = [
+        bin_dir / "streamalloc",
+        *("--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix),
+        *("--app-id", settings.app_id),
+    ]
+    _ok(_run([*common, "topics", "create"], work, 120))
+    commands: dict[str, list[str | Path]] = {
+        "worker": [*common, "--state-dir", tmp_path / "worker", "worker"],
+        "channel-sync": [*common, "--state-dir", tmp_path / "services", "service", "channel-sync"],
+        "routing": [*common, "--state-dir", tmp_path / "services", "service", "routing"],
+    }
+    started: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
+    try:
+        for name, command in commands.items():
+            port, log = _free_port(), tmp_path / f"{name}.log"
+            with log.open("wb") as out:
+                process = subprocess.Popen(  # noqa: S603
+                    [str(part) for part in (*command, "--http-port", str(port))],
+                    cwd=work,
+                    env=_clean_env(),
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
+            started[name] = (process, port, log)
+        for name, (process, port, log) in started.items():
+            deadline = time.monotonic() + 120
+            while _status(port, "/ready") != 200:
+                tail = log.read_text()[-3000:]
+                assert process.poll() is None, f"{name} exited {process.returncode}:\n{tail}"
+                assert time.monotonic() < deadline, f"{name} not ready in 120 s:\n{tail}"
+                time.sleep(0.5)
+            assert _status(port, "/health") == 200, name
+        for name, (process, _, log) in started.items():
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(60)
+            assert code == 0, f"{name} exited {code} on SIGTERM:\n{log.read_text()[-3000:]}"
+    finally:
+        for process, _, _ in started.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(10)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _status(port: int, path: str) -> int:
+    """The HTTP status of GET `path`, 0 while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as response:  # noqa: S310
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0
