@@ -51,6 +51,8 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert report.released_by_reason["expired"] > 0, "marketplace reservations expired"
     assert report.inspected["pass"] + report.inspected["fail"] > 0, "returns were inspected"
     assert report.waitlist_fills > 0, "waiting lines were filled later"
+    # web's carts: held, then most confirmed with their units, the abandoned ones expired
+    assert report.holds["confirmed"] > 0 and report.holds["expired"] > 0, report.holds
     assert report.kpis.service_level.placed == report.lines_placed
     assert 0 < (report.kpis.service_level.rate or 0) < 1
 

@@ -9,9 +9,10 @@ workers stop and the audit checks the engine's promises from the topics alone.
 
 The policies at work: some SKUs are lot-tracked at WH-EAST (one lot already expired, the
 others allocated first-expiry-first), purchase orders are expected for some SKUs so web
-may backorder against them, and their receipt mid-run fills the waitlist; marketplace
-holds its reservations for a few seconds only, so the lines the warehouse does not pick
-in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
+may backorder against them, and their receipt mid-run fills the waitlist; a fifth of web's
+orders are carts first (checkout holds: most confirmed, some extended, the rest expire);
+marketplace holds its reservations for a few seconds only, so the lines the warehouse does
+not pick in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
 wait) and comes back (the waitlist is served first).
 """
 
@@ -31,7 +32,9 @@ from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
 from streamalloc.commands.io import produce_file
 from streamalloc.commands.simulation import (
+    CARTS,
     CHANNELS,
+    HOLD_TTL_S,
     OFFLINE_LOCATION,
     RESERVATION_TTL_S,
     Progress,
@@ -92,6 +95,7 @@ def run_demo(
             threading.Thread(
                 target=place_orders,
                 args=(publisher, c, orders_per_channel, rate, seed + i, progress),
+                kwargs={"carts": CARTS.get(c, 0.0)},
                 daemon=True,
             )
             for i, c in enumerate(CHANNELS)
@@ -126,7 +130,8 @@ def run_demo(
                 workers[0] = start_worker(settings, "worker-1", workdir)
             generators_done = not any(t.is_alive() for t in channels)
             # Quiet for longer than a reservation lives: the last expiries have fired.
-            quiet = time.monotonic() - progress.last_event > max(RESERVATION_TTL_S.values()) + 2.0
+            longest = max(*RESERVATION_TTL_S.values(), HOLD_TTL_S)
+            quiet = time.monotonic() - progress.last_event > longest + 2.0
             if (
                 generators_done
                 and not operations
@@ -197,6 +202,13 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
             "backorders and the waitlist",
             f"{backordered} line(s) backordered or waitlisted, {fills} filled later "
             "(from the purchase orders' receipt, releases, expiries, passed inspections)",
+        ),
+        (
+            "checkout holds",
+            f"{report.holds['held']} web cart line(s) held for up to {HOLD_TTL_S} s, "
+            f"{report.holds['confirmed']} confirmed (their units kept), {report.holds['extended']} extended "
+            f"first while payment ran, {report.holds['expired']} abandoned and released when the hold "
+            "expired (reason hold_expired)",
         ),
         (
             "reservation expiry",

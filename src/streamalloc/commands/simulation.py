@@ -9,7 +9,9 @@ the demo and the chaos test honest about the same scenario.
 
 from __future__ import annotations
 
+import heapq
 import importlib.resources
+import itertools
 import json
 import random
 import subprocess
@@ -36,6 +38,10 @@ SKUS = tuple(f"SKU-{i:03d}" for i in range(12))
 LOT_SKUS = SKUS[:4]  # lot-tracked at WH-EAST
 EXPECTED_SKUS = SKUS[4:8]  # purchase orders due at WH-EAST
 RESERVATION_TTL_S = {"marketplace": 3}  # the others hold their reservations until picked
+#: Checkout holds: the share of each channel's orders that are carts first, and how long a
+#: cart's hold lives (web's `hold_ttl_s` in examples/channels.jsonl).
+CARTS = {"web": 0.2}
+HOLD_TTL_S = 3
 OFFLINE_LOCATION = "STORE-NYC"
 
 
@@ -176,17 +182,28 @@ def place_orders(
     *,
     stop: threading.Event | None = None,
     ttl_s: Mapping[str, int] = RESERVATION_TTL_S,
+    carts: float = 0.0,
 ) -> None:
     """Place `orders` orders at `rate` per second on average (Poisson arrivals), cancelling some.
 
     `stop` ends it early (the chaos test runs for a time, not a count); `ttl_s` is how
-    long each channel's reservations live (none: until picked).
+    long each channel's reservations live (none: until picked). A share `carts` of the
+    orders go through checkout first (`checkout`): held, then confirmed, extended and then
+    confirmed, or left to expire.
     """
     rng = random.Random(seed)
     placed: list[dict[str, Any]] = []
+    later: list[tuple[float, int, dict[str, Any]]] = []  # (when, tie-break, order event): a heap
+    ties = itertools.count()
+
+    def send_due(until: float) -> None:
+        while later and later[0][0] <= until:
+            publisher.order({**heapq.heappop(later)[2], "occurred_at": now_ms()})
+
     for i in range(orders):
         if stop is not None and stop.is_set():
             break
+        send_due(time.monotonic())
         lines = [
             {"line_id": str(j + 1), "sku": sku, "qty": rng.choice((1, 1, 2))}
             for j, sku in enumerate(rng.sample(SKUS, rng.choice((1, 1, 2, 3))))
@@ -198,6 +215,11 @@ def place_orders(
             "ship_complete": rng.random() < 0.1, "lines": lines,
             "reservation_ttl_s": ttl_s.get(channel),
         }  # fmt: skip
+        if rng.random() < carts:
+            for when, event in checkout(order, rng):
+                heapq.heappush(later, (when, next(ties), event))
+            order = {**order, "type": "held", "event_id": f"demo-hold-{channel}-{i}"}
+            order["reservation_ttl_s"] = None  # the channel's hold_ttl_s
         publisher.order(order)
         placed.append(order)
         progress.lines_placed += len(lines)
@@ -209,7 +231,27 @@ def place_orders(
                  "order_id": victim["order_id"], "channel": channel, "occurred_at": now_ms(), "lines": listed}
             )  # fmt: skip
         time.sleep(rng.expovariate(rate))
+    while later and (stop is None or not stop.is_set()):  # the last carts' payments
+        time.sleep(max(0.0, later[0][0] - time.monotonic()))
+        send_due(time.monotonic())
     publisher.producer.flush(30)
+
+
+def checkout(order: dict[str, Any], rng: random.Random) -> list[tuple[float, dict[str, Any]]]:
+    """What follows a cart's hold, with when: paid within a second or so (`confirmed`, keeping
+    the held units), paid after an extension while a slower payment runs (`extended` with
+    a longer time to live, then `confirmed`), or abandoned (nothing: the hold expires after
+    its channel's `hold_ttl_s`)."""
+    now, fate = time.monotonic(), rng.random()
+    base = {"order_id": order["order_id"], "channel": order["channel"], "lines": order["lines"]}
+    confirm = {**base, "event_id": f"{order['event_id']}:confirm", "type": "confirmed"}
+    if fate < 0.6:
+        return [(now + rng.uniform(0.3, 1.2), confirm)]
+    if fate < 0.75:
+        extend = {**base, "event_id": f"{order['event_id']}:extend", "type": "extended"}
+        extend["reservation_ttl_s"] = 30
+        return [(now + rng.uniform(0.3, 1.0), extend), (now + rng.uniform(4.5, 6.0), confirm)]
+    return []
 
 
 def warehouse(
@@ -233,7 +275,7 @@ def warehouse(
                 if line_id is None:
                     continue
                 key = (event["order_id"], line_id)
-                if kind in ("allocated", "rejected", "backordered") and key not in decided:
+                if kind in ("allocated", "rejected", "backordered", "held") and key not in decided:
                     decided.add(key)
                     progress.lines_decided = len(decided)
                 base = {"order_id": event["order_id"], "channel": event["channel"], "occurred_at": now_ms()}
@@ -243,7 +285,7 @@ def warehouse(
                     "qty": event["qty"],
                     "location": event["location"],
                 }
-                if kind == "allocated" and rng.random() < 0.5:
+                if kind in ("allocated", "confirmed") and rng.random() < 0.5:
                     publisher.order(
                         {**base, "event_id": f"{event['event_id']}:pick", "type": "picked", "lines": [line]}
                     )
