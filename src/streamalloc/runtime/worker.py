@@ -744,10 +744,14 @@ class Worker:
         if checkpoint is None:
             return
         aborted = list(checkpoint.tasks.values())
+        open_batch = checkpoint.in_transaction
         self._checkpoint = self._new_checkpoint()
         self.tasks.handle_revocation(partitions)
         if not self._abort_checkpoint(checkpoint, aborted):
-            return  # renewed: what is still ours restarts from what was committed
+            return  # renewed (and counted as an abort): what is still ours restarts from what was committed
+        if open_batch:
+            _log.warning("partitions lost; the open batch aborted", extra={"partitions": len(partitions)})
+            self.observer.on_abort("partitions lost")
         # What the aborted batch did for partitions still ours is redone from their offsets.
         kept = [task for task in aborted if task.positions]
         self.tasks.rewind(consumer, kept)

@@ -248,6 +248,7 @@ class FakeConsumer:
         self._paused: set[tuple[str, int]] = set()
         self._eof_at: dict[tuple[str, int], int] = {}
         self._rebalance_due = False
+        self._lose_due = False
 
     # ------------------------------------------------------------------ group
 
@@ -288,6 +289,12 @@ class FakeConsumer:
             revoke(self, [TopicPartition(t, p) for t, p in self._assigned])
         self.unassign()
         self._rebalance_due = True
+
+    def lose_all(self) -> None:
+        """The group moved on without this member (a missed session, test helper): at the next
+        consume, as in librdkafka's poll, every partition goes by the `lost` callback and is
+        then assigned again."""
+        self._lose_due = True
 
     # ------------------------------------------------------------------ assignment and position
 
@@ -339,6 +346,13 @@ class FakeConsumer:
     # ------------------------------------------------------------------ fetching
 
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[FakeMessage]:
+        if self._lose_due:
+            self._lose_due = False
+            lost = self._callbacks.get("lost")
+            if lost is not None:
+                lost(self, [TopicPartition(t, p) for t, p in self._assigned])
+            self.unassign()
+            self._rebalance_due = True
         if self._rebalance_due and self._subscription is not None:
             self._rebalance_due = False
             partitions = [TopicPartition(t, p) for t, p in sorted(self.broker.logs) if self._subscribed(t)]

@@ -12,7 +12,7 @@ from tests.unit.runtime.worker_fixtures import CHANGELOG, IN, OUT, Cluster, Reco
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import ProducerFenced
 from streamalloc.runtime.state import RocksDBStore, Store
-from streamalloc.runtime.worker import MAX_FENCES
+from streamalloc.runtime.worker import MAX_FENCES, Worker
 
 RECORDS = 12
 KEYS = [b"k0", b"k1", b"k2"]
@@ -191,3 +191,36 @@ def test_a_producer_fenced_between_batches_is_renewed_at_the_next_begin(
     assert len(observer.aborts) == 1
     assert cluster.outputs() == counts()
     assert held["counts"] == last_counts()
+
+
+def test_partitions_lost_with_a_batch_open_abort_it_count_the_abort_and_redo_it(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    total = 3 * RECORDS
+
+    def more(batch: int) -> None:
+        cluster.broker.produce_plain(
+            IN, [(KEYS[i % len(KEYS)], b"%d" % i) for i in range(batch * RECORDS, (batch + 1) * RECORDS)]
+        )
+
+    send(cluster)
+    more(1)  # two batches that leave the transaction open (commit_every below)
+    observer = Recorder()
+    lost: list[bool] = []
+
+    def lose_mid_batch(worker: Worker) -> bool:
+        checkpoint = worker._checkpoint
+        if not lost and checkpoint is not None and checkpoint.in_transaction:
+            lost.append(True)
+            cluster.group_consumer.lose_all()  # at the next poll, as librdkafka reports it
+            more(2)  # enough for the redo to commit at once
+        return all_committed(cluster, total)
+
+    config = settings(tmp_path, commit_every=total - 1)
+    held = run_worker(config, [CountingStage(IN, OUT)], lose_mid_batch, observer=observer)
+
+    assert observer.aborts == ["partitions lost"]
+    assert cluster.txn_producer.calls.count("abort_transaction") == 1
+    # Redone once the partitions came back: every count exactly once, committed.
+    assert cluster.outputs() == counts(total)
+    assert held["counts"] == {key: b"%d" % values[-1] for key, values in counts(total).items()}
