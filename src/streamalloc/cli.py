@@ -536,14 +536,33 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
 @click.option(
     "--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat and print the median."
 )
-def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
-    """Order lines through intake, allocator and order stage with exactly-once; one worker."""
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Worker processes; above 1 each run measures one worker too, and the scaling is printed.",
+)
+def bench_engine(lines: int, skus: int, rate: int | None, runs: int, workers: int) -> None:
+    """Order lines through intake, allocator and order stage with exactly-once."""
+    from statistics import median
+
     from streamalloc.bench import engine
 
-    def one(settings: Settings, advance: Callable[[int], None]) -> engine.EngineResult:
-        return engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance)
+    counts = (1, workers) if workers > 1 else (1,)
 
-    def describe(result: engine.EngineResult) -> str:
+    def one(settings: Settings, advance: Callable[[int], None]) -> list[engine.EngineResult]:
+        if workers > settings.partitions:
+            raise StreamallocError(
+                f"--workers {workers} is more than the {settings.partitions} partitions of each topic "
+                "(--partitions): the extra workers would own nothing"
+            )
+        return [
+            engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance, workers=n)
+            for n in counts
+        ]
+
+    def describe_one(result: engine.EngineResult) -> str:
         latency = (
             f", latency p50 {result.percentile(0.5):.0f} ms p95 {result.percentile(0.95):.0f} ms "
             f"p99 {result.percentile(0.99):.0f} ms"
@@ -559,38 +578,60 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int) -> None:
             if rate
             else ""
         )
+        who = "worker" if result.workers == 1 else f"{result.workers} workers"
         return (
             f"{result.lines_per_second:,.0f} lines/s excluding join "
             f"({result.join_seconds:.1f}s join), {result.settled_lines_per_second:,.0f} lines/s until "
-            f"every order had its status{latency}, worker peak RSS {result.peak_rss_mb:.0f} MB{hops}"
+            f"every order had its status{latency}, {who} peak RSS {result.peak_rss_mb:.0f} MB, "
+            f"CPU {result.workers_cpu_seconds:.1f} s{hops}"
         )
 
-    results = _bench_runs(runs, lines, "lines decided", one, describe)
-    s = engine.summary(results)
-    table = Table(
-        "lines",
-        "mode",
-        "lines/s excl. join",
-        "with order status",
-        "p50 ms",
-        "p95 ms",
-        "p99 ms",
-        "join s",
-        "peak RSS MB",
+    def describe(results: list[engine.EngineResult]) -> str:
+        if len(results) == 1:
+            return describe_one(results[0])
+        return "; ".join(f"{r.workers} worker(s): {describe_one(r)}" for r in results)
+
+    measured = _bench_runs(runs, lines, "lines decided", one, describe)
+    latency = ("p50 ms", "p95 ms", "p99 ms") if rate else ()
+    table = Table("workers", "lines/s excl. join", "with order status", *latency, "join s")
+    resources = Table("workers", "peak RSS MB each", "in all", "CPU s workers", "broker", "this process")
+    summaries = {}
+    for index, n in enumerate(counts):
+        results = [run[index] for run in measured]
+        s = summaries[n] = engine.summary(results)
+        table.add_row(
+            str(n),
+            f"{s['lines_per_second']:,.0f}",
+            f"{s['settled_lines_per_second']:,.0f}",
+            *(f"{s[k]:.0f}" for k in ("p50_ms", "p95_ms", "p99_ms") if rate),
+            f"{s['join_seconds']:.1f}",
+        )
+        broker = [r.broker_cpu_seconds for r in results if r.broker_cpu_seconds is not None]
+        resources.add_row(
+            str(n),
+            f"{s['peak_rss_mb']:.0f}",
+            f"{s['total_rss_mb']:.0f}",
+            f"{s['workers_cpu_seconds']:.1f}",
+            f"{median(broker):.1f}" if broker else "elsewhere",
+            f"{s['bench_cpu_seconds']:.1f}",
+        )
+    out.print(
+        f"{lines:,} lines, "
+        + (f"offered at {rate:,} lines/s" if rate else "all produced first")
+        + (f"; medians of {runs} runs" if runs > 1 else "")
     )
-    table.add_row(
-        f"{lines:,}",
-        f"{rate:,} lines/s" if rate else "throughput",
-        f"{s['lines_per_second']:,.0f}",
-        f"{s['settled_lines_per_second']:,.0f}",
-        *(f"{s[k]:.0f}" if rate else "-" for k in ("p50_ms", "p95_ms", "p99_ms")),
-        f"{s['join_seconds']:.1f}",
-        f"{s['peak_rss_mb']:.0f}",
-    )
-    if runs > 1:
-        out.print(f"median of {runs} runs:")
     out.print(table)
+    out.print(resources)
+    if workers > 1:
+        one_worker, many = summaries[1], summaries[workers]
+        out.print(
+            f"scaling, {workers} workers against one (medians, runs interleaved): "
+            f"{many['lines_per_second'] / one_worker['lines_per_second']:.2f}x decided, "
+            f"{many['settled_lines_per_second'] / one_worker['settled_lines_per_second']:.2f}x with order "
+            f"status; on {os.cpu_count()} CPU(s) shared with the broker and this process"
+        )
     if rate:
+        s = summaries[counts[-1]]
         hops = Table("hop (order event -> committed decision)", "p50 ms", "p99 ms")
         for hop in engine.HOPS:
             hops.add_row(hop, f"{s[f'{hop} p50_ms']:.0f}", f"{s[f'{hop} p99_ms']:.0f}")

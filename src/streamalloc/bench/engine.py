@@ -15,6 +15,7 @@ downstream consumer sees. Two modes:
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import statistics
@@ -59,6 +60,14 @@ class EngineResult:
     hops_ms: dict[str, list[float]] = field(default_factory=dict)
     #: Until every order had its order-status too (the order stage done): the whole pipeline.
     settle_seconds: float = 0.0
+    workers: int = 1
+    total_rss_mb: float = 0.0  # the workers' peaks, summed (`peak_rss_mb` is the largest)
+    #: CPU over the whole run (join included): the workers together, the embedded broker
+    #: when this process started it (None: a cluster elsewhere), and this process (the feed
+    #: and the reader of the outputs).
+    workers_cpu_seconds: float = 0.0
+    broker_cpu_seconds: float | None = None
+    bench_cpu_seconds: float = 0.0
 
     @property
     def lines_per_second(self) -> float:
@@ -213,6 +222,7 @@ def run(
     seed: int = 11,
     on_progress: Callable[[int], None] = lambda n: None,
     timeout_s: float = 600.0,
+    workers: int = 1,
 ) -> EngineResult:
     tag = f"bench{time.time_ns() % 10**9}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
@@ -262,14 +272,16 @@ def run(
         key, value = order_bytes(i, order_lines)
         send(orders_serde.topic, key, value)
     producer.flush(120)
-    log = (workdir / "worker.log").open("wb")
-    command = [
-        sys.executable, "-m", "streamalloc", "--bootstrap", str(settings.bootstrap),
-        "--prefix", settings.topic_prefix, "--app-id", settings.app_id, "--state-dir", str(workdir / "state"),
-        "--broker-profile", settings.broker_profile, "--log-level", "INFO", "worker", "--no-create-topics",
-    ]  # fmt: skip
+    logs = [workdir / f"worker-{n}.log" for n in range(workers)]
     started = time.time()
-    worker = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+    cpu_before = _cpu_seconds(os.getpid()), _children_cpu_seconds()
+    processes = [_start_worker(settings, workdir / f"state-{n}", log) for n, log in enumerate(logs)]
+    pids = {worker.pid for worker in processes}
+    # With several workers the group settles once each has been assigned partitions: the
+    # decisions before that (by the first to join, on every partition) are not counted.
+    joined_at: float | None = None
+    decided_at_join = 0
+    next_look = 0.0
     try:
         feeder = None
         if rate is not None:
@@ -288,55 +300,107 @@ def run(
 
             feeder = threading.Thread(target=feed, daemon=True)
         deadline = time.monotonic() + timeout_s
-        while observer.decided < lines:
+
+        def watch() -> None:
+            nonlocal joined_at, decided_at_join, next_look
             if time.monotonic() > deadline:
-                raise StreamallocError(f"only {observer.decided} of {lines} lines decided in {timeout_s}s")
-            if worker.poll() is not None:
                 raise StreamallocError(
-                    f"the worker exited with {worker.returncode}; see {workdir}/worker.log"
+                    f"only {observer.decided} of {lines} lines decided and {len(observer.with_status)} "
+                    f"of {len(plan)} orders given a status in {timeout_s}s"
                 )
+            for worker in processes:
+                if worker.poll() is not None:
+                    raise StreamallocError(f"a worker exited with {worker.returncode}; see {workdir}")
+            if workers > 1 and joined_at is None and time.monotonic() >= next_look:
+                next_look = time.monotonic() + 0.25
+                assigned = [_assigned_at(log) for log in logs]
+                if all(at is not None for at in assigned):
+                    joined_at, decided_at_join = max(a for a in assigned if a is not None), observer.decided
             observer.poll()
+
+        while observer.decided < lines:
+            watch()
             on_progress(observer.decided)
             if feeder is not None and not observer.measure_latency and observer.decided >= len(plan[0]):
                 observer.measure_latency = True  # from the steady feed on
                 feeder.start()
         while len(observer.with_status) < len(plan):  # the order stage's tail
-            if time.monotonic() > deadline:
-                raise StreamallocError(
-                    f"only {len(observer.with_status)} of {len(plan)} orders have a status in {timeout_s}s"
-                )
-            if worker.poll() is not None:
-                raise StreamallocError(
-                    f"the worker exited with {worker.returncode}; see {workdir}/worker.log"
-                )
-            observer.poll()
-        peak = _peak_rss_mb(worker.pid)
+            watch()
+        peaks = [_peak_rss_mb(worker.pid) for worker in processes]
+        workers_cpu = sum(_cpu_seconds(worker.pid) for worker in processes)
+        others = {pid: cpu for pid, cpu in _children_cpu_seconds().items() if pid not in pids}
+        broker_cpu = sum(others.values()) - sum(c for pid, c in cpu_before[1].items() if pid in others)
+        bench_cpu = _cpu_seconds(os.getpid()) - cpu_before[0]
         if feeder is not None:
             feeder.join(30)
     finally:
-        if worker.poll() is None:
-            worker.terminate()
+        for worker in processes:
+            if worker.poll() is None:
+                worker.terminate()
+        for worker in processes:
             try:
                 worker.wait(30)
             except subprocess.TimeoutExpired:
                 worker.kill()
+                worker.wait(5)
         observer.close()
-        log.close()
     # Join ends when the worker is assigned its partitions (its log says when), not at the
     # first decision: by then intake has already worked through part of the backlog.
-    first = _assigned_at(workdir / "worker.log") or observer.first_at or started
-    # A run that failed keeps its directory: the errors above point to the worker's log.
+    first = joined_at or _assigned_at(logs[0]) or observer.first_at or started
+    # A run that failed keeps its directory: the errors above point to the workers' logs.
     shutil.rmtree(workdir, ignore_errors=True)
     return EngineResult(
-        lines=observer.decided,
+        lines=observer.decided - decided_at_join,
         orders=len(plan),
         join_seconds=first - started,
         decide_seconds=observer.last_at - first,
         latencies_ms=observer.latencies_ms,
-        peak_rss_mb=peak,
+        peak_rss_mb=max(peaks),
         hops_ms=observer.hops_ms,
         settle_seconds=observer.status_at - first,
+        workers=workers,
+        total_rss_mb=sum(peaks),
+        workers_cpu_seconds=workers_cpu,
+        broker_cpu_seconds=broker_cpu if others else None,
+        bench_cpu_seconds=bench_cpu,
     )
+
+
+def _start_worker(settings: Settings, state_dir: Path, log: Path) -> subprocess.Popen[bytes]:
+    command = [
+        sys.executable, "-m", "streamalloc", "--bootstrap", str(settings.bootstrap),
+        "--prefix", settings.topic_prefix, "--app-id", settings.app_id, "--state-dir", str(state_dir),
+        "--broker-profile", settings.broker_profile, "--log-level", "INFO", "worker", "--no-create-topics",
+    ]  # fmt: skip
+    with log.open("wb") as out:  # the child keeps its own descriptor
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)  # noqa: S603
+
+
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a live process, from /proc (0 where it cannot be read)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _children_cpu_seconds() -> dict[int, float]:
+    """CPU seconds of each live child of this process: the embedded broker, when it runs here."""
+    me, found = os.getpid(), {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == me:
+            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+    return found
 
 
 def _assigned_at(log: Path) -> float | None:
@@ -358,6 +422,9 @@ def summary(results: list[EngineResult]) -> dict[str, Any]:
         "p95_ms": statistics.median(r.percentile(0.95) for r in results),
         "p99_ms": statistics.median(r.percentile(0.99) for r in results),
         "peak_rss_mb": max(r.peak_rss_mb for r in results),
+        "total_rss_mb": max(r.total_rss_mb for r in results),
+        "workers_cpu_seconds": statistics.median(r.workers_cpu_seconds for r in results),
+        "bench_cpu_seconds": statistics.median(r.bench_cpu_seconds for r in results),
         **{
             f"{hop} p{q}_ms": statistics.median(r.hop_percentile(hop, q / 100) for r in results)
             for hop in HOPS
