@@ -26,7 +26,9 @@ class Observer:
         """A transaction was aborted; its batch will be processed again."""
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
-        """A record could not be decoded or validated and went to the dead-letter topic."""
+        """A record read from `topic` went to the dead-letter topic; `reason` is a bounded
+        category (dead_letter.py: decode, validation, too_large, or the engine's refusal reason
+        of an inventory event), never the letter's free-text error."""
 
     def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
         """A store partition finished restoring from its changelog."""
@@ -34,8 +36,16 @@ class Observer:
     def on_assignment(self, partitions: int) -> None:
         """The worker now owns this many input partitions."""
 
-    def on_decision(self, kind: str, reason: str | None) -> None:
-        """The allocator emitted a decision (allocated, rejected with a reason, released, ...)."""
+    def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
+        """The allocator emitted a decision (allocated, rejected with a reason, released, ...)
+        about a line of `channel` (as the order named it: maybe not one the table knows)."""
+
+    def on_decision_latency(self, seconds: float) -> None:
+        """An order line was decided (allocated, rejected or backordered) `seconds` after its
+        order event's time (`occurred_at`); a repeated request is not counted again."""
+
+    def on_channels(self, channels: Collection[str]) -> None:
+        """The channels table now holds these channels (each time it changes)."""
 
     def on_location_status(self, location: str, status: str) -> None:
         """A partition's allocator saw a location become online, offline or stale (and swept it)."""

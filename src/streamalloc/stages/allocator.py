@@ -113,6 +113,7 @@ class AllocatorStage(BaseStage):
         self.punctuate_interval_ms = settings.punctuate_interval_ms
         # partition -> (base tables, stale set) -> the tables decisions use there
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
+        self._channels_of: Tables | None = None  # the tables whose channels the observer knows
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -230,6 +231,8 @@ class AllocatorStage(BaseStage):
         decision = apply(state, command, tables, now)
         if not decision:
             return False
+        if type(command) is AllocateLine:  # a line's first decision: from its order's time
+            self._observer.on_decision_latency((now - command.occurred_at) / 1000)
         emit = ctx.emit
         for event in decision:
             match event:
@@ -239,7 +242,7 @@ class AllocatorStage(BaseStage):
                         event.order_id.encode(),
                         self._allocations.encode(event.as_record()),
                     )
-                    self._observer.on_decision(event.type, event.reason)
+                    self._observer.on_decision(event.type, event.reason, event.channel)
                 case StockChanged():  # the inventory ledger: every change, its cause
                     emit(
                         self._stock_changes_topic,
@@ -255,6 +258,9 @@ class AllocatorStage(BaseStage):
     def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
         """The tables as this partition sees them: stale locations marked from its feed clock."""
         base = self._tables()
+        if base is not self._channels_of:
+            self._channels_of = base
+            self._observer.on_channels(base.channels.keys())
         limits = [loc for loc in base.locations.values() if loc.freshness_limit_s is not None and loc.online]
         if not limits:
             return base
