@@ -14,7 +14,7 @@ from streamalloc.domain.tables import Channel
 from streamalloc.errors import DeserializationError, ValidationError
 from streamalloc.metrics import PrometheusObserver
 from streamalloc.runtime.dead_letter import DeadLetters, failure_category
-from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.observer import Observer, StockSnapshot
 from streamalloc.runtime.stage import Record
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.tables import location_of
@@ -27,6 +27,7 @@ class Recorder(Observer):
         self.latencies: list[float] = []
         self.channels: list[set[str]] = []
         self.dead_letters: list[tuple[str, str]] = []
+        self.stock: dict[tuple[str, int], StockSnapshot] = {}
 
     def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
         self.decisions.append((kind, reason, channel))
@@ -39,6 +40,9 @@ class Recorder(Observer):
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
         self.dead_letters.append((topic, reason))
+
+    def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
+        self.stock[(stage, partition)] = stock
 
 
 def _tables(*, waitlist: bool = False) -> Tables:
@@ -115,6 +119,84 @@ def test_the_latency_histogram_counts_seconds_and_clamps_a_clock_ahead_to_zero()
     assert "streamalloc_decision_latency_seconds_count 2.0" in lines
     assert "streamalloc_decision_latency_seconds_sum 0.2" in lines
     assert 'streamalloc_decision_latency_seconds_bucket{le="0.005"} 1.0' in lines
+
+
+# --- stock totals -----------------------------------------------------------------------------
+
+
+def _stock(harness: StageHarness, recorder: Recorder) -> StockSnapshot:
+    """The stock after the next punctuation (it folds what commits noted)."""
+    harness.advance(SETTINGS.punctuate_interval_ms)
+    return recorder.stock[("allocator", 0)]
+
+
+def test_stock_totals_follow_each_committed_change_per_location_and_bucket() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _tables(waitlist=True))
+    harness.advance(0)  # the first punctuation counts the (empty) store
+    assert recorder.stock[("allocator", 0)] == StockSnapshot(waiting_lines={"incoming": 0, "waitlisted": 0})
+    harness.feed(
+        INVENTORY,
+        [
+            (b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10)),
+            (b"SKU-B", inventory("r2", "SKU-B", "WH-1", 2)),
+            (b"SKU-B", inventory("r3", "SKU-B", "WH-2", 3)),
+            (b"SKU-B", inventory("x1", "SKU-B", "WH-2", 4, type="expected", eta=T0 + 86_400_000)),
+        ],
+    )
+    stock = _stock(harness, recorder)
+    assert stock.units[("WH-1", "on_hand")] == 12 and stock.units[("WH-1", "available")] == 12
+    assert stock.units[("WH-2", "incoming")] == 4
+    assert stock.out_of_stock == {"WH-1": 0, "WH-2": 0}
+    harness.feed(REQUESTS, [(b"SKU-B", request("o1", "1", "SKU-B", 3, location="WH-2"))])
+    assert recorder.stock[("allocator", 0)] is stock  # noted at the commit, counted at the punctuation
+    stock = _stock(harness, recorder)
+    assert stock.units[("WH-2", "allocated")] == 3 and stock.units[("WH-2", "available")] == 0
+    assert stock.units[("WH-1", "available")] == 12
+    assert stock.out_of_stock == {"WH-1": 0, "WH-2": 1}
+    # a line that waits: web lets lines wait for stock
+    harness.feed(REQUESTS, [(b"SKU-A", request("o2", "1", "SKU-A", 50))])
+    stock = _stock(harness, recorder)
+    assert stock.waiting_lines == {"incoming": 0, "waitlisted": 1}
+    assert stock.units[("WH-1", "on_hand")] == 12  # nothing moved for the waiting line
+    # nothing changed since: no new report
+    harness.advance(SETTINGS.punctuate_interval_ms)
+    assert recorder.stock[("allocator", 0)] is stock
+
+
+def test_a_reopened_partition_counts_its_stock_again_from_the_store() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder)
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 7))])
+    harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))])
+    counted = _stock(harness, recorder)
+    assert counted.units[("WH-1", "allocated")] == 2 and counted.units[("WH-1", "available")] == 5
+    # A new owner (a fresh stage, the same store): its first punctuation counts the store.
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _tables, again, clock=harness.clock)
+    assert _stock(harness, again) == counted
+
+
+def test_the_exported_stock_sums_owned_partitions_and_forgets_a_closed_one() -> None:
+    observer = PrometheusObserver(process=False)
+    lines = _lines(observer)
+    assert "streamalloc_backordered_units 0.0" in lines
+    assert 'streamalloc_waiting_lines{reason="incoming"} 0.0' in lines
+    one = StockSnapshot({("WH-1", "available"): 5}, {"WH-1": 1}, 2, {"incoming": 1, "waitlisted": 0})
+    two = StockSnapshot({("WH-1", "available"): 3}, {"WH-1": 0}, 0, {"incoming": 0, "waitlisted": 2})
+    observer.on_stock("allocator", 0, one)
+    observer.on_stock("allocator", 1, two)
+    lines = _lines(observer)
+    assert 'streamalloc_stock_units{bucket="available",location="WH-1"} 8.0' in lines
+    assert 'streamalloc_skus_out_of_stock{location="WH-1"} 1.0' in lines
+    assert "streamalloc_backordered_units 2.0" in lines
+    assert 'streamalloc_waiting_lines{reason="waitlisted"} 2.0' in lines
+    observer.on_task_closed("allocator", 0)
+    observer.on_task_closed("intake", 1)  # another stage's task: the stock stays
+    lines = _lines(observer)
+    assert 'streamalloc_stock_units{bucket="available",location="WH-1"} 3.0' in lines
+    assert 'streamalloc_skus_out_of_stock{location="WH-1"} 0.0' in lines
 
 
 # --- dead letters by reason -------------------------------------------------------------------

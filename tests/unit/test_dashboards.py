@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from streamalloc.metrics import PrometheusObserver
+from streamalloc.runtime.observer import StockSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -152,6 +153,9 @@ def exported_samples() -> dict[str, set[str]]:
     observer.on_consumer_lag({("streamalloc.orders", 0): 5})
     observer.on_restoring(True)
     observer.on_location_staleness(0, ["STORE-NYC"], ["STORE-NYC"])
+    observer.on_stock(
+        "allocator", 0, StockSnapshot({("STORE-NYC", "available"): 3}, {"STORE-NYC": 1}, 2, {"incoming": 1})
+    )
     samples: dict[str, set[str]] = {}
     for family in observer.registry.collect():
         for sample in family.samples:

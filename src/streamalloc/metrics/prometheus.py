@@ -20,7 +20,7 @@ from prometheus_client.registry import Collector
 
 from streamalloc.domain import reasons
 from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
-from streamalloc.runtime.observer import Observer
+from streamalloc.runtime.observer import Observer, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
 #: The decisions every allocator can make from its first order on, exported at zero from the
@@ -147,6 +147,8 @@ class PrometheusObserver(Observer):
         self.statistics_at.set(time.time())
         self.consumer_lag = _ConsumerLag()
         r.register(self.consumer_lag)
+        self.stock = _Stock()
+        r.register(self.stock)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None, str], Any] = {}
         self._channels: frozenset[str] = frozenset()
@@ -246,6 +248,69 @@ class PrometheusObserver(Observer):
         anywhere = frozenset().union(*self._stale_by_partition.values())
         for location in known:
             self.location_stale.labels(location).set(1 if location in anywhere else 0)
+
+    def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
+        self.stock.snapshots = {**self.stock.snapshots, (stage, partition): stock}
+
+    def on_task_closed(self, stage: str, partition: int) -> None:
+        if (stage, partition) in self.stock.snapshots:
+            self.stock.snapshots = {k: v for k, v in self.stock.snapshots.items() if k != (stage, partition)}
+
+
+class _Stock(Collector):
+    """Stock summed over the partitions this worker owns (each counted by its allocator task,
+    stages/stock_totals.py): a revoked partition's stock goes with its task."""
+
+    def __init__(self) -> None:
+        # replaced whole, never mutated: read by scrapes on the HTTP thread
+        self.snapshots: dict[tuple[str, int], StockSnapshot] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshots = self.snapshots.values()
+        units: dict[tuple[str, str], int] = {}
+        out_of_stock: dict[str, int] = {}
+        waiting: dict[str, int] = dict.fromkeys((reasons.INCOMING, reasons.WAITLISTED), 0)
+        backordered = 0
+        for snapshot in snapshots:
+            for key, n in snapshot.units.items():
+                units[key] = units.get(key, 0) + n
+            for location, n in snapshot.out_of_stock.items():
+                out_of_stock[location] = out_of_stock.get(location, 0) + n
+            for reason, n in snapshot.waiting_lines.items():
+                waiting[reason] = waiting.get(reason, 0) + n
+            backordered += snapshot.backordered_units
+        family = GaugeMetricFamily(
+            "streamalloc_stock_units",
+            "Units per location and bucket (on_hand, available, allocated, picked, quality_control, "
+            "incoming), summed over the SKUs of the partitions owned here",
+            labels=["location", "bucket"],
+        )
+        for (location, bucket), n in sorted(units.items()):
+            family.add_metric([location, bucket], n)
+        yield family
+        family = GaugeMetricFamily(
+            "streamalloc_skus_out_of_stock",
+            "SKUs with a balance at the location and nothing available there (offline and stale "
+            "locations included), over the partitions owned here",
+            labels=["location"],
+        )
+        for location, n in sorted(out_of_stock.items()):
+            family.add_metric([location], n)
+        yield family
+        yield GaugeMetricFamily(
+            "streamalloc_backordered_units",
+            "Units order lines wait for against incoming stock, over the partitions owned here",
+            value=backordered,
+        )
+        family = GaugeMetricFamily(
+            "streamalloc_waiting_lines",
+            "Order lines on waitlists by why they wait (incoming: backordered; waitlisted), "
+            "over the partitions owned here",
+            labels=["reason"],
+        )
+        for reason, n in sorted(waiting.items()):
+            family.add_metric([reason], n)
+        yield family
 
 
 class _ConsumerLag(Collector):

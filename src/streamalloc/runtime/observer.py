@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from streamalloc.runtime.stage import Stage
+
+
+@dataclass(frozen=True, slots=True)
+class StockSnapshot:
+    """One allocator partition's stock, summed over its SKUs (stages/stock_totals.py).
+
+    `units`: (location, bucket) -> units, buckets named as the availability view names them;
+    `out_of_stock`: location -> SKUs with a balance there and nothing available;
+    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines.
+    """
+
+    units: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    out_of_stock: Mapping[str, int] = field(default_factory=dict)
+    backordered_units: int = 0
+    waiting_lines: Mapping[str, int] = field(default_factory=dict)
 
 
 class Observer:
@@ -62,3 +78,10 @@ class Observer:
     ) -> None:
         """At each punctuation, the locations a partition's allocator knows and which of them
         are stale (their inventory feed went silent): the current state, not a change."""
+
+    def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
+        """A partition's stock totals changed (or were first counted after its assignment)."""
+
+    def on_task_closed(self, stage: str, partition: int) -> None:
+        """The worker closed its task of `stage` on `partition` (revoked, lost or shutting down):
+        what was reported about it (its stock) no longer holds here."""

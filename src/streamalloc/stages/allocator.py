@@ -56,7 +56,7 @@ from streamalloc.domain.views import Availability, availability
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
-from streamalloc.runtime.state import PartitionTransaction, StorePartition
+from streamalloc.runtime.state import PartitionStatus, PartitionTransaction, StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.state_codec import (
     book_key,
@@ -65,9 +65,11 @@ from streamalloc.stages.state_codec import (
     load_state,
     note_swept,
     skus_at,
+    stocked_skus,
     swept_locations,
     write_changes,
 )
+from streamalloc.stages.stock_totals import StockTotals, contribution, waiting
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -114,6 +116,7 @@ class AllocatorStage(BaseStage):
         # partition -> (base tables, stale set) -> the tables decisions use there
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
         self._channels_of: Tables | None = None  # the tables whose channels the observer knows
+        self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -158,6 +161,7 @@ class AllocatorStage(BaseStage):
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
         tables = self._partition_tables(ctx.partition, txn, now_ms)
+        self._count_stock(ctx.partition, txn, tables, now_ms)
         acted = self._expire_due(ctx, txn, tables, now_ms)
         unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
         self._observer.on_location_staleness(ctx.partition, tables.locations.keys(), tables.stale)
@@ -284,10 +288,31 @@ class AllocatorStage(BaseStage):
             return
         now = self._clock()
         tables = self._partition_tables(ctx.partition, entry[0], now)
+        stock = self._stock.get(ctx.partition)
+        if stock is not None and stock.store is not entry[0].partition:
+            stock = None  # counted for a store since closed: the next punctuation counts anew
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
             record = availability_record(view, cause)
             ctx.emit(self._availability_topic, sku.encode(), self._availability.encode(record))
+            if stock is not None:
+                stock.note(sku, view, state)
+
+    def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> None:
+        """Bring the partition's stock totals up to date and tell the observer if they moved:
+        counted by a scan of its store the first time after the partition was opened (a new
+        StorePartition: assigned, or revived), then folded from what commits noted."""
+        stock = self._stock.get(partition)
+        if stock is None or stock.store is not txn.partition:
+            for gone in [p for p, s in self._stock.items() if s.store.status is PartitionStatus.CLOSED]:
+                del self._stock[gone]  # revoked: its totals went from the observer with its task
+            stock = self._stock[partition] = StockTotals(txn.partition)
+            for sku in stocked_skus(txn):
+                state = load_state(sku, txn)
+                stock.update(sku, contribution(availability(state, tables, now), waiting(state)))
+        elif not stock.fold():
+            return
+        self._observer.on_stock(self.name, partition, stock.snapshot())
 
     def availability_of(self, store: StorePartition, sku: str) -> Availability | None:
         """A SKU's availability from the store's committed state (a query; None: unknown SKU).
