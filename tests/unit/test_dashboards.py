@@ -23,8 +23,9 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES_YAML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS_YAML = GRAFANA / "provisioning" / "dashboards" / "streamalloc.yml"
 
-METRIC = re.compile(r"\bstreamalloc_[a-z0-9_]+\b")
-SELECTOR = re.compile(r"\b(streamalloc_[a-z0-9_]+)\s*\{([^}]*)\}")
+#: The worker's own series, and the process and Python ones prometheus_client adds to its registry.
+METRIC = re.compile(r"\b(?:streamalloc|process|python)_[a-z0-9_]+\b")
+SELECTOR = re.compile(r"\b((?:streamalloc|process|python)_[a-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -252,7 +253,7 @@ def test_dashboard_queries_reference_only_sample_names_the_observer_exports(path
     referenced = set()
     for where, expr in queries(load_dashboard(path)):
         names = set(METRIC.findall(expr))
-        assert names, f"{where} references no streamalloc metric: {expr}"
+        assert names, f"{where} references no metric of the worker: {expr}"
         unknown = names - exported.keys()
         assert not unknown, (
             f"{where} references {sorted(unknown)}, not exported; exported: {sorted(exported)}"
