@@ -7,7 +7,16 @@ from collections.abc import Collection
 from typing import Any
 
 from prometheus_client import generate_latest
-from tests.unit.stages._inputs import DEAD_LETTER, INVENTORY, REQUESTS, SETTINGS, T0, inventory, request
+from tests.unit.stages._inputs import (
+    DEAD_LETTER,
+    INVENTORY,
+    REQUESTS,
+    SETTINGS,
+    T0,
+    decoded,
+    inventory,
+    request,
+)
 
 from streamalloc.domain import Tables
 from streamalloc.domain.tables import Channel
@@ -222,19 +231,25 @@ def test_a_dead_letter_is_counted_by_its_category_not_its_message() -> None:
     assert failure_category(DeserializationError("truncated")) == "decode"
 
 
-def test_refused_inventory_is_counted_under_the_engines_reason() -> None:
+def test_refused_inventory_is_counted_as_refused_and_its_letter_says_why() -> None:
     recorder = Recorder()
     harness = _allocator(recorder)
-    harness.feed(INVENTORY, [(b"SKU-A", inventory("a1", "SKU-A", "WH-1", -5, type="adjusted", reason="x"))])
-    assert recorder.dead_letters == [(INVENTORY, "negative_on_hand")]
-
-
-def test_the_observer_exports_each_dead_letter_reason_per_topic() -> None:
-    observer = PrometheusObserver(process=False)
-    observer.on_dead_letter("p.inventory", "negative_on_hand")
-    assert 'streamalloc_dead_letters_total{reason="negative_on_hand",topic="p.inventory"} 1.0' in _lines(
-        observer
+    outputs = harness.feed(
+        INVENTORY, [(b"SKU-A", inventory("a1", "SKU-A", "WH-1", -5, type="adjusted", reason="x"))]
     )
+    assert recorder.dead_letters == [(INVENTORY, "refused")]
+    [letter] = [decoded(DEAD_LETTER, o.value) for o in outputs if o.topic == DEAD_LETTER]
+    assert "negative_on_hand" in letter["error"]
+
+
+def test_every_dead_letter_reason_of_every_input_topic_starts_at_zero() -> None:
+    observer = PrometheusObserver(process=False)
+    observer.on_stages([AllocatorStage(SETTINGS, _tables)])
+    lines = _lines(observer)
+    for reason in ("decode", "validation", "too_large", "refused"):
+        assert f'streamalloc_dead_letters_total{{reason="{reason}",topic="{INVENTORY}"}} 0.0' in lines
+    observer.on_dead_letter(INVENTORY, "refused")
+    assert f'streamalloc_dead_letters_total{{reason="refused",topic="{INVENTORY}"}} 1.0' in _lines(observer)
 
 
 # --- the process ------------------------------------------------------------------------------

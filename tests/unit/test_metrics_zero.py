@@ -16,7 +16,7 @@ def test_dead_letters_records_and_decisions_are_exported_at_zero_before_any_even
     observer.on_stages([IntakeStage(settings), OrderStage(settings)])
     text = generate_latest(observer.registry).decode()
     for topic in IntakeStage(settings).topics():
-        for reason in ("decode", "validation", "too_large"):
+        for reason in ("decode", "validation", "too_large", "refused"):
             assert f'streamalloc_dead_letters_total{{reason="{reason}",topic="{topic}"}} 0.0' in text
     assert 'streamalloc_records_total{stage="intake"} 0.0' in text
     # before the channels table is read: the decisions of no known channel

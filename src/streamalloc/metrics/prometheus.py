@@ -23,8 +23,9 @@ from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
 from streamalloc.runtime.observer import Observer, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
-#: The decisions every allocator can make from its first order on, exported at zero from the
-#: start: a labelled counter appears at its first increment, and `rate()` misses that one.
+#: The decisions every allocator can make from its first order on (and the releases of what it
+#: allocated), exported at zero from the start: a labelled counter appears at its first
+#: increment, and `rate()` misses that one.
 KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
     ("allocated", ""),
     *(
@@ -40,6 +41,19 @@ KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
     ),
     ("backordered", reasons.INCOMING),
     ("backordered", reasons.WAITLISTED),
+    *(
+        ("released", reason)
+        for reason in (
+            reasons.CANCELLED,
+            reasons.SHIP_COMPLETE_FAILED,
+            reasons.EXPIRED,
+            reasons.HOLD_EXPIRED,
+            reasons.REALLOCATED,
+            reasons.LOCATION_OFFLINE,
+            reasons.LOCATION_STALE,
+            reasons.COUNT_SHORTAGE,
+        )
+    ),
 )
 
 #: A decision's channel label when the channels table does not know the order's channel: what

@@ -21,12 +21,12 @@ _log = logging.getLogger("streamalloc.runtime.worker")
 DeadLetterEncoder = Callable[[Record, str], bytes]
 
 # Why a record went to the dead-letter topic, as a metric label: bounded, unlike the letter's
-# error text. The allocator adds its own for inventory it refuses: the domain's reason
-# (domain/reasons.py), e.g. negative_on_hand.
+# error text (which says exactly what was wrong).
 DECODE = "decode"  # the bytes are not a record of the topic's schema (or of no known schema)
 VALIDATION = "validation"  # a record of the schema that breaks the contract's rules
 TOO_LARGE = "too_large"  # an output it caused is too large to produce (worker.py redoes in parts)
-CATEGORIES: tuple[str, ...] = (DECODE, VALIDATION, TOO_LARGE)
+REFUSED = "refused"  # the engine refused an inventory event (the letter names the domain's reason)
+CATEGORIES: tuple[str, ...] = (DECODE, VALIDATION, TOO_LARGE, REFUSED)
 
 
 def failure_category(exc: StreamallocError) -> str:

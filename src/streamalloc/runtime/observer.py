@@ -43,8 +43,8 @@ class Observer:
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
         """A record read from `topic` went to the dead-letter topic; `reason` is a bounded
-        category (dead_letter.py: decode, validation, too_large, or the engine's refusal reason
-        of an inventory event), never the letter's free-text error."""
+        category (dead_letter.py: decode, validation, too_large, refused), never the letter's
+        free-text error."""
 
     def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
         """A store partition finished restoring from its changelog."""

@@ -54,6 +54,7 @@ from streamalloc.domain import (
 )
 from streamalloc.domain.views import Availability, availability
 from streamalloc.errors import ValidationError
+from streamalloc.runtime.dead_letter import REFUSED
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import PartitionStatus, PartitionTransaction, StorePartition
@@ -370,7 +371,7 @@ class AllocatorStage(BaseStage):
             "failed_at": event.decided_at,
         }
         ctx.emit(self._dead_letter_topic, key, self._dead_letters.encode(letter))
-        self._observer.on_dead_letter(topic, event.reason)
+        self._observer.on_dead_letter(topic, REFUSED)
 
 
 def request_command(r: dict[str, Any]) -> Command:
