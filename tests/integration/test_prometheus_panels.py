@@ -287,6 +287,11 @@ def test_every_panel_of_both_boards_returns_data_from_a_scraped_worker(
         ("", "rejected"),
         ("web", "released"),
     }, counted
+    changes = prometheus.query(
+        increase.format("location, status", "streamalloc_location_status_changes_total")
+    )
+    moved = {(s["metric"]["location"], s["metric"]["status"]) for s in changes if float(s["value"][1]) > 0}
+    assert moved == {(OTHER_LOCATION, "offline")}, moved
     # Grafana's variables: label_values(streamalloc_assigned_partitions, job) and (…, instance)
     assert prometheus.get("/api/v1/label/job/values", **{"match[]": "streamalloc_assigned_partitions"})
     assert prometheus.get("/api/v1/label/instance/values", **{"match[]": "streamalloc_assigned_partitions"})

@@ -19,6 +19,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from streamalloc.domain import reasons
+from streamalloc.domain.tables import OFFLINE, ONLINE, STALE
 from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
 from streamalloc.runtime.observer import Observer, StockSnapshot
 from streamalloc.runtime.stage import Stage
@@ -258,6 +259,9 @@ class PrometheusObserver(Observer):
         if self._stale_by_partition.get(partition) == stale_here and known == self._locations:
             return  # the usual case: nothing changed since this partition's last punctuation
         self._stale_by_partition[partition] = stale_here
+        for location in known - self._locations:  # its status changes count from zero
+            for status in (ONLINE, OFFLINE, STALE):
+                self.location_changes.labels(location, status)
         self._locations = known
         anywhere = frozenset().union(*self._stale_by_partition.values())
         for location in known:
