@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from streamalloc.metrics import PrometheusObserver
+from streamalloc.runtime.observer import StockSnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "deploy" / "grafana"
@@ -22,8 +23,9 @@ DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
 DATASOURCES_YAML = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 PROVIDERS_YAML = GRAFANA / "provisioning" / "dashboards" / "streamalloc.yml"
 
-METRIC = re.compile(r"\bstreamalloc_[a-z0-9_]+\b")
-SELECTOR = re.compile(r"\b(streamalloc_[a-z0-9_]+)\s*\{([^}]*)\}")
+#: The worker's own series, and the process and Python ones prometheus_client adds to its registry.
+METRIC = re.compile(r"\b(?:streamalloc|process|python)_[a-z0-9_]+\b")
+SELECTOR = re.compile(r"\b((?:streamalloc|process|python)_[a-z0-9_]+)\s*\{([^}]*)\}")
 MATCHER_LABEL = re.compile(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)")
 GROUPING = re.compile(r"\b(?:by|without)\s*\(([^)]*)\)")
 QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
@@ -141,15 +143,20 @@ def exported_samples() -> dict[str, set[str]]:
     observer.on_batch("allocator", 10, 0.01)
     observer.on_commit(10, 4, 0.02)
     observer.on_abort("fenced")
-    observer.on_dead_letter("streamalloc.orders", "undecodable")
+    observer.on_dead_letter("streamalloc.orders", "decode")
     observer.on_restore("allocator", 0, 100, 0.5)
     observer.on_assignment(3)
-    observer.on_decision("allocated", None)
-    observer.on_decision("rejected", "insufficient_stock")
+    observer.on_channels(["web"])
+    observer.on_decision("allocated", None, "web")
+    observer.on_decision("rejected", "insufficient_stock", "web")
+    observer.on_decision_latency(0.2)
     observer.on_location_status("STORE-NYC", "stale")
     observer.on_consumer_lag({("streamalloc.orders", 0): 5})
     observer.on_restoring(True)
     observer.on_location_staleness(0, ["STORE-NYC"], ["STORE-NYC"])
+    observer.on_stock(
+        "allocator", 0, StockSnapshot({("STORE-NYC", "available"): 3}, {"STORE-NYC": 1}, 2, {"incoming": 1})
+    )
     samples: dict[str, set[str]] = {}
     for family in observer.registry.collect():
         for sample in family.samples:
@@ -246,7 +253,7 @@ def test_dashboard_queries_reference_only_sample_names_the_observer_exports(path
     referenced = set()
     for where, expr in queries(load_dashboard(path)):
         names = set(METRIC.findall(expr))
-        assert names, f"{where} references no streamalloc metric: {expr}"
+        assert names, f"{where} references no metric of the worker: {expr}"
         unknown = names - exported.keys()
         assert not unknown, (
             f"{where} references {sorted(unknown)}, not exported; exported: {sorted(exported)}"

@@ -100,3 +100,14 @@ def test_a_statistics_report_moves_the_statistics_timestamp() -> None:
     assert started > 1.7e9  # the start: a worker not yet reporting is not "stuck since 1970"
     observer.on_consumer_lag({})
     assert observer.statistics_at._value.get() >= started
+
+
+def test_a_known_locations_status_changes_are_exported_at_zero_before_the_first() -> None:
+    observer = PrometheusObserver()
+    observer.on_location_staleness(0, ["WH-1"], [])
+    lines = _metrics(observer)
+    for status in ("online", "offline", "stale"):
+        assert f'streamalloc_location_status_changes_total{{location="WH-1",status="{status}"}} 0.0' in lines
+    observer.on_location_status("WH-1", "offline")
+    moved = 'streamalloc_location_status_changes_total{location="WH-1",status="offline"} 1.0'
+    assert moved in _metrics(observer)

@@ -6,16 +6,27 @@ import time
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from streamalloc.domain import reasons
-from streamalloc.runtime.observer import Observer
+from streamalloc.domain.tables import OFFLINE, ONLINE, STALE
+from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
+from streamalloc.runtime.observer import Observer, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
-#: The decisions every allocator can make from its first order on, exported at zero from the
-#: start: a labelled counter appears at its first increment, and `rate()` misses that one.
+#: The decisions every allocator can make from its first order on (and the releases of what it
+#: allocated), exported at zero from the start: a labelled counter appears at its first
+#: increment, and `rate()` misses that one.
 KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
     ("allocated", ""),
     *(
@@ -31,19 +42,46 @@ KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
     ),
     ("backordered", reasons.INCOMING),
     ("backordered", reasons.WAITLISTED),
+    *(
+        ("released", reason)
+        for reason in (
+            reasons.CANCELLED,
+            reasons.SHIP_COMPLETE_FAILED,
+            reasons.EXPIRED,
+            reasons.HOLD_EXPIRED,
+            reasons.REALLOCATED,
+            reasons.LOCATION_OFFLINE,
+            reasons.LOCATION_STALE,
+            reasons.COUNT_SHORTAGE,
+        )
+    ),
 )
+
+#: A decision's channel label when the channels table does not know the order's channel: what
+#: an order names is unbounded, the label must not be.
+OTHER_CHANNEL = ""
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 #: A restore takes milliseconds for a fresh partition and minutes for a large one.
+#: Order event time to decision: milliseconds when the engine keeps up, minutes in a backlog.
+_DECISION_LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0,
+)  # fmt: skip
 _RESTORE_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 
 
 class PrometheusObserver(Observer):
     """Counters and histograms named `streamalloc_*`; labels kept few and bounded."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, process: bool = True) -> None:
+        """`process`: also export the process's CPU, memory and file descriptors, the Python
+        platform and the garbage collector (prometheus_client's own collectors)."""
         self.registry = registry or CollectorRegistry()
         r = self.registry
+        if process:
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
         self.records = Counter("streamalloc_records", "Input records processed", ["stage"], registry=r)
         self.batch_seconds = Histogram(
             "streamalloc_batch_seconds",
@@ -64,7 +102,10 @@ class PrometheusObserver(Observer):
         )
         self.aborts = Counter("streamalloc_aborts", "Transactions aborted", registry=r)
         self.dead_letters = Counter(
-            "streamalloc_dead_letters", "Records sent to the dead-letter topic", ["topic"], registry=r
+            "streamalloc_dead_letters",
+            "Records sent to the dead-letter topic, by source topic and reason (a bounded category)",
+            ["topic", "reason"],
+            registry=r,
         )
         self.restored_records = Counter(
             "streamalloc_restored_records", "Changelog records restored", ["store"], registry=r
@@ -78,7 +119,16 @@ class PrometheusObserver(Observer):
         )
         self.assigned = Gauge("streamalloc_assigned_partitions", "Input partitions owned", registry=r)
         self.decisions = Counter(
-            "streamalloc_decisions", "Allocation decisions by type and reason", ["type", "reason"], registry=r
+            "streamalloc_decisions",
+            "Allocation decisions by type, reason and channel (empty: not a channel of the table)",
+            ["type", "reason", "channel"],
+            registry=r,
+        )
+        self.decision_latency = Histogram(
+            "streamalloc_decision_latency_seconds",
+            "Order event time (occurred_at) to the decision of each of its lines",
+            buckets=_DECISION_LATENCY_BUCKETS,
+            registry=r,
         )
         self.location_changes = Counter(
             "streamalloc_location_status_changes",
@@ -112,11 +162,19 @@ class PrometheusObserver(Observer):
         self.statistics_at.set(time.time())
         self.consumer_lag = _ConsumerLag()
         r.register(self.consumer_lag)
+        self.stock = _Stock()
+        r.register(self.stock)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
-        self._decision_counters: dict[tuple[str, str | None], Any] = {}
+        self._decision_counters: dict[tuple[str, str | None, str], Any] = {}
+        self._channels: frozenset[str] = frozenset()
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
+        self._add_decision_channel(OTHER_CHANNEL)
+
+    def _add_decision_channel(self, channel: str) -> None:
         for kind, reason in KNOWN_DECISIONS:
-            self._decision_counters[(kind, reason or None)] = self.decisions.labels(kind, reason)
+            self._decision_counters[(kind, reason or None, channel)] = self.decisions.labels(
+                kind, reason, channel
+            )
 
     def on_stages(self, stages: Sequence[Stage]) -> None:
         for stage in stages:
@@ -125,7 +183,8 @@ class PrometheusObserver(Observer):
                 self.batch_seconds.labels(stage.name),
             )
             for topic in stage.topics():
-                self.dead_letters.labels(topic)
+                for reason in DEAD_LETTER_CATEGORIES:
+                    self.dead_letters.labels(topic, reason)
             for store in stage.stores:
                 self.restored_records.labels(store)
                 self.restore_seconds.labels(store)
@@ -151,7 +210,7 @@ class PrometheusObserver(Observer):
         self.aborts.inc()
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
-        self.dead_letters.labels(topic).inc()
+        self.dead_letters.labels(topic, reason).inc()
 
     def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
         self.restored_records.labels(store).inc(records)
@@ -160,11 +219,27 @@ class PrometheusObserver(Observer):
     def on_assignment(self, partitions: int) -> None:
         self.assigned.set(partitions)
 
-    def on_decision(self, kind: str, reason: str | None) -> None:
-        counter = self._decision_counters.get((kind, reason))
+    def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
+        counter = self._decision_counters.get((kind, reason, channel))
         if counter is None:
-            counter = self._decision_counters[(kind, reason)] = self.decisions.labels(kind, reason or "")
+            if channel not in self._channels:
+                channel = OTHER_CHANNEL  # and not cached under what the order said: unbounded
+                counter = self._decision_counters.get((kind, reason, channel))
+            if counter is None:
+                counter = self._decision_counters[(kind, reason, channel)] = self.decisions.labels(
+                    kind, reason or "", channel
+                )
         counter.inc()
+
+    def on_decision_latency(self, seconds: float) -> None:
+        self.decision_latency.observe(seconds if seconds > 0 else 0.0)
+
+    def on_channels(self, channels: Collection[str]) -> None:
+        for channel in sorted(frozenset(channels) - self._channels):
+            self._add_decision_channel(channel)
+        # A channel gone from the table keeps its series and its children: a counter does not
+        # go back, and the label values stay bounded by every channel the table ever held.
+        self._channels = frozenset(channels)
 
     def on_location_status(self, location: str, status: str) -> None:
         self.location_changes.labels(location, status).inc()
@@ -184,10 +259,76 @@ class PrometheusObserver(Observer):
         if self._stale_by_partition.get(partition) == stale_here and known == self._locations:
             return  # the usual case: nothing changed since this partition's last punctuation
         self._stale_by_partition[partition] = stale_here
+        for location in known - self._locations:  # its status changes count from zero
+            for status in (ONLINE, OFFLINE, STALE):
+                self.location_changes.labels(location, status)
         self._locations = known
         anywhere = frozenset().union(*self._stale_by_partition.values())
         for location in known:
             self.location_stale.labels(location).set(1 if location in anywhere else 0)
+
+    def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
+        self.stock.snapshots = {**self.stock.snapshots, (stage, partition): stock}
+
+    def on_task_closed(self, stage: str, partition: int) -> None:
+        if (stage, partition) in self.stock.snapshots:
+            self.stock.snapshots = {k: v for k, v in self.stock.snapshots.items() if k != (stage, partition)}
+
+
+class _Stock(Collector):
+    """Stock summed over the partitions this worker owns (each counted by its allocator task,
+    stages/stock_totals.py): a revoked partition's stock goes with its task."""
+
+    def __init__(self) -> None:
+        # replaced whole, never mutated: read by scrapes on the HTTP thread
+        self.snapshots: dict[tuple[str, int], StockSnapshot] = {}
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        snapshots = self.snapshots.values()
+        units: dict[tuple[str, str], int] = {}
+        out_of_stock: dict[str, int] = {}
+        waiting: dict[str, int] = dict.fromkeys((reasons.INCOMING, reasons.WAITLISTED), 0)
+        backordered = 0
+        for snapshot in snapshots:
+            for key, n in snapshot.units.items():
+                units[key] = units.get(key, 0) + n
+            for location, n in snapshot.out_of_stock.items():
+                out_of_stock[location] = out_of_stock.get(location, 0) + n
+            for reason, n in snapshot.waiting_lines.items():
+                waiting[reason] = waiting.get(reason, 0) + n
+            backordered += snapshot.backordered_units
+        family = GaugeMetricFamily(
+            "streamalloc_stock_units",
+            "Units per location and bucket (on_hand, available, allocated, picked, quality_control, "
+            "incoming), summed over the SKUs of the partitions owned here",
+            labels=["location", "bucket"],
+        )
+        for (location, bucket), n in sorted(units.items()):
+            family.add_metric([location, bucket], n)
+        yield family
+        family = GaugeMetricFamily(
+            "streamalloc_skus_out_of_stock",
+            "SKUs with a balance at the location and nothing available there (offline and stale "
+            "locations included), over the partitions owned here",
+            labels=["location"],
+        )
+        for location, n in sorted(out_of_stock.items()):
+            family.add_metric([location], n)
+        yield family
+        yield GaugeMetricFamily(
+            "streamalloc_backordered_units",
+            "Units order lines wait for against incoming stock, over the partitions owned here",
+            value=backordered,
+        )
+        family = GaugeMetricFamily(
+            "streamalloc_waiting_lines",
+            "Order lines on waitlists by why they wait (incoming: backordered; waitlisted), "
+            "over the partitions owned here",
+            labels=["reason"],
+        )
+        for reason, n in sorted(waiting.items()):
+            family.add_metric([reason], n)
+        yield family
 
 
 class _ConsumerLag(Collector):

@@ -10,7 +10,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streamalloc.errors import RecordTooLarge
+from streamalloc.errors import RecordTooLarge, StreamallocError, ValidationError
 from streamalloc.kafka import produce
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Record
@@ -19,6 +19,19 @@ _log = logging.getLogger("streamalloc.runtime.worker")
 
 #: Builds the dead-letter record value from (record, reason).
 DeadLetterEncoder = Callable[[Record, str], bytes]
+
+# Why a record went to the dead-letter topic, as a metric label: bounded, unlike the letter's
+# error text (which says exactly what was wrong).
+DECODE = "decode"  # the bytes are not a record of the topic's schema (or of no known schema)
+VALIDATION = "validation"  # a record of the schema that breaks the contract's rules
+TOO_LARGE = "too_large"  # an output it caused is too large to produce (worker.py redoes in parts)
+REFUSED = "refused"  # the engine refused an inventory event (the letter names the domain's reason)
+CATEGORIES: tuple[str, ...] = (DECODE, VALIDATION, TOO_LARGE, REFUSED)
+
+
+def failure_category(exc: StreamallocError) -> str:
+    """The category of a decoding failure."""
+    return VALIDATION if isinstance(exc, ValidationError) else DECODE
 
 
 def dead_letter_record(record: Record, error: str, now_ms: int | None = None) -> dict[str, Any]:
@@ -54,7 +67,9 @@ class DeadLetters:
         self._encode = encode
         self._observer = observer
 
-    def send(self, record: Record, reason: str) -> None:
+    def send(self, record: Record, reason: str, category: str) -> None:
+        """Dead-letter `record` with `reason` (the letter's error text); `category` is the
+        bounded kind of that reason the metrics count (CATEGORIES)."""
         try:
             produce(self._producer, self._topic, self._encode(record, reason), record.key)
         except RecordTooLarge:
@@ -62,7 +77,7 @@ class DeadLetters:
             reason = f"{reason}; its key and value are left out: too large for a dead letter"
             bare = dataclasses.replace(record, key=None, raw=None)
             produce(self._producer, self._topic, self._encode(bare, reason), None)
-        self._observer.on_dead_letter(record.topic, reason)
+        self._observer.on_dead_letter(record.topic, category)
         _log.info(
             "dead letter",
             extra={

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from streamalloc.runtime.stage import Stage
+
+
+@dataclass(frozen=True, slots=True)
+class StockSnapshot:
+    """One allocator partition's stock, summed over its SKUs (stages/stock_totals.py).
+
+    `units`: (location, bucket) -> units, buckets named as the availability view names them;
+    `out_of_stock`: location -> SKUs with a balance there and nothing available;
+    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines.
+    """
+
+    units: Mapping[tuple[str, str], int] = field(default_factory=dict)
+    out_of_stock: Mapping[str, int] = field(default_factory=dict)
+    backordered_units: int = 0
+    waiting_lines: Mapping[str, int] = field(default_factory=dict)
 
 
 class Observer:
@@ -26,7 +42,9 @@ class Observer:
         """A transaction was aborted; its batch will be processed again."""
 
     def on_dead_letter(self, topic: str, reason: str) -> None:
-        """A record could not be decoded or validated and went to the dead-letter topic."""
+        """A record read from `topic` went to the dead-letter topic; `reason` is a bounded
+        category (dead_letter.py: decode, validation, too_large, refused), never the letter's
+        free-text error."""
 
     def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
         """A store partition finished restoring from its changelog."""
@@ -34,8 +52,16 @@ class Observer:
     def on_assignment(self, partitions: int) -> None:
         """The worker now owns this many input partitions."""
 
-    def on_decision(self, kind: str, reason: str | None) -> None:
-        """The allocator emitted a decision (allocated, rejected with a reason, released, ...)."""
+    def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
+        """The allocator emitted a decision (allocated, rejected with a reason, released, ...)
+        about a line of `channel` (as the order named it: maybe not one the table knows)."""
+
+    def on_decision_latency(self, seconds: float) -> None:
+        """An order line was decided (allocated, rejected or backordered) `seconds` after its
+        order event's time (`occurred_at`); a repeated request is not counted again."""
+
+    def on_channels(self, channels: Collection[str]) -> None:
+        """The channels table now holds these channels (each time it changes)."""
 
     def on_location_status(self, location: str, status: str) -> None:
         """A partition's allocator saw a location become online, offline or stale (and swept it)."""
@@ -52,3 +78,10 @@ class Observer:
     ) -> None:
         """At each punctuation, the locations a partition's allocator knows and which of them
         are stale (their inventory feed went silent): the current state, not a change."""
+
+    def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
+        """A partition's stock totals changed (or were first counted after its assignment)."""
+
+    def on_task_closed(self, stage: str, partition: int) -> None:
+        """The worker closed its task of `stage` on `partition` (revoked, lost or shutting down):
+        what was reported about it (its stock) no longer holds here."""

@@ -53,6 +53,8 @@ class Record:
     failed: str | None = None  # why decoding failed: the record goes to the dead-letter topic
     #: its `batch` header (runtime/lineage.py), for a stage whose `reads_batches` is True
     batch: bytes | None = None
+    #: the bounded category of `failed` (runtime/dead_letter.py: decode or validation)
+    failed_category: str | None = None
 
 
 @dataclass(slots=True)

@@ -306,6 +306,7 @@ class TaskManager:
 
     def _close(self, task: Task) -> None:
         self.tasks.pop((task.stage.name, task.partition), None)
+        self.observer.on_task_closed(task.stage.name, task.partition)
         task.drop_txns()
         for name in task.stores:
             if self._restorer is not None:

@@ -70,7 +70,13 @@ from streamalloc.kafka.types import ConsumedMessage, Headers, consumed
 from streamalloc.runtime.alignment import Alignment
 from streamalloc.runtime.changelog import Restorer
 from streamalloc.runtime.checkpoint import TXN_CALL_TIMEOUT_S, Checkpoint, TxnCalls
-from streamalloc.runtime.dead_letter import DeadLetterEncoder, DeadLetters
+from streamalloc.runtime.dead_letter import (
+    DECODE,
+    TOO_LARGE,
+    DeadLetterEncoder,
+    DeadLetters,
+    failure_category,
+)
 from streamalloc.runtime.lineage import BATCH_HEADER, batch_of, encode_batch
 from streamalloc.runtime.members import advertised_client_id, describe_group
 from streamalloc.runtime.observer import Observer
@@ -436,13 +442,14 @@ class Worker:
                 continue  # revoked between fetch and now; the next owner processes it
             key, raw = msg.key(), msg.value()
             try:
-                value, failed = task.stage.decode(topic, key, raw), None
+                value, failed, category = task.stage.decode(topic, key, raw), None, None
             except StreamallocError as exc:
                 # The record's own fields say where it came from; the reason says what is wrong.
                 value, failed = None, getattr(exc, "reason", None) or str(exc)
+                category = failure_category(exc)
             batch = batch_of(msg.headers()) if task.reads_batches else None
             task.pending.append(
-                Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed, batch)
+                Record(topic, partition, offset, key, value, msg.timestamp()[1], raw, failed, batch, category)
             )
 
     def _drain(self) -> None:
@@ -488,7 +495,7 @@ class Worker:
         if len(good) != len(records):
             for record in records:
                 if record.failed is not None:
-                    self._send_dead_letter(record, record.failed)
+                    self._send_dead_letter(record, record.failed, record.failed_category or DECODE)
         started = time.perf_counter()
         if good:
             task.stage.process(PartitionContext(task.partition, task.open_txns(), emit), good)
@@ -586,10 +593,10 @@ class Worker:
             raise ProcessingError("worker not started")
         produce(self._producer, topic, value, key, partition, headers)
 
-    def _send_dead_letter(self, record: Record, reason: str) -> None:
+    def _send_dead_letter(self, record: Record, reason: str, category: str) -> None:
         if self._dead_letters is None:
             raise ProcessingError("worker not started")
-        self._dead_letters.send(record, reason)
+        self._dead_letters.send(record, reason, category)
 
     def _on_message_error(self, msg: ConsumedMessage) -> None:
         error = msg.error()
@@ -714,7 +721,8 @@ class Worker:
         self._commit()
 
     def _dead_letter_alone(self, task: Task, record: Record, reason: str) -> None:
-        """Send a record that cannot be processed to the dead-letter topic, in its own transaction."""
+        """Send a record whose outputs are too large to produce (the one culprit a redo in
+        parts found) to the dead-letter topic, in its own transaction."""
         checkpoint = self._checkpoint
         if checkpoint is None:
             raise ProcessingError("worker not started")
@@ -722,7 +730,7 @@ class Worker:
         if task.emit is None:
             self._start_batch(task)
         task.positions[(record.topic, record.partition)] = record.offset + 1
-        self._send_dead_letter(record, reason)
+        self._send_dead_letter(record, reason, TOO_LARGE)
         checkpoint.touch(task, 1)
         self._commit()
 

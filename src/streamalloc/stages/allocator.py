@@ -54,9 +54,10 @@ from streamalloc.domain import (
 )
 from streamalloc.domain.views import Availability, availability
 from streamalloc.errors import ValidationError
+from streamalloc.runtime.dead_letter import REFUSED
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
-from streamalloc.runtime.state import PartitionTransaction, StorePartition
+from streamalloc.runtime.state import PartitionStatus, PartitionTransaction, StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.state_codec import (
     book_key,
@@ -65,9 +66,11 @@ from streamalloc.stages.state_codec import (
     load_state,
     note_swept,
     skus_at,
+    stocked_skus,
     swept_locations,
     write_changes,
 )
+from streamalloc.stages.stock_totals import StockTotals, contribution, waiting
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -113,6 +116,8 @@ class AllocatorStage(BaseStage):
         self.punctuate_interval_ms = settings.punctuate_interval_ms
         # partition -> (base tables, stale set) -> the tables decisions use there
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
+        self._channels_of: Tables | None = None  # the tables whose channels the observer knows
+        self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -157,6 +162,7 @@ class AllocatorStage(BaseStage):
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
         tables = self._partition_tables(ctx.partition, txn, now_ms)
+        self._count_stock(ctx.partition, txn, tables, now_ms)
         acted = self._expire_due(ctx, txn, tables, now_ms)
         unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
         self._observer.on_location_staleness(ctx.partition, tables.locations.keys(), tables.stale)
@@ -230,6 +236,8 @@ class AllocatorStage(BaseStage):
         decision = apply(state, command, tables, now)
         if not decision:
             return False
+        if type(command) is AllocateLine:  # a line's first decision: from its order's time
+            self._observer.on_decision_latency((now - command.occurred_at) / 1000)
         emit = ctx.emit
         for event in decision:
             match event:
@@ -239,7 +247,7 @@ class AllocatorStage(BaseStage):
                         event.order_id.encode(),
                         self._allocations.encode(event.as_record()),
                     )
-                    self._observer.on_decision(event.type, event.reason)
+                    self._observer.on_decision(event.type, event.reason, event.channel)
                 case StockChanged():  # the inventory ledger: every change, its cause
                     emit(
                         self._stock_changes_topic,
@@ -255,6 +263,9 @@ class AllocatorStage(BaseStage):
     def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
         """The tables as this partition sees them: stale locations marked from its feed clock."""
         base = self._tables()
+        if base is not self._channels_of:
+            self._channels_of = base
+            self._observer.on_channels(base.channels.keys())
         limits = [loc for loc in base.locations.values() if loc.freshness_limit_s is not None and loc.online]
         if not limits:
             return base
@@ -278,10 +289,31 @@ class AllocatorStage(BaseStage):
             return
         now = self._clock()
         tables = self._partition_tables(ctx.partition, entry[0], now)
+        stock = self._stock.get(ctx.partition)
+        if stock is not None and stock.store is not entry[0].partition:
+            stock = None  # counted for a store since closed: the next punctuation counts anew
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
             record = availability_record(view, cause)
             ctx.emit(self._availability_topic, sku.encode(), self._availability.encode(record))
+            if stock is not None:
+                stock.note(sku, view, state)
+
+    def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> None:
+        """Bring the partition's stock totals up to date and tell the observer if they moved:
+        counted by a scan of its store the first time after the partition was opened (a new
+        StorePartition: assigned, or revived), then folded from what commits noted."""
+        stock = self._stock.get(partition)
+        if stock is None or stock.store is not txn.partition:
+            for gone in [p for p, s in self._stock.items() if s.store.status is PartitionStatus.CLOSED]:
+                del self._stock[gone]  # revoked: its totals went from the observer with its task
+            stock = self._stock[partition] = StockTotals(txn.partition)
+            for sku in stocked_skus(txn):
+                state = load_state(sku, txn)
+                stock.update(sku, contribution(availability(state, tables, now), waiting(state)))
+        elif not stock.fold():
+            return
+        self._observer.on_stock(self.name, partition, stock.snapshot())
 
     def availability_of(self, store: StorePartition, sku: str) -> Availability | None:
         """A SKU's availability from the store's committed state (a query; None: unknown SKU).
@@ -339,7 +371,7 @@ class AllocatorStage(BaseStage):
             "failed_at": event.decided_at,
         }
         ctx.emit(self._dead_letter_topic, key, self._dead_letters.encode(letter))
-        self._observer.on_dead_letter(topic, event.reason)
+        self._observer.on_dead_letter(topic, REFUSED)
 
 
 def request_command(r: dict[str, Any]) -> Command:

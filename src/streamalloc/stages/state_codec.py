@@ -88,6 +88,14 @@ def skus_at(location: str, txn: PartitionTransaction) -> list[str]:
     return [decode_key(key)[2] for key, _ in txn.iter_prefix(prefix_of("#loc", location))]
 
 
+def stocked_skus(txn: PartitionTransaction) -> list[str]:
+    """The SKUs of this partition with a balance at any location (each once, in key order)."""
+    found: dict[str, None] = {}
+    for key, _ in txn.iter_prefix(prefix_of("#loc")):
+        found[decode_key(key)[2]] = None
+    return list(found)
+
+
 def due_timers(txn: PartitionTransaction, now: int, limit: int) -> list[tuple[bytes, int, str, str, str]]:
     """Up to `limit` expiry timers due at `now`: (key, due, sku, order_id, line_id), in due order."""
     found: list[tuple[bytes, int, str, str, str]] = []
