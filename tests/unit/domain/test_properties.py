@@ -30,6 +30,12 @@ FIFO or LIFO, and picks sometimes name a lot. Orders carry priorities, so the wa
 ranks them, and some steps are two rival requests taken in together, decided in the
 order `domain.contention` gives (one channel yields to higher-ranked ones).
 
+Protection levels are in the table too (nested: vip keeps units from the channels below it
+that may use its locations, waits keeps more from those below it), and a suite near
+stockout over every rank makes them bite: a channel never takes the units kept for the
+channels above it, and only a channel something is protected from is refused
+`protected_for_priority`.
+
 Now and then the changes are written to a dict "store" (and the state kept), or the state
 is rebuilt from those records (as the stage does per batch), so persisting only the dirty
 parts is checked too. At the end every command of the sequence is applied once more: each
