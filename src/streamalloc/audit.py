@@ -139,6 +139,13 @@ class AuditReport:
     def ok(self) -> bool:
         return not self.breaches
 
+    @property
+    def protected(self) -> Counter[str]:
+        """Lines refused `protected_for_priority`, per channel: units kept for a higher one.
+        (A line that waits instead says `waitlisted`, like any waiting line.)"""
+        label = f"rejected: {reasons.PROTECTED_FOR_PRIORITY}"
+        return Counter({ch: stats[label] for ch, stats in self.per_channel.items() if stats[label]})
+
     def breach(self, text: str) -> None:
         if len(self.breaches) < 1000:
             self.breaches.append(text)

@@ -53,6 +53,8 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert report.waitlist_fills > 0, "waiting lines were filled later"
     # web's carts: held, then most confirmed with their units, the abandoned ones expired
     assert report.holds["confirmed"] > 0 and report.holds["expired"] > 0, report.holds
+    # web's protection level: store lines near stockout refused, never web's own
+    assert report.protected["store"] > 0 and "web" not in report.protected, report.protected
     assert report.kpis.service_level.placed == report.lines_placed
     assert 0 < (report.kpis.service_level.rate or 0) < 1
 

@@ -273,6 +273,53 @@ def test_a_channel_pool_is_fenced_from_the_others_and_re_divided_by_a_receipt(
     assert ats(restocked) == {"pooled": 5, "small": 2, "open": 3}
 
 
+# ---------------------------------------------------------------- 4b. protection levels
+
+
+@pytest.fixture(scope="module")
+def protection_engine(
+    kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[EngineUnderTest]:
+    # A protection level binds every lower channel in every SKU: an engine of its own.
+    channels = [
+        {"channel_id": "web", "priority": 10, "protected_units": 3},
+        {"channel_id": "store", "priority": 5},
+        {"channel_id": "waits", "priority": 1, "waitlist": True},
+    ]
+    yield from _engine(kafka_broker, tmp_path_factory.mktemp("protection"), LOCATIONS[:1], channels)
+
+
+def test_a_protection_level_keeps_units_for_web_and_a_waiting_line_is_filled_above_it(
+    protection_engine: EngineUnderTest,
+) -> None:
+    engine, ids = protection_engine, Ids("protection")
+    sku = ids.sku()
+    stocked = inventory(engine, ids, "recv-1", "received", sku, 8, "P-EAST")
+    assert ats(stocked) == {"web": 8, "store": 5, "waits": 5}  # web's 3 kept from the others
+
+    def first(name: str, channel: str, qty: int) -> tuple[str, str | None]:
+        events = place(engine, ids, name, [line("1", sku, qty)], channel=channel)
+        decided = of_type(events, "allocated", "rejected", "backordered")[0]
+        return decided["type"], decided["reason"]
+
+    assert first("s1", "store", 4) == ("allocated", None)
+    assert first("s2", "store", 2) == ("rejected", "protected_for_priority")  # 4 left, 3 kept
+    assert first("s3", "store", 9) == ("rejected", "insufficient_stock")  # not there at all
+    assert first("q1", "waits", 2) == ("backordered", "waitlisted")  # waits instead
+    assert first("w1", "web", 3) == ("allocated", None)  # the kept units are web's
+    row = settled_row(engine, sku, "P-EAST")
+    assert (row["on_hand"], row["allocated"], row["available"]) == (8, 7, 1)
+
+    receipt = inventory(engine, ids, "recv-2", "received", sku, 4, "P-EAST")
+    # 5 available, 3 kept for web: the waiting line gets its 2 in the receipt's decision
+    assert wait_caused(engine, ids, "q1", receipt["cause_event_id"], bool) == [
+        ("allocated", 2, "P-EAST", None)
+    ]
+    settled = engine.settled_availability(sku)
+    assert (settled["totals"]["available"], settled["totals"]["waiting_lines"]) == (3, 0)
+    assert ats(settled) == {"web": 3, "store": 0, "waits": 0}
+
+
 # ---------------------------------------------------------------- 5. backorders
 
 

@@ -630,3 +630,15 @@ def test_a_held_line_given_units_twice_by_its_hold_is_two_decisions() -> None:
     )
     assert "line ('A', '1') has 2 first decisions" in report.breaches
     assert "line ('A', '1') holds 4 of 2 ordered" in report.breaches
+
+
+def test_lines_refused_for_protection_are_counted_per_channel() -> None:
+    refused = {**decision("o1", "rejected", "A", "1", 1, None), "reason": "protected_for_priority"}
+    report = audit(
+        [order("o1", "A", ("1", "S", 1)), order("o2", "B", ("1", "S", 1))],
+        [receipt("r1", 1)],
+        [refused, decision("o2", "rejected", "B", "1", 1, None)],
+        [snapshot(1, 0)],
+    )
+    assert report.ok, report.breaches
+    assert report.protected == {"web": 1}

@@ -15,6 +15,8 @@ from streamalloc.domain import Tables
 from streamalloc.errors import ValidationError
 from streamalloc.replay import (
     PARTIAL,
+    PLACED,
+    SERVED,
     SPLIT,
     InventoryStep,
     OrderStep,
@@ -359,10 +361,13 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bo
             (channel, *key): n
             for channel, counts in figures.items()
             for key, n in counts.items()
-            if key[0] != "orders" and n
+            if key[0] != "orders" and key not in (PLACED, SERVED) and n
         }
 
     assert decisions(replayed) == engine
+    # Placements counted once per line decided; those served at once are among them.
+    for counts in replayed.values():
+        assert counts[PLACED] >= counts[SERVED] > 0
     assert sum(n for key, n in engine.items() if key[1:] == ("lines", "allocated")) > 20
     assert sum(n for key, n in engine.items() if key[1:3] == ("reason", "released")) > 0
     assert (sum(n for key, n in engine.items() if key[1:] == ("partial",)) > 5) is partial
@@ -498,3 +503,44 @@ def test_a_partial_order_without_ship_complete_reads_partially_allocated() -> No
     assert outcome.status == "partially_allocated"
     assert str(outcome.lines["1"]) == "partially_allocated WH:3 (waitlisted)"
     assert result.figures["web"]["orders", "partially_allocated"] == 1
+
+
+# ---------------------------------------------------------------- protection levels
+
+PROTECTION_BASELINE = tables(
+    {"location_id": "WH"},
+    {"channel_id": "web", "priority": 10},
+    {"channel_id": "store", "priority": 1},
+)
+PROTECT_WEB = tables({"channel_id": "web", "priority": 10, "protected_units": 2})
+
+
+def test_protection_shows_service_per_channel_with_and_without_it() -> None:
+    # 4 units; store orders first and would take 3, then web wants 2: without protection web
+    # finds 1 and is refused; with web's 2 protected, store may take only 2 of its 3 lines.
+    steps = history(
+        [
+            order_step(order("s1", "store-1", 10, ("1", "A", 1), channel="store")),
+            order_step(order("s2", "store-2", 20, ("1", "A", 1), channel="store")),
+            order_step(order("s3", "store-3", 30, ("1", "A", 1), channel="store")),
+            order_step(order("w1", "web-1", 40, ("1", "A", 2))),
+        ],
+        [inventory_step(received("i1", 1, "A", "WH", 4))],
+    )
+    comparison = compare(
+        steps, PROTECTION_BASELINE.tables(), PROTECTION_BASELINE.overlay(PROTECT_WEB).tables()
+    )
+    assert policy_changes(PROTECTION_BASELINE, PROTECT_WEB) == ["channel web: protected_units 0 -> 2"]
+    assert comparison.service_level("baseline", "store") == 1.0
+    assert comparison.service_level("what_if", "store") == 2 / 3
+    assert comparison.service_level("baseline", "web") == 0.0
+    assert comparison.service_level("what_if", "web") == 1.0
+    assert comparison.service_level("baseline") == comparison.service_level("what_if") == 3 / 4
+    after = comparison.figures("what_if", "store")
+    assert after["reason", "rejected", "protected_for_priority"] == 1
+    as_json = comparison.as_json()["channels"]
+    assert as_json["store"]["service_level"] == {"baseline": 1.0, "what_if": 2 / 3}
+    assert (as_json["web"]["what_if"]["placed"], as_json["web"]["what_if"]["served"]) == (1, 1)
+    changed = {c.order_id: c for c in comparison.changed}
+    assert set(changed) == {"store-3", "web-1"}
+    assert changed["store-3"].lines == (("1", "allocated WH:1", "rejected (protected_for_priority)"),)

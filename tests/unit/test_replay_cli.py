@@ -112,6 +112,12 @@ def test_the_table_shows_baseline_what_if_and_change_per_channel(files: dict[str
     assert row("what-if", "web")[-7:] == ["4", "1", "0", "1", "1", "0", "6"]
     assert row("change", "web")[-7:] == ["0", "0", "0", "-1", "+1", "0", "+2"]
     assert row("change", "store")[-7:] == ["0"] * 7
+    # service level: placed, baseline, what-if, change (web: one of five lines refused in both)
+    service = lines[next(i for i, line in enumerate(lines) if line.startswith("service level")) :]
+    assert next(line.split() for line in service if line.split()[:1] == ["web"]) == [
+        "web", "5", "80.0%", "80.0%", "+0.0pp"
+    ]  # fmt: skip
+    assert next(line.split() for line in service if line.split()[:1] == ["store"])[1:3] == ["1", "100.0%"]
     text = result.stdout
     assert 'channel web: allow_split false -> true, locations ["WH"] -> null' in text
     assert "ship_complete_failed" in text
@@ -181,3 +187,45 @@ def test_reading_topics_without_a_cluster_says_what_to_pass(files: dict[str, Pat
     assert result.exit_code == 1
     message = " ".join(result.stderr.split())
     assert "--bootstrap" in message and "--orders, --inventory and --baseline" in message
+
+
+def test_a_policy_that_protects_web_shows_service_per_channel_with_and_without_it(tmp_path: Path) -> None:
+    # 4 units of A; three store lines, then a web line of 2. Protecting 2 units for web turns
+    # the third store line away (protected_for_priority) so web is served.
+    placed = [("store-1", "store", 1), ("store-2", "store", 1), ("store-3", "store", 1), ("web-1", "web", 2)]
+    orders = [
+        {"event_id": f"e{n}", "type": "placed", "order_id": order_id, "channel": channel,
+         "occurred_at": T0 + 10 * (n + 1), "lines": [{"line_id": "1", "sku": "A", "qty": qty}]}
+        for n, (order_id, channel, qty) in enumerate(placed)
+    ]  # fmt: skip
+    receipt = {
+        "event_id": "i1",
+        "type": "received",
+        "sku": "A",
+        "location": "WH",
+        "qty": 4,
+        "occurred_at": T0,
+    }
+    web = {"channel_id": "web", "priority": 10}
+    args = [
+        "--orders", write(tmp_path / "orders.jsonl", orders),
+        "--inventory", write(tmp_path / "inventory.jsonl", [receipt]),
+        "--baseline", write(tmp_path / "locations.jsonl", [{"location_id": "WH"}]),
+        "--baseline", write(
+            tmp_path / "channels.jsonl",
+            [web, {"channel_id": "store", "priority": 1}],
+        ),
+        "--policy", write(tmp_path / "policy.jsonl", [{**web, "protected_units": 2}]),
+    ]  # fmt: skip
+    data = json.loads(replay(*args, "--json").stdout)
+    assert data["policy_changes"] == ["channel web: protected_units 0 -> 2"]
+    assert data["channels"]["store"]["service_level"] == {"baseline": 1.0, "what_if": 2 / 3}
+    assert data["channels"]["web"]["service_level"] == {"baseline": 0.0, "what_if": 1.0}
+    assert data["channels"]["store"]["what_if"]["reasons"]["rejected"] == {"protected_for_priority": 1}
+    text = replay(*args).stdout.splitlines()
+    service = text[next(i for i, line in enumerate(text) if line.startswith("service level")) :]
+    rows: dict[str, list[str]] = {}
+    for line in service:  # the first row of each channel (the tables after it name them too)
+        if line.split()[:1] in (["web"], ["store"]):
+            rows.setdefault(line.split()[0], line.split()[1:])
+    assert rows == {"store": ["3", "100.0%", "66.7%", "-33.3pp"], "web": ["1", "0.0%", "100.0%", "+100.0pp"]}

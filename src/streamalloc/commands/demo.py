@@ -37,6 +37,7 @@ from streamalloc.commands.simulation import (
     HOLD_TTL_S,
     OFFLINE_LOCATION,
     RESERVATION_TTL_S,
+    WEB_PROTECTED_UNITS,
     Progress,
     Publisher,
     examples_dir,
@@ -185,6 +186,7 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
     backordered = sum(stats["backordered"] for stats in report.per_channel.values())
     fills = sum(stats["waitlist fills"] for stats in report.per_channel.values())
     returned = sum(stats["returned"] for stats in report.per_channel.values())
+    protected = report.protected
     return [
         (
             "lots, first expiry first",
@@ -209,6 +211,12 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
             f"{report.holds['confirmed']} confirmed (their units kept), {report.holds['extended']} extended "
             f"first while payment ran, {report.holds['expired']} abandoned and released when the hold "
             "expired (reason hold_expired)",
+        ),
+        (
+            "protection levels",
+            f"web keeps {WEB_PROTECTED_UNITS} unit(s) of each SKU from the lower channels: "
+            + (", ".join(f"{n} {ch}" for ch, n in sorted(protected.items())) or "no")
+            + " line(s) refused protected_for_priority near stockout",
         ),
         (
             "reservation expiry",

@@ -24,6 +24,8 @@ from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError, ValidationError
 from streamalloc.replay import (
     PARTIAL,
+    PLACED,
+    SERVED,
     SPLIT,
     Comparison,
     InventoryStep,
@@ -201,7 +203,7 @@ _COLUMNS: tuple[tuple[str, Key], ...] = (
     ("partial", PARTIAL),
     ("units", ("units", "allocated")),
 )
-_MAIN = frozenset(key for _, key in _COLUMNS)
+_MAIN = frozenset({*(key for _, key in _COLUMNS), PLACED, SERVED})
 _ALL = "all"
 
 
@@ -258,6 +260,26 @@ def replay_report(inputs: ReplayInputs, comparison: Comparison, examples: int) -
         table.add_row("", "change", *(_signed(change.get(key, 0)) for _, key in _COLUMNS), end_section=True)
     parts.append(table)
 
+    service = Table(
+        Column("channel", no_wrap=True),
+        *(Column(h, justify="right", no_wrap=True) for h in ("placed", "baseline", "what-if", "change")),
+        box=SIMPLE_HEAD,
+        show_edge=False,
+        title="service level: lines allocated in full at their first decision, of the lines placed",
+        title_justify="left",
+    )
+    for channel in channels:
+        was, now = comparison.service_level("baseline", channel), comparison.service_level("what_if", channel)
+        placed = comparison.figures("baseline", channel)[PLACED]
+        service.add_row(
+            Text(_ALL if channel is None else channel),
+            f"{placed:,}",
+            _rate(was),
+            _rate(now),
+            _points(was, now),
+        )
+    parts.append(service)
+
     details = Table(
         Column("channel", no_wrap=True),
         Column("figure"),
@@ -304,6 +326,18 @@ def replay_report(inputs: ReplayInputs, comparison: Comparison, examples: int) -
         orders.add_row(Text(c.order_id), Text(c.channel), Text("\n".join(outcome)), end_section=True)
     parts.append(orders)
     return parts
+
+
+def _rate(rate: float | None) -> str:
+    """A share as a percentage ("-": nothing to divide)."""
+    return "-" if rate is None else f"{rate:.1%}"
+
+
+def _points(was: float | None, now: float | None) -> str:
+    """The change of a rate in percentage points."""
+    if was is None or now is None:
+        return "-"
+    return f"{(now - was) * 100:+.1f}pp"
 
 
 def _count(n: int, noun: str) -> str:

@@ -42,6 +42,9 @@ RESERVATION_TTL_S = {"marketplace": 3}  # the others hold their reservations unt
 #: cart's hold lives (web's `hold_ttl_s` in examples/channels.jsonl).
 CARTS = {"web": 0.2}
 HOLD_TTL_S = 3
+#: Protection levels: the units of each SKU web (the highest priority) keeps from store and
+#: marketplace (web's `protected_units` in examples/channels.jsonl).
+WEB_PROTECTED_UNITS = 3
 OFFLINE_LOCATION = "STORE-NYC"
 
 

@@ -25,6 +25,20 @@ used yet is fenced off from every other channel. A channel with a pool sells onl
 it; a channel without one sells from what no pool fences. Shares are of the current
 stock, so a receipt re-divides it.
 
+Protection levels (nested, admission control by channel priority). A channel with
+`protected_units` u keeps u units of every SKU for its demand against every channel of
+lower priority that may use one of its locations. A channel of priority p must leave the
+sum of the protection levels of the channels ranked above p (which use one of its
+locations): its ATS is computed as above with max(its safety stock, that sum) held back
+instead of its safety stock, so protection is a floor under what it leaves, at the
+locations it may use (at the one a line names, as safety stock is). Both are limits on
+the lower channel, so protection bites into its own pool too. A line that fits its ATS
+without protection but not with it is refused `protected_for_priority` (lines.py: it waits
+instead where its channel lets lines wait; a partial line takes the unprotected units).
+Protection is a level on what is left, not an account: units the higher channels already
+took do not lower it. The highest channel (and any channel when none protects) is not
+bound.
+
 Within the chosen location, lots are taken by the channel's lot policy: FIFO (oldest
 receipt first), FEFO (earliest expiry first, lots without expiry last) or LIFO. Units
 outside every lot count as the oldest receipt and never expire.
@@ -50,13 +64,19 @@ _NEVER = 1 << 62
 
 
 class Bounds:
-    """What pools do to one channel's ATS: units fenced off for others, and its own cap."""
+    """What pools and protection do to one channel's ATS: units fenced off for others' pools,
+    its own pool's cap, and units it must leave for higher-priority channels."""
 
-    __slots__ = ("fenced", "cap")
+    __slots__ = ("fenced", "cap", "protected")
 
-    def __init__(self, fenced: int = 0, cap: int | None = None) -> None:
+    def __init__(self, fenced: int = 0, cap: int | None = None, protected: int = 0) -> None:
         self.fenced = fenced
         self.cap = cap
+        self.protected = protected
+
+    def unprotected(self) -> Bounds:
+        """The same bounds without protection: to tell a protected line from a short one."""
+        return Bounds(self.fenced, self.cap)
 
 
 NO_BOUNDS = Bounds()
@@ -65,10 +85,12 @@ NO_BOUNDS = Bounds()
 def pool_bounds(
     balances: Mapping[str, LocationBalance], book: SkuBook, tables: Tables, channel: Channel, now: int
 ) -> Bounds:
-    """The pools' effect on `channel` for this SKU (`NO_BOUNDS` when no channel has a pool)."""
+    """The pools' and protection's effect on `channel` for this SKU (`NO_BOUNDS` when no
+    channel has a pool and nothing is protected from it)."""
+    protected = tables.protected_from(channel)
     pooled = tables.pooled
     if not pooled:
-        return NO_BOUNDS
+        return Bounds(protected=protected) if protected else NO_BOUNDS
     sellable = 0
     for location_id, balance in balances.items():
         loc = tables.online.get(location_id)
@@ -88,12 +110,13 @@ def pool_bounds(
             cap = unused
         else:
             fenced += unused
-    return Bounds(fenced, cap)
+    return Bounds(fenced, cap, protected)
 
 
 def ats_of(pool: int, channel: Channel, bounds: Bounds = NO_BOUNDS) -> int:
     """A channel's ATS from its pool (available at the locations it may use)."""
-    ats = pool - channel.safety_stock - bounds.fenced
+    kept = channel.safety_stock if channel.safety_stock >= bounds.protected else bounds.protected
+    ats = pool - kept - bounds.fenced
     if bounds.cap is not None and bounds.cap < ats:
         ats = bounds.cap
     return max(0, ats)
@@ -142,7 +165,7 @@ def choose_locations(
         balance = balances.get(location)
         pool = 0 if balance is None else balance.sellable(loc.safety_stock, now)
         if qty > ats_of(pool, channel, bounds):
-            return reasons.INSUFFICIENT_STOCK
+            return _short(pool, channel, qty, bounds)
         return ((location, qty),)
 
     # One pass: the pool for the channel's ATS, and the best location holding the whole
@@ -173,12 +196,19 @@ def choose_locations(
     if pool == 0:
         return reasons.CHANNEL_NOT_ALLOWED if excluded_with_stock else reasons.INSUFFICIENT_STOCK
     if qty > ats_of(pool, channel, bounds):
-        return reasons.INSUFFICIENT_STOCK
+        return _short(pool, channel, qty, bounds)
     if best_id is not None:
         return ((best_id, qty),)
     if not channel.allow_split:
         return reasons.INSUFFICIENT_STOCK
     return _split(balances, online, channel, qty, region, now)
+
+
+def _short(pool: int, channel: Channel, qty: int, bounds: Bounds) -> str:
+    """Why a line of `qty` does not fit the channel's ATS: protection, if it would fit without."""
+    if bounds.protected > channel.safety_stock and qty <= ats_of(pool, channel, bounds.unprotected()):
+        return reasons.PROTECTED_FOR_PRIORITY
+    return reasons.INSUFFICIENT_STOCK
 
 
 def fillable(
@@ -226,7 +256,8 @@ def choose_partial(
 ) -> Choice | None:
     """Where the units of a partial fill of a line of `qty` come from (fewer than qty), or
     None when the channel can have none of them now. For a line `choose_locations` found
-    short of stock (`insufficient_stock`), on a channel with `allow_partial`."""
+    short (`insufficient_stock`, `protected_for_priority`: reasons.SHORT), on a channel with
+    `allow_partial`; a protected line takes only the units not protected."""
     fill = fillable(balances, online, channel, qty, location, now, bounds)
     if fill <= 0:
         return None

@@ -3,7 +3,8 @@
 - **hold** (`HoldLine`, order event `held`): the line takes its units now, as an allocation
   would (same location choice, pools, allow-list), and holds them until its time to live
   passes: the event's, else its channel's `hold_ttl_s`. All or nothing and never waiting: a
-  hold short of stock is rejected (`insufficient_stock`), whatever the channel's waitlist,
+  hold short of stock is rejected (`insufficient_stock`; `protected_for_priority` when the
+  units are there but kept for higher-priority channels), whatever the channel's waitlist,
   backorder or partial settings say, since a cart wants units that are there now. The
   line's status is `held`; its events are `held`, one per location and lot.
 - **confirm** (`ConfirmLine`, `confirmed`): the held line becomes an order line with the
@@ -68,7 +69,9 @@ def hold_line(state: SkuState, cmd: HoldLine, tables: Tables, now: int) -> Decis
     elif not state.balances:
         choice = reasons.UNKNOWN_SKU
     else:
-        bounds = pool_bounds(state.balances, state.book, tables, channel, now) if tables.pooled else NO_BOUNDS
+        bounds = (
+            pool_bounds(state.balances, state.book, tables, channel, now) if tables.bounded else NO_BOUNDS
+        )
         choice = choose_locations(
             state.balances, tables.online, channel, cmd.qty, cmd.region, cmd.location, now, bounds
         )

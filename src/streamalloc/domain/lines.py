@@ -82,11 +82,13 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     elif not state.balances:
         choice = reasons.UNKNOWN_SKU
     else:
-        bounds = pool_bounds(state.balances, state.book, tables, channel, now) if tables.pooled else NO_BOUNDS
+        bounds = (
+            pool_bounds(state.balances, state.book, tables, channel, now) if tables.bounded else NO_BOUNDS
+        )
         choice = choose_locations(
             state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
         )
-        if channel.allow_partial and choice == reasons.INSUFFICIENT_STOCK:
+        if channel.allow_partial and choice in reasons.SHORT:
             partial = choose_partial(
                 state.balances, tables.online, channel, qty, cmd.region, cmd.location, now, bounds
             )
@@ -97,7 +99,7 @@ def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) 
     line = LineState(cmd.order_id, cmd.line_id, cmd.channel, qty, "allocated", (), 0, None, applied, now)
     state.add_line(key, line)
     if isinstance(choice, str):
-        waits = wait_reason(state, channel, qty) if choice == reasons.INSUFFICIENT_STOCK else None
+        waits = wait_reason(state, channel, qty) if choice in reasons.SHORT else None
         if waits is not None:
             backordered = enqueue(
                 state, line, channel, waits, priority=cmd.priority, region=cmd.region,

@@ -15,8 +15,13 @@ UNKNOWN_CHANNEL: Final = "unknown_channel"  # the channels table has no record o
 UNKNOWN_SKU: Final = "unknown_sku"  # no inventory event ever reached this SKU
 INSUFFICIENT_STOCK: Final = "insufficient_stock"  # not enough available / channel ATS
 CHANNEL_NOT_ALLOWED: Final = "channel_not_allowed"  # the allow-list excludes every stocked location
+# The units are there but protected for higher-priority channels (allocate.py, protection levels).
+PROTECTED_FOR_PRIORITY: Final = "protected_for_priority"
 LOCATION_UNAVAILABLE: Final = "location_unavailable"  # the line names an unknown or offline location
 SHIP_COMPLETE_FAILED: Final = "ship_complete_failed"  # domain.orders: another line of the order failed
+
+#: The reasons a line is short of units: it may take part of them or wait (waitlist.py).
+SHORT: Final = (INSUFFICIENT_STOCK, PROTECTED_FOR_PRIORITY)
 
 LOT_UNAVAILABLE: Final = "lot_unavailable"  # a pick names a lot without enough unexpired free units
 

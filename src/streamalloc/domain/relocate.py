@@ -156,7 +156,7 @@ def _move(
         state.balances, usable, channel, soft, None, None, now, bounds
     )
     held = own.status == HELD  # a cart's hold moves whole or goes: it never waits (checkout.py)
-    if choice == reasons.INSUFFICIENT_STOCK and channel.allow_partial and not held:
+    if choice in reasons.SHORT and channel.allow_partial and not held:
         # What can move moves; the rest waits (waitlist.py, partial allocation).
         choice = choose_partial(state.balances, usable, channel, soft, None, None, now, bounds)
     if choice is not None and not isinstance(choice, str):

@@ -81,7 +81,9 @@ class Channel:
     the tables' default); `priority_window_ms` lets its lines yield to higher-ranked
     requests that arrive that soon after them (contention.py; 0: arrival order);
     `hold_ttl_s` is how long a checkout hold lives when its `held` or `extended` event
-    names no TTL (checkout.py).
+    names no TTL (checkout.py); `protected_units` is how many units of each SKU are kept
+    for this channel's demand against every lower-priority channel (protection levels,
+    allocate.py; 0: none).
     """
 
     channel_id: str
@@ -96,6 +98,7 @@ class Channel:
     lot_policy: LotPolicy | None = None
     priority_window_ms: int = 0
     hold_ttl_s: int = DEFAULT_HOLD_TTL_S
+    protected_units: int = 0
 
     def allows(self, location_id: str) -> bool:
         return self.locations is None or location_id in self.locations
@@ -121,6 +124,9 @@ class Tables:
     online: Mapping[str, Location] = field(init=False, repr=False, compare=False)
     pooled: tuple[Channel, ...] = field(init=False, repr=False, compare=False)
     contending: bool = field(init=False, repr=False, compare=False)  # a channel has a priority window
+    protecting: tuple[Channel, ...] = field(init=False, repr=False, compare=False)
+    protection: Mapping[str, int] = field(init=False, repr=False, compare=False)
+    bounded: bool = field(init=False, repr=False, compare=False)  # pools or protection bound an ATS
 
     def __post_init__(self) -> None:
         pooled = tuple(
@@ -130,6 +136,12 @@ class Tables:
         object.__setattr__(
             self, "contending", any(ch.priority_window_ms > 0 for ch in self.channels.values())
         )
+        protecting = tuple(ch for _, ch in sorted(self.channels.items()) if ch.protected_units > 0)
+        object.__setattr__(self, "protecting", protecting)
+        object.__setattr__(
+            self, "protection", {cid: _protected_from(protecting, ch) for cid, ch in self.channels.items()}
+        )
+        object.__setattr__(self, "bounded", bool(pooled or protecting))
         online = {
             lid: loc for lid, loc in self.locations.items() if loc.status == ONLINE and lid not in self.stale
         }
@@ -141,6 +153,14 @@ class Tables:
         if loc is None or loc.status != ONLINE:
             return OFFLINE
         return STALE if location_id in self.stale else ONLINE
+
+    def protected_from(self, channel: Channel) -> int:
+        """Units `channel` must leave for higher-priority channels (protection levels)."""
+        if not self.protecting:
+            return 0
+        if self.channels.get(channel.channel_id) is channel:
+            return self.protection[channel.channel_id]
+        return _protected_from(self.protecting, channel)
 
     def lot_policy_of(self, channel: Channel) -> LotPolicy:
         return channel.lot_policy or self.lot_policy
@@ -162,3 +182,20 @@ class Tables:
             channels={ch.channel_id: ch for ch in channels},
             stale=frozenset(stale),
         )
+
+
+def _protected_from(protecting: Iterable[Channel], channel: Channel) -> int:
+    """The sum of the protection levels of the channels ranked above `channel` that may use
+    one of its locations (nested protection: each lower rank leaves more units)."""
+    total = 0
+    for other in protecting:
+        if other.priority > channel.priority and _overlap(other, channel):
+            total += other.protected_units
+    return total
+
+
+def _overlap(a: Channel, b: Channel) -> bool:
+    """Whether the two channels may use a location in common (None: every location)."""
+    if a.locations is None or b.locations is None:
+        return True
+    return not a.locations.isdisjoint(b.locations)

@@ -15,6 +15,11 @@ so the freed units are never available to anyone else first. A waiting line that
 not fit is passed over for lines behind it that do (first fit): a large line does not
 block smaller ones; it keeps its place for the next units.
 
+**Protection levels** (allocate.py). A line refused `protected_for_priority` waits as a
+line short of stock does (a backorder within its channel's rules, else the waitlist where
+its channel opted in); served from the waitlist it is bound by the same protection, so it
+is filled once stock rises above what the higher-priority channels keep.
+
 **Partial allocation** (channel `allow_partial`). A line its channel's stock cannot cover
 takes what is available now (allocate.choose_partial) and waits for the rest: on the
 waitlist for the units it lacks, as a backorder (reason `incoming`) when the channel's
@@ -154,7 +159,7 @@ def serve(state: SkuState, tables: Tables, cause: str, occurred_at: int, now: in
                     state.balances, tables.online, channel, entry.qty, entry.region, entry.location, now,
                     bounds,
                 )
-                if channel.allow_partial and choice == reasons.INSUFFICIENT_STOCK
+                if channel.allow_partial and choice in reasons.SHORT
                 else None
             )  # fmt: skip
             if partial is None:

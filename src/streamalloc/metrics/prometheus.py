@@ -36,6 +36,7 @@ KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
             reasons.UNKNOWN_CHANNEL,
             reasons.UNKNOWN_SKU,
             reasons.INSUFFICIENT_STOCK,
+            reasons.PROTECTED_FOR_PRIORITY,
             reasons.CHANNEL_NOT_ALLOWED,
             reasons.LOCATION_UNAVAILABLE,
         )

@@ -65,6 +65,8 @@ from streamalloc.replay.history import (
 from streamalloc.replay.run import (
     CORE_TYPES,
     PARTIAL,
+    PLACED,
+    SERVED,
     SPLIT,
     Key,
     LineOutcome,
@@ -75,6 +77,8 @@ from streamalloc.replay.run import (
 
 __all__ = [
     "CORE_TYPES",
+    "PLACED",
+    "SERVED",
     "SPLIT",
     "ChangedOrder",
     "Comparison",

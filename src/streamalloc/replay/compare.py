@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from streamalloc.domain import Tables
 from streamalloc.replay.history import Step
-from streamalloc.replay.run import CORE_TYPES, PARTIAL, SPLIT, Key, RunResult, run
+from streamalloc.replay.run import CORE_TYPES, PARTIAL, PLACED, SERVED, SPLIT, Key, RunResult, run
 
 # ---------------------------------------------------------------- the comparison
 
@@ -61,6 +61,11 @@ class Comparison:
         before, after = self.figures("baseline", channel), self.figures("what_if", channel)
         return {key: after[key] - before[key] for key in _keys(before, after)}
 
+    def service_level(self, run: Literal["baseline", "what_if"], channel: str | None = None) -> float | None:
+        """Lines allocated in full at their first decision, of the lines placed (None: none)."""
+        figures = self.figures(run, channel)
+        return figures[SERVED] / figures[PLACED] if figures[PLACED] else None
+
     def changed_in(self, channel: str | None = None) -> int:
         return sum(1 for c in self.changed if channel is None or c.channel == channel)
 
@@ -73,6 +78,10 @@ class Comparison:
                 "baseline": _nested(before, _keys(before, after)),
                 "what_if": _nested(after, _keys(before, after)),
                 "difference": _nested(self.difference(channel), _keys(before, after)),
+                "service_level": {
+                    "baseline": self.service_level("baseline", channel),
+                    "what_if": self.service_level("what_if", channel),
+                },
                 "orders_changed": self.changed_in(channel),
             }
 
@@ -123,7 +132,9 @@ def changed_orders(baseline: RunResult, what_if: RunResult) -> list[ChangedOrder
 def _keys(*figures: Mapping[Key, int]) -> list[Key]:
     """Every figure either has, plus the core line decisions, in a stable order."""
     keys: set[Key] = (
-        {("lines", t) for t in CORE_TYPES} | {("units", t) for t in CORE_TYPES} | {SPLIT, PARTIAL}
+        {("lines", t) for t in CORE_TYPES}
+        | {("units", t) for t in CORE_TYPES}
+        | {SPLIT, PARTIAL, PLACED, SERVED}
     )
     for f in figures:
         keys.update(f)
@@ -132,14 +143,19 @@ def _keys(*figures: Mapping[Key, int]) -> list[Key]:
 
 def _nested(figures: Mapping[Key, int], keys: Iterable[Key]) -> dict[str, Any]:
     """Flat figures as JSON: {lines: {type: n}, units: {...}, reasons: {type: {reason: n}}, split,
-    partial, orders}."""
-    out: dict[str, Any] = {"lines": {}, "units": {}, "reasons": {}, "split": 0, "partial": 0, "orders": {}}
+    partial, placed, served, orders}."""
+    out: dict[str, Any] = {
+        "lines": {}, "units": {}, "reasons": {}, "split": 0, "partial": 0, "placed": 0, "served": 0,
+        "orders": {},
+    }  # fmt: skip
     for key in keys:
         value = figures.get(key, 0)
         if key == SPLIT:
             out["split"] = value
         elif key == PARTIAL:
             out["partial"] = value
+        elif key in (PLACED, SERVED):
+            out[key[0]] = value
         elif key[0] == "reason":
             out["reasons"].setdefault(key[1], {})[key[2]] = value
         else:

@@ -39,11 +39,15 @@ PROGRESS_EVERY: Final = 1000
 
 Key = tuple[str, ...]
 """A figure: ("lines", type), ("units", type), ("reason", type, reason), ("split",),
-("partial",), ("orders", status)."""
+("partial",), ("placed",), ("served",), ("orders", status)."""
 
 SPLIT: Final[Key] = ("split",)
 #: Lines a decision allocated in part, leaving the rest waiting (channel `allow_partial`).
 PARTIAL: Final[Key] = ("partial",)
+#: Lines placed (or held for a cart) and decided, and of those the ones allocated in full at
+#: that first decision: the channel's cycle service level, as the audit's KPIs count it.
+PLACED: Final[Key] = ("placed",)
+SERVED: Final[Key] = ("served",)
 
 
 class LineOutcome(NamedTuple):
@@ -146,7 +150,17 @@ class _Run:
                 state = self.states[command.sku] = SkuState(command.sku)
             decision = apply(state, command, self.tables, now)
             if decision:
+                if isinstance(command, AllocateLine | HoldLine):
+                    self._served(command, decision)
                 pending.extend(self._record(decision, state))
+
+    def _served(self, command: AllocateLine | HoldLine, decision: Decision) -> None:
+        """Count a placement decided, and whether it got every unit it asked for at once."""
+        figures = self._figures(command.channel)
+        figures[PLACED] += 1
+        got = sum(e.qty for e in decision if type(e) is AllocationEvent and e.type in ("allocated", "held"))
+        if 0 < command.qty <= got:
+            figures[SERVED] += 1
 
     def _schedule(self, due: int, sku: str, line: LineState) -> None:
         """The line's expiry timer, while it holds soft units (as the allocator keeps them)."""

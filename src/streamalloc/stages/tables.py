@@ -38,6 +38,7 @@ def channel_of(record: Mapping[str, Any]) -> Channel:
         lot_policy=_lot_policy(record.get("lot_policy")),
         priority_window_ms=max(0, record.get("priority_window_ms") or 0),
         hold_ttl_s=record.get("hold_ttl_s", DEFAULT_HOLD_TTL_S),
+        protected_units=max(0, record.get("protected_units") or 0),
     )
 
 

@@ -30,6 +30,12 @@ FIFO or LIFO, and picks sometimes name a lot. Orders carry priorities, so the wa
 ranks them, and some steps are two rival requests taken in together, decided in the
 order `domain.contention` gives (one channel yields to higher-ranked ones).
 
+Protection levels are in the table too (nested: vip keeps units from the channels below it
+that may use its locations, waits keeps more from those below it), and a suite near
+stockout over every rank makes them bite: a channel never takes the units kept for the
+channels above it, and only a channel something is protected from is refused
+`protected_for_priority`.
+
 Now and then the changes are written to a dict "store" (and the state kept), or the state
 is rebuilt from those records (as the stage does per batch), so persisting only the dirty
 parts is checked too. At the end every command of the sequence is applied once more: each
@@ -74,7 +80,9 @@ from streamalloc.domain import (
     apply,
     channel_ats,
     contend,
+    reasons,
 )
+from streamalloc.domain.allocate import pool_bounds
 from streamalloc.domain.model import WAITING, SkuBook
 
 SKU = "sku-1"
@@ -90,7 +98,17 @@ TABLES = Tables.of(
         Channel(channel_id="shop", locations=frozenset({"L1", "L3"}), lot_policy="FIFO"),
         Channel(channel_id="split", allow_split=True),
         Channel(channel_id="guarded", safety_stock=2, pool_share=0.5),
-        Channel(channel_id="waits", backorder_limit=3, waitlist=True, lot_policy="LIFO", priority=2),
+        # protection levels, nested: vip keeps 2 units from every lower channel that may use L2
+        # or L4, waits keeps 1 more from the channels below it
+        Channel(
+            channel_id="waits",
+            backorder_limit=3,
+            waitlist=True,
+            lot_policy="LIFO",
+            priority=2,
+            protected_units=1,
+        ),
+        Channel(channel_id="vip", priority=3, protected_units=2, locations=frozenset({"L2", "L4"})),
         Channel(channel_id="yields", priority=1, priority_window_ms=100, waitlist=True),
         Channel(channel_id="web"),
         # partial allocation: what is there now, the rest waits (backordered or waitlisted)
@@ -222,7 +240,7 @@ def seeded(on_hand: list[int], returned: list[int], body: list[tuple[Any, ...]])
 
 
 steps = sequences(
-    ("web", "shop", "split", "guarded", "waits", "yields", "partial", "partsplit", "stranger"),
+    ("web", "shop", "split", "guarded", "waits", "vip", "yields", "partial", "partsplit", "stranger"),
     st.integers(min_value=1, max_value=6),
     stock=8,
 )
@@ -230,6 +248,10 @@ steps = sequences(
 split_steps = sequences(("split",), st.integers(min_value=4, max_value=10), stock=5)
 # Lines larger than the stock on the partial channels: partial fills, waits and refills throughout.
 partial_steps = sequences(("partial", "partsplit"), st.integers(min_value=3, max_value=10), stock=4)
+# Little stock and every rank: protection levels bite often (refused, waiting, partly filled).
+protected_steps = sequences(
+    ("vip", "waits", "yields", "web", "partial", "shop"), st.integers(min_value=1, max_value=4), stock=4
+)
 
 
 def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
@@ -367,7 +389,12 @@ def buckets(state: SkuState, location_id: str) -> tuple[int, int, int, int]:
 
 
 def check_decision(
-    before: SkuState, after: SkuState, cmd: Command, decision: Decision, tables: Tables = TABLES
+    before: SkuState,
+    after: SkuState,
+    cmd: Command,
+    decision: Decision,
+    tables: Tables = TABLES,
+    now: int = NOW,
 ) -> None:
     # Shape: a non-duplicate emits, every event names its cause, ids are unique, refusals say why.
     if decision.duplicate:
@@ -393,6 +420,23 @@ def check_decision(
                 assert waits == ([] if got == cmd.qty else [cmd.qty - got])
             else:
                 assert got == cmd.qty <= ats
+
+    # Protection levels: a channel never takes the units kept for the channels above it
+    # (what it may still reach, outside others' pools, stays at or above their levels).
+    if isinstance(cmd, AllocateLine | HoldLine) and cmd.channel in TABLES.channels:
+        channel = TABLES.channel(cmd.channel)
+        protected = TABLES.protected_from(channel)
+        took = [e for e in decision if isinstance(e, AllocationEvent) and e.type in ("allocated", "held")]
+        if took and protected:
+            reach = sum(
+                b.sellable(TABLES.online[loc].safety_stock, now)
+                for loc, b in after.balances.items()
+                if loc in TABLES.online and channel.allows(loc)
+            )
+            fenced = pool_bounds(after.balances, after.book, TABLES, channel, now).fenced
+            assert reach - fenced >= protected
+        if not protected:
+            assert reasons.PROTECTED_FOR_PRIORITY not in decision.reasons
 
     # A hold takes what an allocation would, all of it or nothing, and never waits.
     if isinstance(cmd, HoldLine):
@@ -556,7 +600,7 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
             decision = apply(state, cmd, tables, now)
             if step[0] == "repeat":
                 assert decision.events == () and snapshot(state) == snapshot(before)
-            check_decision(before, state, cmd, decision, tables)
+            check_decision(before, state, cmd, decision, tables, now)
             check_state(state)
             check_repeat_is_a_no_op(state, cmd, tables, now + 1)
             if not isinstance(
@@ -607,6 +651,12 @@ def test_invariants_hold_for_lines_split_across_locations(sequence: list[tuple[A
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(partial_steps)
 def test_invariants_hold_for_lines_allocated_in_part(sequence: list[tuple[Any, ...]]) -> None:
+    run_and_check(sequence)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(protected_steps)
+def test_invariants_hold_under_protection_levels(sequence: list[tuple[Any, ...]]) -> None:
     run_and_check(sequence)
 
 

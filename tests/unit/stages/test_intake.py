@@ -88,6 +88,13 @@ def test_a_channel_record_from_before_hold_ttl_s_reads_the_default_of_15_minutes
     assert channel_of({**old, "hold_ttl_s": 60}).hold_ttl_s == 60
 
 
+def test_a_channel_record_from_before_protected_units_protects_nothing() -> None:
+    old = topic_serde(SETTINGS, SETTINGS.topic("channels")).validate({"channel_id": "web"})
+    assert channel_of(old).protected_units == 0
+    assert channel_of({**old, "protected_units": 4}).protected_units == 4
+    assert channel_of({**old, "protected_units": -1}).protected_units == 0
+
+
 def test_a_whole_order_cancel_becomes_a_cancel_request_for_the_order_stage() -> None:
     harness = StageHarness(IntakeStage(SETTINGS))
     cancel = order(event_id="e2", type="cancelled", lines=[])
