@@ -143,7 +143,11 @@ def test_stock_totals_follow_each_committed_change_per_location_and_bucket() -> 
     recorder = Recorder()
     harness = _allocator(recorder, _tables(waitlist=True))
     harness.advance(0)  # the first punctuation counts the (empty) store
-    assert recorder.stock[("allocator", 0)] == StockSnapshot(waiting_lines={"incoming": 0, "waitlisted": 0})
+    assert recorder.stock[("allocator", 0)] == StockSnapshot(
+        waiting_lines={"incoming": 0, "waitlisted": 0},
+        ats={"marketplace": 0, "web": 0},
+        out_of_stock_by_channel={"marketplace": 0, "web": 0},
+    )
     harness.feed(
         INVENTORY,
         [
@@ -206,6 +210,86 @@ def test_the_exported_stock_sums_owned_partitions_and_forgets_a_closed_one() -> 
     lines = _lines(observer)
     assert 'streamalloc_stock_units{bucket="available",location="WH-1"} 3.0' in lines
     assert 'streamalloc_skus_out_of_stock{location="WH-1"} 0.0' in lines
+
+
+# --- ATS and SKUs out of stock per channel ---------------------------------------------------
+
+
+def _channel_tables() -> Tables:
+    """web sells everywhere, marketplace only at WH-2."""
+    return Tables(
+        locations={lid: location_of({"location_id": lid, "priority": 1}) for lid in ("WH-1", "WH-2")},
+        channels={
+            "web": Channel(channel_id="web"),
+            "marketplace": Channel(channel_id="marketplace", locations=frozenset({"WH-2"})),
+        },
+    )
+
+
+def test_ats_and_skus_out_of_stock_per_channel_follow_the_availability_views() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _channel_tables())
+    harness.advance(0)
+    harness.feed(
+        INVENTORY,
+        [
+            (b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10)),
+            (b"SKU-B", inventory("r2", "SKU-B", "WH-2", 3)),
+        ],
+    )
+    # an order for a SKU never received: no SKU a channel is out of
+    harness.feed(REQUESTS, [(b"SKU-Z", request("o0", "1", "SKU-Z", 1))])
+    stock = _stock(harness, recorder)
+    assert stock.skus == 2
+    assert stock.ats == {"web": 13, "marketplace": 3}
+    assert stock.out_of_stock_by_channel == {"web": 0, "marketplace": 1}  # SKU-A is at WH-1 only
+    harness.feed(REQUESTS, [(b"SKU-B", request("o1", "1", "SKU-B", 3, channel="marketplace"))])
+    stock = _stock(harness, recorder)
+    assert stock.ats == {"web": 10, "marketplace": 0}
+    assert stock.out_of_stock_by_channel == {"web": 1, "marketplace": 2}
+    # the scan of a reopened partition counts the same
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _channel_tables, again, clock=harness.clock)
+    assert _stock(harness, again) == stock
+
+
+def test_a_new_channel_in_the_table_counts_the_partition_again() -> None:
+    recorder = Recorder()
+    tables = [_channel_tables()]
+    clock = ManualClock(T0)
+    harness = StageHarness(AllocatorStage(SETTINGS, lambda: tables[0], recorder, clock=clock), clock=clock)
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 4))])
+    assert _stock(harness, recorder).ats == {"web": 4, "marketplace": 0}
+    tables[0] = Tables(
+        locations=tables[0].locations,
+        channels={**tables[0].channels, "store": Channel(channel_id="store")},
+    )
+    stock = _stock(harness, recorder)  # SKU-A did not change: counted again for the new channel
+    assert stock.ats == {"web": 4, "marketplace": 0, "store": 4}
+    assert stock.out_of_stock_by_channel == {"web": 0, "marketplace": 1, "store": 0}
+
+
+def test_the_exported_channel_stock_starts_at_zero_for_known_channels_and_sums_partitions() -> None:
+    observer = PrometheusObserver(process=False)
+    observer.on_channels(["web", "store"])
+    lines = _lines(observer)
+    for channel in ("web", "store"):
+        assert f'streamalloc_channel_ats_units{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_skus_out_of_stock_by_channel{{channel="{channel}"}} 0.0' in lines
+    assert "streamalloc_skus_stocked 0.0" in lines
+    one = StockSnapshot(skus=3, ats={"web": 5, "store": 0}, out_of_stock_by_channel={"web": 1, "store": 3})
+    two = StockSnapshot(skus=2, ats={"web": 1, "store": 2}, out_of_stock_by_channel={"web": 0, "store": 1})
+    observer.on_stock("allocator", 0, one)
+    observer.on_stock("allocator", 1, two)
+    lines = _lines(observer)
+    assert 'streamalloc_channel_ats_units{channel="web"} 6.0' in lines
+    assert 'streamalloc_skus_out_of_stock_by_channel{channel="store"} 4.0' in lines
+    assert "streamalloc_skus_stocked 5.0" in lines
+    observer.on_task_closed("allocator", 1)
+    lines = _lines(observer)
+    assert 'streamalloc_channel_ats_units{channel="store"} 0.0' in lines
+    assert "streamalloc_skus_stocked 3.0" in lines
 
 
 # --- dead letters by reason -------------------------------------------------------------------

@@ -240,6 +240,7 @@ class PrometheusObserver(Observer):
         # A channel gone from the table keeps its series and its children: a counter does not
         # go back, and the label values stay bounded by every channel the table ever held.
         self._channels = frozenset(channels)
+        self.stock.channels = self._channels  # their stock series show zero before any stock
 
     def on_location_status(self, location: str, status: str) -> None:
         self.location_changes.labels(location, status).inc()
@@ -282,14 +283,22 @@ class _Stock(Collector):
     def __init__(self) -> None:
         # replaced whole, never mutated: read by scrapes on the HTTP thread
         self.snapshots: dict[tuple[str, int], StockSnapshot] = {}
+        self.channels: frozenset[str] = frozenset()  # the channels table's, as last read
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshots = self.snapshots.values()
         units: dict[tuple[str, str], int] = {}
         out_of_stock: dict[str, int] = {}
         waiting: dict[str, int] = dict.fromkeys((reasons.INCOMING, reasons.WAITLISTED), 0)
-        backordered = 0
+        backordered = skus = 0
+        ats: dict[str, int] = dict.fromkeys(self.channels, 0)
+        out_by_channel: dict[str, int] = dict.fromkeys(self.channels, 0)
         for snapshot in snapshots:
+            skus += snapshot.skus
+            for channel, n in snapshot.ats.items():
+                ats[channel] = ats.get(channel, 0) + n
+            for channel, n in snapshot.out_of_stock_by_channel.items():
+                out_by_channel[channel] = out_by_channel.get(channel, 0) + n
             for key, n in snapshot.units.items():
                 units[key] = units.get(key, 0) + n
             for location, n in snapshot.out_of_stock.items():
@@ -314,6 +323,29 @@ class _Stock(Collector):
         )
         for location, n in sorted(out_of_stock.items()):
             family.add_metric([location], n)
+        yield family
+        yield GaugeMetricFamily(
+            "streamalloc_skus_stocked",
+            "SKUs with a balance at some location, over the partitions owned here (the share a "
+            "channel is out of: streamalloc_skus_out_of_stock_by_channel / this)",
+            value=skus,
+        )
+        family = GaugeMetricFamily(
+            "streamalloc_channel_ats_units",
+            "Units each channel may sell (its ATS: pools, location rules and safety stock applied), "
+            "summed over the stocked SKUs of the partitions owned here",
+            labels=["channel"],
+        )
+        for channel, n in sorted(ats.items()):
+            family.add_metric([channel], n)
+        yield family
+        family = GaugeMetricFamily(
+            "streamalloc_skus_out_of_stock_by_channel",
+            "Stocked SKUs the channel can sell none of (ATS 0), over the partitions owned here",
+            labels=["channel"],
+        )
+        for channel, n in sorted(out_by_channel.items()):
+            family.add_metric([channel], n)
         yield family
         yield GaugeMetricFamily(
             "streamalloc_backordered_units",

@@ -16,13 +16,19 @@ class StockSnapshot:
 
     `units`: (location, bucket) -> units, buckets named as the availability view names them;
     `out_of_stock`: location -> SKUs with a balance there and nothing available;
-    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines.
+    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines;
+    `skus`: SKUs with a balance at some location; `ats`: channel -> units it may sell, summed
+    over those SKUs (each SKU's ATS for the channel, as the availability view gives it);
+    `out_of_stock_by_channel`: channel -> of those SKUs, how many it can sell none of.
     """
 
     units: Mapping[tuple[str, str], int] = field(default_factory=dict)
     out_of_stock: Mapping[str, int] = field(default_factory=dict)
     backordered_units: int = 0
     waiting_lines: Mapping[str, int] = field(default_factory=dict)
+    skus: int = 0
+    ats: Mapping[str, int] = field(default_factory=dict)
+    out_of_stock_by_channel: Mapping[str, int] = field(default_factory=dict)
 
 
 class Observer:

@@ -302,12 +302,14 @@ class AllocatorStage(BaseStage):
     def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> None:
         """Bring the partition's stock totals up to date and tell the observer if they moved:
         counted by a scan of its store the first time after the partition was opened (a new
-        StorePartition: assigned, or revived), then folded from what commits noted."""
+        StorePartition: assigned, or revived) or the channels table changed, then folded from
+        what commits noted."""
         stock = self._stock.get(partition)
-        if stock is None or stock.store is not txn.partition:
+        channels = frozenset(tables.channels)
+        if stock is None or stock.store is not txn.partition or stock.channels != channels:
             for gone in [p for p, s in self._stock.items() if s.store.status is PartitionStatus.CLOSED]:
                 del self._stock[gone]  # revoked: its totals went from the observer with its task
-            stock = self._stock[partition] = StockTotals(txn.partition)
+            stock = self._stock[partition] = StockTotals(txn.partition, channels)
             for sku in stocked_skus(txn):
                 state = load_state(sku, txn)
                 stock.update(sku, contribution(availability(state, tables, now), waiting(state)))

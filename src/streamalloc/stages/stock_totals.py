@@ -1,8 +1,9 @@
 """One allocator partition's stock summed over its SKUs, for the metrics (never for decisions).
 
-Units per location and bucket, SKUs out of stock per location, backordered units and waiting
-lines. Kept in memory, not in the store: counted by one scan of the partition's store the
-first time they are needed after the partition was (re)opened, then moved by the SKUs the
+Units per location and bucket, SKUs out of stock per location, ATS and SKUs out of stock per
+channel, stocked SKUs, backordered units and waiting lines. Kept in memory, not in the store:
+counted by one scan of the partition's store the first time they are needed after the
+partition was (re)opened (or the channels table changed), then moved by the SKUs the
 allocator publishes availability for (a SKU's old contribution out, its new one in).
 
 Off the commit path: at a commit the allocator only notes each changed SKU's availability
@@ -29,11 +30,13 @@ BUCKETS: tuple[str, ...] = ("on_hand", "available", "allocated", "picked", "qual
 WAIT_REASONS: tuple[str, ...] = (INCOMING, WAITLISTED)
 
 #: A SKU's share: ((location, units per bucket in BUCKETS order), ...), backordered units,
-#: lines waiting per WAIT_REASONS.
-Contribution = tuple[tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...]]
+#: lines waiting per WAIT_REASONS, ((channel, ATS), ...) (empty for a SKU with no balance).
+Contribution = tuple[
+    tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...], tuple[tuple[str, int], ...]
+]
 
 _NOT_WAITING = (0, 0)
-_NOTHING: Contribution = ((), 0, _NOT_WAITING)
+_NOTHING: Contribution = ((), 0, _NOT_WAITING, ())
 
 
 def waiting(state: SkuState) -> tuple[int, ...]:
@@ -54,20 +57,29 @@ def contribution(view: Availability, lines_waiting: tuple[int, ...]) -> Contribu
         )
         for row in view.locations
     )
-    return rows, view.backordered, lines_waiting
+    # A SKU with no balance anywhere (an order for one never received) is no SKU a channel is
+    # out of: it would count every SKU ever named by an order.
+    ats = tuple(view.ats.items()) if rows else ()
+    return rows, view.backordered, lines_waiting, ats
 
 
 class StockTotals:
     """The totals of one open store partition (`store`): a reopened partition gets new ones."""
 
-    def __init__(self, store: StorePartition) -> None:
+    def __init__(self, store: StorePartition, channels: frozenset[str] = frozenset()) -> None:
+        """`channels`: those of the tables the views are counted with; when the table's change,
+        the partition is counted anew (a SKU not changed since would miss a new channel)."""
         self.store = store
+        self.channels = channels
         self._of: dict[str, Contribution] = {}  # SKU -> what it adds now
         self._noted: dict[str, tuple[Availability, tuple[int, ...]]] = {}  # SKU -> not yet folded
         self._units: dict[str, list[int]] = {}  # location -> units per bucket
         self._out_of_stock: dict[str, int] = {}  # location -> SKUs with nothing available there
         self._backordered = 0
         self._waiting = [0] * len(WAIT_REASONS)
+        self._skus = 0  # SKUs with a balance somewhere
+        self._ats: dict[str, int] = dict.fromkeys(channels, 0)  # channel -> units it may sell
+        self._out_by_channel: dict[str, int] = dict.fromkeys(channels, 0)  # SKUs it can sell none of
 
     def update(self, sku: str, new: Contribution) -> bool:
         """Count `sku` as `new` from now on; False when that is what it was counted as."""
@@ -96,7 +108,7 @@ class StockTotals:
         return changed
 
     def _add(self, share: Contribution, sign: int) -> None:
-        rows, backordered, waiting = share
+        rows, backordered, waiting, ats = share
         for location, units in rows:
             totals = self._units.get(location)
             if totals is None:
@@ -109,6 +121,13 @@ class StockTotals:
         self._backordered += sign * backordered
         for i, n in enumerate(waiting):
             self._waiting[i] += sign * n
+        if ats:
+            self._skus += sign
+            by_channel, out = self._ats, self._out_by_channel
+            for channel, n in ats:
+                by_channel[channel] = by_channel.get(channel, 0) + sign * n
+                if n == 0:
+                    out[channel] = out.get(channel, 0) + sign
 
     def snapshot(self) -> StockSnapshot:
         """The totals now, as an immutable value another thread (a scrape) may read."""
@@ -121,4 +140,7 @@ class StockTotals:
             out_of_stock=dict(self._out_of_stock),
             backordered_units=self._backordered,
             waiting_lines=dict(zip(WAIT_REASONS, self._waiting, strict=True)),
+            skus=self._skus,
+            ats=dict(self._ats),
+            out_of_stock_by_channel=dict(self._out_by_channel),
         )
