@@ -23,7 +23,7 @@ from streamalloc.domain.tables import Channel
 from streamalloc.errors import DeserializationError, ValidationError
 from streamalloc.metrics import PrometheusObserver
 from streamalloc.runtime.dead_letter import DeadLetters, failure_category
-from streamalloc.runtime.observer import Observer, StockSnapshot
+from streamalloc.runtime.observer import Observer, Reservations, StockSnapshot
 from streamalloc.runtime.stage import Record
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.tables import location_of
@@ -147,6 +147,7 @@ def test_stock_totals_follow_each_committed_change_per_location_and_bucket() -> 
         waiting_lines={"incoming": 0, "waitlisted": 0},
         ats={"marketplace": 0, "web": 0},
         out_of_stock_by_channel={"marketplace": 0, "web": 0},
+        reservations={"marketplace": Reservations(), "web": Reservations()},
     )
     harness.feed(
         INVENTORY,
@@ -290,6 +291,87 @@ def test_the_exported_channel_stock_starts_at_zero_for_known_channels_and_sums_p
     lines = _lines(observer)
     assert 'streamalloc_channel_ats_units{channel="store"} 0.0' in lines
     assert "streamalloc_skus_stocked 3.0" in lines
+
+
+# --- open reservations and their age ---------------------------------------------------------
+
+
+def test_open_reservations_count_allocated_lines_until_picked_or_released_with_their_decided_at() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _channel_tables())
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10))])
+    first = harness.clock.now_ms
+    harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))])
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, first, first)
+    second = harness.clock.now_ms
+    harness.feed(
+        REQUESTS,
+        [
+            (b"SKU-A", request("o2", "1", "SKU-A", 1)),
+            (b"SKU-A", request("o3", "1", "SKU-A", 1, channel="marketplace")),  # not sold at WH-1
+            (b"SKU-A", request("o4", "1", "SKU-A", 50)),  # rejected: holds nothing
+        ],
+    )
+    stock = _stock(harness, recorder)
+    assert stock.reservations == {
+        "web": Reservations(2, first, first + second),
+        "marketplace": Reservations(0, None, 0),
+    }
+    # picked and released lines are reservations no more; the oldest moves on
+    harness.feed(
+        REQUESTS,
+        [(b"SKU-A", request("o1", "1", "SKU-A", 2, command="pick", location="WH-1", cause_event_id="p1"))],
+    )
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, second, second)
+    harness.feed(
+        REQUESTS, [(b"SKU-A", request("o2", "1", "SKU-A", 1, command="release", cause_event_id="c2"))]
+    )
+    assert _stock(harness, recorder).reservations["web"] == Reservations(0, None, 0)
+    # a reopened partition finds them in its store
+    harness.feed(REQUESTS, [(b"SKU-A", request("o5", "1", "SKU-A", 3))])
+    counted = _stock(harness, recorder)
+    assert counted.reservations["web"].lines == 1
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _channel_tables, again, clock=harness.clock)
+    assert _stock(harness, again) == counted
+
+
+def test_many_reservations_closing_around_an_old_one_keep_the_oldest_and_a_bounded_heap() -> None:
+    from streamalloc.stages.stock_totals import StockTotals
+
+    totals = StockTotals(None, frozenset({"web"}))  # type: ignore[arg-type]  # no store needed
+    totals.reserve(("A", "old", "1"), ("web", 5))
+    for i in range(1000):
+        totals.reserve(("A", f"o{i}", "1"), ("web", 10 + i))
+        totals.reserve(("A", f"o{i}", "1"), None)
+    assert totals.snapshot().reservations["web"] == Reservations(1, 5, 5)
+    assert len(totals._oldest["web"]) <= 2 + 64
+    totals.reserve(("A", "old", "1"), ("web", 7))  # re-decided: counted once, at its new time
+    assert totals.snapshot().reservations["web"] == Reservations(1, 7, 7)
+
+
+def test_the_exported_reservations_add_partitions_and_age_as_of_the_scrape() -> None:
+    observer = PrometheusObserver(process=False)
+    observer.stock.clock = lambda: 100.0  # seconds
+    observer.on_channels(["web", "store"])
+    lines = _lines(observer)
+    for channel in ("web", "store"):
+        assert f'streamalloc_open_reservations{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_open_reservation_oldest_age_seconds{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_open_reservation_summed_age_seconds{{channel="{channel}"}} 0.0' in lines
+    # web: 40 s and 70 s old on one partition, 10 s old on another
+    observer.on_stock("allocator", 0, StockSnapshot(reservations={"web": Reservations(2, 30_000, 90_000)}))
+    observer.on_stock("allocator", 1, StockSnapshot(reservations={"web": Reservations(1, 90_000, 90_000)}))
+    lines = _lines(observer)
+    assert 'streamalloc_open_reservations{channel="web"} 3.0' in lines
+    assert 'streamalloc_open_reservation_oldest_age_seconds{channel="web"} 70.0' in lines
+    assert 'streamalloc_open_reservation_summed_age_seconds{channel="web"} 120.0' in lines
+    observer.stock.clock = lambda: 101.0  # a second later, nothing changed: each is older
+    assert 'streamalloc_open_reservation_summed_age_seconds{channel="web"} 123.0' in _lines(observer)
+    observer.on_task_closed("allocator", 0)
+    lines = _lines(observer)
+    assert 'streamalloc_open_reservation_oldest_age_seconds{channel="web"} 11.0' in lines
 
 
 # --- dead letters by reason -------------------------------------------------------------------

@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from streamalloc.domain import reasons
 from streamalloc.domain.tables import OFFLINE, ONLINE, STALE
 from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
-from streamalloc.runtime.observer import Observer, StockSnapshot
+from streamalloc.runtime.observer import Observer, Reservations, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
 #: The decisions every allocator can make from its first order on (and the releases of what it
@@ -284,6 +284,7 @@ class _Stock(Collector):
         # replaced whole, never mutated: read by scrapes on the HTTP thread
         self.snapshots: dict[tuple[str, int], StockSnapshot] = {}
         self.channels: frozenset[str] = frozenset()  # the channels table's, as last read
+        self.clock = time.time  # the reservations' ages are as of the scrape
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshots = self.snapshots.values()
@@ -291,6 +292,7 @@ class _Stock(Collector):
         out_of_stock: dict[str, int] = {}
         waiting: dict[str, int] = dict.fromkeys((reasons.INCOMING, reasons.WAITLISTED), 0)
         backordered = skus = 0
+        reserved: dict[str, Reservations] = {channel: Reservations() for channel in self.channels}
         ats: dict[str, int] = dict.fromkeys(self.channels, 0)
         out_by_channel: dict[str, int] = dict.fromkeys(self.channels, 0)
         for snapshot in snapshots:
@@ -299,6 +301,12 @@ class _Stock(Collector):
                 ats[channel] = ats.get(channel, 0) + n
             for channel, n in snapshot.out_of_stock_by_channel.items():
                 out_by_channel[channel] = out_by_channel.get(channel, 0) + n
+            for channel, r in snapshot.reservations.items():
+                was = reserved.get(channel, Reservations())
+                first = min((at for at in (was.oldest_ms, r.oldest_ms) if at is not None), default=None)
+                reserved[channel] = Reservations(
+                    was.lines + r.lines, first, was.decided_ms_sum + r.decided_ms_sum
+                )
             for key, n in snapshot.units.items():
                 units[key] = units.get(key, 0) + n
             for location, n in snapshot.out_of_stock.items():
@@ -347,6 +355,33 @@ class _Stock(Collector):
         for channel, n in sorted(out_by_channel.items()):
             family.add_metric([channel], n)
         yield family
+        now_ms = self.clock() * 1000
+        lines = GaugeMetricFamily(
+            "streamalloc_open_reservations",
+            "Order lines holding soft units not yet picked or released (status allocated; cart "
+            "holds not included), by channel, over the partitions owned here",
+            labels=["channel"],
+        )
+        oldest_age = GaugeMetricFamily(
+            "streamalloc_open_reservation_oldest_age_seconds",
+            "Age of the channel's oldest open reservation (since its line was allocated), 0 with "
+            "none; max over workers",
+            labels=["channel"],
+        )
+        ages = GaugeMetricFamily(
+            "streamalloc_open_reservation_summed_age_seconds",
+            "Ages of the channel's open reservations added up: their mean age is this summed over "
+            "workers / streamalloc_open_reservations summed over workers",
+            labels=["channel"],
+        )
+        for channel, r in sorted(reserved.items()):
+            lines.add_metric([channel], r.lines)
+            age = 0.0 if r.oldest_ms is None else max(0.0, now_ms - r.oldest_ms) / 1000
+            oldest_age.add_metric([channel], age)
+            ages.add_metric([channel], max(0.0, r.lines * now_ms - r.decided_ms_sum) / 1000)
+        yield lines
+        yield oldest_age
+        yield ages
         yield GaugeMetricFamily(
             "streamalloc_backordered_units",
             "Units order lines wait for against incoming stock, over the partitions owned here",

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from streamalloc.runtime.stage import Stage
+
+
+class Reservations(NamedTuple):
+    """A channel's open reservations (order lines holding soft units, status `allocated`):
+    how many, the oldest one's `decided_at` and the sum of their `decided_at` (epoch ms), so
+    that their ages at any later time are exact: oldest `now - oldest_ms`, summed
+    `lines * now - decided_ms_sum`."""
+
+    lines: int = 0
+    oldest_ms: int | None = None
+    decided_ms_sum: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,7 +30,8 @@ class StockSnapshot:
     `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines;
     `skus`: SKUs with a balance at some location; `ats`: channel -> units it may sell, summed
     over those SKUs (each SKU's ATS for the channel, as the availability view gives it);
-    `out_of_stock_by_channel`: channel -> of those SKUs, how many it can sell none of.
+    `out_of_stock_by_channel`: channel -> of those SKUs, how many it can sell none of;
+    `reservations`: channel -> its open reservations.
     """
 
     units: Mapping[tuple[str, str], int] = field(default_factory=dict)
@@ -29,6 +41,7 @@ class StockSnapshot:
     skus: int = 0
     ats: Mapping[str, int] = field(default_factory=dict)
     out_of_stock_by_channel: Mapping[str, int] = field(default_factory=dict)
+    reservations: Mapping[str, Reservations] = field(default_factory=dict)
 
 
 class Observer:

@@ -65,12 +65,13 @@ from streamalloc.stages.state_codec import (
     feed_key,
     load_state,
     note_swept,
+    open_reservations,
     skus_at,
     stocked_skus,
     swept_locations,
     write_changes,
 )
-from streamalloc.stages.stock_totals import StockTotals, contribution, waiting
+from streamalloc.stages.stock_totals import LineRef, Reserved, StockTotals, contribution, waiting
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -118,6 +119,8 @@ class AllocatorStage(BaseStage):
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
         self._channels_of: Tables | None = None  # the tables whose channels the observer knows
         self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
+        # partition -> (the transaction, the lines written in it as open reservations or not)
+        self._lines_written: dict[int, tuple[PartitionTransaction, dict[LineRef, Reserved]]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -157,7 +160,7 @@ class AllocatorStage(BaseStage):
             if cause is not None:
                 dirty[sku] = (cause, state)  # the newest state object: it holds every change
             if state.has_changes:
-                write_changes(sku, state.take_changes(), txn)
+                self._write(ctx.partition, txn, sku, state)
 
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
@@ -218,8 +221,23 @@ class AllocatorStage(BaseStage):
         if decided or always_publish:
             dirty[sku] = (command.event_id, state)
         if state.has_changes:
-            write_changes(sku, state.take_changes(), txn)
+            self._write(ctx.partition, txn, sku, state)
         return decided or always_publish
+
+    def _write(self, partition: int, txn: PartitionTransaction, sku: str, state: SkuState) -> None:
+        """Write the SKU's changes, noting its lines for the open reservations (the metrics):
+        each line as what it is after the batch, whichever state object changed it."""
+        changes = state.take_changes()
+        if changes.lines:
+            entry = self._lines_written.get(partition)
+            if entry is None or entry[0] is not txn:  # an aborted batch's lines go with its txn
+                entry = self._lines_written[partition] = (txn, {})
+            written = entry[1]
+            for (order_id, line_id), line in changes.lines.items():
+                written[(sku, order_id, line_id)] = (
+                    (line.channel, line.decided_at) if line.status == "allocated" else None
+                )
+        write_changes(sku, changes, txn)
 
     def _apply(
         self,
@@ -284,14 +302,19 @@ class AllocatorStage(BaseStage):
 
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
+        lines = self._lines_written.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
-        if entry is None or txn is None or entry[0] is not txn:
+        if txn is None:
+            return
+        stock = self._stock.get(ctx.partition)
+        if stock is not None and stock.store is not txn.partition:
+            stock = None  # counted for a store since closed: the next punctuation counts anew
+        if stock is not None and lines is not None and lines[0] is txn:
+            stock.note_lines(lines[1])
+        if entry is None or entry[0] is not txn:
             return
         now = self._clock()
-        tables = self._partition_tables(ctx.partition, entry[0], now)
-        stock = self._stock.get(ctx.partition)
-        if stock is not None and stock.store is not entry[0].partition:
-            stock = None  # counted for a store since closed: the next punctuation counts anew
+        tables = self._partition_tables(ctx.partition, txn, now)
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
             record = availability_record(view, cause)
@@ -313,6 +336,8 @@ class AllocatorStage(BaseStage):
             for sku in stocked_skus(txn):
                 state = load_state(sku, txn)
                 stock.update(sku, contribution(availability(state, tables, now), waiting(state)))
+                for order_id, line_id, channel, decided_at in open_reservations(sku, txn):
+                    stock.reserve((sku, order_id, line_id), (channel, decided_at))
         elif not stock.fold():
             return
         self._observer.on_stock(self.name, partition, stock.snapshot())

@@ -18,10 +18,13 @@ as it left them until the batch is redone (the same input gives the same contrib
 
 from __future__ import annotations
 
+import heapq
+from collections.abc import Mapping
+
 from streamalloc.domain import SkuState
 from streamalloc.domain.reasons import INCOMING, WAITLISTED
 from streamalloc.domain.views import Availability
-from streamalloc.runtime.observer import StockSnapshot
+from streamalloc.runtime.observer import Reservations, StockSnapshot
 from streamalloc.runtime.state import StorePartition
 
 #: The buckets counted per location, as the availability view (and topic) names them.
@@ -34,6 +37,11 @@ WAIT_REASONS: tuple[str, ...] = (INCOMING, WAITLISTED)
 Contribution = tuple[
     tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...], tuple[tuple[str, int], ...]
 ]
+
+#: An order line of the partition: (sku, order id, line id).
+LineRef = tuple[str, str, str]
+#: An open reservation's (channel, decided_at); None: the line holds no open reservation.
+Reserved = tuple[str, int] | None
 
 _NOT_WAITING = (0, 0)
 _NOTHING: Contribution = ((), 0, _NOT_WAITING, ())
@@ -80,6 +88,13 @@ class StockTotals:
         self._skus = 0  # SKUs with a balance somewhere
         self._ats: dict[str, int] = dict.fromkeys(channels, 0)  # channel -> units it may sell
         self._out_by_channel: dict[str, int] = dict.fromkeys(channels, 0)  # SKUs it can sell none of
+        # open reservations: line -> (channel, decided_at); per channel [lines, sum of
+        # decided_at] and a heap of (decided_at, line) whose stale entries (the line closed or
+        # re-decided) are dropped when they reach the top or the heap outgrows its lines
+        self._open: dict[LineRef, tuple[str, int]] = {}
+        self._reserved: dict[str, list[int]] = {channel: [0, 0] for channel in channels}
+        self._oldest: dict[str, list[tuple[int, LineRef]]] = {}
+        self._noted_lines: dict[LineRef, Reserved] = {}
 
     def update(self, sku: str, new: Contribution) -> bool:
         """Count `sku` as `new` from now on; False when that is what it was counted as."""
@@ -95,17 +110,59 @@ class StockTotals:
         """Remember the SKU's latest view; `fold` counts it (the commit path only notes)."""
         self._noted[sku] = (view, waiting(state))
 
+    def note_lines(self, lines: Mapping[LineRef, Reserved]) -> None:
+        """Remember lines a commit changed, as open reservations or not; `fold` counts them."""
+        self._noted_lines.update(lines)
+
+    def reserve(self, line: LineRef, reserved: Reserved) -> bool:
+        """Count `line` as this open reservation (None: none) from now on; False when it was."""
+        old = self._open.get(line)
+        if old == reserved:
+            return False
+        if old is not None:
+            counts = self._reserved[old[0]]
+            counts[0] -= 1
+            counts[1] -= old[1]
+            del self._open[line]
+        if reserved is not None:
+            channel, decided_at = reserved
+            self._open[line] = reserved
+            counts = self._reserved.get(channel) or self._reserved.setdefault(channel, [0, 0])
+            counts[0] += 1
+            counts[1] += decided_at
+            heap = self._oldest.setdefault(channel, [])
+            heapq.heappush(heap, (decided_at, line))
+            if len(heap) > 2 * counts[0] + 64:  # mostly closed lines: keep the live ones
+                live = [(at, ref) for at, ref in heap if self._open.get(ref) == (channel, at)]
+                heapq.heapify(live)
+                self._oldest[channel] = live
+        return True
+
     def fold(self) -> bool:
         """Count what was noted since the last fold; False when no total moved."""
-        if not self._noted:
-            return False
         changed = False
-        update = self.update
-        for sku, (view, lines_waiting) in self._noted.items():
-            if update(sku, contribution(view, lines_waiting)):
-                changed = True
-        self._noted.clear()
+        if self._noted:
+            update = self.update
+            for sku, (view, lines_waiting) in self._noted.items():
+                if update(sku, contribution(view, lines_waiting)):
+                    changed = True
+            self._noted.clear()
+        if self._noted_lines:
+            reserve = self.reserve
+            for line, reserved in self._noted_lines.items():
+                if reserve(line, reserved):
+                    changed = True
+            self._noted_lines.clear()
         return changed
+
+    def _oldest_ms(self, channel: str) -> int | None:
+        heap = self._oldest.get(channel)
+        while heap:
+            at, line = heap[0]
+            if self._open.get(line) == (channel, at):
+                return at
+            heapq.heappop(heap)
+        return None
 
     def _add(self, share: Contribution, sign: int) -> None:
         rows, backordered, waiting, ats = share
@@ -143,4 +200,8 @@ class StockTotals:
             skus=self._skus,
             ats=dict(self._ats),
             out_of_stock_by_channel=dict(self._out_by_channel),
+            reservations={
+                channel: Reservations(lines, self._oldest_ms(channel), decided)
+                for channel, (lines, decided) in self._reserved.items()
+            },
         )
