@@ -37,6 +37,10 @@ class Recorder(Observer):
         self.channels: list[set[str]] = []
         self.dead_letters: list[tuple[str, str]] = []
         self.stock: dict[tuple[str, int], StockSnapshot] = {}
+        self.placed: list[tuple[str, bool]] = []
+
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        self.placed.append((channel, filled_first))
 
     def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
         self.decisions.append((kind, reason, channel))
@@ -128,6 +132,48 @@ def test_the_latency_histogram_counts_seconds_and_clamps_a_clock_ahead_to_zero()
     assert "streamalloc_decision_latency_seconds_count 2.0" in lines
     assert "streamalloc_decision_latency_seconds_sum 0.2" in lines
     assert 'streamalloc_decision_latency_seconds_bucket{le="0.005"} 1.0' in lines
+
+
+# --- lines placed and filled at their first decision (the cycle service level) ---------------
+
+
+def test_a_line_counts_as_placed_once_and_as_filled_first_only_when_allocated_in_full() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _tables(waitlist=True))
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 5))])
+    harness.feed(
+        REQUESTS,
+        [
+            (b"SKU-A", request("o1", "1", "SKU-A", 3)),  # filled
+            (b"SKU-A", request("o1", "1", "SKU-A", 3)),  # the same request again: not counted
+            (b"SKU-A", request("o2", "1", "SKU-A", 3)),  # 2 left: web lets it wait
+            (b"SKU-A", request("o3", "1", "SKU-A", 4, channel="marketplace")),  # rejected
+            (b"SKU-A", request("o4", "1", "SKU-A", 1, channel="nowhere")),  # unknown channel
+        ],
+    )
+    assert recorder.placed == [("web", True), ("web", False), ("marketplace", False), ("nowhere", False)]
+    # a later decision of a placed line (a release) is no placement
+    harness.feed(
+        REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 3, command="release", cause_event_id="c1"))]
+    )
+    assert len(recorder.placed) == 4
+
+
+def test_the_placed_and_filled_counters_start_at_zero_per_channel_and_bound_unknown_ones() -> None:
+    observer = PrometheusObserver(process=False)
+    assert 'streamalloc_lines_placed_total{channel=""} 0.0' in _lines(observer)
+    observer.on_channels(["web"])
+    lines = _lines(observer)
+    assert 'streamalloc_lines_placed_total{channel="web"} 0.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel="web"} 0.0' in lines
+    observer.on_line_placed("web", True)
+    observer.on_line_placed("web", False)
+    observer.on_line_placed("nowhere", True)
+    lines = _lines(observer)
+    assert 'streamalloc_lines_placed_total{channel="web"} 2.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel="web"} 1.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel=""} 1.0' in lines
+    assert not any("nowhere" in line for line in lines)
 
 
 # --- stock totals -----------------------------------------------------------------------------

@@ -130,6 +130,20 @@ class PrometheusObserver(Observer):
             buckets=_DECISION_LATENCY_BUCKETS,
             registry=r,
         )
+        self.lines_placed = Counter(
+            "streamalloc_lines_placed",
+            "Order lines decided for the first time (allocated, rejected or backordered), by channel "
+            "(empty: not a channel of the table)",
+            ["channel"],
+            registry=r,
+        )
+        self.lines_filled_first = Counter(
+            "streamalloc_lines_filled_first",
+            "Order lines allocated in full at their first decision, by channel: the cycle service "
+            "level is increase(this) / increase(streamalloc_lines_placed_total) over a window",
+            ["channel"],
+            registry=r,
+        )
         self.location_changes = Counter(
             "streamalloc_location_status_changes",
             "Locations seen becoming online, offline or stale, per partition swept",
@@ -166,11 +180,16 @@ class PrometheusObserver(Observer):
         r.register(self.stock)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None, str], Any] = {}
+        self._line_counters: dict[str, tuple[Any, Any]] = {}  # channel -> (placed, filled first)
         self._channels: frozenset[str] = frozenset()
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
         self._add_decision_channel(OTHER_CHANNEL)
 
     def _add_decision_channel(self, channel: str) -> None:
+        self._line_counters[channel] = (
+            self.lines_placed.labels(channel),
+            self.lines_filled_first.labels(channel),
+        )
         for kind, reason in KNOWN_DECISIONS:
             self._decision_counters[(kind, reason or None, channel)] = self.decisions.labels(
                 kind, reason, channel
@@ -230,6 +249,14 @@ class PrometheusObserver(Observer):
                     kind, reason or "", channel
                 )
         counter.inc()
+
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        counters = self._line_counters.get(channel)
+        if counters is None:  # not a channel of the table: under the empty one, like decisions
+            counters = self._line_counters[OTHER_CHANNEL]
+        counters[0].inc()
+        if filled_first:
+            counters[1].inc()
 
     def on_decision_latency(self, seconds: float) -> None:
         self.decision_latency.observe(seconds if seconds > 0 else 0.0)

@@ -79,6 +79,11 @@ class Observer:
         """An order line was decided (allocated, rejected or backordered) `seconds` after its
         order event's time (`occurred_at`); a repeated request is not counted again."""
 
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        """An order line got its first decision (as `on_decision_latency` counts it): filled
+        in full by it (`filled_first`: allocated its whole qty) or not (rejected, backordered,
+        partly allocated). The cycle service level is filled-first lines / placed lines."""
+
     def on_channels(self, channels: Collection[str]) -> None:
         """The channels table now holds these channels (each time it changes)."""
 

@@ -254,8 +254,10 @@ class AllocatorStage(BaseStage):
         decision = apply(state, command, tables, now)
         if not decision:
             return False
-        if type(command) is AllocateLine:  # a line's first decision: from its order's time
-            self._observer.on_decision_latency((now - command.occurred_at) / 1000)
+        placed = command if type(command) is AllocateLine else None
+        if placed is not None:  # a line's first decision: from its order's time
+            self._observer.on_decision_latency((now - placed.occurred_at) / 1000)
+        filled = 0  # units the placed line got at this, its first decision
         emit = ctx.emit
         for event in decision:
             match event:
@@ -266,6 +268,13 @@ class AllocatorStage(BaseStage):
                         self._allocations.encode(event.as_record()),
                     )
                     self._observer.on_decision(event.type, event.reason, event.channel)
+                    if (
+                        placed is not None
+                        and event.type == "allocated"
+                        and event.line_id == placed.line_id
+                        and event.order_id == placed.order_id
+                    ):  # the placed line's own (a decision may serve waiting lines too)
+                        filled += event.qty
                 case StockChanged():  # the inventory ledger: every change, its cause
                     emit(
                         self._stock_changes_topic,
@@ -276,6 +285,8 @@ class AllocatorStage(BaseStage):
                     self._reject_inventory(ctx, source, event)
                 case _:
                     assert_never(event)
+        if placed is not None:
+            self._observer.on_line_placed(placed.channel, filled >= placed.qty)
         return True
 
     def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
