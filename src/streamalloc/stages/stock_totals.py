@@ -19,6 +19,7 @@ as it left them until the batch is redone (the same input gives the same contrib
 from __future__ import annotations
 
 import heapq
+from collections import defaultdict
 from collections.abc import Mapping
 
 from streamalloc.domain import SkuState
@@ -86,8 +87,10 @@ class StockTotals:
         self._backordered = 0
         self._waiting = [0] * len(WAIT_REASONS)
         self._skus = 0  # SKUs with a balance somewhere
-        self._ats: dict[str, int] = dict.fromkeys(channels, 0)  # channel -> units it may sell
-        self._out_by_channel: dict[str, int] = dict.fromkeys(channels, 0)  # SKUs it can sell none of
+        # channel -> units it may sell; channel -> SKUs it can sell none of (a view counted with
+        # other tables may name a channel these do not: defaultdicts take it, and fast)
+        self._ats: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
+        self._out_by_channel: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
         # open reservations: line -> (channel, decided_at); per channel [lines, sum of
         # decided_at] and a heap of (decided_at, line) whose stale entries (the line closed or
         # re-decided) are dropped when they reach the top or the heap outgrows its lines
@@ -182,9 +185,10 @@ class StockTotals:
             self._skus += sign
             by_channel, out = self._ats, self._out_by_channel
             for channel, n in ats:
-                by_channel[channel] = by_channel.get(channel, 0) + sign * n
-                if n == 0:
-                    out[channel] = out.get(channel, 0) + sign
+                if n:
+                    by_channel[channel] += sign * n
+                else:
+                    out[channel] += sign
 
     def snapshot(self) -> StockSnapshot:
         """The totals now, as an immutable value another thread (a scrape) may read."""
