@@ -60,6 +60,9 @@ EMPTY_WITHOUT_EVENTS: dict[tuple[str, str], str] = {
     ("streamalloc-operations.json", "Stock units by location and bucket"): _EMPTY,
     ("streamalloc-operations.json", "Available units by location"): _EMPTY,
     ("streamalloc-operations.json", "SKUs out of stock by location"): _EMPTY,
+    ("streamalloc-operations.json", "Cycle service level by channel (15 min window)"): _EMPTY,
+    ("streamalloc-operations.json", "Stockout rate by channel (15 min average)"): _EMPTY,
+    ("streamalloc-operations.json", "Open reservation age by channel (oldest / mean)"): _EMPTY,
 }
 
 
@@ -302,6 +305,25 @@ def test_every_panel_of_both_boards_returns_data_from_a_scraped_worker(
         s["metric"]["reason"]: float(s["value"][1]) for s in prometheus.query("streamalloc_waiting_lines")
     }
     assert waiting == {"incoming": 1.0, "waitlisted": 1.0}, waiting
+    # Lines placed and filled at their first decision: the cycle service level's counters.
+    # (the counters' values: increase() extrapolates over a window wider than the samples)
+    placed = prometheus.query("sum by (channel) (streamalloc_lines_placed_total)")
+    filled = prometheus.query("sum by (channel) (streamalloc_lines_filled_first_total)")
+    by_channel = {s["metric"].get("channel", ""): round(float(s["value"][1])) for s in placed}
+    assert {c: n for c, n in by_channel.items() if n} == {"web": 4, "store": 2, "": 1}, by_channel
+    by_channel = {s["metric"].get("channel", ""): round(float(s["value"][1])) for s in filled}
+    assert {c: n for c, n in by_channel.items() if n} == {"web": 2, "store": 1}, by_channel
+    # Open reservations: web's and store's allocated lines (the cancelled one was released).
+    reservations = {
+        s["metric"]["channel"]: float(s["value"][1])
+        for s in prometheus.query("streamalloc_open_reservations")
+        if float(s["value"][1])
+    }
+    assert reservations == {"web": 1.0, "store": 1.0}, reservations
+    oldest = prometheus.query('streamalloc_open_reservation_oldest_age_seconds{channel="web"}')
+    assert [s for s in oldest if float(s["value"][1]) > 0], oldest
+    ats = prometheus.query('streamalloc_channel_ats_units{channel="web"}')
+    assert [float(s["value"][1]) for s in ats] != [0.0], ats
 
 
 def _board(name: str) -> Path:

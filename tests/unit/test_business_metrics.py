@@ -23,7 +23,7 @@ from streamalloc.domain.tables import Channel
 from streamalloc.errors import DeserializationError, ValidationError
 from streamalloc.metrics import PrometheusObserver
 from streamalloc.runtime.dead_letter import DeadLetters, failure_category
-from streamalloc.runtime.observer import Observer, StockSnapshot
+from streamalloc.runtime.observer import Observer, Reservations, StockSnapshot
 from streamalloc.runtime.stage import Record
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.tables import location_of
@@ -37,6 +37,10 @@ class Recorder(Observer):
         self.channels: list[set[str]] = []
         self.dead_letters: list[tuple[str, str]] = []
         self.stock: dict[tuple[str, int], StockSnapshot] = {}
+        self.placed: list[tuple[str, bool]] = []
+
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        self.placed.append((channel, filled_first))
 
     def on_decision(self, kind: str, reason: str | None, channel: str) -> None:
         self.decisions.append((kind, reason, channel))
@@ -130,6 +134,48 @@ def test_the_latency_histogram_counts_seconds_and_clamps_a_clock_ahead_to_zero()
     assert 'streamalloc_decision_latency_seconds_bucket{le="0.005"} 1.0' in lines
 
 
+# --- lines placed and filled at their first decision (the cycle service level) ---------------
+
+
+def test_a_line_counts_as_placed_once_and_as_filled_first_only_when_allocated_in_full() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _tables(waitlist=True))
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 5))])
+    harness.feed(
+        REQUESTS,
+        [
+            (b"SKU-A", request("o1", "1", "SKU-A", 3)),  # filled
+            (b"SKU-A", request("o1", "1", "SKU-A", 3)),  # the same request again: not counted
+            (b"SKU-A", request("o2", "1", "SKU-A", 3)),  # 2 left: web lets it wait
+            (b"SKU-A", request("o3", "1", "SKU-A", 4, channel="marketplace")),  # rejected
+            (b"SKU-A", request("o4", "1", "SKU-A", 1, channel="nowhere")),  # unknown channel
+        ],
+    )
+    assert recorder.placed == [("web", True), ("web", False), ("marketplace", False), ("nowhere", False)]
+    # a later decision of a placed line (a release) is no placement
+    harness.feed(
+        REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 3, command="release", cause_event_id="c1"))]
+    )
+    assert len(recorder.placed) == 4
+
+
+def test_the_placed_and_filled_counters_start_at_zero_per_channel_and_bound_unknown_ones() -> None:
+    observer = PrometheusObserver(process=False)
+    assert 'streamalloc_lines_placed_total{channel=""} 0.0' in _lines(observer)
+    observer.on_channels(["web"])
+    lines = _lines(observer)
+    assert 'streamalloc_lines_placed_total{channel="web"} 0.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel="web"} 0.0' in lines
+    observer.on_line_placed("web", True)
+    observer.on_line_placed("web", False)
+    observer.on_line_placed("nowhere", True)
+    lines = _lines(observer)
+    assert 'streamalloc_lines_placed_total{channel="web"} 2.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel="web"} 1.0' in lines
+    assert 'streamalloc_lines_filled_first_total{channel=""} 1.0' in lines
+    assert not any("nowhere" in line for line in lines)
+
+
 # --- stock totals -----------------------------------------------------------------------------
 
 
@@ -143,7 +189,12 @@ def test_stock_totals_follow_each_committed_change_per_location_and_bucket() -> 
     recorder = Recorder()
     harness = _allocator(recorder, _tables(waitlist=True))
     harness.advance(0)  # the first punctuation counts the (empty) store
-    assert recorder.stock[("allocator", 0)] == StockSnapshot(waiting_lines={"incoming": 0, "waitlisted": 0})
+    assert recorder.stock[("allocator", 0)] == StockSnapshot(
+        waiting_lines={"incoming": 0, "waitlisted": 0},
+        ats={"marketplace": 0, "web": 0},
+        out_of_stock_by_channel={"marketplace": 0, "web": 0},
+        reservations={"marketplace": Reservations(), "web": Reservations()},
+    )
     harness.feed(
         INVENTORY,
         [
@@ -206,6 +257,167 @@ def test_the_exported_stock_sums_owned_partitions_and_forgets_a_closed_one() -> 
     lines = _lines(observer)
     assert 'streamalloc_stock_units{bucket="available",location="WH-1"} 3.0' in lines
     assert 'streamalloc_skus_out_of_stock{location="WH-1"} 0.0' in lines
+
+
+# --- ATS and SKUs out of stock per channel ---------------------------------------------------
+
+
+def _channel_tables() -> Tables:
+    """web sells everywhere, marketplace only at WH-2."""
+    return Tables(
+        locations={lid: location_of({"location_id": lid, "priority": 1}) for lid in ("WH-1", "WH-2")},
+        channels={
+            "web": Channel(channel_id="web"),
+            "marketplace": Channel(channel_id="marketplace", locations=frozenset({"WH-2"})),
+        },
+    )
+
+
+def test_ats_and_skus_out_of_stock_per_channel_follow_the_availability_views() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _channel_tables())
+    harness.advance(0)
+    harness.feed(
+        INVENTORY,
+        [
+            (b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10)),
+            (b"SKU-B", inventory("r2", "SKU-B", "WH-2", 3)),
+        ],
+    )
+    # an order for a SKU never received: no SKU a channel is out of
+    harness.feed(REQUESTS, [(b"SKU-Z", request("o0", "1", "SKU-Z", 1))])
+    stock = _stock(harness, recorder)
+    assert stock.skus == 2
+    assert stock.ats == {"web": 13, "marketplace": 3}
+    assert stock.out_of_stock_by_channel == {"web": 0, "marketplace": 1}  # SKU-A is at WH-1 only
+    harness.feed(REQUESTS, [(b"SKU-B", request("o1", "1", "SKU-B", 3, channel="marketplace"))])
+    stock = _stock(harness, recorder)
+    assert stock.ats == {"web": 10, "marketplace": 0}
+    assert stock.out_of_stock_by_channel == {"web": 1, "marketplace": 2}
+    # the scan of a reopened partition counts the same
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _channel_tables, again, clock=harness.clock)
+    assert _stock(harness, again) == stock
+
+
+def test_a_new_channel_in_the_table_counts_the_partition_again() -> None:
+    recorder = Recorder()
+    tables = [_channel_tables()]
+    clock = ManualClock(T0)
+    harness = StageHarness(AllocatorStage(SETTINGS, lambda: tables[0], recorder, clock=clock), clock=clock)
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 4))])
+    assert _stock(harness, recorder).ats == {"web": 4, "marketplace": 0}
+    tables[0] = Tables(
+        locations=tables[0].locations,
+        channels={**tables[0].channels, "store": Channel(channel_id="store")},
+    )
+    stock = _stock(harness, recorder)  # SKU-A did not change: counted again for the new channel
+    assert stock.ats == {"web": 4, "marketplace": 0, "store": 4}
+    assert stock.out_of_stock_by_channel == {"web": 0, "marketplace": 1, "store": 0}
+
+
+def test_the_exported_channel_stock_starts_at_zero_for_known_channels_and_sums_partitions() -> None:
+    observer = PrometheusObserver(process=False)
+    observer.on_channels(["web", "store"])
+    lines = _lines(observer)
+    for channel in ("web", "store"):
+        assert f'streamalloc_channel_ats_units{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_skus_out_of_stock_by_channel{{channel="{channel}"}} 0.0' in lines
+    assert "streamalloc_skus_stocked 0.0" in lines
+    one = StockSnapshot(skus=3, ats={"web": 5, "store": 0}, out_of_stock_by_channel={"web": 1, "store": 3})
+    two = StockSnapshot(skus=2, ats={"web": 1, "store": 2}, out_of_stock_by_channel={"web": 0, "store": 1})
+    observer.on_stock("allocator", 0, one)
+    observer.on_stock("allocator", 1, two)
+    lines = _lines(observer)
+    assert 'streamalloc_channel_ats_units{channel="web"} 6.0' in lines
+    assert 'streamalloc_skus_out_of_stock_by_channel{channel="store"} 4.0' in lines
+    assert "streamalloc_skus_stocked 5.0" in lines
+    observer.on_task_closed("allocator", 1)
+    lines = _lines(observer)
+    assert 'streamalloc_channel_ats_units{channel="store"} 0.0' in lines
+    assert "streamalloc_skus_stocked 3.0" in lines
+
+
+# --- open reservations and their age ---------------------------------------------------------
+
+
+def test_open_reservations_count_allocated_lines_until_picked_or_released_with_their_decided_at() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _channel_tables())
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10))])
+    first = harness.clock.now_ms
+    harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))])
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, first, first)
+    second = harness.clock.now_ms
+    harness.feed(
+        REQUESTS,
+        [
+            (b"SKU-A", request("o2", "1", "SKU-A", 1)),
+            (b"SKU-A", request("o3", "1", "SKU-A", 1, channel="marketplace")),  # not sold at WH-1
+            (b"SKU-A", request("o4", "1", "SKU-A", 50)),  # rejected: holds nothing
+        ],
+    )
+    stock = _stock(harness, recorder)
+    assert stock.reservations == {
+        "web": Reservations(2, first, first + second),
+        "marketplace": Reservations(0, None, 0),
+    }
+    # picked and released lines are reservations no more; the oldest moves on
+    harness.feed(
+        REQUESTS,
+        [(b"SKU-A", request("o1", "1", "SKU-A", 2, command="pick", location="WH-1", cause_event_id="p1"))],
+    )
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, second, second)
+    harness.feed(
+        REQUESTS, [(b"SKU-A", request("o2", "1", "SKU-A", 1, command="release", cause_event_id="c2"))]
+    )
+    assert _stock(harness, recorder).reservations["web"] == Reservations(0, None, 0)
+    # a reopened partition finds them in its store
+    harness.feed(REQUESTS, [(b"SKU-A", request("o5", "1", "SKU-A", 3))])
+    counted = _stock(harness, recorder)
+    assert counted.reservations["web"].lines == 1
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _channel_tables, again, clock=harness.clock)
+    assert _stock(harness, again) == counted
+
+
+def test_many_reservations_closing_around_an_old_one_keep_the_oldest_and_a_bounded_heap() -> None:
+    from streamalloc.stages.stock_totals import StockTotals
+
+    totals = StockTotals(None, frozenset({"web"}))  # type: ignore[arg-type]  # no store needed
+    totals.reserve(("A", "old", "1"), ("web", 5))
+    for i in range(1000):
+        totals.reserve(("A", f"o{i}", "1"), ("web", 10 + i))
+        totals.reserve(("A", f"o{i}", "1"), None)
+    assert totals.snapshot().reservations["web"] == Reservations(1, 5, 5)
+    assert len(totals._oldest["web"]) <= 2 + 64
+    totals.reserve(("A", "old", "1"), ("web", 7))  # re-decided: counted once, at its new time
+    assert totals.snapshot().reservations["web"] == Reservations(1, 7, 7)
+
+
+def test_the_exported_reservations_add_partitions_and_age_as_of_the_scrape() -> None:
+    observer = PrometheusObserver(process=False)
+    observer.stock.clock = lambda: 100.0  # seconds
+    observer.on_channels(["web", "store"])
+    lines = _lines(observer)
+    for channel in ("web", "store"):
+        assert f'streamalloc_open_reservations{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_open_reservation_oldest_age_seconds{{channel="{channel}"}} 0.0' in lines
+        assert f'streamalloc_open_reservation_summed_age_seconds{{channel="{channel}"}} 0.0' in lines
+    # web: 40 s and 70 s old on one partition, 10 s old on another
+    observer.on_stock("allocator", 0, StockSnapshot(reservations={"web": Reservations(2, 30_000, 90_000)}))
+    observer.on_stock("allocator", 1, StockSnapshot(reservations={"web": Reservations(1, 90_000, 90_000)}))
+    lines = _lines(observer)
+    assert 'streamalloc_open_reservations{channel="web"} 3.0' in lines
+    assert 'streamalloc_open_reservation_oldest_age_seconds{channel="web"} 70.0' in lines
+    assert 'streamalloc_open_reservation_summed_age_seconds{channel="web"} 120.0' in lines
+    observer.stock.clock = lambda: 101.0  # a second later, nothing changed: each is older
+    assert 'streamalloc_open_reservation_summed_age_seconds{channel="web"} 123.0' in _lines(observer)
+    observer.on_task_closed("allocator", 0)
+    lines = _lines(observer)
+    assert 'streamalloc_open_reservation_oldest_age_seconds{channel="web"} 11.0' in lines
 
 
 # --- dead letters by reason -------------------------------------------------------------------

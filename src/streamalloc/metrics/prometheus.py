@@ -21,7 +21,7 @@ from prometheus_client.registry import Collector
 from streamalloc.domain import reasons
 from streamalloc.domain.tables import OFFLINE, ONLINE, STALE
 from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
-from streamalloc.runtime.observer import Observer, StockSnapshot
+from streamalloc.runtime.observer import Observer, Reservations, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
 #: The decisions every allocator can make from its first order on (and the releases of what it
@@ -131,6 +131,20 @@ class PrometheusObserver(Observer):
             buckets=_DECISION_LATENCY_BUCKETS,
             registry=r,
         )
+        self.lines_placed = Counter(
+            "streamalloc_lines_placed",
+            "Order lines decided for the first time (allocated, rejected or backordered), by channel "
+            "(empty: not a channel of the table)",
+            ["channel"],
+            registry=r,
+        )
+        self.lines_filled_first = Counter(
+            "streamalloc_lines_filled_first",
+            "Order lines allocated in full at their first decision, by channel: the cycle service "
+            "level is increase(this) / increase(streamalloc_lines_placed_total) over a window",
+            ["channel"],
+            registry=r,
+        )
         self.location_changes = Counter(
             "streamalloc_location_status_changes",
             "Locations seen becoming online, offline or stale, per partition swept",
@@ -167,11 +181,16 @@ class PrometheusObserver(Observer):
         r.register(self.stock)
         # labels() costs a lock and a tuple build per call; the hot paths keep their children.
         self._decision_counters: dict[tuple[str, str | None, str], Any] = {}
+        self._line_counters: dict[str, tuple[Any, Any]] = {}  # channel -> (placed, filled first)
         self._channels: frozenset[str] = frozenset()
         self._stage_metrics: dict[str, tuple[Any, Any]] = {}
         self._add_decision_channel(OTHER_CHANNEL)
 
     def _add_decision_channel(self, channel: str) -> None:
+        self._line_counters[channel] = (
+            self.lines_placed.labels(channel),
+            self.lines_filled_first.labels(channel),
+        )
         for kind, reason in KNOWN_DECISIONS:
             self._decision_counters[(kind, reason or None, channel)] = self.decisions.labels(
                 kind, reason, channel
@@ -232,6 +251,14 @@ class PrometheusObserver(Observer):
                 )
         counter.inc()
 
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        counters = self._line_counters.get(channel)
+        if counters is None:  # not a channel of the table: under the empty one, like decisions
+            counters = self._line_counters[OTHER_CHANNEL]
+        counters[0].inc()
+        if filled_first:
+            counters[1].inc()
+
     def on_decision_latency(self, seconds: float) -> None:
         self.decision_latency.observe(seconds if seconds > 0 else 0.0)
 
@@ -241,6 +268,7 @@ class PrometheusObserver(Observer):
         # A channel gone from the table keeps its series and its children: a counter does not
         # go back, and the label values stay bounded by every channel the table ever held.
         self._channels = frozenset(channels)
+        self.stock.channels = self._channels  # their stock series show zero before any stock
 
     def on_location_status(self, location: str, status: str) -> None:
         self.location_changes.labels(location, status).inc()
@@ -283,14 +311,30 @@ class _Stock(Collector):
     def __init__(self) -> None:
         # replaced whole, never mutated: read by scrapes on the HTTP thread
         self.snapshots: dict[tuple[str, int], StockSnapshot] = {}
+        self.channels: frozenset[str] = frozenset()  # the channels table's, as last read
+        self.clock = time.time  # the reservations' ages are as of the scrape
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         snapshots = self.snapshots.values()
         units: dict[tuple[str, str], int] = {}
         out_of_stock: dict[str, int] = {}
         waiting: dict[str, int] = dict.fromkeys((reasons.INCOMING, reasons.WAITLISTED), 0)
-        backordered = 0
+        backordered = skus = 0
+        reserved: dict[str, Reservations] = {channel: Reservations() for channel in self.channels}
+        ats: dict[str, int] = dict.fromkeys(self.channels, 0)
+        out_by_channel: dict[str, int] = dict.fromkeys(self.channels, 0)
         for snapshot in snapshots:
+            skus += snapshot.skus
+            for channel, n in snapshot.ats.items():
+                ats[channel] = ats.get(channel, 0) + n
+            for channel, n in snapshot.out_of_stock_by_channel.items():
+                out_by_channel[channel] = out_by_channel.get(channel, 0) + n
+            for channel, r in snapshot.reservations.items():
+                was = reserved.get(channel, Reservations())
+                first = min((at for at in (was.oldest_ms, r.oldest_ms) if at is not None), default=None)
+                reserved[channel] = Reservations(
+                    was.lines + r.lines, first, was.decided_ms_sum + r.decided_ms_sum
+                )
             for key, n in snapshot.units.items():
                 units[key] = units.get(key, 0) + n
             for location, n in snapshot.out_of_stock.items():
@@ -316,6 +360,56 @@ class _Stock(Collector):
         for location, n in sorted(out_of_stock.items()):
             family.add_metric([location], n)
         yield family
+        yield GaugeMetricFamily(
+            "streamalloc_skus_stocked",
+            "SKUs with a balance at some location, over the partitions owned here (the share a "
+            "channel is out of: streamalloc_skus_out_of_stock_by_channel / this)",
+            value=skus,
+        )
+        family = GaugeMetricFamily(
+            "streamalloc_channel_ats_units",
+            "Units each channel may sell (its ATS: pools, location rules and safety stock applied), "
+            "summed over the stocked SKUs of the partitions owned here",
+            labels=["channel"],
+        )
+        for channel, n in sorted(ats.items()):
+            family.add_metric([channel], n)
+        yield family
+        family = GaugeMetricFamily(
+            "streamalloc_skus_out_of_stock_by_channel",
+            "Stocked SKUs the channel can sell none of (ATS 0), over the partitions owned here",
+            labels=["channel"],
+        )
+        for channel, n in sorted(out_by_channel.items()):
+            family.add_metric([channel], n)
+        yield family
+        now_ms = self.clock() * 1000
+        lines = GaugeMetricFamily(
+            "streamalloc_open_reservations",
+            "Order lines holding soft units not yet picked or released (status allocated; cart "
+            "holds not included), by channel, over the partitions owned here",
+            labels=["channel"],
+        )
+        oldest_age = GaugeMetricFamily(
+            "streamalloc_open_reservation_oldest_age_seconds",
+            "Age of the channel's oldest open reservation (since its line was allocated), 0 with "
+            "none; max over workers",
+            labels=["channel"],
+        )
+        ages = GaugeMetricFamily(
+            "streamalloc_open_reservation_summed_age_seconds",
+            "Ages of the channel's open reservations added up: their mean age is this summed over "
+            "workers / streamalloc_open_reservations summed over workers",
+            labels=["channel"],
+        )
+        for channel, r in sorted(reserved.items()):
+            lines.add_metric([channel], r.lines)
+            age = 0.0 if r.oldest_ms is None else max(0.0, now_ms - r.oldest_ms) / 1000
+            oldest_age.add_metric([channel], age)
+            ages.add_metric([channel], max(0.0, r.lines * now_ms - r.decided_ms_sum) / 1000)
+        yield lines
+        yield oldest_age
+        yield ages
         yield GaugeMetricFamily(
             "streamalloc_backordered_units",
             "Units order lines wait for against incoming stock, over the partitions owned here",

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from streamalloc.runtime.stage import Stage
+
+
+class Reservations(NamedTuple):
+    """A channel's open reservations (order lines holding soft units, status `allocated`):
+    how many, the oldest one's `decided_at` and the sum of their `decided_at` (epoch ms), so
+    that their ages at any later time are exact: oldest `now - oldest_ms`, summed
+    `lines * now - decided_ms_sum`."""
+
+    lines: int = 0
+    oldest_ms: int | None = None
+    decided_ms_sum: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,13 +27,21 @@ class StockSnapshot:
 
     `units`: (location, bucket) -> units, buckets named as the availability view names them;
     `out_of_stock`: location -> SKUs with a balance there and nothing available;
-    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines.
+    `waiting_lines`: waitlist reason (incoming: backordered, waitlisted) -> lines;
+    `skus`: SKUs with a balance at some location; `ats`: channel -> units it may sell, summed
+    over those SKUs (each SKU's ATS for the channel, as the availability view gives it);
+    `out_of_stock_by_channel`: channel -> of those SKUs, how many it can sell none of;
+    `reservations`: channel -> its open reservations.
     """
 
     units: Mapping[tuple[str, str], int] = field(default_factory=dict)
     out_of_stock: Mapping[str, int] = field(default_factory=dict)
     backordered_units: int = 0
     waiting_lines: Mapping[str, int] = field(default_factory=dict)
+    skus: int = 0
+    ats: Mapping[str, int] = field(default_factory=dict)
+    out_of_stock_by_channel: Mapping[str, int] = field(default_factory=dict)
+    reservations: Mapping[str, Reservations] = field(default_factory=dict)
 
 
 class Observer:
@@ -59,6 +78,11 @@ class Observer:
     def on_decision_latency(self, seconds: float) -> None:
         """An order line was decided (allocated, rejected or backordered) `seconds` after its
         order event's time (`occurred_at`); a repeated request is not counted again."""
+
+    def on_line_placed(self, channel: str, filled_first: bool) -> None:
+        """An order line got its first decision (as `on_decision_latency` counts it): filled
+        in full by it (`filled_first`: allocated its whole qty) or not (rejected, backordered,
+        partly allocated). The cycle service level is filled-first lines / placed lines."""
 
     def on_channels(self, channels: Collection[str]) -> None:
         """The channels table now holds these channels (each time it changes)."""

@@ -65,12 +65,13 @@ from streamalloc.stages.state_codec import (
     feed_key,
     load_state,
     note_swept,
+    open_reservations,
     skus_at,
     stocked_skus,
     swept_locations,
     write_changes,
 )
-from streamalloc.stages.stock_totals import StockTotals, contribution, waiting
+from streamalloc.stages.stock_totals import LineRef, Reserved, StockTotals, contribution, waiting
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -118,6 +119,8 @@ class AllocatorStage(BaseStage):
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
         self._channels_of: Tables | None = None  # the tables whose channels the observer knows
         self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
+        # partition -> (the transaction, the lines written in it as open reservations or not)
+        self._lines_written: dict[int, tuple[PartitionTransaction, dict[LineRef, Reserved]]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -157,7 +160,7 @@ class AllocatorStage(BaseStage):
             if cause is not None:
                 dirty[sku] = (cause, state)  # the newest state object: it holds every change
             if state.has_changes:
-                write_changes(sku, state.take_changes(), txn)
+                self._write(ctx.partition, txn, sku, state)
 
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
@@ -218,8 +221,23 @@ class AllocatorStage(BaseStage):
         if decided or always_publish:
             dirty[sku] = (command.event_id, state)
         if state.has_changes:
-            write_changes(sku, state.take_changes(), txn)
+            self._write(ctx.partition, txn, sku, state)
         return decided or always_publish
+
+    def _write(self, partition: int, txn: PartitionTransaction, sku: str, state: SkuState) -> None:
+        """Write the SKU's changes, noting its lines for the open reservations (the metrics):
+        each line as what it is after the batch, whichever state object changed it."""
+        changes = state.take_changes()
+        if changes.lines:
+            entry = self._lines_written.get(partition)
+            if entry is None or entry[0] is not txn:  # an aborted batch's lines go with its txn
+                entry = self._lines_written[partition] = (txn, {})
+            written = entry[1]
+            for (order_id, line_id), line in changes.lines.items():
+                written[(sku, order_id, line_id)] = (
+                    (line.channel, line.decided_at) if line.status == "allocated" else None
+                )
+        write_changes(sku, changes, txn)
 
     def _apply(
         self,
@@ -236,8 +254,10 @@ class AllocatorStage(BaseStage):
         decision = apply(state, command, tables, now)
         if not decision:
             return False
-        if type(command) is AllocateLine:  # a line's first decision: from its order's time
-            self._observer.on_decision_latency((now - command.occurred_at) / 1000)
+        placed = command if type(command) is AllocateLine else None
+        if placed is not None:  # a line's first decision: from its order's time
+            self._observer.on_decision_latency((now - placed.occurred_at) / 1000)
+        filled = 0  # units the placed line got at this, its first decision
         emit = ctx.emit
         for event in decision:
             match event:
@@ -248,6 +268,13 @@ class AllocatorStage(BaseStage):
                         self._allocations.encode(event.as_record()),
                     )
                     self._observer.on_decision(event.type, event.reason, event.channel)
+                    if (
+                        placed is not None
+                        and event.type == "allocated"
+                        and event.line_id == placed.line_id
+                        and event.order_id == placed.order_id
+                    ):  # the placed line's own (a decision may serve waiting lines too)
+                        filled += event.qty
                 case StockChanged():  # the inventory ledger: every change, its cause
                     emit(
                         self._stock_changes_topic,
@@ -258,6 +285,8 @@ class AllocatorStage(BaseStage):
                     self._reject_inventory(ctx, source, event)
                 case _:
                     assert_never(event)
+        if placed is not None:
+            self._observer.on_line_placed(placed.channel, filled >= placed.qty)
         return True
 
     def _partition_tables(self, partition: int, txn: PartitionTransaction, now: int) -> Tables:
@@ -284,14 +313,19 @@ class AllocatorStage(BaseStage):
 
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
+        lines = self._lines_written.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
-        if entry is None or txn is None or entry[0] is not txn:
+        if txn is None:
+            return
+        stock = self._stock.get(ctx.partition)
+        if stock is not None and stock.store is not txn.partition:
+            stock = None  # counted for a store since closed: the next punctuation counts anew
+        if stock is not None and lines is not None and lines[0] is txn:
+            stock.note_lines(lines[1])
+        if entry is None or entry[0] is not txn:
             return
         now = self._clock()
-        tables = self._partition_tables(ctx.partition, entry[0], now)
-        stock = self._stock.get(ctx.partition)
-        if stock is not None and stock.store is not entry[0].partition:
-            stock = None  # counted for a store since closed: the next punctuation counts anew
+        tables = self._partition_tables(ctx.partition, txn, now)
         for sku, (cause, state) in entry[1].items():
             view = availability(state, tables, now)
             record = availability_record(view, cause)
@@ -302,15 +336,19 @@ class AllocatorStage(BaseStage):
     def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> None:
         """Bring the partition's stock totals up to date and tell the observer if they moved:
         counted by a scan of its store the first time after the partition was opened (a new
-        StorePartition: assigned, or revived), then folded from what commits noted."""
+        StorePartition: assigned, or revived) or the channels table changed, then folded from
+        what commits noted."""
         stock = self._stock.get(partition)
-        if stock is None or stock.store is not txn.partition:
+        channels = frozenset(tables.channels)
+        if stock is None or stock.store is not txn.partition or stock.channels != channels:
             for gone in [p for p, s in self._stock.items() if s.store.status is PartitionStatus.CLOSED]:
                 del self._stock[gone]  # revoked: its totals went from the observer with its task
-            stock = self._stock[partition] = StockTotals(txn.partition)
+            stock = self._stock[partition] = StockTotals(txn.partition, channels)
             for sku in stocked_skus(txn):
                 state = load_state(sku, txn)
                 stock.update(sku, contribution(availability(state, tables, now), waiting(state)))
+                for order_id, line_id, channel, decided_at in open_reservations(sku, txn):
+                    stock.reserve((sku, order_id, line_id), (channel, decided_at))
         elif not stock.fold():
             return
         self._observer.on_stock(self.name, partition, stock.snapshot())

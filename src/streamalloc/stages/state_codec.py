@@ -189,6 +189,16 @@ def decode_line(order_id: str, line_id: str, data: bytes) -> LineState:
     )
 
 
+def open_reservations(sku: str, txn: PartitionTransaction) -> Iterator[tuple[str, str, str, int]]:
+    """(order id, line id, channel, decided_at) of the SKU's lines with status `allocated`: one
+    read of every line record the SKU holds, closed ones included (decoded only that far)."""
+    for key, value in txn.iter_prefix(prefix_of(sku, "l")):
+        values = marshal.loads(value)  # noqa: S302 - see encode_balance
+        if values[3] == "allocated":  # (version, channel, qty, status, ..., decided_at, ...)
+            parts = decode_key(key)
+            yield parts[2], parts[3], values[1], values[8]
+
+
 class StoredLines(Mapping[tuple[str, str], LineState]):
     """A SKU's order lines, read from the store only when a command names one."""
 

@@ -1,8 +1,9 @@
 """One allocator partition's stock summed over its SKUs, for the metrics (never for decisions).
 
-Units per location and bucket, SKUs out of stock per location, backordered units and waiting
-lines. Kept in memory, not in the store: counted by one scan of the partition's store the
-first time they are needed after the partition was (re)opened, then moved by the SKUs the
+Units per location and bucket, SKUs out of stock per location, ATS and SKUs out of stock per
+channel, stocked SKUs, backordered units and waiting lines. Kept in memory, not in the store:
+counted by one scan of the partition's store the first time they are needed after the
+partition was (re)opened (or the channels table changed), then moved by the SKUs the
 allocator publishes availability for (a SKU's old contribution out, its new one in).
 
 Off the commit path: at a commit the allocator only notes each changed SKU's availability
@@ -17,10 +18,14 @@ as it left them until the batch is redone (the same input gives the same contrib
 
 from __future__ import annotations
 
+import heapq
+from collections import defaultdict
+from collections.abc import Mapping
+
 from streamalloc.domain import SkuState
 from streamalloc.domain.reasons import INCOMING, WAITLISTED
 from streamalloc.domain.views import Availability
-from streamalloc.runtime.observer import StockSnapshot
+from streamalloc.runtime.observer import Reservations, StockSnapshot
 from streamalloc.runtime.state import StorePartition
 
 #: The buckets counted per location, as the availability view (and topic) names them.
@@ -29,11 +34,18 @@ BUCKETS: tuple[str, ...] = ("on_hand", "available", "allocated", "picked", "qual
 WAIT_REASONS: tuple[str, ...] = (INCOMING, WAITLISTED)
 
 #: A SKU's share: ((location, units per bucket in BUCKETS order), ...), backordered units,
-#: lines waiting per WAIT_REASONS.
-Contribution = tuple[tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...]]
+#: lines waiting per WAIT_REASONS, ((channel, ATS), ...) (empty for a SKU with no balance).
+Contribution = tuple[
+    tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...], tuple[tuple[str, int], ...]
+]
+
+#: An order line of the partition: (sku, order id, line id).
+LineRef = tuple[str, str, str]
+#: An open reservation's (channel, decided_at); None: the line holds no open reservation.
+Reserved = tuple[str, int] | None
 
 _NOT_WAITING = (0, 0)
-_NOTHING: Contribution = ((), 0, _NOT_WAITING)
+_NOTHING: Contribution = ((), 0, _NOT_WAITING, ())
 
 
 def waiting(state: SkuState) -> tuple[int, ...]:
@@ -54,20 +66,38 @@ def contribution(view: Availability, lines_waiting: tuple[int, ...]) -> Contribu
         )
         for row in view.locations
     )
-    return rows, view.backordered, lines_waiting
+    # A SKU with no balance anywhere (an order for one never received) is no SKU a channel is
+    # out of: it would count every SKU ever named by an order.
+    ats = tuple(view.ats.items()) if rows else ()
+    return rows, view.backordered, lines_waiting, ats
 
 
 class StockTotals:
     """The totals of one open store partition (`store`): a reopened partition gets new ones."""
 
-    def __init__(self, store: StorePartition) -> None:
+    def __init__(self, store: StorePartition, channels: frozenset[str] = frozenset()) -> None:
+        """`channels`: those of the tables the views are counted with; when the table's change,
+        the partition is counted anew (a SKU not changed since would miss a new channel)."""
         self.store = store
+        self.channels = channels
         self._of: dict[str, Contribution] = {}  # SKU -> what it adds now
         self._noted: dict[str, tuple[Availability, tuple[int, ...]]] = {}  # SKU -> not yet folded
         self._units: dict[str, list[int]] = {}  # location -> units per bucket
         self._out_of_stock: dict[str, int] = {}  # location -> SKUs with nothing available there
         self._backordered = 0
         self._waiting = [0] * len(WAIT_REASONS)
+        self._skus = 0  # SKUs with a balance somewhere
+        # channel -> units it may sell; channel -> SKUs it can sell none of (a view counted with
+        # other tables may name a channel these do not: defaultdicts take it, and fast)
+        self._ats: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
+        self._out_by_channel: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
+        # open reservations: line -> (channel, decided_at); per channel [lines, sum of
+        # decided_at] and a heap of (decided_at, line) whose stale entries (the line closed or
+        # re-decided) are dropped when they reach the top or the heap outgrows its lines
+        self._open: dict[LineRef, tuple[str, int]] = {}
+        self._reserved: dict[str, list[int]] = {channel: [0, 0] for channel in channels}
+        self._oldest: dict[str, list[tuple[int, LineRef]]] = {}
+        self._noted_lines: dict[LineRef, Reserved] = {}
 
     def update(self, sku: str, new: Contribution) -> bool:
         """Count `sku` as `new` from now on; False when that is what it was counted as."""
@@ -83,20 +113,62 @@ class StockTotals:
         """Remember the SKU's latest view; `fold` counts it (the commit path only notes)."""
         self._noted[sku] = (view, waiting(state))
 
+    def note_lines(self, lines: Mapping[LineRef, Reserved]) -> None:
+        """Remember lines a commit changed, as open reservations or not; `fold` counts them."""
+        self._noted_lines.update(lines)
+
+    def reserve(self, line: LineRef, reserved: Reserved) -> bool:
+        """Count `line` as this open reservation (None: none) from now on; False when it was."""
+        old = self._open.get(line)
+        if old == reserved:
+            return False
+        if old is not None:
+            counts = self._reserved[old[0]]
+            counts[0] -= 1
+            counts[1] -= old[1]
+            del self._open[line]
+        if reserved is not None:
+            channel, decided_at = reserved
+            self._open[line] = reserved
+            counts = self._reserved.get(channel) or self._reserved.setdefault(channel, [0, 0])
+            counts[0] += 1
+            counts[1] += decided_at
+            heap = self._oldest.setdefault(channel, [])
+            heapq.heappush(heap, (decided_at, line))
+            if len(heap) > 2 * counts[0] + 64:  # mostly closed lines: keep the live ones
+                live = [(at, ref) for at, ref in heap if self._open.get(ref) == (channel, at)]
+                heapq.heapify(live)
+                self._oldest[channel] = live
+        return True
+
     def fold(self) -> bool:
         """Count what was noted since the last fold; False when no total moved."""
-        if not self._noted:
-            return False
         changed = False
-        update = self.update
-        for sku, (view, lines_waiting) in self._noted.items():
-            if update(sku, contribution(view, lines_waiting)):
-                changed = True
-        self._noted.clear()
+        if self._noted:
+            update = self.update
+            for sku, (view, lines_waiting) in self._noted.items():
+                if update(sku, contribution(view, lines_waiting)):
+                    changed = True
+            self._noted.clear()
+        if self._noted_lines:
+            reserve = self.reserve
+            for line, reserved in self._noted_lines.items():
+                if reserve(line, reserved):
+                    changed = True
+            self._noted_lines.clear()
         return changed
 
+    def _oldest_ms(self, channel: str) -> int | None:
+        heap = self._oldest.get(channel)
+        while heap:
+            at, line = heap[0]
+            if self._open.get(line) == (channel, at):
+                return at
+            heapq.heappop(heap)
+        return None
+
     def _add(self, share: Contribution, sign: int) -> None:
-        rows, backordered, waiting = share
+        rows, backordered, waiting, ats = share
         for location, units in rows:
             totals = self._units.get(location)
             if totals is None:
@@ -109,6 +181,14 @@ class StockTotals:
         self._backordered += sign * backordered
         for i, n in enumerate(waiting):
             self._waiting[i] += sign * n
+        if ats:
+            self._skus += sign
+            by_channel, out = self._ats, self._out_by_channel
+            for channel, n in ats:
+                if n:
+                    by_channel[channel] += sign * n
+                else:
+                    out[channel] += sign
 
     def snapshot(self) -> StockSnapshot:
         """The totals now, as an immutable value another thread (a scrape) may read."""
@@ -121,4 +201,11 @@ class StockTotals:
             out_of_stock=dict(self._out_of_stock),
             backordered_units=self._backordered,
             waiting_lines=dict(zip(WAIT_REASONS, self._waiting, strict=True)),
+            skus=self._skus,
+            ats=dict(self._ats),
+            out_of_stock_by_channel=dict(self._out_by_channel),
+            reservations={
+                channel: Reservations(lines, self._oldest_ms(channel), decided)
+                for channel, (lines, decided) in self._reserved.items()
+            },
         )
