@@ -239,11 +239,15 @@ def test_every_panel_of_both_boards_returns_data_from_a_scraped_worker(
     prometheus, engine = prometheus_and_worker
 
     def scraped() -> bool:
-        # The channels' decision series are there once the allocator has read the table: an
-        # event before their first scrape would not show in rate(), as on any fresh worker.
-        return bool(prometheus.query('streamalloc_decisions_total{channel="web"}'))
+        # The channels' decision series are there once the allocator has read the table, the
+        # locations' status-change series once a punctuation has seen the locations (the two
+        # tables can arrive at different punctuations): an event before the zero's first
+        # scrape would not show in increase(), as on any fresh worker.
+        return bool(prometheus.query('streamalloc_decisions_total{channel="web"}')) and bool(
+            prometheus.query(f'streamalloc_location_status_changes_total{{location="{OTHER_LOCATION}"}}')
+        )
 
-    engine.wait(scraped, "Prometheus scraping the worker's series of the channels")
+    engine.wait(scraped, "Prometheus scraping the worker's series of the channels and locations")
     _load(engine)
 
     panels = _panel_queries()
