@@ -38,6 +38,7 @@ class Recorder(Observer):
         self.dead_letters: list[tuple[str, str]] = []
         self.stock: dict[tuple[str, int], StockSnapshot] = {}
         self.placed: list[tuple[str, bool]] = []
+        self.shipped: list[tuple[str, int]] = []
 
     def on_line_placed(self, channel: str, filled_first: bool) -> None:
         self.placed.append((channel, filled_first))
@@ -56,6 +57,9 @@ class Recorder(Observer):
 
     def on_stock(self, stage: str, partition: int, stock: StockSnapshot) -> None:
         self.stock[(stage, partition)] = stock
+
+    def on_shipped(self, location: str, units: int) -> None:
+        self.shipped.append((location, units))
 
 
 def _tables(*, waitlist: bool = False) -> Tables:
@@ -476,3 +480,35 @@ def test_the_worker_registry_exports_process_cpu_memory_and_gc() -> None:
         "process_cpu_seconds_total"
         not in generate_latest(PrometheusObserver(process=False).registry).decode()
     )
+
+
+# --- units shipped (inventory turnover) -------------------------------------------------------
+
+
+def test_units_shipped_are_counted_at_the_location_they_left_once_per_shipment() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 5))])
+    shipment = {"cause_event_id": "ship-1", "location": "WH-1"}
+    harness.feed(
+        REQUESTS,
+        [
+            (b"SKU-A", request("o1", "1", "SKU-A", 3)),
+            (
+                b"SKU-A",
+                request("o1", "1", "SKU-A", 3, command="pick", cause_event_id="pick-1", location="WH-1"),
+            ),
+            (b"SKU-A", request("o1", "1", "SKU-A", 2, command="fulfil", **shipment)),
+            (b"SKU-A", request("o1", "1", "SKU-A", 2, command="fulfil", **shipment)),  # a repeat: no shipment
+        ],
+    )
+    assert recorder.shipped == [("WH-1", 2)]
+
+
+def test_units_shipped_start_at_zero_for_every_known_location() -> None:
+    observer = PrometheusObserver()
+    observer.on_location_staleness(0, ["WH-1", "WH-2"], [])
+    observer.on_shipped("WH-1", 4)
+    lines = _lines(observer)
+    assert 'streamalloc_units_shipped_total{location="WH-1"} 4.0' in lines
+    assert 'streamalloc_units_shipped_total{location="WH-2"} 0.0' in lines

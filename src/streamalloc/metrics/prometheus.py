@@ -24,9 +24,9 @@ from streamalloc.runtime.dead_letter import CATEGORIES as DEAD_LETTER_CATEGORIES
 from streamalloc.runtime.observer import Observer, Reservations, StockSnapshot
 from streamalloc.runtime.stage import Stage
 
-#: The decisions every allocator can make from its first order on (and the releases of what it
-#: allocated), exported at zero from the start: a labelled counter appears at its first
-#: increment, and `rate()` misses that one.
+#: The decisions every allocator can make from its first order on (and the releases, picks,
+#: shipments and returns of what it allocated), exported at zero from the start: a labelled
+#: counter appears at its first increment, and `rate()` misses that one.
 KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
     ("allocated", ""),
     *(
@@ -56,6 +56,10 @@ KNOWN_DECISIONS: tuple[tuple[str, str], ...] = (
             reasons.COUNT_SHORTAGE,
         )
     ),
+    # the warehouse's steps on what was allocated (reason-less)
+    ("picked", ""),
+    ("fulfilled", ""),
+    ("returned", ""),
 )
 
 #: A decision's channel label when the channels table does not know the order's channel: what
@@ -143,6 +147,13 @@ class PrometheusObserver(Observer):
             "Order lines allocated in full at their first decision, by channel: the cycle service "
             "level is increase(this) / increase(streamalloc_lines_placed_total) over a window",
             ["channel"],
+            registry=r,
+        )
+        self.units_shipped = Counter(
+            "streamalloc_units_shipped",
+            "Units that left a location on a shipment (fulfilled events): inventory turnover over "
+            'a window is increase(this) / the average of streamalloc_stock_units{bucket="on_hand"}',
+            ["location"],
             registry=r,
         )
         self.location_changes = Counter(
@@ -259,6 +270,9 @@ class PrometheusObserver(Observer):
         if filled_first:
             counters[1].inc()
 
+    def on_shipped(self, location: str, units: int) -> None:
+        self.units_shipped.labels(location).inc(units)
+
     def on_decision_latency(self, seconds: float) -> None:
         self.decision_latency.observe(seconds if seconds > 0 else 0.0)
 
@@ -288,9 +302,10 @@ class PrometheusObserver(Observer):
         if self._stale_by_partition.get(partition) == stale_here and known == self._locations:
             return  # the usual case: nothing changed since this partition's last punctuation
         self._stale_by_partition[partition] = stale_here
-        for location in known - self._locations:  # its status changes count from zero
+        for location in known - self._locations:  # its status changes and shipments count from zero
             for status in (ONLINE, OFFLINE, STALE):
                 self.location_changes.labels(location, status)
+            self.units_shipped.labels(location)
         self._locations = known
         anywhere = frozenset().union(*self._stale_by_partition.values())
         for location in known:

@@ -84,6 +84,10 @@ class Observer:
         in full by it (`filled_first`: allocated its whole qty) or not (rejected, backordered,
         partly allocated). The cycle service level is filled-first lines / placed lines."""
 
+    def on_shipped(self, location: str, units: int) -> None:
+        """`units` left `location` on a shipment (a `fulfilled` event): with the units on hand,
+        the inventory turnover."""
+
     def on_channels(self, channels: Collection[str]) -> None:
         """The channels table now holds these channels (each time it changes)."""
 

@@ -52,6 +52,7 @@ from streamalloc.domain import (
     apply,
     contend,
 )
+from streamalloc.domain.events import FULFILLED
 from streamalloc.domain.views import Availability, availability
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.dead_letter import REFUSED
@@ -268,6 +269,8 @@ class AllocatorStage(BaseStage):
                         self._allocations.encode(event.as_record()),
                     )
                     self._observer.on_decision(event.type, event.reason, event.channel)
+                    if event.type == FULFILLED and event.location is not None:
+                        self._observer.on_shipped(event.location, event.qty)
                     if (
                         placed is not None
                         and event.type == "allocated"
