@@ -558,7 +558,15 @@ def bench_engine(lines: int, skus: int, rate: int | None, runs: int, workers: in
                 "(--partitions): the extra workers would own nothing"
             )
         return [
-            engine.run(settings, lines=lines, skus=skus, rate=rate, on_progress=advance, workers=n)
+            engine.run(
+                settings,
+                lines=lines,
+                skus=skus,
+                rate=rate,
+                on_progress=advance,
+                workers=n,
+                after_join=workers > 1,
+            )
             for n in counts
         ]
 

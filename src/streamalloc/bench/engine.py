@@ -223,7 +223,12 @@ def run(
     on_progress: Callable[[int], None] = lambda n: None,
     timeout_s: float = 600.0,
     workers: int = 1,
+    after_join: bool = False,
 ) -> EngineResult:
+    """One measurement. `after_join`: produce the orders once every worker has its partitions
+    (else before the workers start): with several workers the first to join would otherwise
+    decide much of the backlog alone; `bench engine --workers` runs one worker this way too,
+    so the two compare."""
     tag = f"bench{time.time_ns() % 10**9}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
     ensure_topics(settings)
@@ -268,10 +273,15 @@ def run(
     # At a fixed rate, one warm-up order goes first and the steady feed starts once it is
     # decided: latency under load is measured on a running engine, not on a join backlog.
     upfront = plan if rate is None else plan[:1]
-    for i, order_lines in enumerate(upfront):
-        key, value = order_bytes(i, order_lines)
-        send(orders_serde.topic, key, value)
-    producer.flush(120)
+
+    def produce_upfront() -> None:
+        for i, order_lines in enumerate(upfront):
+            key, value = order_bytes(i, order_lines)
+            send(orders_serde.topic, key, value)
+        producer.flush(120)
+
+    if not after_join:
+        produce_upfront()
     logs = [workdir / f"worker-{n}.log" for n in range(workers)]
     started = time.time()
     cpu_before = _cpu_seconds(os.getpid()), _children_cpu_seconds()
@@ -311,11 +321,14 @@ def run(
             for worker in processes:
                 if worker.poll() is not None:
                     raise StreamallocError(f"a worker exited with {worker.returncode}; see {workdir}")
-            if workers > 1 and joined_at is None and time.monotonic() >= next_look:
+            if (workers > 1 or after_join) and joined_at is None and time.monotonic() >= next_look:
                 next_look = time.monotonic() + 0.25
                 assigned = [_assigned_at(log) for log in logs]
                 if all(at is not None for at in assigned):
                     joined_at, decided_at_join = max(a for a in assigned if a is not None), observer.decided
+                    if after_join:
+                        joined_at = time.time()
+                        produce_upfront()
             observer.poll()
 
         while observer.decided < lines:
