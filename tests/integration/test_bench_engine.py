@@ -7,6 +7,7 @@ import re
 import tempfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from streamalloc.bench.engine import HOPS
@@ -14,8 +15,10 @@ from streamalloc.cli import main
 from streamalloc.config import Settings
 
 
-def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Settings) -> None:
-    before = set(Path(tempfile.gettempdir()).glob("streamalloc-bench-*"))
+def test_latency_mode_prints_every_hop_of_a_decision_with_figures(
+    settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where the bench's working directory goes
     result = CliRunner().invoke(
         main, ["--bootstrap", str(settings.bootstrap), "bench", "engine", "--lines", "300", "--rate", "300"]
     )
@@ -30,7 +33,7 @@ def test_latency_mode_prints_every_hop_of_a_decision_with_figures(settings: Sett
     settled = re.search(r"([\d,]+) lines/s until every\s+order\s+had\s+its\s+status", result.output)
     assert settled is not None and int(settled.group(1).replace(",", "")) > 0, result.output
     # A run that succeeded leaves no working directory (state, worker log) behind.
-    assert set(Path(tempfile.gettempdir()).glob("streamalloc-bench-*")) <= before
+    assert not list(tmp_path.glob("streamalloc-bench-*"))
 
 
 def test_workers_runs_that_many_worker_processes_beside_one_and_prints_the_scaling(

@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from tests.conftest import TestBroker
@@ -14,7 +15,9 @@ from tests.conftest import TestBroker
 pytestmark = pytest.mark.slow
 
 
-def test_bench_services_prints_throughput_and_latency_figures(kafka_broker: TestBroker) -> None:
+def test_bench_services_prints_throughput_and_latency_figures(
+    kafka_broker: TestBroker, tmp_path: Path
+) -> None:
     settings = kafka_broker.settings()
     command = [
         sys.executable, "-m", "streamalloc", "--bootstrap", kafka_broker.bootstrap,
@@ -24,7 +27,12 @@ def test_bench_services_prints_throughput_and_latency_figures(kafka_broker: Test
     ]  # fmt: skip
     # its own process group: if the bench hangs, it and everything it started are killed
     process = subprocess.Popen(  # noqa: S603
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "TMPDIR": str(tmp_path)},  # where its working directory goes
     )
     try:
         stdout, stderr = process.communicate(timeout=280)
@@ -33,6 +41,8 @@ def test_bench_services_prints_throughput_and_latency_figures(kafka_broker: Test
         stdout, stderr = process.communicate()
         raise AssertionError(f"the bench did not finish:\n{stdout}\n{stderr[-3000:]}") from None
     assert process.returncode == 0, f"exit {process.returncode}:\n{stdout}\n{stderr[-3000:]}"
+    # A run that succeeded leaves no working directory (state, logs) behind.
+    assert not list(tmp_path.glob("streamalloc-bench-services-*"))
     figures = {}
     for line in stdout.splitlines():
         match = re.match(r"^\s*(\S.*?\S)\s{2,}([0-9,.]+)\s*$", line)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -455,4 +456,5 @@ def run(
         settings, workdir, lines=lines, rate=rate, skus=skus, window_ms=window_ms,
         on_progress=lambda n: on_progress(availability + allocations + n), timeout_s=timeout_s,
     )  # fmt: skip
+    shutil.rmtree(workdir, ignore_errors=True)  # a phase that failed raised first and kept it, with its logs
     return ServicesResult(sync, routing, latency)
