@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import pytest
 from tests.conftest import TestBroker
+
+from streamalloc.broker.process import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -139,7 +140,7 @@ def test_the_worker_and_both_services_run_from_the_wheel_until_sigterm(
     started: dict[str, tuple[subprocess.Popen[bytes], int, Path]] = {}
     try:
         for name, command in commands.items():
-            port, log = _free_port(), tmp_path / f"{name}.log"
+            port, log = free_port(), tmp_path / f"{name}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(  # noqa: S603
                     [str(part) for part in (*command, "--http-port", str(port))],
@@ -168,12 +169,6 @@ def test_the_worker_and_both_services_run_from_the_wheel_until_sigterm(
             if process.poll() is None:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(port: int, path: str) -> int:

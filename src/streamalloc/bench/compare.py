@@ -33,7 +33,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from streamalloc.bench.engine import event_type
+from streamalloc.bench.engine import cpu_seconds, event_type
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
@@ -308,7 +308,7 @@ def _measure(
         tree = _tree(process.pid)
         for pid in tree:
             peak_kb[pid] = max(peak_kb.get(pid, 0), _status_kb(pid, "VmHWM"))
-        cpu = sum(_cpu_seconds(pid) for pid in tree)
+        cpu = sum(cpu_seconds(pid) for pid in tree)
     finally:
         if process.poll() is None:
             process.terminate()
@@ -354,15 +354,6 @@ def _status_kb(pid: int, field: str) -> int:
     except OSError:
         pass
     return 0
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of one process (0 when gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def summary(results: Sequence[Measured]) -> dict[str, dict[str, Any]]:

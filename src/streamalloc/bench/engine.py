@@ -284,7 +284,7 @@ def run(
         produce_upfront()
     logs = [workdir / f"worker-{n}.log" for n in range(workers)]
     started = time.time()
-    cpu_before = _cpu_seconds(os.getpid()), _children_cpu_seconds()
+    cpu_before = cpu_seconds(os.getpid()), _children_cpu_seconds()
     processes = [_start_worker(settings, workdir / f"state-{n}", log) for n, log in enumerate(logs)]
     pids = {worker.pid for worker in processes}
     # With several workers the group settles once each has been assigned partitions: the
@@ -340,10 +340,10 @@ def run(
         while len(observer.with_status) < len(plan):  # the order stage's tail
             watch()
         peaks = [_peak_rss_mb(worker.pid) for worker in processes]
-        workers_cpu = sum(_cpu_seconds(worker.pid) for worker in processes)
+        workers_cpu = sum(cpu_seconds(worker.pid) for worker in processes)
         others = {pid: cpu for pid, cpu in _children_cpu_seconds().items() if pid not in pids}
         broker_cpu = sum(others.values()) - sum(c for pid, c in cpu_before[1].items() if pid in others)
-        bench_cpu = _cpu_seconds(os.getpid()) - cpu_before[0]
+        bench_cpu = cpu_seconds(os.getpid()) - cpu_before[0]
         if feeder is not None:
             feeder.join(30)
     finally:
@@ -392,27 +392,29 @@ def _start_worker(settings: Settings, state_dir: Path, log: Path) -> subprocess.
 _TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User and system CPU seconds of a live process, from /proc (0 where it cannot be read)."""
+def _parent_and_cpu(stat: Path) -> tuple[int, float] | None:
+    """(parent pid, user and system CPU seconds) from a /proc/<pid>/stat; None once it is gone."""
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / _TICKS
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds of a live process (0 where it cannot be read)."""
+    found = _parent_and_cpu(Path(f"/proc/{pid}/stat"))
+    return 0.0 if found is None else found[1]
 
 
 def _children_cpu_seconds() -> dict[int, float]:
     """CPU seconds of each live child of this process: the embedded broker, when it runs here."""
     me, found = os.getpid(), {}
     for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == me:
-            found[int(entry.name)] = (int(fields[11]) + int(fields[12])) / _TICKS
+        if entry.name.isdigit():
+            seen = _parent_and_cpu(entry / "stat")
+            if seen is not None and seen[0] == me:
+                found[int(entry.name)] = seen[1]
     return found
 
 
