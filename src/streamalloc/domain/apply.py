@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import checkout, inventory, lines, relocate
+from streamalloc.domain import checkout, inventory, lines, relocate, transfers
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
@@ -20,8 +20,10 @@ from streamalloc.domain.commands import (
     Inspect,
     PickLine,
     Receive,
+    ReceiveTransfer,
     ReleaseLine,
     ReturnLine,
+    ShipTransfer,
     Sweep,
 )
 from streamalloc.domain.events import Decision
@@ -43,6 +45,8 @@ _HANDLERS: dict[type, Callable[[SkuState, Any, Tables, int], Decision]] = {
     Count: inventory.count,
     Expect: inventory.expect,
     Inspect: inventory.inspect,
+    ShipTransfer: transfers.ship_transfer,
+    ReceiveTransfer: transfers.receive_transfer,
     ExpireLine: lambda state, cmd, tables, now: relocate.expire(
         state, (cmd.order_id, cmd.line_id), cmd.occurred_at, tables, cmd.event_id, now
     ),

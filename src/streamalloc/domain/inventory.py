@@ -175,7 +175,7 @@ def _change(
     after = (balance.on_hand, balance.quality_control, balance.damaged, balance.incoming)
     changed = stock_changed(
         cmd.event_id, state.sku, cmd.location, reason, on_hand, quality_control, damaged, incoming, after,
-        cmd.lot, None, None, cmd.occurred_at, now,
+        cmd.lot, None, None, cmd.occurred_at, now, in_transit=state.in_transit(cmd.location),
     )  # fmt: skip
     return Decision((changed,))
 

@@ -18,7 +18,9 @@ class LocationAvailability:
 
     `expired`: free units of expired lots (on hand, never sellable). `at_risk`: hard
     allocations at a location that cannot be used now. `allocation_age_s`: average age of
-    the units open lines hold here.
+    the units open lines hold here. `in_transit`: units of open transfers on their way
+    here; `oldest_transfer_age_s`: how long the oldest of them has travelled (a transfer
+    that never arrives keeps growing it).
     """
 
     location_id: str
@@ -34,6 +36,8 @@ class LocationAvailability:
     expired: int = 0
     at_risk: int = 0
     allocation_age_s: float = 0.0
+    in_transit: int = 0
+    oldest_transfer_age_s: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +61,20 @@ class Availability:
     allocation_age_s: float = 0.0  # over every unit open lines hold
     backordered: int = 0  # units waiting against incoming stock
     waiting_lines: int = 0  # lines on the waitlist (backordered or waitlisted)
+    in_transit: int = 0  # units of open transfers, to any location
+    oldest_transfer_age_s: float = 0.0  # age of the oldest open transfer
 
 
 def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
     """The SKU's availability; locations sorted by id, ATS for every channel in the tables."""
     rows: list[LocationAvailability] = []
     held_ms = held = 0
+    book = state.book
+    shipped_at: dict[str, int] = {}  # destination -> when its oldest open transfer left
+    for transfer in book.transfers.values():
+        first = shipped_at.get(transfer.destination)
+        if first is None or transfer.shipped_at < first:
+            shipped_at[transfer.destination] = transfer.shipped_at
     for location_id in sorted(state.balances):
         balance = state.balances[location_id]
         status = tables.status(location_id)
@@ -87,9 +99,10 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
                 expired=balance.expired_free(as_of),
                 at_risk=0 if usable else balance.picked,
                 allocation_age_s=balance.age_ms(as_of) / 1000,
+                in_transit=book.in_transit(location_id) if location_id in shipped_at else 0,
+                oldest_transfer_age_s=_age_s(as_of, shipped_at.get(location_id)),
             )
         )
-    book = state.book
     return Availability(
         sku=state.sku,
         as_of=as_of,
@@ -113,4 +126,11 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
         allocation_age_s=(as_of - held_ms // held) / 1000 if held > 0 else 0.0,
         backordered=book.backordered(),
         waiting_lines=len(book.waitlist),
+        in_transit=book.in_transit(),
+        oldest_transfer_age_s=_age_s(as_of, min(shipped_at.values(), default=None)),
     )
+
+
+def _age_s(as_of: int, since: int | None) -> float:
+    """Seconds from `since` to `as_of` (0 for none, and never negative)."""
+    return max(0, as_of - since) / 1000 if since is not None else 0.0

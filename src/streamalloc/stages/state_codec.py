@@ -2,7 +2,7 @@
 
 Keys (NUL-joined parts, see runtime.state.keys):
     (sku, "b", location)            -> LocationBalance (with its lots)
-    (sku, "s")                      -> SkuBook: units held per channel, the waitlist
+    (sku, "s")                      -> SkuBook: units held per channel, the waitlist, open transfers
     (sku, "l", order_id, line_id)   -> LineState
     (sku, "e", event_id)            -> marker: this inventory event was applied
     ("#loc", location, sku)         -> marker: the SKU has a balance at the location
@@ -31,6 +31,7 @@ from streamalloc.domain import (
     SkuBook,
     SkuState,
     StateChanges,
+    Transfer,
     WaitEntry,
 )
 from streamalloc.errors import StateError
@@ -139,14 +140,22 @@ def decode_balance(data: bytes) -> LocationBalance:
 
 
 def encode_book(book: SkuBook) -> bytes:
-    return marshal.dumps((_V1, book.channel_held, [tuple(e) for e in book.waitlist], book.seq))
+    waitlist = [tuple(e) for e in book.waitlist]
+    if not book.transfers:  # (a book without transfers keeps the layout it always had)
+        return marshal.dumps((_V1, book.channel_held, waitlist, book.seq))
+    transfers = {k: tuple(t) for k, t in book.transfers.items()}
+    return marshal.dumps((_V2, book.channel_held, waitlist, book.seq, transfers))
 
 
 def decode_book(data: bytes) -> SkuBook:
     values = marshal.loads(data)  # noqa: S302 - see encode_balance
-    if values[0] != _V1:
+    if values[0] == _V2:  # open transfers
+        transfers = {k: Transfer(*t) for k, t in values[4].items()}
+    elif values[0] == _V1:
+        transfers = {}
+    else:
         raise StateError(f"unknown book record version {values[0]}")
-    return SkuBook(dict(values[1]), [WaitEntry(*e) for e in values[2]], values[3])
+    return SkuBook(dict(values[1]), [WaitEntry(*e) for e in values[2]], values[3], transfers)
 
 
 def encode_line(line: LineState) -> bytes:
