@@ -42,6 +42,11 @@ Checks:
   location by exactly its deltas, and every applied inventory event has one; where a count
   makes the events alone unable to say the balance, the ledger's last word is checked
   against the last availability record instead (audit_ledger.py).
+- transfers: a shipment takes its units off the source's on_hand and puts them in transit
+  to its destination; its receipt (of the same transfer id) puts what arrived on hand there
+  and ends the transfer, the rest lost in transit. The last availability record's
+  `in_transit` per location, and the ledger's, must be what the events leave open: units
+  in transit are neither lost nor counted twice (on hand at both ends);
 - order status (when `order_statuses` are given): each order's last `order-status` record
   agrees with its lines' final states from the events, as audit_orders.py defines it.
 
@@ -133,6 +138,9 @@ class AuditReport:
     #: events the engine decided on its own, by (cause, type): cause "locations" (a sweep) or "clock"
     engine_decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
     expired_units: int = 0  # free units of expired lots in the last availability of each SKU
+    #: transfers between locations: "shipped", "received" (transfers) and "lost" (units lost in transit)
+    transfers: Counter[str] = field(default_factory=Counter)
+    in_transit_units: int = 0  # units of transfers shipped and not received at the end
     kpis: Kpis = field(default_factory=Kpis)
 
     @property
@@ -450,6 +458,7 @@ def _apply_inventory(
     report: AuditReport,
 ) -> None:
     seen: set[str] = set()
+    open_transfers: dict[tuple[str, str], tuple[str, int]] = {}  # (sku, transfer id) -> destination, qty
     for event in inventory:
         event_id = event["event_id"]
         if event_id in seen:
@@ -461,7 +470,23 @@ def _apply_inventory(
             continue
         buckets = final[(event["sku"], event["location"])]
         kind, qty = event["type"], event["qty"]
-        if kind in ("received", "adjusted"):
+        if kind == "transfer_shipped":
+            transfer_id = event.get("transfer_id") or event_id
+            open_transfers[(event["sku"], transfer_id)] = (event["destination"], qty)
+            report.transfers["shipped"] += 1
+            buckets["on_hand"] -= qty
+            final[(event["sku"], event["destination"])]["in_transit"] += qty
+        elif kind == "transfer_received":
+            shipment = open_transfers.pop((event["sku"], event.get("transfer_id") or ""), None)
+            if shipment is None:  # applied, so the engine saw its shipment first
+                report.breach(f"transfer receipt {event_id} ends no transfer shipped before it")
+                continue
+            destination, shipped = shipment
+            report.transfers["received"] += 1
+            report.transfers["lost"] += shipped - qty
+            buckets["on_hand"] += qty
+            final[(event["sku"], destination)]["in_transit"] -= shipped
+        elif kind in ("received", "adjusted"):
             buckets["on_hand"] += qty
         elif kind == "counted":
             buckets["uncheckable"] = 1  # an absolute count depends on interleaving the events do not show
@@ -469,6 +494,7 @@ def _apply_inventory(
             report.inspected[event["result"] or ""] += qty
             buckets["quality_control"] -= qty
             buckets["on_hand" if event["result"] == "pass" else "damaged"] += qty
+    report.in_transit_units = sum(qty for _, qty in open_transfers.values())
 
 
 def _check_availability(
@@ -493,6 +519,12 @@ def _check_availability(
     for sku, record in last.items():
         for row in record["locations"]:
             expected = final.get((sku, row["location"]), Counter())
+            in_transit = row.get("in_transit", 0)
+            if in_transit != expected.get("in_transit", 0):  # (a count never moves these)
+                report.breach(
+                    f"{sku} at {row['location']}: last availability has in_transit={in_transit}, "
+                    f"the events give {expected.get('in_transit', 0)}"
+                )
             if expected.get("uncheckable"):
                 continue
             for bucket in BUCKETS:
