@@ -138,7 +138,8 @@ class AuditReport:
     #: events the engine decided on its own, by (cause, type): cause "locations" (a sweep) or "clock"
     engine_decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
     expired_units: int = 0  # free units of expired lots in the last availability of each SKU
-    #: transfers between locations: "shipped", "received" (transfers) and "lost" (units lost in transit)
+    #: transfers between locations: "shipped", "received" (transfers), "lost" (units lost in
+    #: transit) and "fills" (waiting lines filled by a transfer's receipt)
     transfers: Counter[str] = field(default_factory=Counter)
     in_transit_units: int = 0  # units of transfers shipped and not received at the end
     kpis: Kpis = field(default_factory=Kpis)
@@ -202,6 +203,9 @@ def audit(
     known.update(event["event_id"] for event in inventory if event["event_id"] not in refused)
     allocations = list(allocations)
     lines, final, end_ms, depleted = _replay_allocations(report, allocations, placed_lines, known)
+    transfer_receipts = {
+        e["event_id"] for e in inventory if e["type"] == "transfer_received" and e["event_id"] not in refused
+    }
     report.oversold_units += sum(line.over for line in lines.values())
     _apply_inventory(final, inventory, refused, report)
     if stock_changes is not None:
@@ -217,6 +221,7 @@ def audit(
         if line.dangling:
             report.breach(f"line {key} was released for reallocation and nothing followed")
         report.waitlist_fills += len(line.fills)
+        report.transfers["fills"] += len(line.fills & transfer_receipts)
         order_cancel = cancelled.get(key[0], set())
         if (order_cancel is None or key[1] in (order_cancel or set())) and line.held:
             report.breach(f"cancelled line {key} still holds {line.held} unit(s)")

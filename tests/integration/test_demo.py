@@ -59,6 +59,10 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert "web" not in report.protected, report.protected
     assert report.kpis.service_level.placed == report.lines_placed
     assert 0 < (report.kpis.service_level.rate or 0) < 1
+    # a transfer in transit backed a web backorder at its destination and filled it on arrival
+    moved = report.transfers
+    assert (moved["shipped"], moved["received"], moved["fills"], moved["lost"]) == (1, 1, 1, 0), moved
+    assert report.in_transit_units == 0
 
 
 def test_a_worker_killed_and_restarted_mid_run_promises_no_unit_twice_and_loses_no_line(

@@ -682,6 +682,14 @@ def test_a_transfer_in_transit_is_neither_lost_nor_counted_twice_and_a_short_one
     done = audit([], [*inventory, arrived], [], [view(2, 0)], stock_changes=received)
     assert done.ok, done.breaches
     assert (done.transfers["received"], done.transfers["lost"], done.in_transit_units) == (1, 1, 0)
+    # a line waiting on the transfer, filled by its receipt
+    waited = [order("p1", "o1", ("1", "S", 2))]
+    filled = [
+        {**decision("p1", "backordered", "o1", "1", 2, None), "reason": "incoming"},
+        {**decision("g1", "allocated", "o1", "1", 2, "B")},
+    ]
+    with_fill = audit(waited, [*inventory, arrived], filled, [], stock_changes=received)
+    assert with_fill.transfers["fills"] == 1 and with_fill.waitlist_fills == 1, with_fill.breaches
     # a ledger that never writes the loss off keeps a unit in transit the events say is gone
     unwritten = audit([], [*inventory, arrived], [], [view(2, 0)], stock_changes=received[:-1])
     assert any("the ledger ends at in_transit=1, the events give 0" in b for b in unwritten.breaches)

@@ -13,7 +13,9 @@ may backorder against them, and their receipt mid-run fills the waitlist; a fift
 orders are carts first (checkout holds: most confirmed, some extended, the rest expire);
 marketplace holds its reservations for a few seconds only, so the lines the warehouse does
 not pick in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
-wait) and comes back (the waitlist is served first).
+wait) and comes back (the waitlist is served first). A transfer carries a SKU of its own from
+3PL-WEST to WH-EAST; a web order waits on it in transit and is filled when it arrives
+(`transfer_operations`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from streamalloc.commands.simulation import (
     Progress,
     Publisher,
     examples_dir,
+    now_ms,
     place_orders,
     receive_purchase_orders,
     set_location,
@@ -113,6 +116,7 @@ def run_demo(
             (0.45, f"{OFFLINE_LOCATION} is back online", lambda: set_location(publisher, "online")),
             (0.55, "the purchase orders arrive", lambda: receive_purchase_orders(publisher)),
         ]
+        operations = sorted([*operations, *transfer_operations(publisher, progress)], key=lambda op: op[0])
         while time.monotonic() < deadline:
             on_progress(progress)
             while operations and progress.lines_decided >= expected_lines * operations[0][0]:
@@ -228,4 +232,66 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
             f"{returned} line(s) returned into quality control; {report.inspected['pass']} unit(s) passed "
             f"inspection (back on hand), {report.inspected['fail']} failed (damaged)",
         ),
+        transfer_row(report),
     ]
+
+
+#: The transfer's SKU: its own, so the channels' random orders never take its units.
+TRANSFER_SKU = "SKU-TRANSFER"
+TRANSFER_ID = "demo-transfer-1"
+
+
+def transfer_operations(
+    publisher: Publisher, progress: Progress
+) -> list[tuple[float, str, Callable[[], None]]]:
+    """A transfer in transit fills a backorder, as operations at shares of the expected lines.
+
+    6 units of TRANSFER_SKU are received at 3PL-WEST and shipped to WH-EAST (ETA in a minute),
+    leaving none on hand anywhere; a web order of 2 then waits on them (backordered, reason
+    incoming: in-transit units count as incoming), and the transfer's arrival fills it. The
+    steps are seconds apart, so each is decided before the next is sent.
+    """
+
+    def ship() -> None:
+        base = {"sku": TRANSFER_SKU, "qty": 6, "occurred_at": now_ms()}
+        publisher.stock(
+            {**base, "event_id": f"{TRANSFER_ID}-stock", "type": "received", "location": "3PL-WEST"}
+        )
+        publisher.stock(
+            {**base, "event_id": f"{TRANSFER_ID}-shipped", "type": "transfer_shipped", "location": "3PL-WEST",
+             "destination": "WH-EAST", "transfer_id": TRANSFER_ID, "eta": now_ms() + 60_000}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+
+    def order() -> None:
+        publisher.order(
+            {"event_id": f"{TRANSFER_ID}-order", "type": "placed", "order_id": "web-transfer",
+             "channel": "web", "occurred_at": now_ms(), "region": "east",
+             "lines": [{"line_id": "1", "sku": TRANSFER_SKU, "qty": 2}]}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+        progress.lines_placed += 1
+
+    def arrive() -> None:
+        publisher.stock(
+            {"event_id": f"{TRANSFER_ID}-received", "type": "transfer_received", "sku": TRANSFER_SKU,
+             "location": "WH-EAST", "qty": 6, "transfer_id": TRANSFER_ID, "occurred_at": now_ms()}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+
+    return [
+        (0.25, f"transfer {TRANSFER_ID} ships 6 unit(s) of {TRANSFER_SKU} from 3PL-WEST to WH-EAST", ship),
+        (0.35, f"a web order of 2 unit(s) of {TRANSFER_SKU} waits on the transfer in transit", order),
+        (0.6, f"transfer {TRANSFER_ID} arrives at WH-EAST", arrive),
+    ]
+
+
+def transfer_row(report: AuditReport) -> tuple[str, str]:
+    """What the transfer did, as a policy row."""
+    moved = report.transfers
+    return (
+        "transfers",
+        f"{moved['shipped']} transfer(s) shipped and {moved['received']} received; {moved['fills']} waiting "
+        f"line(s) filled on arrival from units counted as incoming while in transit; {moved['lost']} "
+        f"unit(s) lost, {report.in_transit_units} still in transit",
+    )
