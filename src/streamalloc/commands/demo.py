@@ -15,7 +15,7 @@ marketplace holds its reservations for a few seconds only, so the lines the ware
 not pick in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
 wait) and comes back (the waitlist is served first). A transfer carries a SKU of its own from
 3PL-WEST to WH-EAST; a web order waits on it in transit and is filled when it arrives
-(`transfer_operations`).
+(`transfer_in_transit`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
@@ -55,6 +59,9 @@ from streamalloc.commands.simulation import (
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
+from streamalloc.kafka import consume_available, consumer_config
+from streamalloc.kafka.types import consumed
+from streamalloc.serialization import topic_serde
 
 #: The demo's progress (kept under its old name for callers of run_demo).
 DemoProgress = Progress
@@ -106,6 +113,7 @@ def run_demo(
         ]
         for thread in channels:
             thread.start()
+        channels.append(transfer_in_transit(publisher, progress, say))  # the run waits for it too
         deadline = time.monotonic() + timeout_s
         expected_lines = orders_per_channel * len(CHANNELS) * 1.75  # 1, 1, 2 or 3 lines an order
         crash_after = None if crash_at is None else int(expected_lines * crash_at)
@@ -116,7 +124,6 @@ def run_demo(
             (0.45, f"{OFFLINE_LOCATION} is back online", lambda: set_location(publisher, "online")),
             (0.55, "the purchase orders arrive", lambda: receive_purchase_orders(publisher)),
         ]
-        operations = sorted([*operations, *transfer_operations(publisher, progress)], key=lambda op: op[0])
         while time.monotonic() < deadline:
             on_progress(progress)
             while operations and progress.lines_decided >= expected_lines * operations[0][0]:
@@ -241,18 +248,20 @@ TRANSFER_SKU = "SKU-TRANSFER"
 TRANSFER_ID = "demo-transfer-1"
 
 
-def transfer_operations(
-    publisher: Publisher, progress: Progress
-) -> list[tuple[float, str, Callable[[], None]]]:
-    """A transfer in transit fills a backorder, as operations at shares of the expected lines.
+def transfer_in_transit(
+    publisher: Publisher, progress: Progress, say: Callable[[str], None]
+) -> threading.Thread:
+    """A transfer in transit fills a backorder, in a thread of its own (started here).
 
     6 units of TRANSFER_SKU are received at 3PL-WEST and shipped to WH-EAST (ETA in a minute),
     leaving none on hand anywhere; a web order of 2 then waits on them (backordered, reason
-    incoming: in-transit units count as incoming), and the transfer's arrival fills it. The
-    steps are seconds apart, so each is decided before the next is sent.
+    incoming: in-transit units count as incoming), and the transfer's arrival fills it. Each
+    step waits until the engine's availability shows the one before it decided, so the
+    run's other operations and its crash are never held up.
     """
+    settings = publisher.settings
 
-    def ship() -> None:
+    def run() -> None:
         base = {"sku": TRANSFER_SKU, "qty": 6, "occurred_at": now_ms()}
         publisher.stock(
             {**base, "event_id": f"{TRANSFER_ID}-stock", "type": "received", "location": "3PL-WEST"}
@@ -262,8 +271,8 @@ def transfer_operations(
              "destination": "WH-EAST", "transfer_id": TRANSFER_ID, "eta": now_ms() + 60_000}
         )  # fmt: skip
         publisher.producer.flush(30)
-
-    def order() -> None:
+        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["in_transit"] == 6)
+        say(f"transfer {TRANSFER_ID}: 6 unit(s) of {TRANSFER_SKU} in transit from 3PL-WEST to WH-EAST")
         publisher.order(
             {"event_id": f"{TRANSFER_ID}-order", "type": "placed", "order_id": "web-transfer",
              "channel": "web", "occurred_at": now_ms(), "region": "east",
@@ -271,19 +280,42 @@ def transfer_operations(
         )  # fmt: skip
         publisher.producer.flush(30)
         progress.lines_placed += 1
-
-    def arrive() -> None:
+        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["backordered"] == 2)
+        say(f"a web order of 2 unit(s) of {TRANSFER_SKU} is backordered against the transfer in transit")
         publisher.stock(
             {"event_id": f"{TRANSFER_ID}-received", "type": "transfer_received", "sku": TRANSFER_SKU,
              "location": "WH-EAST", "qty": 6, "transfer_id": TRANSFER_ID, "occurred_at": now_ms()}
         )  # fmt: skip
         publisher.producer.flush(30)
+        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["in_transit"] == 0)
+        say(f"transfer {TRANSFER_ID} arrived at WH-EAST: its units fill the waiting web order first")
 
-    return [
-        (0.25, f"transfer {TRANSFER_ID} ships 6 unit(s) of {TRANSFER_SKU} from 3PL-WEST to WH-EAST", ship),
-        (0.35, f"a web order of 2 unit(s) of {TRANSFER_SKU} waits on the transfer in transit", order),
-        (0.6, f"transfer {TRANSFER_ID} arrives at WH-EAST", arrive),
-    ]
+    thread = threading.Thread(target=run, name="transfer", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for_availability(
+    settings: Settings, sku: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> None:
+    """Block until an availability record of `sku` has totals for which `done` holds."""
+    consumer = Consumer(consumer_config(settings, group_id=f"demo-transfer-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic("availability")])
+    serde = topic_serde(settings, settings.topic("availability"))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumed(consume_available(consumer, 1000, 0.2)):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    record = serde.decode(value)
+                    if record["sku"] == sku and done(record["totals"]):
+                        return
+    finally:
+        consumer.close()
+    raise StreamallocError(
+        f"the engine's availability of {sku} did not show the transfer's step in {timeout_s}s"
+    )
 
 
 def transfer_row(report: AuditReport) -> tuple[str, str]:
