@@ -477,6 +477,9 @@ def _apply_inventory(
         kind, qty = event["type"], event["qty"]
         if kind == "transfer_shipped":
             transfer_id = event.get("transfer_id") or event_id
+            if (event["sku"], transfer_id) in open_transfers:  # applied again: its ETA moved
+                report.transfers["eta_changes"] += 1
+                continue
             open_transfers[(event["sku"], transfer_id)] = (event["destination"], qty)
             report.transfers["shipped"] += 1
             buckets["on_hand"] -= qty

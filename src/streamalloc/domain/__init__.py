@@ -61,6 +61,7 @@ from streamalloc.domain.model import (
     SkuBook,
     SkuState,
     StateChanges,
+    Supply,
     Transfer,
     WaitEntry,
 )
@@ -139,6 +140,7 @@ __all__ = [
     "SkuBook",
     "SkuState",
     "StateChanges",
+    "Supply",
     "Transfer",
     "TransferCommand",
     "StockChanged",

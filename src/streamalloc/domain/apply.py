@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import checkout, inventory, lines, relocate, transfers
+from streamalloc.domain import checkout, inventory, lines, promises, relocate, transfers
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
@@ -26,7 +26,7 @@ from streamalloc.domain.commands import (
     ShipTransfer,
     Sweep,
 )
-from streamalloc.domain.events import Decision
+from streamalloc.domain.events import BACKORDERED, AllocationEvent, Decision, StockChanged
 from streamalloc.domain.model import SkuState
 from streamalloc.domain.tables import Tables
 
@@ -65,4 +65,20 @@ def apply(state: SkuState, command: Command, tables: Tables, now: int) -> Decisi
         raise TypeError(f"not a domain command: {type(command).__name__}")
     if command.sku != state.sku:
         raise ValueError(f"command for SKU {command.sku!r} applied to the state of {state.sku!r}")
-    return handler(state, command, tables, now)
+    decision = handler(state, command, tables, now)
+    if not state.waiting:  # (the hot path: nobody waits, nothing is promised)
+        return decision
+    if type(command) in _SUPPLY:
+        if any(isinstance(e, StockChanged) for e in decision):  # applied: supply or waiters moved
+            return promises.restate(state, decision, command.event_id, command.occurred_at, now)
+    elif type(command) is AllocateLine and any(
+        isinstance(e, AllocationEvent) and e.type == BACKORDERED for e in decision
+    ):
+        return promises.restate(
+            state, decision, command.event_id, command.occurred_at, now, placing=command.order_id
+        )
+    return decision
+
+
+#: The commands that change what is on its way, or serve waiting lines from what arrived.
+_SUPPLY: frozenset[type] = frozenset({Receive, Adjust, Count, Expect, Inspect, ShipTransfer, ReceiveTransfer})

@@ -201,6 +201,11 @@ class Expect:
     qty: int
     eta: int | None = None
     lot: str | None = None
+    po_id: str | None = None  # the purchase order (None: the event id names it); again: its new qty, eta
+
+    @property
+    def order(self) -> str:
+        return self.po_id or self.event_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -102,6 +102,7 @@ class AllocationEvent:
     line_count: int | None = None
     occurred_at: int = 0
     decided_at: int = 0
+    promised_at: int | None = None  # a backorder's promised date (promises.py)
 
     def as_record(self) -> dict[str, Any]:
         """The event as a plain dict (contract field names), e.g. for a serializer."""
@@ -117,6 +118,7 @@ class AllocationEvent:
         """
         values = dict(record)
         values.pop("ship_complete", None)
+        values.setdefault("promised_at", None)  # (written before schema 1023)
         return _build(cls, values)
 
 
@@ -250,6 +252,7 @@ class OrderAccepted:
             "ship_complete": self.ship_complete,
             "occurred_at": self.occurred_at,
             "decided_at": self.occurred_at,
+            "promised_at": None,
         }
 
 
@@ -309,6 +312,7 @@ class CancelRequested:
             "ship_complete": False,
             "occurred_at": self.occurred_at,
             "decided_at": self.occurred_at,
+            "promised_at": None,
         }
 
 
@@ -388,6 +392,7 @@ def allocation_event(
             "line_count": None,
             "occurred_at": occurred_at,
             "decided_at": decided_at,
+            "promised_at": None,
         },
     )
     return event

@@ -235,11 +235,20 @@ class WaitEntry(NamedTuple):
     lot: str | None = None
     ttl_s: int | None = None
     occurred_at: int = 0
+    promised_at: int | None = None  # the date last promised to it (a backorder: promises.py)
 
     @property
     def rank(self) -> tuple[int, int, int]:
         """Order priority first, then channel priority (both higher first), then arrival."""
         return (-self.priority, -self.channel_priority, self.seq)
+
+
+class Supply(NamedTuple):
+    """An expected receipt (a purchase order) still to arrive: `qty` units at `location` by `eta`."""
+
+    location: str
+    qty: int
+    eta: int | None = None
 
 
 class Transfer(NamedTuple):
@@ -259,16 +268,21 @@ class SkuBook:
     One record per SKU, next to its balances. `channel_held` is what channel pools are
     measured against; the waitlist is kept in rank order (see `WaitEntry.rank`);
     `transfers` are the transfers shipped and not yet received, by transfer id (a received
-    one leaves the book; its id is remembered among the applied event ids, transfers.py).
+    one leaves the book; its id is remembered among the applied event ids, transfers.py);
+    `expected` the expected receipts still to arrive, by purchase order, with their ETAs
+    (inventory.py): what backorders are promised dates from (promises.py).
     """
 
     channel_held: dict[str, int] = field(default_factory=dict)
     waitlist: list[WaitEntry] = field(default_factory=list)
     seq: int = 0
     transfers: dict[str, Transfer] = field(default_factory=dict)
+    expected: dict[str, Supply] = field(default_factory=dict)
 
     def copy(self) -> SkuBook:
-        return SkuBook(dict(self.channel_held), list(self.waitlist), self.seq, dict(self.transfers))
+        return SkuBook(
+            dict(self.channel_held), list(self.waitlist), self.seq, dict(self.transfers), dict(self.expected)
+        )
 
     def in_transit(self, destination: str | None = None) -> int:
         """Units of open transfers on their way to `destination` (or anywhere)."""

@@ -16,7 +16,10 @@ shipping and receiving never cross partitions. Decisions taken here:
   as `lost_in_transit` in the ledger. The received units serve the waitlist as a receipt's
   do. A transfer is shipped once and received once: its id is remembered among the
   applied event ids (`transfer:<id>`) once received, so a second receipt is refused
-  (`transfer_already_received`), as is a second shipment under the same id.
+  (`transfer_already_received`), as is a second shipment under the same id, unless the
+  transfer is still open and the shipment says the same (source, destination, qty): then
+  it moves the transfer's ETA (a ledger entry `transfer_eta_changed` at the destination,
+  with no delta), and the promises of the lines counted against it move (promises.py).
 - The ledger (`stock-changes`) records both legs of each step with the transfer's id:
   shipped (`transfer_shipped` at the source, on_hand down; `in_transit` at the
   destination, in_transit up), received (`transfer_received`, in_transit to on_hand) and
@@ -61,7 +64,11 @@ def ship_transfer(state: SkuState, cmd: ShipTransfer, tables: Tables, now: int) 
     if not destination or destination == cmd.location:
         return _reject(state, cmd, SHIPPED, reasons.DESTINATION_REQUIRED, now)
     transfer_id = cmd.transfer
-    if transfer_id in state.book.transfers or state.has_applied(received_marker(transfer_id)):
+    open_transfer = state.book.transfers.get(transfer_id)
+    if open_transfer is not None and open_transfer[:3] == (cmd.location, destination, cmd.qty):
+        state.edit_book().transfers[transfer_id] = open_transfer._replace(eta=cmd.eta)
+        return Decision((_leg(state, cmd, destination, "transfer_eta_changed", transfer_id, now),))
+    if open_transfer is not None or state.has_applied(received_marker(transfer_id)):
         return _reject(state, cmd, SHIPPED, reasons.DUPLICATE_TRANSFER, now)
     balance = state.balances.get(cmd.location)
     free = balance.on_hand - balance.allocated - balance.picked if balance is not None else 0

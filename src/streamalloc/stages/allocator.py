@@ -487,7 +487,7 @@ def inventory_command(r: dict[str, Any]) -> Command:
     if kind == "counted":
         return Count(**common, qty=r["qty"], reason=r["reason"], lot=lot)
     if kind == "expected":
-        return Expect(**common, qty=r["qty"], eta=r["eta"], lot=lot)
+        return Expect(**common, qty=r["qty"], eta=r["eta"], lot=lot, po_id=r["po_id"])
     if kind == "transfer_shipped":
         return ShipTransfer(
             **common, qty=r["qty"], destination=r["destination"], transfer_id=r["transfer_id"], eta=r["eta"],

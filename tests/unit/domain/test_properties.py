@@ -38,6 +38,12 @@ Every unit is on hand, in transit or lost: a transfer's steps change the SKU's o
 its in-transit units by exactly the units its ledger says were lost, and a shipment never
 takes units promised to lines (they stay within on_hand at the source).
 
+Purchase orders are expected with an ETA or none, some sent again under the same po_id (a
+new qty and ETA); a receipt draws them down. After every decision that changed stock, each
+waiting line is promised what domain.promises works out (only a backorder, never before the
+earliest ETA), every `backordered` event carries its line's promise, and at each location
+the purchase orders never add up to more than its incoming units.
+
 Protection levels are in the table too (nested: vip keeps units from the channels below it
 that may use its locations, waits keeps more from those below it), and a suite near
 stockout over every rank makes them bite: a channel never takes the units kept for the
@@ -94,6 +100,7 @@ from streamalloc.domain import (
 )
 from streamalloc.domain.allocate import pool_bounds
 from streamalloc.domain.model import WAITING, SkuBook
+from streamalloc.domain.promises import promises, supplies
 
 SKU = "sku-1"
 NOW = 1_700_000_000_000
@@ -225,7 +232,17 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
             ),
         ),
         "count": (1, st.tuples(st.just("count"), locations, st.integers(min_value=0, max_value=12))),
-        "expect": (1, st.tuples(st.just("expect"), locations, quantities)),
+        # a purchase order (maybe one sent before: its qty and ETA replaced), with an ETA or none
+        "expect": (
+            2,
+            st.tuples(
+                st.just("expect"),
+                locations,
+                quantities,
+                st.sampled_from((None, "po1", "po2")),
+                st.sampled_from((None, NOW + 5, NOW + 50)),
+            ),
+        ),
         "inspect": (
             2,
             st.tuples(
@@ -377,6 +394,9 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
             return PickLine(**base, order_id=order, line_id=line, qty=qty, location=location, lot=lot)
         cls = {"fulfil": FulfilLine, "return": ReturnLine}[kind]
         return cls(**base, order_id=order, line_id=line, qty=qty, location=location)  # type: ignore[no-any-return]
+    if kind == "expect" and len(step) > 3:
+        _, location, qty, po_id, eta = step
+        return Expect(**base, location=location, qty=qty, po_id=po_id, eta=eta)
     if kind == "ship":
         _, source, destination, qty, transfer_id = step
         return ShipTransfer(
@@ -563,6 +583,24 @@ def check_decision(
         if isinstance(cmd, ReceiveTransfer) and changes:
             assert cmd.transfer_id not in after.book.transfers
 
+    # Promises: after a change of supply, every waiting line is promised what promises() says,
+    # and every `backordered` event of the decision carries its line's promise.
+    if isinstance(cmd, STOCK_COMMANDS) and changes and after.waiting:
+        promised = promises(after)
+        assert {(e.order_id, e.line_id): e.promised_at for e in after.book.waitlist} == {
+            (e.order_id, e.line_id): promised.get((e.order_id, e.line_id)) for e in after.book.waitlist
+        }
+    for e in decision:
+        if isinstance(e, AllocationEvent) and e.type == "backordered":
+            entry = after.book.entry(e.order_id, e.line_id)
+            if entry is not None:
+                assert e.promised_at == entry.promised_at, (e, entry)
+    # A line is promised only against incoming stock, and never before the earliest ETA.
+    etas = [eta for eta, _ in supplies(after) if eta is not None]
+    for entry in after.book.waitlist:
+        if entry.promised_at is not None:
+            assert entry.reason == "incoming" and entry.promised_at >= min(etas), (entry, etas)
+
     # Backorders: never beyond the incoming units (expected and in transit) when they are accepted.
     if any(
         isinstance(e, AllocationEvent) and e.type == "backordered" and e.reason == "incoming"
@@ -646,6 +684,10 @@ def check_state(state: SkuState) -> None:
         lacks = line.qty - line.held - line.fulfilled
         assert e.qty == lacks if TABLES.channel(line.channel).allow_partial else e.qty <= lacks, (e, line)
     assert [e.rank for e in state.book.waitlist] == sorted(e.rank for e in state.book.waitlist)
+    # Purchase orders: at each location, never more expected than its incoming units.
+    for loc_id, balance in state.balances.items():
+        assert sum(s.qty for s in state.book.expected.values() if s.location == loc_id) <= balance.incoming
+        assert all(s.qty > 0 for s in state.book.expected.values())
     # Open transfers: units on their way between two locations, each destination with a balance.
     for transfer in state.book.transfers.values():
         assert transfer.qty > 0 and transfer.source != transfer.destination
