@@ -5,11 +5,11 @@ Pure computation over the state and the tables; the stage decides when to publis
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from streamalloc.domain.allocate import channel_ats, pool_bounds
 from streamalloc.domain.model import SkuState
-from streamalloc.domain.tables import ONLINE, LocationStatus, Tables
+from streamalloc.domain.tables import ONLINE, Channel, LocationStatus, Tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,8 @@ class Availability:
     waiting_lines: int = 0  # lines on the waitlist (backordered or waitlisted)
     in_transit: int = 0  # units of open transfers, to any location
     oldest_transfer_age_s: float = 0.0  # age of the oldest open transfer
+    #: per channel, available to promise by date: (ETA, units), cumulative (`atp`)
+    atp: dict[str, tuple[tuple[int, int], ...]] = field(default_factory=dict)
 
 
 def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
@@ -103,6 +105,12 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
                 oldest_transfer_age_s=_age_s(as_of, shipped_at.get(location_id)),
             )
         )
+    ats = {
+        cid: channel_ats(
+            state.balances, tables.online, ch, as_of, pool_bounds(state.balances, book, tables, ch, as_of)
+        )
+        for cid, ch in sorted(tables.channels.items())
+    }
     return Availability(
         sku=state.sku,
         as_of=as_of,
@@ -115,12 +123,7 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
         safety_stock=sum(r.safety_stock for r in rows),
         available=sum(r.available for r in rows),
         incoming=sum(r.incoming for r in rows),
-        ats={
-            cid: channel_ats(
-                state.balances, tables.online, ch, as_of, pool_bounds(state.balances, book, tables, ch, as_of)
-            )
-            for cid, ch in sorted(tables.channels.items())
-        },
+        ats=ats,
         expired=sum(r.expired for r in rows),
         at_risk=sum(r.at_risk for r in rows),
         allocation_age_s=(as_of - held_ms // held) / 1000 if held > 0 else 0.0,
@@ -128,7 +131,29 @@ def availability(state: SkuState, tables: Tables, as_of: int) -> Availability:
         waiting_lines=len(book.waitlist),
         in_transit=book.in_transit(),
         oldest_transfer_age_s=_age_s(as_of, min(shipped_at.values(), default=None)),
+        atp={cid: atp(state, ch, ats[cid]) for cid, ch in tables.channels.items()}
+        if book.expected or book.transfers
+        else {},
     )
+
+
+def atp(state: SkuState, channel: Channel, ats: int) -> tuple[tuple[int, int], ...]:
+    """What `channel` may promise by each ETA of incoming units: (ETA, units), cumulative.
+
+    Its ATS now, plus the units due by then at locations it may use, less the units of
+    backordered lines promised by then (they are counted against those units first),
+    floored at 0. Incoming units without an ETA are in no bucket.
+    """
+    book = state.book
+    due = [(s.eta, s.qty, s.location) for s in book.expected.values() if s.eta is not None]
+    due += [(t.eta, t.qty, t.destination) for t in book.transfers.values() if t.eta is not None]
+    promised = [(e.promised_at, e.qty) for e in book.waitlist if e.promised_at is not None]
+    buckets: list[tuple[int, int]] = []
+    for until in sorted({eta for eta, _, _ in due}):
+        coming = sum(qty for eta, qty, loc in due if eta <= until and channel.allows(loc))
+        taken = sum(qty for at, qty in promised if at <= until)
+        buckets.append((until, max(0, ats + coming - taken)))
+    return tuple(buckets)
 
 
 def _age_s(as_of: int, since: int | None) -> float:

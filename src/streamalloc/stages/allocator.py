@@ -544,7 +544,14 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
             }
             for row in view.locations
         ],
-        "channels": [{"channel": channel, "ats": ats} for channel, ats in sorted(view.ats.items())],
+        "channels": [
+            {
+                "channel": channel,
+                "ats": ats,
+                "atp": [{"until": until, "units": units} for until, units in view.atp.get(channel, ())],
+            }
+            for channel, ats in sorted(view.ats.items())
+        ],
     }
 
 

@@ -15,6 +15,7 @@ from streamalloc.domain import (
     StockChanged,
     apply,
 )
+from streamalloc.domain.views import availability
 
 from ._builders import NOW, SKU, allocate, eid, expect, online, receive, stocked, tables
 
@@ -151,3 +152,22 @@ def test_a_transfer_received_short_leaves_a_promise_it_can_no_longer_keep_unprom
     ]
     assert filled == [("o1", 3)]
     assert backorders(decision) == [("o2", 1, None)]  # its unit was lost in transit
+
+
+def test_availability_gives_each_channel_what_it_may_promise_by_each_eta() -> None:
+    shop = Channel(channel_id="shop", locations=frozenset({"A"}))
+    world = tables(online("A"), online("B"), channels=(Channel(channel_id="web", backorder_limit=5), shop))
+    state = stocked(A=0, B=1)
+    apply(state, expect("A", 4, eta=NOW + 2 * DAY, po_id="po-1"), world, NOW)
+    apply(state, expect("B", 3, eta=NOW + DAY, po_id="po-2"), world, NOW)
+    apply(state, allocate("o1", qty=4), world, NOW)  # backordered: promised po-2's 3 and one of po-1's
+
+    view = availability(state, world, NOW)
+
+    assert (view.ats["web"], view.ats["shop"]) == (1, 0)
+    # web: 1 now; by day 1, po-2's 3 (4 in all, none of o1's units are promised by then);
+    # by day 2, po-1's 4 too, less the 4 promised to o1 by then
+    assert view.atp["web"] == ((NOW + DAY, 4), (NOW + 2 * DAY, 4))
+    # shop may use A only: B's units are not its to promise, and it leaves o1's (conservatively)
+    assert view.atp["shop"] == ((NOW + DAY, 0), (NOW + 2 * DAY, 0))
+    assert availability(stocked(A=2), world, NOW).atp == {}  # nothing on its way: no buckets

@@ -27,6 +27,7 @@ from streamalloc.domain.events import inventory_rejected, stock_changed
 from streamalloc.stages import allocator as allocator_module
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.state_codec import decode_book, encode_book
+from streamalloc.stages.tables import channel_of
 from streamalloc.testing import ManualClock, Output, StageHarness
 
 
@@ -261,3 +262,38 @@ def test_a_book_without_transfers_keeps_its_stored_layout_and_one_with_them_read
     assert decode_book(encode_book(plain)) == plain
     with_transfer = SkuBook({}, [], 0, {"t1": Transfer("WH-1", "WH-2", 3, T0, T0 + 5)})
     assert decode_book(encode_book(with_transfer)) == with_transfer
+
+
+def test_a_backorder_is_published_with_its_promised_date_and_told_again_when_the_eta_moves() -> None:
+    base = tables()
+    web = channel_of({"channel_id": "web", "backorder_limit": 5})
+    harness, _ = _allocator(Tables(locations=base.locations, channels={**base.channels, "web": web}))
+    day = 86_400_000
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 0, type="counted"))])
+    expected = harness.feed(
+        INVENTORY,
+        [(b"SKU-A", inventory("e1", "SKU-A", "WH-1", 3, type="expected", eta=T0 + day, po_id="po-1"))],
+    )
+    [view] = _on(AVAILABILITY, expected)
+    assert {c["channel"]: c["atp"] for c in view["channels"]}["web"] == [{"until": T0 + day, "units": 3}]
+
+    [backordered] = _on(ALLOCATIONS, harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))]))
+    assert (backordered["type"], backordered["reason"], backordered["promised_at"]) == (
+        "backordered",
+        "incoming",
+        T0 + day,
+    )
+
+    moved = harness.feed(
+        INVENTORY,
+        [(b"SKU-A", inventory("e2", "SKU-A", "WH-1", 3, type="expected", eta=T0 + 3 * day, po_id="po-1"))],
+    )
+    [restated] = _on(ALLOCATIONS, moved)
+    assert (restated["cause_event_id"], restated["type"], restated["qty"], restated["promised_at"]) == (
+        "e2",
+        "backordered",
+        2,
+        T0 + 3 * day,
+    )
+    [view] = _on(AVAILABILITY, moved)
+    assert {c["channel"]: c["atp"] for c in view["channels"]}["web"] == [{"until": T0 + 3 * day, "units": 1}]
