@@ -142,6 +142,9 @@ class AuditReport:
     #: transit) and "fills" (waiting lines filled by a transfer's receipt)
     transfers: Counter[str] = field(default_factory=Counter)
     in_transit_units: int = 0  # units of transfers shipped and not received at the end
+    #: promise dates: "promised" (backordered events with a promised_at) and "restated" (of
+    #: those, the ones telling a waiting line a new date: an ETA moved)
+    promises: Counter[str] = field(default_factory=Counter)
     kpis: Kpis = field(default_factory=Kpis)
 
     @property
@@ -362,6 +365,9 @@ def _replay_allocations(
             line.held_since = decided_at
             _check_held(report, line, key)
         elif kind == "backordered":
+            if event.get("promised_at") is not None:
+                report.promises["promised"] += 1
+                report.promises["restated"] += int(line.waiting and not placement)
             if not (placement or reallocating or line.waiting or not line.placed_by):
                 report.breach(
                     f"backordered {event_id}: line {key} is backordered by {cause}, neither its "

@@ -693,3 +693,12 @@ def test_a_transfer_in_transit_is_neither_lost_nor_counted_twice_and_a_short_one
     # a ledger that never writes the loss off keeps a unit in transit the events say is gone
     unwritten = audit([], [*inventory, arrived], [], [view(2, 0)], stock_changes=received[:-1])
     assert any("the ledger ends at in_transit=1, the events give 0" in b for b in unwritten.breaches)
+
+
+def test_promised_dates_are_counted_and_a_restatement_is_no_second_decision() -> None:
+    placed = [order("p1", "o1", ("1", "S", 2))]
+    waits = {**decision("p1", "backordered", "o1", "1", 2, None), "reason": "incoming", "promised_at": 5}
+    moved = {**decision("e2", "backordered", "o1", "1", 2, None), "reason": "incoming", "promised_at": 9}
+    report = audit(placed, [stock("e2", 0, kind="expected")], [waits, moved], [])
+    assert report.ok, report.breaches
+    assert (report.promises["promised"], report.promises["restated"], report.lines_decided) == (2, 1, 1)

@@ -246,6 +246,7 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
 #: The transfer's SKU: its own, so the channels' random orders never take its units.
 TRANSFER_SKU = "SKU-TRANSFER"
 TRANSFER_ID = "demo-transfer-1"
+TRANSFER_ORDER = "web-transfer"
 
 
 def transfer_in_transit(
@@ -255,7 +256,8 @@ def transfer_in_transit(
 
     6 units of TRANSFER_SKU are received at 3PL-WEST and shipped to WH-EAST (ETA in a minute),
     leaving none on hand anywhere; a web order of 2 then waits on them (backordered, reason
-    incoming: in-transit units count as incoming), and the transfer's arrival fills it. Each
+    incoming: in-transit units count as incoming, promised for the transfer's ETA), and the
+    transfer's arrival fills it. Each
     step waits until the engine's availability shows the one before it decided, so the
     run's other operations and its crash are never held up.
     """
@@ -271,23 +273,32 @@ def transfer_in_transit(
              "destination": "WH-EAST", "transfer_id": TRANSFER_ID, "eta": now_ms() + 60_000}
         )  # fmt: skip
         publisher.producer.flush(30)
-        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["in_transit"] == 6)
+        _stock(settings, lambda totals: totals["in_transit"] == 6)
         say(f"transfer {TRANSFER_ID}: 6 unit(s) of {TRANSFER_SKU} in transit from 3PL-WEST to WH-EAST")
         publisher.order(
-            {"event_id": f"{TRANSFER_ID}-order", "type": "placed", "order_id": "web-transfer",
+            {"event_id": f"{TRANSFER_ID}-order", "type": "placed", "order_id": TRANSFER_ORDER,
              "channel": "web", "occurred_at": now_ms(), "region": "east",
              "lines": [{"line_id": "1", "sku": TRANSFER_SKU, "qty": 2}]}
         )  # fmt: skip
         publisher.producer.flush(30)
         progress.lines_placed += 1
-        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["backordered"] == 2)
-        say(f"a web order of 2 unit(s) of {TRANSFER_SKU} is backordered against the transfer in transit")
+        waits = _wait_for(
+            settings,
+            "allocations",
+            lambda r: r["order_id"] == TRANSFER_ORDER and r["type"] == "backordered",
+        )
+        promised = waits["promised_at"]
+        when = "no date" if promised is None else time.strftime("%H:%M:%S", time.localtime(promised / 1000))
+        say(
+            f"a web order of 2 unit(s) of {TRANSFER_SKU} is backordered against the transfer in transit, "
+            f"promised for {when} (the transfer's ETA)"
+        )
         publisher.stock(
             {"event_id": f"{TRANSFER_ID}-received", "type": "transfer_received", "sku": TRANSFER_SKU,
              "location": "WH-EAST", "qty": 6, "transfer_id": TRANSFER_ID, "occurred_at": now_ms()}
         )  # fmt: skip
         publisher.producer.flush(30)
-        _wait_for_availability(settings, TRANSFER_SKU, lambda totals: totals["in_transit"] == 0)
+        _stock(settings, lambda totals: totals["in_transit"] == 0)
         say(f"transfer {TRANSFER_ID} arrived at WH-EAST: its units fill the waiting web order first")
 
     thread = threading.Thread(target=run, name="transfer", daemon=True)
@@ -295,13 +306,13 @@ def transfer_in_transit(
     return thread
 
 
-def _wait_for_availability(
-    settings: Settings, sku: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
-) -> None:
-    """Block until an availability record of `sku` has totals for which `done` holds."""
+def _wait_for(
+    settings: Settings, topic: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """Block until a committed record of `topic` satisfies `done`; return it."""
     consumer = Consumer(consumer_config(settings, group_id=f"demo-transfer-{uuid.uuid4().hex[:6]}"))
-    consumer.subscribe([settings.topic("availability")])
-    serde = topic_serde(settings, settings.topic("availability"))
+    consumer.subscribe([settings.topic(topic)])
+    serde = topic_serde(settings, settings.topic(topic))
     deadline = time.monotonic() + timeout_s
     try:
         while time.monotonic() < deadline:
@@ -309,13 +320,16 @@ def _wait_for_availability(
                 value = msg.value()
                 if msg.error() is None and value is not None:
                     record = serde.decode(value)
-                    if record["sku"] == sku and done(record["totals"]):
-                        return
+                    if done(record):
+                        return record
     finally:
         consumer.close()
-    raise StreamallocError(
-        f"the engine's availability of {sku} did not show the transfer's step in {timeout_s}s"
-    )
+    raise StreamallocError(f"no record on {topic} showed the transfer's next step within {timeout_s}s")
+
+
+def _stock(settings: Settings, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The first availability of TRANSFER_SKU whose totals satisfy `done`."""
+    return _wait_for(settings, "availability", lambda r: r["sku"] == TRANSFER_SKU and done(r["totals"]))
 
 
 def transfer_row(report: AuditReport) -> tuple[str, str]:
@@ -325,5 +339,6 @@ def transfer_row(report: AuditReport) -> tuple[str, str]:
         "transfers",
         f"{moved['shipped']} transfer(s) shipped and {moved['received']} received; {moved['fills']} waiting "
         f"line(s) filled on arrival from units counted as incoming while in transit; {moved['lost']} "
-        f"unit(s) lost, {report.in_transit_units} still in transit",
+        f"unit(s) lost, {report.in_transit_units} still in transit; {report.promises['promised']} "
+        "backorder(s) promised a date by the ETA of what they wait on",
     )
