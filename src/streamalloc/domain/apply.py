@@ -71,14 +71,14 @@ def apply(state: SkuState, command: Command, tables: Tables, now: int) -> Decisi
     if type(command) in _SUPPLY:
         if any(isinstance(e, StockChanged) for e in decision):  # applied: supply or waiters moved
             return promises.restate(state, decision, command.event_id, command.occurred_at, now)
-    elif type(command) is AllocateLine and any(
-        isinstance(e, AllocationEvent) and e.type == BACKORDERED for e in decision
-    ):
-        return promises.restate(
-            state, decision, command.event_id, command.occurred_at, now, placing=command.order_id
-        )
+    elif any(isinstance(e, AllocationEvent) and e.type == BACKORDERED for e in decision):
+        # a line started waiting (placed, or moved by a sweep, an expiry): it may rank ahead
+        placing = command.order_id if isinstance(command, _ORDER_LINE) else None
+        return promises.restate(state, decision, command.event_id, command.occurred_at, now, placing=placing)
     return decision
 
+
+_ORDER_LINE = (AllocateLine, ReleaseLine, PickLine, FulfilLine, ReturnLine, HoldLine, ConfirmLine, ExtendHold)
 
 #: The commands that change what is on its way, or serve waiting lines from what arrived.
 _SUPPLY: frozenset[type] = frozenset({Receive, Adjust, Count, Expect, Inspect, ShipTransfer, ReceiveTransfer})

@@ -11,12 +11,13 @@ it). A waitlisted line is promised nothing.
 When a decision may move promises, every waiting line's is worked out again and each that
 moved is published: the `backordered` event the decision gave the line carries it, or a
 `backordered` restating what the line waits for, with its new `promised_at`. That is after
-every inventory decision (an ETA moved: a purchase order sent again with a new one, a
-transfer shipped again under its id; supply came or went) and after a line was
-backordered (it may rank ahead of others). A line of the same order as a line being
-placed is restated at the next such decision instead: its restatement would carry the
-placement's cause, as the line's own first decision did. A cancel or a fill only ever
-brings promises earlier, so they are left until the next change of supply too.
+every inventory decision that changed stock (an ETA moved: a purchase order sent again
+with a new one, a transfer shipped again under its id; supply came or went) and after
+any decision that made a line wait (a placement, a sweep, an expiry: it may rank ahead of
+others). The other lines of the order a line command is about are restated at the next
+such decision instead: for a placement their restatement would carry the placement's
+cause, as their own first decision did. A cancel or a fill that makes no line wait only
+ever brings promises earlier, so they are left until the next change of supply too.
 """
 
 from __future__ import annotations
