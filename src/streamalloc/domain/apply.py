@@ -58,7 +58,9 @@ def apply(state: SkuState, command: Command, tables: Tables, now: int) -> Decisi
     """Decide `command` against `state`, updating `state` in place; `now` is decided_at (ms).
 
     Deterministic: the same state, command, tables and `now` give the same decision. The
-    caller collects what changed with `state.take_changes()`.
+    caller collects what changed with `state.take_changes()`. When lines wait, a decision
+    that changed stock or made a line wait also publishes the promise dates it moved
+    (promises.py); when none waits, nothing more is done.
     """
     handler = _HANDLERS.get(type(command))
     if handler is None:
