@@ -42,6 +42,11 @@ Checks:
   location by exactly its deltas, and every applied inventory event has one; where a count
   makes the events alone unable to say the balance, the ledger's last word is checked
   against the last availability record instead (audit_ledger.py).
+- transfers: a shipment takes its units off the source's on_hand and puts them in transit
+  to its destination; its receipt (of the same transfer id) puts what arrived on hand there
+  and ends the transfer, the rest lost in transit. The last availability record's
+  `in_transit` per location, and the ledger's, must be what the events leave open: units
+  in transit are neither lost nor counted twice (on hand at both ends);
 - order status (when `order_statuses` are given): each order's last `order-status` record
   agrees with its lines' final states from the events, as audit_orders.py defines it.
 
@@ -133,6 +138,13 @@ class AuditReport:
     #: events the engine decided on its own, by (cause, type): cause "locations" (a sweep) or "clock"
     engine_decisions: Counter[tuple[str, str]] = field(default_factory=Counter)
     expired_units: int = 0  # free units of expired lots in the last availability of each SKU
+    #: transfers between locations: "shipped", "received" (transfers), "lost" (units lost in
+    #: transit) and "fills" (waiting lines filled by a transfer's receipt)
+    transfers: Counter[str] = field(default_factory=Counter)
+    in_transit_units: int = 0  # units of transfers shipped and not received at the end
+    #: promise dates: "promised" (backordered events with a promised_at) and "restated" (of
+    #: those, the ones telling a waiting line a new date: an ETA moved)
+    promises: Counter[str] = field(default_factory=Counter)
     kpis: Kpis = field(default_factory=Kpis)
 
     @property
@@ -194,6 +206,9 @@ def audit(
     known.update(event["event_id"] for event in inventory if event["event_id"] not in refused)
     allocations = list(allocations)
     lines, final, end_ms, depleted = _replay_allocations(report, allocations, placed_lines, known)
+    transfer_receipts = {
+        e["event_id"] for e in inventory if e["type"] == "transfer_received" and e["event_id"] not in refused
+    }
     report.oversold_units += sum(line.over for line in lines.values())
     _apply_inventory(final, inventory, refused, report)
     if stock_changes is not None:
@@ -209,6 +224,7 @@ def audit(
         if line.dangling:
             report.breach(f"line {key} was released for reallocation and nothing followed")
         report.waitlist_fills += len(line.fills)
+        report.transfers["fills"] += len(line.fills & transfer_receipts)
         order_cancel = cancelled.get(key[0], set())
         if (order_cancel is None or key[1] in (order_cancel or set())) and line.held:
             report.breach(f"cancelled line {key} still holds {line.held} unit(s)")
@@ -349,6 +365,9 @@ def _replay_allocations(
             line.held_since = decided_at
             _check_held(report, line, key)
         elif kind == "backordered":
+            if event.get("promised_at") is not None:
+                report.promises["promised"] += 1
+                report.promises["restated"] += int(line.waiting and not placement)
             if not (placement or reallocating or line.waiting or not line.placed_by):
                 report.breach(
                     f"backordered {event_id}: line {key} is backordered by {cause}, neither its "
@@ -450,6 +469,7 @@ def _apply_inventory(
     report: AuditReport,
 ) -> None:
     seen: set[str] = set()
+    open_transfers: dict[tuple[str, str], tuple[str, int]] = {}  # (sku, transfer id) -> destination, qty
     for event in inventory:
         event_id = event["event_id"]
         if event_id in seen:
@@ -461,7 +481,26 @@ def _apply_inventory(
             continue
         buckets = final[(event["sku"], event["location"])]
         kind, qty = event["type"], event["qty"]
-        if kind in ("received", "adjusted"):
+        if kind == "transfer_shipped":
+            transfer_id = event.get("transfer_id") or event_id
+            if (event["sku"], transfer_id) in open_transfers:  # applied again: its ETA moved
+                report.transfers["eta_changes"] += 1
+                continue
+            open_transfers[(event["sku"], transfer_id)] = (event["destination"], qty)
+            report.transfers["shipped"] += 1
+            buckets["on_hand"] -= qty
+            final[(event["sku"], event["destination"])]["in_transit"] += qty
+        elif kind == "transfer_received":
+            shipment = open_transfers.pop((event["sku"], event.get("transfer_id") or ""), None)
+            if shipment is None:  # applied, so the engine saw its shipment first
+                report.breach(f"transfer receipt {event_id} ends no transfer shipped before it")
+                continue
+            destination, shipped = shipment
+            report.transfers["received"] += 1
+            report.transfers["lost"] += shipped - qty
+            buckets["on_hand"] += qty
+            final[(event["sku"], destination)]["in_transit"] -= shipped
+        elif kind in ("received", "adjusted"):
             buckets["on_hand"] += qty
         elif kind == "counted":
             buckets["uncheckable"] = 1  # an absolute count depends on interleaving the events do not show
@@ -469,6 +508,7 @@ def _apply_inventory(
             report.inspected[event["result"] or ""] += qty
             buckets["quality_control"] -= qty
             buckets["on_hand" if event["result"] == "pass" else "damaged"] += qty
+    report.in_transit_units = sum(qty for _, qty in open_transfers.values())
 
 
 def _check_availability(
@@ -493,6 +533,12 @@ def _check_availability(
     for sku, record in last.items():
         for row in record["locations"]:
             expected = final.get((sku, row["location"]), Counter())
+            in_transit = row.get("in_transit", 0)
+            if in_transit != expected.get("in_transit", 0):  # (a count never moves these)
+                report.breach(
+                    f"{sku} at {row['location']}: last availability has in_transit={in_transit}, "
+                    f"the events give {expected.get('in_transit', 0)}"
+                )
             if expected.get("uncheckable"):
                 continue
             for bucket in BUCKETS:

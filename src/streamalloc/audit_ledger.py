@@ -16,7 +16,7 @@ class Breaches(Protocol):
     def breach(self, text: str) -> None: ...
 
 
-_LEDGER = ("on_hand", "quality_control", "damaged", "incoming")
+_LEDGER = ("on_hand", "quality_control", "damaged", "incoming", "in_transit")
 
 
 def check_ledger(
@@ -32,7 +32,8 @@ def check_ledger(
     Each change names a known cause and moves its location from what the last change there
     left by exactly its deltas; every inventory event applied has its change, and no
     change is there twice. The ledger's last word on a location is what its balance must
-    be, which also settles the locations a count made uncheckable from the events alone.
+    be, which also settles the locations a count made uncheckable from the events alone;
+    its in_transit there must be what the events leave in transit (a count never moves it).
     """
     balance: dict[tuple[str, str], dict[str, int]] = {}
     seen: set[str] = set()
@@ -51,8 +52,8 @@ def check_ledger(
             inventory_causes.add(cause)
         where = (change["sku"], change["location"])
         before = balance.get(where, dict.fromkeys(_LEDGER, 0))
-        after = {bucket: change[bucket] for bucket in _LEDGER}
-        moved = {bucket: before[bucket] + change[f"{bucket}_delta"] for bucket in _LEDGER}
+        after = {bucket: change.get(bucket, 0) for bucket in _LEDGER}  # (in_transit: since schema 1022)
+        moved = {bucket: before[bucket] + change.get(f"{bucket}_delta", 0) for bucket in _LEDGER}
         if moved != after:
             report.breach(
                 f"stock change {event_id} at {where}: {before} moved by its deltas is {moved}, not {after}"
@@ -63,6 +64,11 @@ def check_ledger(
         report.breach(f"inventory event {missing} was applied but has no stock change")
     for where, after in balance.items():
         buckets = final[where]
+        if buckets.get("in_transit", 0) != after["in_transit"]:
+            report.breach(
+                f"{where[0]} at {where[1]}: the ledger ends at in_transit={after['in_transit']}, "
+                f"the events give {buckets.get('in_transit', 0)}"
+            )
         if buckets.get("uncheckable"):  # a count: the ledger says what the events cannot
             del buckets["uncheckable"]
             for bucket in ("on_hand", "quality_control", "damaged"):

@@ -30,7 +30,7 @@ from collections import Counter
 import pytest
 from tests.conftest import TestBroker
 
-from streamalloc.commands.demo import run_demo
+from streamalloc.commands.demo import TRANSFER_ORDER, run_demo
 from streamalloc.commands.io import read_to_end
 from streamalloc.config import Settings
 
@@ -59,6 +59,18 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert "web" not in report.protected, report.protected
     assert report.kpis.service_level.placed == report.lines_placed
     assert 0 < (report.kpis.service_level.rate or 0) < 1
+    # a transfer in transit backed a web backorder at its destination and filled it on arrival
+    moved = report.transfers
+    assert (moved["shipped"], moved["received"], moved["fills"], moved["lost"]) == (1, 1, 1, 0), moved
+    assert report.in_transit_units == 0
+    # ... promised for the transfer's ETA while it waited (a minute after it was shipped)
+    waits = [
+        e
+        for e in read_to_end(settings, settings.topic("allocations"))
+        if e["order_id"] == TRANSFER_ORDER and e["type"] == "backordered"
+    ]
+    assert waits and waits[0]["promised_at"] is not None, waits
+    assert waits[0]["promised_at"] > waits[0]["occurred_at"]
 
 
 def test_a_worker_killed_and_restarted_mid_run_promises_no_unit_twice_and_loses_no_line(

@@ -358,6 +358,78 @@ def test_backorders_are_accepted_up_to_the_incoming_units_and_the_limit_and_fill
     assert (totals["backordered"], totals["waiting_lines"], totals["incoming"]) == (0, 0, 0)
 
 
+def test_a_transfer_in_transit_backs_a_backorder_at_its_destination_and_fills_it_on_arrival(
+    engine: EngineUnderTest,
+) -> None:
+    ids = Ids("transfers")
+    sku = ids.sku()
+    transfer, eta = ids.event("transfer"), now_ms() + DAY_MS
+    inventory(engine, ids, "recv", "received", sku, 4, "P-WEST")
+    shipped = inventory(
+        engine, ids, "ship", "transfer_shipped", sku, 4, "P-WEST", destination="P-EAST", transfer_id=transfer,
+        eta=eta,
+    )  # fmt: skip
+    east, west = location_row(shipped, "P-EAST"), location_row(shipped, "P-WEST")
+    assert (west["on_hand"], east["on_hand"], east["in_transit"], shipped["totals"]["available"]) == (
+        0,
+        0,
+        4,
+        0,
+    )
+    assert east["oldest_transfer_age_s"] >= 0 and shipped["totals"]["in_transit"] == 4
+
+    # a store pickup at the destination, with nothing on hand anywhere: it waits on the transfer
+    events = place(engine, ids, "o1", [line("1", sku, 3, location="P-EAST")], channel="backorders")
+    first = of_type(events, "allocated", "rejected", "backordered")[0]
+    assert (first["type"], first["reason"], first["promised_at"]) == ("backordered", "incoming", eta)
+    web_atp = {c["channel"]: c["atp"] for c in engine.settled_availability(sku)["channels"]}["web"]
+    assert web_atp == [{"until": eta, "units": 1}]  # 4 on their way, 3 of them promised
+
+    # the transfer is late: shipped again under its id with a new ETA, the promise moves with it
+    later = eta + DAY_MS
+    moved = inventory(
+        engine, ids, "late", "transfer_shipped", sku, 4, "P-WEST", destination="P-EAST", transfer_id=transfer,
+        eta=later,
+    )  # fmt: skip
+    restated = wait_caused(engine, ids, "o1", moved["cause_event_id"], bool)
+    assert restated == [("backordered", 3, None, "incoming")]
+    [told] = [
+        e for e in engine.allocations(ids.order("o1")) if e["cause_event_id"] == moved["cause_event_id"]
+    ]
+    assert told["promised_at"] == later
+    assert location_row(moved, "P-EAST")["in_transit"] == 4  # nothing shipped twice
+
+    arrived = inventory(engine, ids, "arrive", "transfer_received", sku, 3, "P-EAST", transfer_id=transfer)
+    assert wait_caused(engine, ids, "o1", arrived["cause_event_id"], bool) == [
+        ("allocated", 3, "P-EAST", None)
+    ]
+    east = location_row(arrived, "P-EAST")
+    assert (east["on_hand"], east["allocated"], east["in_transit"], east["oldest_transfer_age_s"]) == (
+        3,
+        3,
+        0,
+        0.0,
+    )
+    assert arrived["totals"]["backordered"] == 0
+
+    # the ledger has both legs of each step, under the transfer's id; the short unit is lost
+    def legs() -> list[tuple[str, str, int, int]]:
+        return [
+            (c["location"], c["reason"], c["on_hand_delta"], c["in_transit_delta"])
+            for c in engine.stock_changes(sku)
+            if c["transfer_id"] == transfer
+        ]
+
+    engine.wait(lambda: len(legs()) == 5, "the transfer's five ledger entries")
+    assert legs() == [
+        ("P-WEST", "transfer_shipped", -4, 0),
+        ("P-EAST", "in_transit", 0, 4),
+        ("P-EAST", "transfer_eta_changed", 0, 0),
+        ("P-EAST", "transfer_received", 3, -3),
+        ("P-EAST", "lost_in_transit", 0, -1),
+    ]
+
+
 # ---------------------------------------------------------------- 6. the waitlist
 
 

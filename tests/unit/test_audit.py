@@ -642,3 +642,63 @@ def test_lines_refused_for_protection_are_counted_per_channel() -> None:
     )
     assert report.ok, report.breaches
     assert report.protected == {"web": 1}
+
+
+def test_a_transfer_in_transit_is_neither_lost_nor_counted_twice_and_a_short_one_loses_the_rest() -> None:
+    shipped = {**stock("s1", 3, "A", "transfer_shipped"), "destination": "B", "transfer_id": "t1"}
+    arrived = {**stock("g1", 2, "B", "transfer_received"), "transfer_id": "t1"}
+    inventory = [stock("r1", 5, "A"), shipped]
+
+    def view(b_on_hand: int, in_transit: int) -> dict[str, Any]:
+        record = rows(("A", 2, 0, 0), ("B", b_on_hand, 0, 0))
+        record["locations"][1]["in_transit"] = in_transit
+        return record
+
+    leg = {"transfer_id": "t1"}
+    ledger = [
+        change("r1", 5, 5, "A"),
+        change("s1", -3, 2, "A", reason="transfer_shipped", **leg),
+        change("s1", 0, 0, "B", reason="in_transit", in_transit_delta=3, in_transit=3, **leg),
+    ]
+    travelling = audit([], inventory, [], [view(0, 3)], stock_changes=ledger)
+    assert travelling.ok, travelling.breaches
+    assert (travelling.transfers["shipped"], travelling.in_transit_units) == (1, 3)
+
+    # in transit and on hand at the destination too: counted twice
+    twice = audit([], inventory, [], [view(3, 3)], stock_changes=ledger)
+    assert any("B: last availability has on_hand=3, the events give 0" in b for b in twice.breaches)
+    # gone from transit without a receipt: lost unseen
+    vanished = audit([], inventory, [], [view(0, 0)], stock_changes=ledger)
+    assert any("in_transit=0, the events give 3" in b for b in vanished.breaches), vanished.breaches
+
+    received = [
+        *ledger,
+        change("g1", 2, 2, "B", reason="transfer_received", in_transit_delta=-2, in_transit=1, **leg),
+        {
+            **change("g1", 0, 2, "B", reason="lost_in_transit", in_transit_delta=-1, in_transit=0, **leg),
+            "event_id": "g1:lost:B",
+        },
+    ]
+    done = audit([], [*inventory, arrived], [], [view(2, 0)], stock_changes=received)
+    assert done.ok, done.breaches
+    assert (done.transfers["received"], done.transfers["lost"], done.in_transit_units) == (1, 1, 0)
+    # a line waiting on the transfer, filled by its receipt
+    waited = [order("p1", "o1", ("1", "S", 2))]
+    filled = [
+        {**decision("p1", "backordered", "o1", "1", 2, None), "reason": "incoming"},
+        {**decision("g1", "allocated", "o1", "1", 2, "B")},
+    ]
+    with_fill = audit(waited, [*inventory, arrived], filled, [], stock_changes=received)
+    assert with_fill.transfers["fills"] == 1 and with_fill.waitlist_fills == 1, with_fill.breaches
+    # a ledger that never writes the loss off keeps a unit in transit the events say is gone
+    unwritten = audit([], [*inventory, arrived], [], [view(2, 0)], stock_changes=received[:-1])
+    assert any("the ledger ends at in_transit=1, the events give 0" in b for b in unwritten.breaches)
+
+
+def test_promised_dates_are_counted_and_a_restatement_is_no_second_decision() -> None:
+    placed = [order("p1", "o1", ("1", "S", 2))]
+    waits = {**decision("p1", "backordered", "o1", "1", 2, None), "reason": "incoming", "promised_at": 5}
+    moved = {**decision("e2", "backordered", "o1", "1", 2, None), "reason": "incoming", "promised_at": 9}
+    report = audit(placed, [stock("e2", 0, kind="expected")], [waits, moved], [])
+    assert report.ok, report.breaches
+    assert (report.promises["promised"], report.promises["restated"], report.lines_decided) == (2, 1, 1)

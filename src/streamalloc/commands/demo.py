@@ -13,7 +13,9 @@ may backorder against them, and their receipt mid-run fills the waitlist; a fift
 orders are carts first (checkout holds: most confirmed, some extended, the rest expire);
 marketplace holds its reservations for a few seconds only, so the lines the warehouse does
 not pick in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
-wait) and comes back (the waitlist is served first).
+wait) and comes back (the waitlist is served first). A transfer carries a SKU of its own from
+3PL-WEST to WH-EAST; a web order waits on it in transit and is filled when it arrives
+(`transfer_in_transit`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,13 @@ import subprocess
 import tempfile
 import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
@@ -41,6 +47,7 @@ from streamalloc.commands.simulation import (
     Progress,
     Publisher,
     examples_dir,
+    now_ms,
     place_orders,
     receive_purchase_orders,
     set_location,
@@ -52,6 +59,9 @@ from streamalloc.commands.simulation import (
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
+from streamalloc.kafka import consume_available, consumer_config
+from streamalloc.kafka.types import consumed
+from streamalloc.serialization import topic_serde
 
 #: The demo's progress (kept under its old name for callers of run_demo).
 DemoProgress = Progress
@@ -103,6 +113,7 @@ def run_demo(
         ]
         for thread in channels:
             thread.start()
+        channels.append(transfer_in_transit(publisher, progress, say))  # the run waits for it too
         deadline = time.monotonic() + timeout_s
         expected_lines = orders_per_channel * len(CHANNELS) * 1.75  # 1, 1, 2 or 3 lines an order
         crash_after = None if crash_at is None else int(expected_lines * crash_at)
@@ -228,4 +239,106 @@ def policy_rows(report: AuditReport) -> list[tuple[str, str]]:
             f"{returned} line(s) returned into quality control; {report.inspected['pass']} unit(s) passed "
             f"inspection (back on hand), {report.inspected['fail']} failed (damaged)",
         ),
+        transfer_row(report),
     ]
+
+
+#: The transfer's SKU: its own, so the channels' random orders never take its units.
+TRANSFER_SKU = "SKU-TRANSFER"
+TRANSFER_ID = "demo-transfer-1"
+TRANSFER_ORDER = "web-transfer"
+
+
+def transfer_in_transit(
+    publisher: Publisher, progress: Progress, say: Callable[[str], None]
+) -> threading.Thread:
+    """A transfer in transit fills a backorder, in a thread of its own (started here).
+
+    6 units of TRANSFER_SKU are received at 3PL-WEST and shipped to WH-EAST (ETA in a minute),
+    leaving none on hand anywhere; a web order of 2 then waits on them (backordered, reason
+    incoming: in-transit units count as incoming, promised for the transfer's ETA), and the
+    transfer's arrival fills it. Each
+    step waits until the engine's availability shows the one before it decided, so the
+    run's other operations and its crash are never held up.
+    """
+    settings = publisher.settings
+
+    def run() -> None:
+        base = {"sku": TRANSFER_SKU, "qty": 6, "occurred_at": now_ms()}
+        publisher.stock(
+            {**base, "event_id": f"{TRANSFER_ID}-stock", "type": "received", "location": "3PL-WEST"}
+        )
+        publisher.stock(
+            {**base, "event_id": f"{TRANSFER_ID}-shipped", "type": "transfer_shipped", "location": "3PL-WEST",
+             "destination": "WH-EAST", "transfer_id": TRANSFER_ID, "eta": now_ms() + 60_000}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+        _stock(settings, lambda totals: totals["in_transit"] == 6)
+        say(f"transfer {TRANSFER_ID}: 6 unit(s) of {TRANSFER_SKU} in transit from 3PL-WEST to WH-EAST")
+        publisher.order(
+            {"event_id": f"{TRANSFER_ID}-order", "type": "placed", "order_id": TRANSFER_ORDER,
+             "channel": "web", "occurred_at": now_ms(), "region": "east",
+             "lines": [{"line_id": "1", "sku": TRANSFER_SKU, "qty": 2}]}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+        progress.lines_placed += 1
+        waits = _wait_for(
+            settings,
+            "allocations",
+            lambda r: r["order_id"] == TRANSFER_ORDER and r["type"] == "backordered",
+        )
+        promised = waits["promised_at"]
+        when = "no date" if promised is None else time.strftime("%H:%M:%S", time.localtime(promised / 1000))
+        say(
+            f"a web order of 2 unit(s) of {TRANSFER_SKU} is backordered against the transfer in transit, "
+            f"promised for {when} (the transfer's ETA)"
+        )
+        publisher.stock(
+            {"event_id": f"{TRANSFER_ID}-received", "type": "transfer_received", "sku": TRANSFER_SKU,
+             "location": "WH-EAST", "qty": 6, "transfer_id": TRANSFER_ID, "occurred_at": now_ms()}
+        )  # fmt: skip
+        publisher.producer.flush(30)
+        _stock(settings, lambda totals: totals["in_transit"] == 0)
+        say(f"transfer {TRANSFER_ID} arrived at WH-EAST: its units fill the waiting web order first")
+
+    thread = threading.Thread(target=run, name="transfer", daemon=True)
+    thread.start()
+    return thread
+
+
+def _wait_for(
+    settings: Settings, topic: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
+) -> dict[str, Any]:
+    """Block until a committed record of `topic` satisfies `done`; return it."""
+    consumer = Consumer(consumer_config(settings, group_id=f"demo-transfer-{uuid.uuid4().hex[:6]}"))
+    consumer.subscribe([settings.topic(topic)])
+    serde = topic_serde(settings, settings.topic(topic))
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for msg in consumed(consume_available(consumer, 1000, 0.2)):
+                value = msg.value()
+                if msg.error() is None and value is not None:
+                    record = serde.decode(value)
+                    if done(record):
+                        return record
+    finally:
+        consumer.close()
+    raise StreamallocError(f"no record on {topic} showed the transfer's next step within {timeout_s}s")
+
+
+def _stock(settings: Settings, done: Callable[[dict[str, Any]], bool]) -> dict[str, Any]:
+    """The first availability of TRANSFER_SKU whose totals satisfy `done`."""
+    return _wait_for(settings, "availability", lambda r: r["sku"] == TRANSFER_SKU and done(r["totals"]))
+
+
+def transfer_row(report: AuditReport) -> tuple[str, str]:
+    """What the transfer did, as a policy row."""
+    moved = report.transfers
+    return (
+        "transfers",
+        f"{moved['shipped']} transfer(s) shipped and {moved['received']} received; {moved['fills']} waiting "
+        f"line(s) filled on arrival from units counted as incoming while in transit; {moved['lost']} "
+        f"unit(s) lost, {report.in_transit_units} still in transit; {report.promises['promised']} "
+        "backorder(s) promised a date by the ETA of what they wait on",
+    )

@@ -30,9 +30,12 @@ from streamalloc.domain.commands import (
     LineCommand,
     PickLine,
     Receive,
+    ReceiveTransfer,
     ReleaseLine,
     ReturnLine,
+    ShipTransfer,
     Sweep,
+    TransferCommand,
 )
 from streamalloc.domain.contention import contend
 from streamalloc.domain.events import (
@@ -58,6 +61,8 @@ from streamalloc.domain.model import (
     SkuBook,
     SkuState,
     StateChanges,
+    Supply,
+    Transfer,
     WaitEntry,
 )
 from streamalloc.domain.orders import (
@@ -128,11 +133,16 @@ __all__ = [
     "OrderStatus",
     "PickLine",
     "Receive",
+    "ReceiveTransfer",
     "ReleaseLine",
     "ReturnLine",
+    "ShipTransfer",
     "SkuBook",
     "SkuState",
     "StateChanges",
+    "Supply",
+    "Transfer",
+    "TransferCommand",
     "StockChanged",
     "Sweep",
     "Tables",

@@ -201,6 +201,11 @@ class Expect:
     qty: int
     eta: int | None = None
     lot: str | None = None
+    po_id: str | None = None  # the purchase order (None: the event id names it); again: its new qty, eta
+
+    @property
+    def order(self) -> str:
+        return self.po_id or self.event_id
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -214,6 +219,44 @@ class Inspect:
     qty: int
     result: InspectResult
     lot: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ShipTransfer:
+    """`qty` free units leave `location` (the source) for `destination`, in transit until `eta`.
+
+    `transfer_id` names the transfer (None: the event id names it); its receipt ends it.
+    """
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str  # the source
+    qty: int
+    destination: str | None = None
+    transfer_id: str | None = None
+    eta: int | None = None
+    lot: str | None = None  # refused: transfers move units outside lots
+
+    @property
+    def transfer(self) -> str:
+        return self.transfer_id or self.event_id
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReceiveTransfer:
+    """`qty` units of the transfer `transfer_id` arrive at `location` (its destination).
+
+    Fewer than were shipped is a short receipt: the rest is lost in transit.
+    """
+
+    event_id: str
+    occurred_at: int
+    sku: str
+    location: str  # the destination
+    qty: int
+    transfer_id: str | None = None
+    lot: str | None = None  # refused, as for a shipment
 
 
 # ---------------------------------------------------------------- the engine's own
@@ -257,6 +300,7 @@ class Sweep:
 
 HoldCommand = HoldLine | ConfirmLine | ExtendHold
 LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine | HoldCommand
-InventoryCommand = Receive | Adjust | Count | Expect | Inspect
+TransferCommand = ShipTransfer | ReceiveTransfer
+InventoryCommand = Receive | Adjust | Count | Expect | Inspect | TransferCommand
 EngineCommand = ExpireLine | Sweep
 Command = LineCommand | InventoryCommand | EngineCommand

@@ -12,7 +12,9 @@ Output event ids are derived from the cause, never random, so a repeated input p
 the same ids (see docs/contract.md, Event ids):
 
     {cause}:{order_id}:{line_id}:{type}[:{location}[:{lot}]]   AllocationEvent
-    {cause}:stock:{location}                   StockChanged of an inventory event
+    {cause}:stock:{location}                   StockChanged of an inventory event (a transfer's
+                                               shipment: one at its source, one at its destination)
+    {cause}:lost:{location}                    StockChanged of the units a short transfer receipt lost
     {cause}:{line_id}:stock:{location}[:{lot}] StockChanged of a shipment or return
     {cause}:rejected                           InventoryRejected
 
@@ -63,7 +65,9 @@ HELD: Final = "held"
 CONFIRMED: Final = "confirmed"
 EXTENDED: Final = "extended"
 
-InventoryEventType = Literal["received", "adjusted", "counted", "expected", "inspected"]
+InventoryEventType = Literal[
+    "received", "adjusted", "counted", "expected", "inspected", "transfer_shipped", "transfer_received"
+]
 
 _T = TypeVar("_T")
 _new = object.__new__
@@ -98,6 +102,7 @@ class AllocationEvent:
     line_count: int | None = None
     occurred_at: int = 0
     decided_at: int = 0
+    promised_at: int | None = None  # a backorder's promised date (promises.py)
 
     def as_record(self) -> dict[str, Any]:
         """The event as a plain dict (contract field names), e.g. for a serializer."""
@@ -113,6 +118,7 @@ class AllocationEvent:
         """
         values = dict(record)
         values.pop("ship_complete", None)
+        values.setdefault("promised_at", None)  # (written before schema 1023)
         return _build(cls, values)
 
 
@@ -132,13 +138,16 @@ class StockChanged:
     quality_control_delta: int = 0
     damaged_delta: int = 0
     incoming_delta: int = 0
+    in_transit_delta: int = 0  # transfers on their way to the location
     on_hand: int = 0  # after the change
     quality_control: int = 0
     damaged: int = 0
     incoming: int = 0
+    in_transit: int = 0
     lot: str | None = None
     order_id: str | None = None  # set for a shipment or a return
     line_id: str | None = None
+    transfer_id: str | None = None  # set for a leg of a transfer
     occurred_at: int = 0
     decided_at: int = 0
 
@@ -243,6 +252,7 @@ class OrderAccepted:
             "ship_complete": self.ship_complete,
             "occurred_at": self.occurred_at,
             "decided_at": self.occurred_at,
+            "promised_at": None,
         }
 
 
@@ -302,6 +312,7 @@ class CancelRequested:
             "ship_complete": False,
             "occurred_at": self.occurred_at,
             "decided_at": self.occurred_at,
+            "promised_at": None,
         }
 
 
@@ -381,6 +392,7 @@ def allocation_event(
             "line_count": None,
             "occurred_at": occurred_at,
             "decided_at": decided_at,
+            "promised_at": None,
         },
     )
     return event
@@ -401,9 +413,20 @@ def stock_changed(
     line_id: str | None,
     occurred_at: int,
     decided_at: int,
+    *,
+    in_transit_delta: int = 0,
+    in_transit: int = 0,
+    transfer_id: str | None = None,
+    leg: str = "stock",
 ) -> StockChanged:
-    """A `StockChanged` with its derived id; `after` is (on_hand, qc, damaged, incoming)."""
-    if line_id is None:
+    """A `StockChanged` with its derived id; `after` is (on_hand, qc, damaged, incoming).
+
+    A transfer's legs pass `in_transit` (after) and its delta, and its id; `leg` names a
+    second change of one cause at one location (`lost`: a short transfer receipt).
+    """
+    if leg != "stock":
+        event_id = f"{cause_event_id}:{leg}:{location}"
+    elif line_id is None:
         event_id = f"{cause_event_id}:stock:{location}"
     elif lot is None:
         event_id = f"{cause_event_id}:{line_id}:stock:{location}"
@@ -422,13 +445,16 @@ def stock_changed(
             "quality_control_delta": quality_control_delta,
             "damaged_delta": damaged_delta,
             "incoming_delta": incoming_delta,
+            "in_transit_delta": in_transit_delta,
             "on_hand": on_hand,
             "quality_control": quality_control,
             "damaged": damaged,
             "incoming": incoming,
+            "in_transit": in_transit,
             "lot": lot,
             "order_id": order_id,
             "line_id": line_id,
+            "transfer_id": transfer_id,
             "occurred_at": occurred_at,
             "decided_at": decided_at,
         },

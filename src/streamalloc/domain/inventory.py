@@ -20,7 +20,12 @@ Decisions taken here:
   inspection) serves the waitlist before it returns (waitlist.py).
 - An inspection of more than is in quality_control is rejected
   (`exceeds_quality_control`), not clamped, for the same reason as an adjustment.
-- `Expect` records incoming units, which backorders are accepted against.
+- `Expect` records incoming units, which backorders are accepted against, and its purchase
+  order (`po_id`, else the event id) with its ETA in the SKU's book. The same purchase
+  order sent again replaces its qty and ETA (incoming moves by the difference, reported
+  even when zero): that is how an ETA moves. At another location it is refused
+  (`location_mismatch`). A receipt draws the location's purchase orders down with its
+  incoming, earliest ETA first. Backorders are promised dates from these (promises.py).
 - Inventory events are accepted at any location, known to the tables or not.
 """
 
@@ -35,7 +40,7 @@ from streamalloc.domain.events import (
     inventory_rejected,
     stock_changed,
 )
-from streamalloc.domain.model import LocationBalance, Lot, SkuState
+from streamalloc.domain.model import LocationBalance, Lot, SkuState, Supply
 from streamalloc.domain.relocate import shed
 from streamalloc.domain.tables import Tables
 from streamalloc.domain.waitlist import serve
@@ -54,6 +59,8 @@ def receive(state: SkuState, cmd: Receive, tables: Tables, now: int) -> Decision
         lot.on_hand += cmd.qty
         if cmd.expires_at is not None:
             lot.expires_at = cmd.expires_at
+    if arrived and state.book.expected:
+        _draw_expected(state, cmd.location, arrived)
     decision = _change(state, cmd, cmd.reason or "received", on_hand=cmd.qty, incoming=-arrived, now=now)
     return _then_serve(state, cmd, decision, tables, now)
 
@@ -100,7 +107,11 @@ def expect(state: SkuState, cmd: Expect, tables: Tables, now: int) -> Decision:
     state.record_applied(cmd.event_id)
     if cmd.qty <= 0:
         return _reject(state, cmd, "expected", reasons.INVALID_QUANTITY, now)
-    return _change(state, cmd, "expected", incoming=cmd.qty, now=now)
+    before = state.book.expected.get(cmd.order)
+    if before is not None and before.location != cmd.location:
+        return _reject(state, cmd, "expected", reasons.LOCATION_MISMATCH, now)
+    state.edit_book().expected[cmd.order] = Supply(cmd.location, cmd.qty, cmd.eta)
+    return _change(state, cmd, "expected", incoming=cmd.qty - (before.qty if before else 0), now=now)
 
 
 def inspect(state: SkuState, cmd: Inspect, tables: Tables, now: int) -> Decision:
@@ -124,6 +135,25 @@ def inspect(state: SkuState, cmd: Inspect, tables: Tables, now: int) -> Decision
         )
         return _then_serve(state, cmd, decision, tables, now)
     return _change(state, cmd, "inspection_failed", quality_control=-cmd.qty, damaged=cmd.qty, now=now)
+
+
+def _draw_expected(state: SkuState, location: str, arrived: int) -> None:
+    """`arrived` units of what was expected at `location` came: its purchase orders, earliest first."""
+    expected = state.edit_book().expected
+    here = sorted(
+        (key for key, s in expected.items() if s.location == location),
+        key=lambda key: (expected[key].eta is None, expected[key].eta or 0, key),
+    )
+    for key in here:
+        if arrived <= 0:
+            break
+        supply = expected[key]
+        taken = min(arrived, supply.qty)
+        arrived -= taken
+        if taken == supply.qty:
+            del expected[key]
+        else:
+            expected[key] = supply._replace(qty=supply.qty - taken)
 
 
 def _lot(balance: LocationBalance, lot_id: str, received_at: int) -> Lot:
@@ -175,7 +205,7 @@ def _change(
     after = (balance.on_hand, balance.quality_control, balance.damaged, balance.incoming)
     changed = stock_changed(
         cmd.event_id, state.sku, cmd.location, reason, on_hand, quality_control, damaged, incoming, after,
-        cmd.lot, None, None, cmd.occurred_at, now,
+        cmd.lot, None, None, cmd.occurred_at, now, in_transit=state.in_transit(cmd.location),
     )  # fmt: skip
     return Decision((changed,))
 

@@ -486,5 +486,5 @@ def _line_stock(
     after = (balance.on_hand, balance.quality_control, balance.damaged, balance.incoming)
     return stock_changed(
         cmd.event_id, state.sku, location, reason, on_hand_delta, quality_control_delta, 0, 0, after,
-        lot, cmd.order_id, cmd.line_id, cmd.occurred_at, now,
+        lot, cmd.order_id, cmd.line_id, cmd.occurred_at, now, in_transit=state.in_transit(location),
     )  # fmt: skip

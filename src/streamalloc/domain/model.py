@@ -235,6 +235,7 @@ class WaitEntry(NamedTuple):
     lot: str | None = None
     ttl_s: int | None = None
     occurred_at: int = 0
+    promised_at: int | None = None  # the date last promised to it (a backorder: promises.py)
 
     @property
     def rank(self) -> tuple[int, int, int]:
@@ -242,20 +243,52 @@ class WaitEntry(NamedTuple):
         return (-self.priority, -self.channel_priority, self.seq)
 
 
+class Supply(NamedTuple):
+    """An expected receipt (a purchase order) still to arrive: `qty` units at `location` by `eta`."""
+
+    location: str
+    qty: int
+    eta: int | None = None
+
+
+class Transfer(NamedTuple):
+    """An open transfer: `qty` units shipped from `source`, in transit to `destination`."""
+
+    source: str
+    destination: str
+    qty: int
+    shipped_at: int  # when it was shipped (the shipment's occurred_at)
+    eta: int | None = None
+
+
 @dataclass(slots=True)
 class SkuBook:
-    """The SKU-wide record: units each channel's open lines hold, and the waitlist.
+    """The SKU-wide record: units each channel's open lines hold, the waitlist, open transfers.
 
     One record per SKU, next to its balances. `channel_held` is what channel pools are
-    measured against; the waitlist is kept in rank order (see `WaitEntry.rank`).
+    measured against; the waitlist is kept in rank order (see `WaitEntry.rank`);
+    `transfers` are the transfers shipped and not yet received, by transfer id (a received
+    one leaves the book; its id is remembered among the applied event ids, transfers.py);
+    `expected` the expected receipts still to arrive, by purchase order, with their ETAs
+    (inventory.py): what backorders are promised dates from (promises.py).
     """
 
     channel_held: dict[str, int] = field(default_factory=dict)
     waitlist: list[WaitEntry] = field(default_factory=list)
     seq: int = 0
+    transfers: dict[str, Transfer] = field(default_factory=dict)
+    expected: dict[str, Supply] = field(default_factory=dict)
 
     def copy(self) -> SkuBook:
-        return SkuBook(dict(self.channel_held), list(self.waitlist), self.seq)
+        return SkuBook(
+            dict(self.channel_held), list(self.waitlist), self.seq, dict(self.transfers), dict(self.expected)
+        )
+
+    def in_transit(self, destination: str | None = None) -> int:
+        """Units of open transfers on their way to `destination` (or anywhere)."""
+        return sum(
+            t.qty for t in self.transfers.values() if destination is None or t.destination == destination
+        )
 
     def entry(self, order_id: str, line_id: str) -> WaitEntry | None:
         """The line's entry on the waitlist, if it waits."""
@@ -388,6 +421,11 @@ class SkuState:
     def waiting(self) -> bool:
         """Whether any line waits on this SKU's waitlist (cheap: the hot path asks it)."""
         return self._book is not None and bool(self._book.waitlist)
+
+    def in_transit(self, destination: str) -> int:
+        """Units of open transfers on their way to `destination` (cheap when there are none)."""
+        book = self._book
+        return book.in_transit(destination) if book is not None and book.transfers else 0
 
     @property
     def known(self) -> bool:

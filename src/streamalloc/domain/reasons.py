@@ -56,3 +56,12 @@ REASON_REQUIRED: Final = "reason_required"  # an adjustment without a reason
 NEGATIVE_ON_HAND: Final = "negative_on_hand"  # an adjustment below zero units on hand
 EXCEEDS_QUALITY_CONTROL: Final = "exceeds_quality_control"  # inspecting more than awaits inspection
 INVALID_RESULT: Final = "invalid_result"  # an inspection result other than pass or fail
+
+# Transfers between locations (domain/transfers.py).
+INSUFFICIENT_FREE_STOCK: Final = "insufficient_free_stock"  # a shipment of more than is free at the source
+DESTINATION_REQUIRED: Final = "destination_required"  # a shipment naming no destination, or its source
+DUPLICATE_TRANSFER: Final = "duplicate_transfer"  # a shipment of a transfer id already shipped
+UNKNOWN_TRANSFER: Final = "unknown_transfer"  # a receipt of a transfer never shipped (or naming none)
+TRANSFER_ALREADY_RECEIVED: Final = "transfer_already_received"  # a second receipt of one transfer
+EXCEEDS_IN_TRANSIT: Final = "exceeds_in_transit"  # a receipt of more units than the transfer shipped
+LOT_NOT_TRANSFERABLE: Final = "lot_not_transferable"  # a transfer naming a lot: they move units outside lots

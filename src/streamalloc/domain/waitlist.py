@@ -3,8 +3,9 @@
 A line that cannot be allocated now may wait instead of being rejected:
 
 - as a **backorder** (`backordered`, reason `incoming`) when its channel's
-  `backorder_limit` covers the line's qty and the SKU's expected incoming units cover it
-  on top of every unit already backordered: never beyond what is coming;
+  `backorder_limit` covers the line's qty and the SKU's incoming units (expected receipts
+  and transfers in transit, `incoming_units`) cover it on top of every unit already
+  backordered: never beyond what is coming;
 - on the **waitlist** (`backordered`, reason `waitlisted`) when its channel opted in.
 
 Waiting lines are kept per SKU in rank order: order priority, then channel priority (both
@@ -52,12 +53,16 @@ from streamalloc.domain.tables import Channel, Tables
 def wait_reason(state: SkuState, channel: Channel, qty: int) -> str | None:
     """Why a line of `qty` that cannot be allocated may wait, or None if it may not."""
     if 0 < qty <= channel.backorder_limit:
-        incoming = sum(b.incoming for b in state.balances.values())
-        if state.book.backordered() + qty <= incoming:
+        if state.book.backordered() + qty <= incoming_units(state):
             return reasons.INCOMING
     if channel.waitlist or channel.allow_partial:
         return reasons.WAITLISTED
     return None
+
+
+def incoming_units(state: SkuState) -> int:
+    """Units on their way to the SKU: expected receipts and transfers in transit."""
+    return sum(b.incoming for b in state.balances.values()) + state.book.in_transit()
 
 
 def enqueue(
@@ -192,8 +197,7 @@ def _rest_reason(state: SkuState, channel: Channel, entry: WaitEntry, rest: int)
     covers it with every other backorder (the waitlist as it was before this serve, so at
     worst it counts units already filled), else waitlisted."""
     if entry.reason == reasons.INCOMING and rest <= channel.backorder_limit:
-        incoming = sum(b.incoming for b in state.balances.values())
-        if state.book.backordered() - entry.qty + rest <= incoming:
+        if state.book.backordered() - entry.qty + rest <= incoming_units(state):
             return reasons.INCOMING
     return reasons.WAITLISTED
 

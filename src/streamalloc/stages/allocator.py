@@ -43,8 +43,10 @@ from streamalloc.domain import (
     InventoryRejected,
     PickLine,
     Receive,
+    ReceiveTransfer,
     ReleaseLine,
     ReturnLine,
+    ShipTransfer,
     SkuState,
     StockChanged,
     Sweep,
@@ -485,7 +487,14 @@ def inventory_command(r: dict[str, Any]) -> Command:
     if kind == "counted":
         return Count(**common, qty=r["qty"], reason=r["reason"], lot=lot)
     if kind == "expected":
-        return Expect(**common, qty=r["qty"], eta=r["eta"], lot=lot)
+        return Expect(**common, qty=r["qty"], eta=r["eta"], lot=lot, po_id=r["po_id"])
+    if kind == "transfer_shipped":
+        return ShipTransfer(
+            **common, qty=r["qty"], destination=r["destination"], transfer_id=r["transfer_id"], eta=r["eta"],
+            lot=lot,
+        )  # fmt: skip
+    if kind == "transfer_received":
+        return ReceiveTransfer(**common, qty=r["qty"], transfer_id=r["transfer_id"], lot=lot)
     result = r["result"]
     if result not in ("pass", "fail"):
         raise ValidationError(f"an inspected event needs result pass or fail, not {result!r}")
@@ -512,6 +521,8 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
             "allocation_age_s": view.allocation_age_s,
             "backordered": view.backordered,
             "waiting_lines": view.waiting_lines,
+            "in_transit": view.in_transit,
+            "oldest_transfer_age_s": view.oldest_transfer_age_s,
         },
         "locations": [
             {
@@ -528,10 +539,19 @@ def availability_record(view: Any, cause_event_id: str) -> dict[str, Any]:
                 "expired": row.expired,
                 "at_risk": row.at_risk,
                 "allocation_age_s": row.allocation_age_s,
+                "in_transit": row.in_transit,
+                "oldest_transfer_age_s": row.oldest_transfer_age_s,
             }
             for row in view.locations
         ],
-        "channels": [{"channel": channel, "ats": ats} for channel, ats in sorted(view.ats.items())],
+        "channels": [
+            {
+                "channel": channel,
+                "ats": ats,
+                "atp": [{"until": until, "units": units} for until, units in view.atp.get(channel, ())],
+            }
+            for channel, ats in sorted(view.ats.items())
+        ],
     }
 
 

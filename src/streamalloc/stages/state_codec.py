@@ -2,7 +2,7 @@
 
 Keys (NUL-joined parts, see runtime.state.keys):
     (sku, "b", location)            -> LocationBalance (with its lots)
-    (sku, "s")                      -> SkuBook: units held per channel, the waitlist
+    (sku, "s")                      -> SkuBook: units held per channel, the waitlist, open transfers
     (sku, "l", order_id, line_id)   -> LineState
     (sku, "e", event_id)            -> marker: this inventory event was applied
     ("#loc", location, sku)         -> marker: the SKU has a balance at the location
@@ -31,6 +31,8 @@ from streamalloc.domain import (
     SkuBook,
     SkuState,
     StateChanges,
+    Supply,
+    Transfer,
     WaitEntry,
 )
 from streamalloc.errors import StateError
@@ -38,6 +40,7 @@ from streamalloc.runtime.state import PartitionTransaction, decode_key, encode_k
 
 _V1 = 1
 _V2 = 2  # balances: held_ms and lots; lines: expires_at
+_V1_ENTRY = 13  # a waitlist entry's fields in book layout 1 (layout 2 adds promised_at)
 _DUE_DIGITS = 15  # epoch ms fit in 15 digits until the year 33658: keys sort by due time
 
 
@@ -139,14 +142,27 @@ def decode_balance(data: bytes) -> LocationBalance:
 
 
 def encode_book(book: SkuBook) -> bytes:
-    return marshal.dumps((_V1, book.channel_held, [tuple(e) for e in book.waitlist], book.seq))
+    if not (book.transfers or book.expected or any(e.promised_at is not None for e in book.waitlist)):
+        # (a book without transfers, purchase orders or promises keeps the layout it always had)
+        return marshal.dumps(
+            (_V1, book.channel_held, [tuple(e)[:_V1_ENTRY] for e in book.waitlist], book.seq)
+        )
+    transfers = {k: tuple(t) for k, t in book.transfers.items()}
+    expected = {k: tuple(s) for k, s in book.expected.items()}
+    waitlist = [tuple(e) for e in book.waitlist]
+    return marshal.dumps((_V2, book.channel_held, waitlist, book.seq, transfers, expected))
 
 
 def decode_book(data: bytes) -> SkuBook:
     values = marshal.loads(data)  # noqa: S302 - see encode_balance
-    if values[0] != _V1:
+    if values[0] == _V2:  # open transfers, purchase orders, waiting lines' promised dates
+        transfers = {k: Transfer(*t) for k, t in values[4].items()}
+        expected = {k: Supply(*s) for k, s in values[5].items()}
+    elif values[0] == _V1:
+        transfers, expected = {}, {}
+    else:
         raise StateError(f"unknown book record version {values[0]}")
-    return SkuBook(dict(values[1]), [WaitEntry(*e) for e in values[2]], values[3])
+    return SkuBook(dict(values[1]), [WaitEntry(*e) for e in values[2]], values[3], transfers, expected)
 
 
 def encode_line(line: LineState) -> bytes:

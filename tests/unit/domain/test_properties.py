@@ -30,6 +30,20 @@ FIFO or LIFO, and picks sometimes name a lot. Orders carry priorities, so the wa
 ranks them, and some steps are two rival requests taken in together, decided in the
 order `domain.contention` gives (one channel yields to higher-ranked ones).
 
+Transfers are in the sequences too: shipped between any two locations (or to none, or to
+the source itself: refused), under a few transfer ids or none (the shipment's id names it),
+then received at their destination whole, short (the rest lost in transit) or as nothing,
+now and then at the wrong place, of too many units or of a transfer already received.
+Every unit is on hand, in transit or lost: a transfer's steps change the SKU's on_hand plus
+its in-transit units by exactly the units its ledger says were lost, and a shipment never
+takes units promised to lines (they stay within on_hand at the source).
+
+Purchase orders are expected with an ETA or none, some sent again under the same po_id (a
+new qty and ETA); a receipt draws them down. After every decision that changed stock, each
+waiting line is promised what domain.promises works out (only a backorder, never before the
+earliest ETA), every `backordered` event carries its line's promise, and at each location
+the purchase orders never add up to more than its incoming units.
+
 Protection levels are in the table too (nested: vip keeps units from the channels below it
 that may use its locations, waits keeps more from those below it), and a suite near
 stockout over every rank makes them bite: a channel never takes the units kept for the
@@ -71,8 +85,10 @@ from streamalloc.domain import (
     LocationBalance,
     PickLine,
     Receive,
+    ReceiveTransfer,
     ReleaseLine,
     ReturnLine,
+    ShipTransfer,
     SkuState,
     StockChanged,
     Sweep,
@@ -84,6 +100,7 @@ from streamalloc.domain import (
 )
 from streamalloc.domain.allocate import pool_bounds
 from streamalloc.domain.model import WAITING, SkuBook
+from streamalloc.domain.promises import promises, supplies
 
 SKU = "sku-1"
 NOW = 1_700_000_000_000
@@ -124,7 +141,18 @@ DOWN = Tables(
 )
 LOTS = (None, ("lot-a", None), ("lot-b", NOW + 50), ("lot-gone", NOW - 1))
 LOCATIONS = ("L1", "L2", "L3", "L4", "L5")
-STOCK_COMMANDS = (Receive, Adjust, Count, Expect, Inspect, FulfilLine, ReturnLine)
+STOCK_COMMANDS = (
+    Receive,
+    Adjust,
+    Count,
+    Expect,
+    Inspect,
+    FulfilLine,
+    ReturnLine,
+    ShipTransfer,
+    ReceiveTransfer,
+)
+TRANSFER_IDS = (None, "t1", "t2", "t3")  # None: the shipment's event id names the transfer
 
 
 def mostly(
@@ -139,7 +167,7 @@ def mostly(
 line_keys = st.tuples(st.sampled_from(("o1", "o2", "o3")), st.sampled_from(("1", "2")))
 # A later command mostly names a line the SKU has seen, or units in quality control: SEEN
 # and IN_QC are resolved against the state when the step runs.
-SEEN, IN_QC = "#seen", "#qc"
+SEEN, IN_QC, OPEN = "#seen", "#qc", "#open"
 known_lines = mostly(st.integers(min_value=0, max_value=99).map(lambda i: (SEEN, str(i))), line_keys)
 locations = st.sampled_from(LOCATIONS)
 maybe_location = mostly(st.none(), locations, odds=2)
@@ -204,7 +232,17 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
             ),
         ),
         "count": (1, st.tuples(st.just("count"), locations, st.integers(min_value=0, max_value=12))),
-        "expect": (1, st.tuples(st.just("expect"), locations, quantities)),
+        # a purchase order (maybe one sent before: its qty and ETA replaced), with an ETA or none
+        "expect": (
+            2,
+            st.tuples(
+                st.just("expect"),
+                locations,
+                quantities,
+                st.sampled_from((None, "po1", "po2")),
+                st.sampled_from((None, NOW + 5, NOW + 50)),
+            ),
+        ),
         "inspect": (
             2,
             st.tuples(
@@ -212,6 +250,26 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
                 mostly(st.just(IN_QC), locations),
                 quantities,
                 st.sampled_from(("pass", "fail")),
+            ),
+        ),
+        "ship": (
+            2,
+            st.tuples(
+                st.just("ship"),
+                locations,
+                mostly(locations, st.none()),  # its destination (maybe none, maybe the source)
+                quantities,
+                st.sampled_from(TRANSFER_IDS),
+            ),
+        ),
+        # mostly an open transfer at its destination, whole or short; else anything
+        "arrive": (
+            3,
+            st.tuples(
+                st.just("arrive"),
+                mostly(st.just(OPEN), st.sampled_from(TRANSFER_IDS[1:])),
+                mostly(st.integers(min_value=0, max_value=2), st.integers(min_value=-1, max_value=4)),
+                mostly(st.none(), locations),
             ),
         ),
         "repeat": (2, st.tuples(st.just("repeat"), st.integers(min_value=0, max_value=1000))),
@@ -284,6 +342,16 @@ def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
         held = sorted(key for key, line in state.lines.items() if line.status == "held")
         seen = held or sorted(state.lines) or [("o1", "1")]
         return (step[0], seen[int(step[1][1]) % len(seen)], *step[2:])
+    if step[0] == "arrive":  # (transfer id, qty, location): shortfall and location resolved here
+        _, transfer_id, short, location = step
+        open_ids = sorted(state.book.transfers)
+        if transfer_id == OPEN:
+            if not open_ids:  # nothing travels: ship something first
+                return ("ship", "L1", "L2", 1 + short, None)
+            transfer_id = open_ids[short % len(open_ids)]
+        transfer = state.book.transfers.get(transfer_id)
+        qty = transfer.qty - short if transfer is not None else short
+        return ("arrive", transfer_id, qty, location or (transfer.destination if transfer else "L2"))
     if step[0] == "inspect" and step[1] == IN_QC:
         in_qc = sorted(loc for loc, b in state.balances.items() if b.quality_control > 0)
         return (step[0], in_qc[0] if in_qc else "L1", *step[2:])
@@ -326,6 +394,17 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
             return PickLine(**base, order_id=order, line_id=line, qty=qty, location=location, lot=lot)
         cls = {"fulfil": FulfilLine, "return": ReturnLine}[kind]
         return cls(**base, order_id=order, line_id=line, qty=qty, location=location)  # type: ignore[no-any-return]
+    if kind == "expect" and len(step) > 3:
+        _, location, qty, po_id, eta = step
+        return Expect(**base, location=location, qty=qty, po_id=po_id, eta=eta)
+    if kind == "ship":
+        _, source, destination, qty, transfer_id = step
+        return ShipTransfer(
+            **base, location=source, destination=destination, qty=qty, transfer_id=transfer_id, eta=NOW + 10
+        )
+    if kind == "arrive":
+        _, transfer_id, qty, location = step
+        return ReceiveTransfer(**base, location=location, qty=qty, transfer_id=transfer_id)
     if kind == "inspect":
         return Inspect(**base, location=step[1], qty=step[2], result=step[3])
     if kind == "adjust":
@@ -383,9 +462,9 @@ def raw_available(balance: LocationBalance, location_id: str) -> int:
     return balance.on_hand - balance.allocated - balance.picked - safety_stock
 
 
-def buckets(state: SkuState, location_id: str) -> tuple[int, int, int, int]:
+def buckets(state: SkuState, location_id: str) -> tuple[int, int, int, int, int]:
     b = state.balances.get(location_id, LocationBalance())
-    return b.on_hand, b.quality_control, b.damaged, b.incoming
+    return b.on_hand, b.quality_control, b.damaged, b.incoming, state.in_transit(location_id)
 
 
 def check_decision(
@@ -477,17 +556,64 @@ def check_decision(
             sum(e.quality_control_delta for e in reported),
             sum(e.damaged_delta for e in reported),
             sum(e.incoming_delta for e in reported),
+            sum(e.in_transit_delta for e in reported),
         )
         if reported:
             last = reported[-1]
-            assert (last.on_hand, last.quality_control, last.damaged, last.incoming) == buckets(after, loc_id)
+            assert (
+                last.on_hand,
+                last.quality_control,
+                last.damaged,
+                last.incoming,
+                last.in_transit,
+            ) == buckets(after, loc_id)
 
-    # Backorders: never beyond the incoming units when they are accepted.
-    if any(
-        isinstance(e, AllocationEvent) and e.type == "backordered" and e.reason == "incoming"
-        for e in decision
-    ):
-        assert after.book.backordered() <= sum(b.incoming for b in after.balances.values())
+    # Transfers: every unit is on hand, in transit or lost, and only free units leave.
+    if isinstance(cmd, ShipTransfer | ReceiveTransfer):
+        lost = -sum(e.in_transit_delta for e in changes if e.reason == "lost_in_transit")
+        on_hand = sum(b.on_hand for b in after.balances.values()) - sum(
+            b.on_hand for b in before.balances.values()
+        )
+        assert on_hand + after.book.in_transit() - before.book.in_transit() + lost == 0
+        assert all(e.transfer_id == (cmd.transfer_id or cmd.event_id) for e in changes)
+        if isinstance(cmd, ShipTransfer) and changes:
+            source = after.balances[cmd.location]
+            assert source.allocated + source.picked <= source.on_hand
+            assert after.book.transfers[cmd.transfer_id or cmd.event_id].qty == cmd.qty
+        if isinstance(cmd, ReceiveTransfer) and changes:
+            assert cmd.transfer_id not in after.book.transfers
+
+    # Promises: after a change of supply, every waiting line is promised what promises() says,
+    # and every `backordered` event of the decision carries its line's promise.
+    if isinstance(cmd, STOCK_COMMANDS) and changes and after.waiting:
+        promised = promises(after)
+        assert {(e.order_id, e.line_id): e.promised_at for e in after.book.waitlist} == {
+            (e.order_id, e.line_id): promised.get((e.order_id, e.line_id)) for e in after.book.waitlist
+        }
+    for e in decision:
+        if isinstance(e, AllocationEvent) and e.type == "backordered":
+            entry = after.book.entry(e.order_id, e.line_id)
+            if entry is not None:
+                assert e.promised_at == entry.promised_at, (e, entry)
+    # A line is promised only against incoming stock, and never before the earliest ETA.
+    etas = [eta for eta, _ in supplies(after) if eta is not None]
+    for entry in after.book.waitlist:
+        if entry.promised_at is not None:
+            assert entry.reason == "incoming" and entry.promised_at >= min(etas), (entry, etas)
+
+    # Backorders: never beyond the incoming units (expected and in transit) when they are accepted.
+    # (A restatement of a promise is not an acceptance: the line waited so before.)
+    def accepted(e: object) -> bool:
+        if not (isinstance(e, AllocationEvent) and e.type == "backordered" and e.reason == "incoming"):
+            return False
+        was = before.book.entry(e.order_id, e.line_id)
+        return was is None or (was.reason, was.qty) != (e.reason, e.qty)
+
+    if any(accepted(e) for e in decision):
+        assert (
+            after.book.backordered()
+            <= sum(b.incoming for b in after.balances.values()) + after.book.in_transit()
+        )
 
     # A count or an adjustment leaves no soft allocation beyond on_hand where it counted.
     if isinstance(cmd, Count | Adjust) and not decision.reasons:
@@ -562,6 +688,14 @@ def check_state(state: SkuState) -> None:
         lacks = line.qty - line.held - line.fulfilled
         assert e.qty == lacks if TABLES.channel(line.channel).allow_partial else e.qty <= lacks, (e, line)
     assert [e.rank for e in state.book.waitlist] == sorted(e.rank for e in state.book.waitlist)
+    # Purchase orders: at each location, never more expected than its incoming units.
+    for loc_id, balance in state.balances.items():
+        assert sum(s.qty for s in state.book.expected.values() if s.location == loc_id) <= balance.incoming
+        assert all(s.qty > 0 for s in state.book.expected.values())
+    # Open transfers: units on their way between two locations, each destination with a balance.
+    for transfer in state.book.transfers.values():
+        assert transfer.qty > 0 and transfer.source != transfer.destination
+        assert transfer.destination in state.balances
 
 
 def check_repeat_is_a_no_op(state: SkuState, cmd: Command, tables: Tables, now: int) -> None:
@@ -637,6 +771,14 @@ def run_and_check(sequence: list[tuple[Any, ...]]) -> None:
      ("expire", (SEEN, "0")), ("confirm", ("o1", "1"), None), ("extend", ("o1", "1"), None),
      ("hold", ("o2", "1"), 2, "web", None, None), ("confirm", (SEEN, "0"), 1), ("expire", ("o2", "1")),
      ("pick", ("o2", "1"), 2, None, None), ("fulfil", ("o2", "1"), 2, None, None), ("repeat", 7)]
+)  # fmt: skip
+# Transfers: in transit, a backorder counts on them; on arrival it is filled at the
+# destination; a short second transfer loses a unit; a second receipt is refused; all repeated.
+@example(
+    [("receive", "L1", 10), ("receive", "L4", 10), ("ship", "L1", "L2", 8, "t1"),
+     ("allocate", ("o1", "1"), 2, "waits", None, None, None, 0), ("arrive", OPEN, 0, None),
+     ("ship", "L4", "L1", 3, None), ("arrive", OPEN, 1, None), ("arrive", "t1", 8, "L2"), ("repeat", 4),
+     ("repeat", 6)]
 )  # fmt: skip
 def test_invariants_hold_over_any_sequence_of_commands(sequence: list[tuple[Any, ...]]) -> None:
     run_and_check(sequence)

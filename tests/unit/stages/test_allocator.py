@@ -3,6 +3,7 @@ sweeps by punctuation in fake time, and one path that emits every kind of event.
 
 from __future__ import annotations
 
+import marshal
 from typing import Any
 
 import pytest
@@ -21,10 +22,12 @@ from tests.unit.stages._inputs import (
     tables,
 )
 
-from streamalloc.domain import Command, Decision, ExpireLine, SkuState, Tables
+from streamalloc.domain import Command, Decision, ExpireLine, SkuBook, SkuState, Tables, Transfer
 from streamalloc.domain.events import inventory_rejected, stock_changed
 from streamalloc.stages import allocator as allocator_module
 from streamalloc.stages.allocator import AllocatorStage
+from streamalloc.stages.state_codec import decode_book, encode_book
+from streamalloc.stages.tables import channel_of
 from streamalloc.testing import ManualClock, Output, StageHarness
 
 
@@ -190,3 +193,107 @@ def test_stock_changes_and_rejections_of_a_punctuation_decision_are_emitted(
     assert (letter["partition"], letter["offset"], letter["key"], letter["value"]) == (0, -1, b"SKU-A", None)
     assert letter["error"] == f"inventory event refused: negative_on_hand (decided by the engine: {cause})"
     assert [o.key for o in outputs if o.topic == DEAD_LETTER] == [b"SKU-A"]
+
+
+def test_a_transfer_is_shipped_and_received_across_batches_with_both_legs_in_the_ledger() -> None:
+    harness, _ = _allocator()
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 5))])
+    harness.clock.advance(60_000)
+    shipped = harness.feed(
+        INVENTORY,
+        [
+            (
+                b"SKU-A",
+                inventory(
+                    "s1",
+                    "SKU-A",
+                    "WH-1",
+                    3,
+                    type="transfer_shipped",
+                    destination="WH-2",
+                    transfer_id="t1",
+                    eta=T0 + 3_600_000,
+                ),
+            ),  # fmt: skip
+            (b"SKU-A", inventory("s2", "SKU-A", "WH-1", 9, type="transfer_shipped", destination="WH-2")),
+        ],
+    )
+    legs = [
+        (c["location"], c["reason"], c["on_hand_delta"], c["in_transit_delta"], c["in_transit"])
+        for c in _on(STOCK_CHANGES, shipped)
+    ]
+    assert legs == [("WH-1", "transfer_shipped", -3, 0, 0), ("WH-2", "in_transit", 0, 3, 3)]
+    assert {c["transfer_id"] for c in _on(STOCK_CHANGES, shipped)} == {"t1"}
+    [letter] = _on(DEAD_LETTER, shipped)
+    assert letter["error"] == "inventory event refused: insufficient_free_stock"
+    [view] = _on(AVAILABILITY, shipped)
+    rows = {row["location"]: row for row in view["locations"]}
+    assert (rows["WH-1"]["on_hand"], rows["WH-2"]["in_transit"], view["totals"]["in_transit"]) == (2, 3, 3)
+    assert rows["WH-2"]["oldest_transfer_age_s"] == 60.0  # shipped at T0, seen at T0 + 60 s
+
+    # A later batch: the open transfer was read back from the store.
+    received = harness.feed(
+        INVENTORY,
+        [
+            (b"SKU-A", inventory("g1", "SKU-A", "WH-2", 2, type="transfer_received", transfer_id="t1")),
+            (b"SKU-A", inventory("g2", "SKU-A", "WH-2", 2, type="transfer_received", transfer_id="t1")),
+        ],
+    )
+    legs = [
+        (c["reason"], c["on_hand_delta"], c["in_transit_delta"], c["in_transit"])
+        for c in _on(STOCK_CHANGES, received)
+    ]
+    assert legs == [("transfer_received", 2, -2, 1), ("lost_in_transit", 0, -1, 0)]
+    [letter] = _on(DEAD_LETTER, received)
+    assert letter["error"] == "inventory event refused: transfer_already_received"
+    [view] = _on(AVAILABILITY, received)
+    rows = {row["location"]: row for row in view["locations"]}
+    assert (rows["WH-2"]["on_hand"], rows["WH-2"]["in_transit"], rows["WH-2"]["oldest_transfer_age_s"]) == (
+        2,
+        0,
+        0.0,
+    )
+
+
+def test_a_book_without_transfers_keeps_its_stored_layout_and_one_with_them_reads_back() -> None:
+    plain = SkuBook({"web": 2}, [], 3)
+    # as every store written before transfers holds it (our own test data: S302 does not apply)
+    assert marshal.loads(encode_book(plain)) == (1, {"web": 2}, [], 3)  # noqa: S302
+    assert decode_book(encode_book(plain)) == plain
+    with_transfer = SkuBook({}, [], 0, {"t1": Transfer("WH-1", "WH-2", 3, T0, T0 + 5)})
+    assert decode_book(encode_book(with_transfer)) == with_transfer
+
+
+def test_a_backorder_is_published_with_its_promised_date_and_told_again_when_the_eta_moves() -> None:
+    base = tables()
+    web = channel_of({"channel_id": "web", "backorder_limit": 5})
+    harness, _ = _allocator(Tables(locations=base.locations, channels={**base.channels, "web": web}))
+    day = 86_400_000
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 0, type="counted"))])
+    expected = harness.feed(
+        INVENTORY,
+        [(b"SKU-A", inventory("e1", "SKU-A", "WH-1", 3, type="expected", eta=T0 + day, po_id="po-1"))],
+    )
+    [view] = _on(AVAILABILITY, expected)
+    assert {c["channel"]: c["atp"] for c in view["channels"]}["web"] == [{"until": T0 + day, "units": 3}]
+
+    [backordered] = _on(ALLOCATIONS, harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))]))
+    assert (backordered["type"], backordered["reason"], backordered["promised_at"]) == (
+        "backordered",
+        "incoming",
+        T0 + day,
+    )
+
+    moved = harness.feed(
+        INVENTORY,
+        [(b"SKU-A", inventory("e2", "SKU-A", "WH-1", 3, type="expected", eta=T0 + 3 * day, po_id="po-1"))],
+    )
+    [restated] = _on(ALLOCATIONS, moved)
+    assert (restated["cause_event_id"], restated["type"], restated["qty"], restated["promised_at"]) == (
+        "e2",
+        "backordered",
+        2,
+        T0 + 3 * day,
+    )
+    [view] = _on(AVAILABILITY, moved)
+    assert {c["channel"]: c["atp"] for c in view["channels"]}["web"] == [{"until": T0 + 3 * day, "units": 1}]
