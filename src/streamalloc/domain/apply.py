@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import checkout, inventory, lines, relocate
+from streamalloc.domain import amend, checkout, inventory, lines, relocate
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
+    AmendLine,
     Command,
     ConfirmLine,
     Count,
@@ -35,6 +36,7 @@ _HANDLERS: dict[type, Callable[[SkuState, Any, Tables, int], Decision]] = {
     PickLine: lines.pick_line,
     FulfilLine: lines.fulfil_line,
     ReturnLine: lines.return_line,
+    AmendLine: amend.amend_line,
     HoldLine: checkout.hold_line,
     ConfirmLine: checkout.confirm_line,
     ExtendHold: checkout.extend_hold,
