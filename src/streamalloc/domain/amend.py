@@ -3,7 +3,8 @@
 Each line of an amended order comes here as the quantity it is now for. The whole change
 is one decision, so no other command can take the units in between:
 
-- **the same quantity**: nothing changes and nothing is emitted.
+- **the same quantity**: no unit moves; the edit is recorded on the line all the same (an
+  `amended` event with the quantity it has), so it cannot come back later as a change.
 - **fewer units**: the line gives up what it waits for first (units it was never given),
   then soft units (`released`, reason `amended`, one per part, the last part first), which
   go to the waitlist at once. Picked (hard) and shipped units never go back: an edit below
@@ -42,7 +43,7 @@ from streamalloc.domain.allocate import (
     pool_bounds,
 )
 from streamalloc.domain.commands import AllocateLine, AmendLine
-from streamalloc.domain.events import ALLOCATED, AMENDED, DUPLICATE, RELEASED, Decision, Event
+from streamalloc.domain.events import ALLOCATED, AMENDED, RELEASED, Decision, Event
 from streamalloc.domain.holds import place, unhold
 from streamalloc.domain.lines import allocate_line, edit_line, line_event, reject, seen_line, settle
 from streamalloc.domain.model import HELD, UNPLACED, WAITING, LinePart, LineState, SkuState
@@ -68,8 +69,9 @@ def amend_line(state: SkuState, cmd: AmendLine, tables: Tables, now: int) -> Dec
         return reject(state, cmd, line, reasons.ON_HOLD, qty, None, None, now)
     if line.status not in _OPEN:
         return reject(state, cmd, line, reasons.LINE_CLOSED, qty, None, None, now)
-    if qty == line.qty:
-        return DUPLICATE  # nothing to change, nothing to say
+    if qty == line.qty:  # recorded all the same, so it cannot come back later as a change
+        own = edit_line(state, line, cmd)
+        return Decision((line_event(state, cmd, own, AMENDED, qty, None, None, None, now),))
     entry = state.book.entry(line.order_id, line.line_id) if line.status in WAITING else None
     waiting = entry.qty if entry is not None else 0
     change = qty - (line.held + line.fulfilled + waiting)

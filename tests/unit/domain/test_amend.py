@@ -202,9 +202,11 @@ def test_zero_is_refused_a_line_leaves_by_being_left_out() -> None:
 
 def test_the_same_quantity_and_a_repeat_change_nothing() -> None:
     state = placed(5)
-    assert apply(state, amend(qty=5), T, NOW).duplicate
+    same = apply(state, amend(qty=5, event_id="e0"), T, NOW)
+    assert kinds(same) == [("amended", 5, None, None)] and state.balances["A"].allocated == 5
     first = apply(state, amend(qty=3, event_id="e1"), T, NOW)
     assert not first.duplicate
+    assert apply(state, amend(qty=5, event_id="e0"), T, NOW).duplicate  # it does not come back as a change
     before = state.copy()
     assert apply(state, amend(qty=3, event_id="e1"), T, NOW).duplicate
     assert apply(state, amend(qty=9, event_id="e1"), T, NOW).duplicate  # the same event id
