@@ -35,7 +35,10 @@ Checks:
   decisions, but they need a backorder or a release for reallocation before them, and a
   fill never exceeds the units the line waits for (the last `backordered` said how many;
   each fill takes its units off). A `backordered` that is not a placement's restates
-  what a waiting line still lacks, or follows a release for reallocation;
+  what a waiting line still lacks, or follows a release for reallocation. An order edit
+  (`amended`: the line's new qty, which "ordered" means from then on) may give a line
+  units (`allocated`) or let it wait (`backordered`) under its own cause; a line the edit
+  adds is placed by it, and so is a line it moves to another SKU, at that SKU;
 - cancelled lines released: no line of a cancelled order still holds units at the end;
 - balances: the final balances replayed from the events equal the last availability record;
 - the ledger (when `stock_changes` are given): every change names a known cause, moves its
@@ -100,6 +103,7 @@ class _Line:
     held_since: int | None = None  # decided_at of the last event that gave it units
     fulfilled: int = 0
     over: int = 0  # the most units it ever held beyond what it ordered
+    amended_by: str = ""  # the cause of its last `amended`: the edit may give it units, or let it wait
 
     @property
     def held(self) -> int:
@@ -193,6 +197,8 @@ def audit(
                     event["event_id"],
                 )
                 report.per_channel[event["channel"]]["placed"] += 1
+        elif event["type"] == "amended":
+            _amend_lines(report, placed_lines, event)
         elif event["type"] == "cancelled":
             listed = {line["line_id"] for line in event["lines"]}
             already = cancelled.get(event["order_id"], set())
@@ -255,6 +261,31 @@ def audit(
     return report
 
 
+def _amend_lines(
+    report: AuditReport,
+    placed_lines: dict[tuple[str, str], tuple[str, str, int, str]],
+    event: Mapping[str, Any],
+) -> None:
+    """An order edit's lines: one it adds is placed by the edit; one whose SKU changed is placed
+    by the edit at its new SKU, and what it was at the old one is kept under `moved_key`. A line
+    keeps its ordered qty until its `amended` allocation event (a refused edit changes none)."""
+    order_id = event["order_id"]
+    for line in event["lines"]:
+        key = (order_id, line["line_id"])
+        was = placed_lines.get(key)
+        if was is not None and was[0] == line["sku"]:
+            continue
+        if was is not None:
+            placed_lines[moved_key(key, was[0])] = was
+        placed_lines[key] = (line["sku"], event["channel"], line["qty"], event["event_id"])
+        report.per_channel[event["channel"]]["placed"] += 1
+
+
+def moved_key(key: tuple[str, str], sku: str) -> tuple[str, str]:
+    """Where the audit keeps a line at a SKU an order edit moved it from."""
+    return (key[0], f"{key[1]}@{sku}")
+
+
 def _traceable(cause: str, known: set[str]) -> bool:
     """An event, or a table or clock decision: `locations:<location_id>:...`, `clock:...`."""
     if cause in known:
@@ -300,11 +331,14 @@ def _replay_allocations(
             report.breach(f"{kind} {event_id} has an unknown cause {cause}")
         elif cause.startswith(TABLE_CAUSES):
             report.engine_decisions[(cause.partition(":")[0], kind)] += 1
-        if event["line_id"] is None or event["sku"] is None:
-            continue
+        if event["line_id"] is None or event["sku"] is None or kind == "amend_requested":
+            continue  # about the order (amend_requested: an edit's line, for the order stage)
         if kind == "held":  # a cart's hold takes units as an allocation does (its stats say held)
             kind = "allocated"
         key = (event["order_id"], event["line_id"])
+        placed = placed_lines.get(key)
+        if placed is not None and placed[0] != event["sku"] and moved_key(key, event["sku"]) in placed_lines:
+            key = moved_key(key, event["sku"])  # at the SKU an order edit moved the line from
         line = lines.get(key)
         if line is None:
             unplaced = (event["sku"], event["channel"], event["qty"], "")
@@ -351,7 +385,7 @@ def _replay_allocations(
                         )
                     line.wanting = max(0, line.wanting - qty)
                     line.waiting = line.wanting > 0
-                elif not (reallocating or line.waiting):
+                elif not (reallocating or line.waiting or cause == line.amended_by):
                     report.breach(
                         f"{kind} {event_id}: line {key} gets units from {cause}, neither its placement "
                         "nor after a backorder or a release for reallocation"
@@ -368,13 +402,18 @@ def _replay_allocations(
             if event.get("promised_at") is not None:
                 report.promises["promised"] += 1
                 report.promises["restated"] += int(line.waiting and not placement)
-            if not (placement or reallocating or line.waiting or not line.placed_by):
+            if not (
+                placement or reallocating or line.waiting or not line.placed_by or cause == line.amended_by
+            ):
                 report.breach(
                     f"backordered {event_id}: line {key} is backordered by {cause}, neither its "
                     "placement nor after a release for reallocation, nor the rest of a waiting line"
                 )
             line.waiting = True
             line.wanting = qty
+        elif kind == "amended":  # an order edit: the line's new qty (its units move in other events)
+            line.qty = qty
+            line.amended_by = cause
         elif kind == "rejected" and not placement:
             stats[f"command refused: {event['reason']}"] += 1
         elif kind == "picked":

@@ -41,7 +41,7 @@ from streamalloc.domain.views import availability
 from streamalloc.stages.allocator import inventory_command, request_command
 
 #: Order event types whose every listed line becomes one allocation request at intake.
-LINE_EVENTS = frozenset({"placed", "cancelled", "picked", "fulfilled", "returned"})
+LINE_EVENTS = frozenset({"placed", "cancelled", "picked", "fulfilled", "returned", "amended"})
 #: At most this many mismatches are described in the report; all are counted.
 MAX_DETAILS = 50
 
@@ -203,7 +203,12 @@ def _engine_decisions(
     decided: dict[tuple[str, str], int] = {}
     engine: dict[str, dict[str, Shape]] = defaultdict(dict)
     not_replayable: set[str] = set()
-    outputs = [(a, _allocation_shape(a)) for a in allocations if a.get("sku") is not None]
+    # (an `amend_requested` names its line's SKU, but intake writes it, not the allocator)
+    outputs = [
+        (a, _allocation_shape(a))
+        for a in allocations
+        if a.get("sku") is not None and a["type"] != "amend_requested"
+    ]
     outputs += [(c, _change_shape(c)) for c in stock_changes]
     for record, shape in outputs:
         sku, event_id, cause = record["sku"], record["event_id"], record["cause_event_id"]

@@ -53,6 +53,8 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     assert report.waitlist_fills > 0, "waiting lines were filled later"
     # web's carts: held, then most confirmed with their units, the abandoned ones expired
     assert report.holds["confirmed"] > 0 and report.holds["expired"] > 0, report.holds
+    # a tenth of web's orders edited mid-run: some line edits applied (others refused: shipped)
+    assert report.events["allocation.amended"] > 0, report.events
     # web's protection level binds the lower channels only. Whether a store line meets it
     # depends on how the channels' orders interleave near a stockout (CI saw none in one run
     # of 100 orders a channel): that it refuses them is tests/integration/test_policies.py's.

@@ -891,3 +891,86 @@ def test_the_audit_of_everything_above_passes_and_prints_the_kpis(engine: Engine
     for kpi in ("cycle service level", "stockout rate", "inventory turnover", "open allocations"):
         assert kpi in result.output
     assert "audit passed" in result.output
+
+
+# ---------------------------------------------------------------- 13c. order edits
+
+
+def test_an_order_edit_allocates_more_releases_less_and_shows_in_the_order_status(
+    engine: EngineUnderTest,
+) -> None:
+    ids = Ids("edits")
+    a, b = ids.sku("A"), ids.sku("B")
+    inventory(engine, ids, "recv-a", "received", a, 6, "P-EAST")
+    inventory(engine, ids, "recv-b", "received", b, 5, "P-EAST")
+    place(engine, ids, "order", [line("1", a, 2), line("2", b, 1)])
+    order_id = ids.order("order")
+
+    def edit(name: str, *lines: dict[str, Any]) -> dict[str, Any]:
+        event = engine.order(ids.event(name), "amended", order_id, list(lines))
+        engine.send_orders(event)
+        return event
+
+    def status_when(done: Callable[[dict[str, Any]], bool], what: str) -> dict[str, dict[str, Any]]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            found[:] = [s for s in engine.statuses(order_id) if done(s)]
+            return bool(found)
+
+        engine.wait(seen, what)
+        assert found[-1]["status"] == "allocated", found[-1]
+        return {row["line_id"]: row for row in found[-1]["lines"]}
+
+    def rows(status: dict[str, dict[str, Any]]) -> dict[str, tuple[int, int, str]]:
+        return {k: (r["qty"], r["allocated"], r["status"]) for k, r in status.items()}
+
+    # Up: line 1 from 2 to 5 (the extra 3 where it holds its units); line 2 left out; line 3 added.
+    up = edit("up", line("1", a, 5), line("3", b, 2))
+    decided = wait_caused(engine, ids, "order", up["event_id"], lambda evs: len(evs) >= 3)
+    assert ("amended", 5, None, None) in decided and ("allocated", 3, "P-EAST", None) in decided
+    assert ("allocated", 2, "P-EAST", None) in decided  # line 3, placed by the edit
+    assert not any(kind == "released" for kind, *_ in decided)  # never released to allocate again
+    left = engine.wait_events(
+        order_id, lambda evs: any(e["reason"] == "amended" for e in of_type(evs, "released")), "line 2 left"
+    )
+    [gone] = [e for e in of_type(left, "released") if e["reason"] == "amended"]
+    assert (gone["line_id"], gone["qty"], gone["sku"]) == ("2", 1, b)
+    status = status_when(lambda s: any(r["line_id"] == "3" for r in s["lines"]), "the edit in the status")
+    assert rows(status) == {
+        "1": (5, 5, "allocated"),
+        "2": (1, 0, "released"),
+        "3": (2, 2, "allocated"),
+    }
+
+    # Down: line 1 from 5 to 1 releases 4 in the same decision; line 3 unchanged.
+    down = edit("down", line("1", a, 1), line("3", b, 2))
+    decided = wait_caused(engine, ids, "order", down["event_id"], lambda evs: len(evs) >= 3)
+    assert ("amended", 1, None, None) in decided and ("released", 4, "P-EAST", "amended") in decided
+    assert ("amended", 2, None, None) in decided  # the same qty: recorded, nothing moves
+    status = status_when(lambda s: s["lines"][0]["qty"] == 1, "the smaller edit in the status")
+    assert rows(status)["1"] == (1, 1, "allocated")
+    assert settled_row(engine, a, "P-EAST")["allocated"] == 1
+
+    # Too many: refused, the line keeps its units and qty; the same edit again changes nothing.
+    greedy = edit("greedy", line("1", a, 20), line("3", b, 2))
+    decided = wait_caused(engine, ids, "order", greedy["event_id"], lambda evs: len(evs) >= 2)
+    assert ("rejected", 20, "P-EAST", "insufficient_stock") in decided
+
+    def of_line_1(cause: str) -> list[dict[str, Any]]:
+        """The allocator's decisions about line 1 (intake, stateless, repeats its amend_requested
+        under the same id: the order stage takes it once)."""
+        return [
+            e
+            for e in of_type(engine.allocations(order_id), "amended", "allocated", "released", "rejected")
+            if e["cause_event_id"] == cause and e["line_id"] == "1"
+        ]
+
+    before = of_line_1(down["event_id"])
+    engine.send_orders(down)
+    # A later order of the SKU is decided after the repeat (one partition per SKU): it takes
+    # the 5 units the edit freed, and the repeat decided nothing.
+    late = place(engine, ids, "after", [line("1", a, 5)])
+    assert [(e["type"], e["qty"]) for e in of_type(late, "allocated")] == [("allocated", 5)]
+    assert of_line_1(down["event_id"]) == before
+    assert settled_row(engine, a, "P-EAST")["allocated"] == 6  # 1 kept by the edited line, 5 later

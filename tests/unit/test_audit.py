@@ -702,3 +702,58 @@ def test_promised_dates_are_counted_and_a_restatement_is_no_second_decision() ->
     report = audit(placed, [stock("e2", 0, kind="expected")], [waits, moved], [])
     assert report.ok, report.breaches
     assert (report.promises["promised"], report.promises["restated"], report.lines_decided) == (2, 1, 1)
+
+
+def test_an_order_edit_down_then_up_passes_and_holds_no_more_than_the_new_qty() -> None:
+    report = audit(
+        [
+            order("o1", "A", ("1", "S", 3)),
+            order("e1", "A", ("1", "S", 1), ("2", "S", 1), kind="amended"),  # line 2 added
+            order("e2", "A", ("1", "S", 4), ("2", "S", 1), kind="amended"),
+        ],
+        [stock("r1", 6)],
+        [
+            event("allocated", "o1", "1", 3),
+            event("amended", "e1", "1", 1, None),
+            event("released", "e1", "1", 2, reason="amended"),
+            event("allocated", "e1", "2", 1),  # placed by the edit
+            event("amended", "e2", "1", 4, None),
+            event("allocated", "e2", "1", 3),  # the extra units, under the edit's own cause
+        ],
+        [snapshot(6, 5)],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_decided == 2 and report.oversold_units == 0
+    assert report.released_by_reason["amended"] == 1
+
+
+def test_units_an_edit_did_not_ask_for_are_a_breach() -> None:
+    report = audit(
+        [order("o1", "A", ("1", "S", 3)), order("e1", "A", ("1", "S", 1), kind="amended")],
+        [stock("r1", 6)],
+        [
+            event("allocated", "o1", "1", 3),
+            event("amended", "e1", "1", 1, None),  # down to 1, but nothing released
+            event("allocated", "r1", "1", 1),  # and a unit from a receipt, which no edit asked for
+        ],
+        [snapshot(6, 4)],
+    )
+    assert any("holds 4 of 1 ordered" in b for b in report.breaches)
+    assert any("neither its placement nor after a backorder" in b for b in report.breaches)
+
+
+def test_a_line_an_edit_moves_to_another_sku_is_followed_at_each() -> None:
+    moved = {**event("allocated", "e1", "1", 2), "sku": "T"}
+    report = audit(
+        [order("o1", "A", ("1", "S", 2)), order("e1", "A", ("1", "T", 2), kind="amended")],
+        [stock("r1", 3), {**stock("r2", 3), "sku": "T"}],
+        [
+            event("allocated", "o1", "1", 2),
+            event("released", "e1:1:amend_requested", "1", 2, reason="amended"),
+            moved,
+        ],
+        [snapshot(3, 0), {**snapshot(3, 2), "sku": "T"}],
+        leaked_allocations=[{"event_id": "e1:1:amend_requested"}],
+    )
+    assert report.ok, report.breaches
+    assert report.lines_decided == 2  # once at each SKU

@@ -328,20 +328,46 @@ def test_reservations_expire_when_due_before_the_next_event_unless_picked() -> N
     assert str(result.orders["web-1"].lines["1"]) == "allocated WH:1"
 
 
+def test_an_order_edit_changes_quantities_and_releases_the_line_it_leaves_out() -> None:
+    steps = history(
+        [
+            order_step(order("o1", "web-1", 10, ("1", "A", 3), ("2", "B", 1))),
+            order_step(order("o2", "web-1", 20, ("1", "A", 1), ("3", "A", 2), type="amended")),
+            order_step(order("o3", "web-2", 30, ("1", "A", 2))),  # takes the units the edit gave back
+        ],
+        [inventory_step(received("i1", 1, "A", "WH", 5)), inventory_step(received("i2", 1, "B", "WH", 5))],
+    )
+    result = run(steps, BASELINE.tables())
+    web = result.figures["web"]
+    assert web["lines", "amended"] == 1 and web["units", "amended"] == 1
+    assert web["reason", "released", "amended"] == 2  # two units of line 1, and line 2
+    assert web["units", "released"] == 3
+    assert result.orders["web-1"].status == "allocated"
+    assert {k: str(v) for k, v in result.orders["web-1"].lines.items()} == {
+        "1": "allocated WH:1",
+        "2": "released (amended)",
+        "3": "allocated WH:2",
+    }
+    assert result.orders["web-2"].status == "allocated"
+
+
 # ---------------------------------------------------------------- the engine agrees
 
 
 @pytest.mark.parametrize(
-    ("partial", "holds"),
-    [(False, False), (True, False), (False, True)],
-    ids=["all-or-nothing", "allow_partial", "checkout-holds"],
+    ("partial", "holds", "edits"),
+    [(False, False, False), (True, False, False), (False, True, False), (True, False, True)],
+    ids=["all-or-nothing", "allow_partial", "checkout-holds", "order-edits"],
 )
-def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bool, holds: bool) -> None:
+def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(
+    partial: bool, holds: bool, edits: bool
+) -> None:
     """A random history through intake, allocator and order stage (in-memory harness, each
     input pumped to quiescence) gives the same allocation decisions as the replay; with
     partial allocation on two channels too (then lines allocated in part are counted); with
-    carts held, then confirmed or extended (checkout holds) too."""
-    orders, inventory = _random_history(random.Random(11), orders=150, holds=holds)
+    carts held, then confirmed or extended (checkout holds) too; with orders edited
+    (`amended`: quantities up and down, a line left out, added, or moved to another SKU)."""
+    orders, inventory = _random_history(random.Random(11), orders=150, holds=holds, edits=edits)
     table_records = tables(
         {"location_id": "WH", "priority": 10, "region": "east", "regions_served": ["east"]},
         {"location_id": "WEST", "priority": 7, "region": "west", "regions_served": ["west"]},
@@ -373,10 +399,12 @@ def test_the_baseline_replay_decides_exactly_as_the_engine_stages_do(partial: bo
     assert (sum(n for key, n in engine.items() if key[1:] == ("partial",)) > 5) is partial
     for kind in ("held", "confirmed", "extended"):
         assert (sum(n for key, n in engine.items() if key[1:] == ("lines", kind)) > 3) is holds, kind
+    assert (sum(n for key, n in engine.items() if key[1:] == ("lines", "amended")) > 5) is edits
+    assert (sum(n for key, n in engine.items() if key[1:] == ("reason", "released", "amended")) > 3) is edits
 
 
 def _random_history(
-    r: random.Random, orders: int, *, holds: bool = False
+    r: random.Random, orders: int, *, holds: bool = False, edits: bool = False
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     skus, locations = ["A", "B", "C", "D"], ["WH", "WEST", "STORE"]
     inventory = [
@@ -398,6 +426,19 @@ def _random_history(
             order_id, ch, lines, _ = r.choice(placed)
             line = r.choice(lines)
             events.append(order(f"p{n}", order_id, at, line[:2] + (1,), channel=ch, type="picked"))
+        elif edits and kind < 0.4 and placed:  # an edit lists the order's lines as they are now
+            i = r.randrange(len(placed))
+            order_id, ch, lines, ship_complete = placed[i]
+            edited = [(line_id, sku, r.randint(1, 5)) for line_id, sku, _ in lines]
+            if len(edited) > 1 and r.random() < 0.3:
+                edited.pop(r.randrange(len(edited)))  # a line left out
+            if r.random() < 0.3:
+                edited.append((f"x{n}", r.choice(skus), r.randint(1, 3)))  # a line added
+            if r.random() < 0.15:
+                line_id, _, qty = edited[0]
+                edited[0] = (line_id, r.choice(skus), qty)  # maybe another SKU: out, then in
+            events.append(order(f"e{n}", order_id, at, *edited, channel=ch, type="amended"))
+            placed[i] = (order_id, ch, edited, ship_complete)
         elif holds and kind < 0.4 and carts:  # a cart confirmed (paid) or its hold extended
             order_id, ch, lines = r.choice(carts)
             confirm_or_extend = r.choice(["confirmed", "extended"])
@@ -436,7 +477,7 @@ def _engine_figures(
                 outputs += allocator.feed(requests_topic, [(key, value)])
             for key, value in decided:
                 event = allocations.decode(value)
-                if event["type"] not in ("accepted", "cancel_requested"):
+                if event["type"] not in ("accepted", "cancel_requested", "amend_requested"):
                     emitted.append(event)
                 outputs += order_stage.feed(allocations_topic, [(key, value)])
 

@@ -15,7 +15,8 @@ marketplace holds its reservations for a few seconds only, so the lines the ware
 not pick in time expire; STORE-NYC goes offline for a while mid-run (its soft allocations move or
 wait) and comes back (the waitlist is served first). A transfer carries a SKU of its own from
 3PL-WEST to WH-EAST; a web order waits on it in transit and is filled when it arrives
-(`transfer_in_transit`).
+(`transfer_in_transit`); a tenth of the web orders placed by
+mid-run are edited (`amended`: a line's quantity up or down, or a line left out).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
-from streamalloc.commands.io import produce_file
+from streamalloc.commands.io import produce_file, read_to_end
 from streamalloc.commands.simulation import (
     CARTS,
     CHANNELS,
@@ -123,6 +124,7 @@ def run_demo(
             (0.15, f"{OFFLINE_LOCATION} goes offline", lambda: set_location(publisher, "offline")),
             (0.45, f"{OFFLINE_LOCATION} is back online", lambda: set_location(publisher, "online")),
             (0.55, "the purchase orders arrive", lambda: receive_purchase_orders(publisher)),
+            (0.6, "web orders are edited", lambda: say(f"{edit_orders(publisher, seed)} order edit(s) sent")),
         ]
         while time.monotonic() < deadline:
             on_progress(progress)
@@ -176,6 +178,7 @@ def run_demo(
         "auditing the topics"
     )
     report = run_audit(settings)
+    say(f"{report.events['allocation.amended']} order line edit(s) applied")
     summary = {
         "ok": report.ok,
         "breaches": report.breaches,
@@ -185,6 +188,33 @@ def run_demo(
     }
     (workdir / "audit.json").write_text(json.dumps(summary, indent=2))
     return report
+
+
+def edit_orders(publisher: Publisher, seed: int, share: float = 0.1) -> int:
+    """Edit a `share` of the web orders placed so far (`amended`, listing the order's lines as
+    they are now): a line's quantity one up or down, or, for an order of several lines, its
+    last line left out. Returns how many edits were sent."""
+    rng = random.Random(seed)
+    placed = [
+        event
+        for event in read_to_end(publisher.settings, publisher.settings.topic("orders.web"), timeout_s=30)
+        if event["type"] == "placed"
+    ]
+    edits = 0
+    for order in placed:
+        if rng.random() >= share:
+            continue
+        lines = [dict(line) for line in order["lines"]]
+        if len(lines) > 1 and rng.random() < 0.3:
+            lines.pop()
+        else:
+            line = rng.choice(lines)
+            line["qty"] = line["qty"] + 1 if line["qty"] == 1 or rng.random() < 0.5 else line["qty"] - 1
+        edit = {**order, "event_id": f"{order['event_id']}:edit", "type": "amended"}
+        publisher.order({**edit, "occurred_at": now_ms(), "lines": lines})
+        edits += 1
+    publisher.producer.flush(30)
+    return edits
 
 
 def policy_rows(report: AuditReport) -> list[tuple[str, str]]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from streamalloc.domain import checkout, inventory, lines, promises, relocate, transfers
+from streamalloc.domain import amend, checkout, inventory, lines, promises, relocate, transfers
 from streamalloc.domain.commands import (
     Adjust,
     AllocateLine,
+    AmendLine,
     Command,
     ConfirmLine,
     Count,
@@ -37,6 +38,7 @@ _HANDLERS: dict[type, Callable[[SkuState, Any, Tables, int], Decision]] = {
     PickLine: lines.pick_line,
     FulfilLine: lines.fulfil_line,
     ReturnLine: lines.return_line,
+    AmendLine: amend.amend_line,
     HoldLine: checkout.hold_line,
     ConfirmLine: checkout.confirm_line,
     ExtendHold: checkout.extend_hold,
@@ -80,7 +82,9 @@ def apply(state: SkuState, command: Command, tables: Tables, now: int) -> Decisi
     return decision
 
 
-_ORDER_LINE = (AllocateLine, ReleaseLine, PickLine, FulfilLine, ReturnLine, HoldLine, ConfirmLine, ExtendHold)
+_ORDER_LINE = (
+    AllocateLine, ReleaseLine, PickLine, FulfilLine, ReturnLine, AmendLine, HoldLine, ConfirmLine, ExtendHold,
+)  # fmt: skip
 
 #: The commands that change what is on its way, or serve waiting lines from what arrived.
 _SUPPLY: frozenset[type] = frozenset({Receive, Adjust, Count, Expect, Inspect, ShipTransfer, ReceiveTransfer})

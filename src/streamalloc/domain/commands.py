@@ -97,6 +97,29 @@ class ReturnLine:
     lot: str | None = None
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AmendLine:
+    """An order edit (`amended`): the line is now for `qty` units, decided in one step.
+
+    Fewer units release the difference; more allocate the extra or let it wait, never
+    releasing what the line holds first. A line the SKU never saw is placed (amend.py).
+    """
+
+    event_id: str
+    occurred_at: int
+    order_id: str
+    line_id: str
+    sku: str
+    qty: int  # the line's new quantity, as ordered
+    channel: str
+    location: str | None = None
+    lot: str | None = None
+    priority: int = 0
+    region: str | None = None
+    ship_complete: bool = False
+    reservation_ttl_s: int | None = None
+
+
 # ---------------------------------------------------------------- checkout holds
 
 
@@ -299,7 +322,7 @@ class Sweep:
 
 
 HoldCommand = HoldLine | ConfirmLine | ExtendHold
-LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine | HoldCommand
+LineCommand = AllocateLine | ReleaseLine | PickLine | FulfilLine | ReturnLine | AmendLine | HoldCommand
 TransferCommand = ShipTransfer | ReceiveTransfer
 InventoryCommand = Receive | Adjust | Count | Expect | Inspect | TransferCommand
 EngineCommand = ExpireLine | Sweep

@@ -51,6 +51,7 @@ AllocationEventType = Literal[
     "held",  # units held for a cart (a checkout hold), until its TTL passes or it is confirmed
     "confirmed",  # the hold became an order line: same units, no expiry
     "extended",  # the hold has a new TTL (qty: the units it holds)
+    "amended",  # an order edit: the line is now for `qty` units (the units move in other events)
 ]
 
 ALLOCATED: Final = "allocated"
@@ -64,6 +65,7 @@ REALLOCATED: Final = "reallocated"
 HELD: Final = "held"
 CONFIRMED: Final = "confirmed"
 EXTENDED: Final = "extended"
+AMENDED: Final = "amended"
 
 InventoryEventType = Literal[
     "received", "adjusted", "counted", "expected", "inspected", "transfer_shipped", "transfer_received"
@@ -309,6 +311,93 @@ class CancelRequested:
             "lot": None,
             "reason": CANCELLED,
             "line_count": None,
+            "ship_complete": False,
+            "occurred_at": self.occurred_at,
+            "decided_at": self.occurred_at,
+            "promised_at": None,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class AmendRequested:
+    """One line of an amended order (contract: an allocation event of type `amend_requested`).
+
+    Intake sends one per line the edit lists, all with the order's new line count: the
+    order stage learns from them which lines the order has now, and releases the others
+    (domain/orders.py). The line's units are the allocator's to change (`AmendLine`).
+    """
+
+    event_id: str
+    cause_event_id: str  # the amended order event
+    order_id: str
+    channel: str
+    line_id: str
+    sku: str
+    qty: int
+    line_count: int  # lines of the amended order
+    occurred_at: int
+
+    @classmethod
+    def of(
+        cls,
+        cause_event_id: str,
+        order_id: str,
+        channel: str,
+        line_id: str,
+        sku: str,
+        qty: int,
+        line_count: int,
+        occurred_at: int,
+    ) -> AmendRequested:
+        """The request for line `line_id` of the amended order event `cause_event_id`."""
+        return _build(
+            cls,
+            {
+                "event_id": f"{cause_event_id}:{line_id}:amend_requested",
+                "cause_event_id": cause_event_id,
+                "order_id": order_id,
+                "channel": channel,
+                "line_id": line_id,
+                "sku": sku,
+                "qty": qty,
+                "line_count": line_count,
+                "occurred_at": occurred_at,
+            },
+        )
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> AmendRequested:
+        """The request a contract allocation record of type `amend_requested` holds."""
+        return _build(
+            cls,
+            {
+                "event_id": record["event_id"],
+                "cause_event_id": record["cause_event_id"],
+                "order_id": record["order_id"],
+                "channel": record["channel"],
+                "line_id": record["line_id"],
+                "sku": record["sku"],
+                "qty": record["qty"],
+                "line_count": record["line_count"],
+                "occurred_at": record["occurred_at"],
+            },
+        )
+
+    def as_record(self) -> dict[str, Any]:
+        """The request as the contract's allocation record."""
+        return {
+            "event_id": self.event_id,
+            "cause_event_id": self.cause_event_id,
+            "type": "amend_requested",
+            "order_id": self.order_id,
+            "line_id": self.line_id,
+            "sku": self.sku,
+            "channel": self.channel,
+            "qty": self.qty,
+            "location": None,
+            "lot": None,
+            "reason": None,
+            "line_count": self.line_count,
             "ship_complete": False,
             "occurred_at": self.occurred_at,
             "decided_at": self.occurred_at,

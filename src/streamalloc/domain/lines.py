@@ -23,6 +23,7 @@ from streamalloc.domain import reasons
 from streamalloc.domain.allocate import NO_BOUNDS, Choice, choose_locations, choose_partial, pool_bounds
 from streamalloc.domain.commands import (
     AllocateLine,
+    AmendLine,
     ConfirmLine,
     ExtendHold,
     FulfilLine,
@@ -58,7 +59,7 @@ from streamalloc.domain.model import (
 from streamalloc.domain.tables import DEFAULT_CHANNEL, Tables
 from streamalloc.domain.waitlist import dequeue, enqueue, serve, wait_reason
 
-_LineCommand = ReleaseLine | PickLine | FulfilLine | ReturnLine | ConfirmLine | ExtendHold
+_LineCommand = ReleaseLine | PickLine | FulfilLine | ReturnLine | ConfirmLine | ExtendHold | AmendLine
 
 
 def allocate_line(state: SkuState, cmd: AllocateLine, tables: Tables, now: int) -> Decision:
@@ -235,7 +236,7 @@ def pick_line(state: SkuState, cmd: PickLine, tables: Tables, now: int) -> Decis
         else:
             add_part(parts, part)
     own.parts = tuple(parts)
-    _settle(own)
+    settle(own)
     return Decision(
         [
             line_event(state, cmd, own, PICKED, n, location, lot, None, now)
@@ -284,7 +285,7 @@ def fulfil_line(state: SkuState, cmd: FulfilLine, tables: Tables, now: int) -> D
                 )
         parts.append(part)
     own.parts = tuple(parts)
-    _settle(own)
+    settle(own)
     return Decision(events)
 
 
@@ -323,7 +324,7 @@ def _pick_elsewhere(
         add_part(parts, part)
         events.append(line_event(state, cmd, own, PICKED, part.picked, location, part.lot, None, now))
     own.parts = tuple(parts)
-    _settle(own)
+    settle(own)
     return Decision(events)
 
 
@@ -387,7 +388,7 @@ def seen_line(state: SkuState, cmd: _LineCommand) -> LineState | Decision | None
     return line
 
 
-def _settle(line: LineState) -> None:
+def settle(line: LineState) -> None:
     """The line's status from what it holds after a pick or a shipment (it held units).
 
     A line that waits for more units (partially allocated) keeps waiting: it is

@@ -12,7 +12,15 @@ order's rules ask for:
   every other line that holds units or waits for them is released (reason
   `ship_complete_failed`), and so is any line that starts to hold or wait later;
 - **whole-order cancel**: every line that holds units or waits is released (reason
-  `cancelled`), and so is any line that starts to hold or wait later.
+  `cancelled`), and so is any line that starts to hold or wait later;
+- **order edit** (`AmendRequested`, one per line an `amended` order event lists): once every
+  line of the edit is seen, the order has that many lines, and each line it no longer lists
+  that holds units, waits or is undecided is released (reason `amended`); a line rejected or
+  released before is simply dropped. A listed line whose SKU changed is released at its old
+  SKU the same way and starts again, undecided, at the new one (events about its old SKU
+  are then left out). The allocator decides the listed lines' quantities (domain/amend.py);
+  its `amended` event gives a line its new quantity. A line that left the order (released
+  with reason `amended` and nothing left) is no longer part of its status.
 
 A refused later command (a pick, fulfilment, return or release the line's books do not
 allow) is a `rejected` event too, but it leaves the line as it was and fails nothing: only
@@ -52,7 +60,7 @@ from typing import Final, Literal, NamedTuple, assert_never
 
 from streamalloc.domain import reasons
 from streamalloc.domain.commands import ReleaseLine
-from streamalloc.domain.events import AllocationEvent, CancelRequested, OrderAccepted
+from streamalloc.domain.events import AllocationEvent, AmendRequested, CancelRequested, OrderAccepted
 
 OrderLineStatus = Literal[
     "pending",  # no decision yet (maybe refused commands: the SKU's `unplaced`)
@@ -86,7 +94,7 @@ UnitsKey = tuple[str, str | None]
 """(location, lot) of units a line holds or shipped."""
 
 
-OrderEvent = AllocationEvent | OrderAccepted | CancelRequested
+OrderEvent = AllocationEvent | OrderAccepted | CancelRequested | AmendRequested
 """What an order is followed from: the events on `allocations` (domain/events.py)."""
 
 
@@ -158,6 +166,8 @@ class OrderState:
     applied: set[str] = field(default_factory=set)  # ids of the events applied: a repeat is a no-op
     #: every event applied, in order, with its source (see `retract`); None: not known
     history: list[tuple[OrderEvent, str]] | None = field(default_factory=list)
+    #: the edit being seen: its cause id and the lines it listed so far (see `AmendRequested`)
+    amending: tuple[str, tuple[str, ...]] | None = None
 
 
 # ---------------------------------------------------------------- the rules
@@ -200,6 +210,9 @@ def apply(
                 for line_id, line in order.lines.items()
                 if line.status in HOLDING
             )
+        case AmendRequested():
+            order.decided_at = max(order.decided_at, event.occurred_at)
+            return order, _amend(order, event)
         case _:
             assert_never(event)
 
@@ -241,7 +254,8 @@ def status(order: OrderState) -> OrderStatus | None:
     refused commands named are not counted). While releases this order's rules asked for
     are in flight (cancel, failed ship-complete) there is none either: a ship-complete
     order never reads as partially allocated, nor a cancelled one as allocated. A cancel
-    that listed every line is a cancellation too, not a rejection. Then, in this order:
+    that listed every line is a cancellation too, not a rejection; nor while a line an order
+    edit left out is being released (a line that has left is not counted). Then, in this order:
     every line shipped (fulfilled, or returned since) is `fulfilled`; every line released
     or rejected, the order or a line cancelled, is `cancelled`; a line partially allocated
     (holding some units, waiting for the rest) makes it `partially_allocated`, or
@@ -255,8 +269,10 @@ def status(order: OrderState) -> OrderStatus | None:
     cancelled = order.cancelled
     for line in order.lines.values():  # one pass: the order stage asks at every commit
         kind = line.status
-        if kind == PENDING:
-            continue
+        if line.reason == reasons.AMENDED and kind != "released" and kind != PENDING:
+            return None  # an edit left it out: its release is in flight
+        if kind == PENDING or (kind == "released" and line.reason == reasons.AMENDED):
+            continue  # undecided, or no longer part of the order (an edit left it out)
         decided += 1
         if kind == "allocated" or kind == "picked":
             active += 1
@@ -300,6 +316,8 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
     line = order.lines.get(event.line_id)
     if line is None:
         line = order.lines[event.line_id] = OrderLine(event.sku)
+    elif line.sku != event.sku:
+        return ()  # about the SKU an order edit moved the line from: released there
     was = line.status
     location, lot, qty = event.location, event.lot, event.qty
     match event.type:
@@ -334,7 +352,9 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
         case "released":
             if location is not None:
                 _take(line, location, lot, qty, hard_first=False)
-            if event.reason != reasons.REALLOCATED:  # else not final: the units move on
+            if event.reason == reasons.AMENDED and line.seen >= line.qty > 0:
+                _settle(line, was)  # an edit to fewer units: the line keeps the rest
+            elif event.reason != reasons.REALLOCATED:  # else not final: the units move on
                 if line.held == 0:
                     line.status, line.reason = "released", event.reason
                 elif event.reason == reasons.EXPIRED and line.soft == 0:
@@ -352,6 +372,11 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
                 line.status, line.reason = "allocated", None
         case "extended":  # a new time to live: nothing an order follows changes
             pass
+        case "amended":  # an edit: the line is for `qty` units now (its units move in other events)
+            line.qty = qty
+            if was in WAITING and line.seen >= qty:  # it waited for units it no longer wants
+                _settle(line, "allocated")
+            return ()
         case "rejected":
             if was != PENDING or not _decides(order, event):
                 return ()  # a refused command leaves the line as it was
@@ -370,11 +395,53 @@ def _follow_line(order: OrderState, event: AllocationEvent) -> tuple[ReleaseLine
     return ()
 
 
+def _amend(order: OrderState, event: AmendRequested) -> tuple[ReleaseLine, ...]:
+    """Follow one line of an order edit; once the edit's every line is seen, release the
+    lines it left out (see the module doc)."""
+    cause = event.cause_event_id
+    if cause not in order.placements:  # a line it adds is decided by its placement, as for `placed`
+        order.placements += (cause,)
+    listed = order.amending[1] if order.amending is not None and order.amending[0] == cause else ()
+    if event.line_id not in listed:
+        listed += (event.line_id,)
+    order.amending = (cause, listed)
+    releases: list[ReleaseLine] = []
+    line = order.lines.get(event.line_id)
+    if line is not None and line.sku != event.sku:  # the line moved to another SKU: out, then in
+        if line.status in HOLDING or line.status == PENDING:
+            releases.append(_release(order, event, event.line_id, line, reasons.AMENDED))
+        line = None
+    if line is None:
+        order.lines[event.line_id] = OrderLine(event.sku, event.qty)
+    if len(listed) >= event.line_count:
+        order.amending = None
+        order.line_count = event.line_count
+        for line_id, other in order.lines.items():
+            if line_id in listed:
+                continue
+            if other.status in HOLDING or other.status == PENDING:
+                releases.append(_release(order, event, line_id, other, reasons.AMENDED))
+                other.reason = reasons.AMENDED  # leaving: the order has no status until it has left
+            elif other.status in ("released", "rejected"):
+                other.status, other.reason = "released", reasons.AMENDED
+    return tuple(releases)
+
+
 def _decides(order: OrderState, event: AllocationEvent) -> bool:
     """Whether a rejection of an undecided line is its allocation decision (see module doc)."""
     if order.placements:
         return event.cause_event_id in order.placements
     return event.reason != reasons.UNKNOWN_LINE
+
+
+def _settle(line: OrderLine, was: OrderLineStatus) -> None:
+    """The status of a line that keeps units after an edit, from them (as lines.settle does)."""
+    if was in WAITING and line.seen < line.qty:
+        line.status = "partially_allocated" if line.held else "backordered"
+    elif line.held == 0:
+        line.status, line.reason = "fulfilled", None
+    else:
+        line.status, line.reason = ("picked" if line.soft == 0 else "allocated"), None
 
 
 def _any_rejected(order: OrderState) -> bool:

@@ -27,6 +27,7 @@ LOT_UNAVAILABLE: Final = "lot_unavailable"  # a pick names a lot without enough 
 
 # Why an order line is released by its order (the order stage's rules, domain.orders).
 CANCELLED: Final = "cancelled"  # the order, or the line, was cancelled
+AMENDED: Final = "amended"  # an order edit: fewer units, or the line left the order (amend.py)
 
 # Why a line waits (a `backordered` event's reason) or was moved or released by the engine.
 INCOMING: Final = "incoming"  # backordered against expected incoming stock
@@ -49,6 +50,8 @@ EXCEEDS_FULFILLED: Final = "exceeds_fulfilled"  # return of more than shipped an
 LOCATION_REQUIRED: Final = "location_required"  # a return that names no location and has none known
 ON_HOLD: Final = "on_hold"  # a pick or shipment of a line held for a cart, not yet confirmed
 NOT_HELD: Final = "not_held"  # a confirm or extend of a line that is not (or no longer) on hold
+AMEND_BELOW_PICKED: Final = "amend_below_picked"  # an edit below the units picked or shipped
+LINE_CLOSED: Final = "line_closed"  # an edit of a line shipped, returned, released or rejected
 INVALID_TTL: Final = "invalid_ttl"  # a hold or extension with a time to live of zero or less
 
 # Inventory events.

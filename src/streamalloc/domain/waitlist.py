@@ -117,6 +117,17 @@ def wait_more(
     return _waits(state, line, entry, cause, occurred_at, now)
 
 
+def wait_less(state: SkuState, line: LineState, qty: int, cause: str, occurred_at: int, now: int) -> Event:
+    """`line` (the state's own, waiting for more than `qty` units) now waits for `qty`, in its
+    place and for the same reason (fewer units stay covered by what covered more)."""
+    book = state.edit_book()
+    entry = book.entry(line.order_id, line.line_id)
+    if entry is None:  # (a waiting line always has its entry)
+        raise ValueError(f"line {line.order_id}/{line.line_id} does not wait")
+    book.waitlist[book.waitlist.index(entry)] = entry = entry._replace(qty=qty)
+    return _waits(state, line, entry, cause, occurred_at, now)
+
+
 def _waits(
     state: SkuState, line: LineState, entry: WaitEntry, cause: str, occurred_at: int, now: int
 ) -> Event:

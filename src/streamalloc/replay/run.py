@@ -11,6 +11,8 @@ from typing import Final, NamedTuple
 from streamalloc.domain import (
     AllocateLine,
     AllocationEvent,
+    AmendLine,
+    AmendRequested,
     CancelRequested,
     Command,
     Decision,
@@ -112,6 +114,23 @@ class _Run:
             )
             _, releases = orders.apply(order, accepted)
             self._decide([*step.commands, *releases], now)
+            return
+        if step.type == "amended":  # intake tells the order stage the edit's lines, one by one
+            asked: list[ReleaseLine] = []
+            for c in step.commands:
+                if isinstance(c, AmendLine):
+                    request = AmendRequested.of(
+                        step.event_id,
+                        step.order_id,
+                        step.channel,
+                        c.line_id,
+                        c.sku,
+                        c.qty,
+                        len(step.commands),
+                        now,
+                    )
+                    asked += orders.apply(order, request)[1]
+            self._decide([*step.commands, *asked], now)
             return
         if step.whole_order_cancel:
             cancel = CancelRequested.of(step.event_id, step.order_id, step.channel, now)

@@ -31,6 +31,7 @@ from streamalloc.domain import (
     Adjust,
     AllocateLine,
     AllocationEvent,
+    AmendLine,
     Command,
     ConfirmLine,
     Count,
@@ -455,6 +456,11 @@ def request_command(r: dict[str, Any]) -> Command:
         return FulfilLine(**common, qty=r["qty"], location=r["location"])
     if kind == "return":
         return ReturnLine(**common, qty=r["qty"], location=r["location"], lot=r["lot"])
+    if kind == "amend":
+        return AmendLine(
+            **common, qty=r["qty"], location=r["location"], lot=r["lot"], priority=r["priority"],
+            region=r["region"], ship_complete=r["ship_complete"], reservation_ttl_s=r["reservation_ttl_s"],
+        )  # fmt: skip
     if kind == "hold":
         return HoldLine(
             **common, qty=r["qty"], location=r["location"], lot=r["lot"], priority=r["priority"],
@@ -465,7 +471,8 @@ def request_command(r: dict[str, Any]) -> Command:
     if kind == "extend":
         return ExtendHold(**common, ttl_s=r["reservation_ttl_s"])
     raise ValidationError(
-        f"command must be allocate, release, pick, fulfil, return, hold, confirm or extend, not {kind!r}"
+        "command must be allocate, release, pick, fulfil, return, amend, hold, confirm or extend, "
+        f"not {kind!r}"
     )
 
 

@@ -3,6 +3,11 @@
 A `held` order event (a cart's checkout hold) is accepted as a placement is: the order stage
 then knows the cart's lines and reports its status (`held`).
 
+An `amended` order event (an order edit, listing the order's lines as they are now) becomes
+an `amend` request per line for the allocator, which changes the line's units in one
+decision (domain/amend.py), and an `amend_requested` per line on `allocations`, from which
+the order stage learns the order's new lines and releases those the edit left out.
+
 Stateless. Reads `orders` and every `orders.<channel>` topic (by pattern). A whole-order
 cancellation (no lines listed) cannot be split here, since intake does not know the
 order's lines: it becomes a `cancel_requested` event on `allocations`, keyed by order id,
@@ -16,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from streamalloc.config import Settings
-from streamalloc.domain import CancelRequested, OrderAccepted
+from streamalloc.domain import AmendRequested, CancelRequested, OrderAccepted
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.serialization import topic_serde
@@ -61,6 +66,9 @@ class IntakeStage(BaseStage):
             elif kind == "cancelled" and not order["lines"]:
                 emit(allocations_topic, key, allocations.encode(cancel_requested(order).as_record()))
                 continue
+            elif kind == "amended":  # the order stage learns the order's lines as they are now
+                for amend in amend_requested(order):
+                    emit(allocations_topic, key, allocations.encode(amend.as_record()))
             for request in line_requests(order):
                 emit(requests_topic, request.sku.encode(), requests.encode(request.as_record()))
 
@@ -116,3 +124,21 @@ def accepted(order: Mapping[str, Any]) -> OrderAccepted:
 def cancel_requested(order: Mapping[str, Any]) -> CancelRequested:
     """The request of a decoded whole-order cancellation (a `cancelled` event listing no lines)."""
     return CancelRequested.of(order["event_id"], order["order_id"], order["channel"], order["occurred_at"])
+
+
+def amend_requested(order: Mapping[str, Any]) -> list[AmendRequested]:
+    """The `amend_requested` events of a decoded amended order event: one per line it lists."""
+    lines = order["lines"]
+    return [
+        AmendRequested.of(
+            order["event_id"],
+            order["order_id"],
+            order["channel"],
+            line["line_id"],
+            line["sku"],
+            line["qty"],
+            len(lines),
+            order["occurred_at"],
+        )  # fmt: skip
+        for line in lines
+    ]

@@ -20,12 +20,13 @@ On real Kafka (the `kafka` broker profile) a read_committed reader never sees su
 batch, so the stage neither reads the `batch` headers nor keeps the orders' history: an
 order's record is then about half the size and the stage does a third less work per event.
 
-Store: one record per order (key: order id), marshal of a versioned tuple. Version 4
+Store: one record per order (key: order id), marshal of a versioned tuple. Version 5
 keeps each line's units per location and lot, the order's placement ids and, where the
 history is kept, each event applied as a flat tuple with its batch (the ids applied are
-theirs); without the history it keeps the ids applied (a handful per order). Records of
-version 3 (the history as contract dicts, and the ids applied), version 2 (no history:
-nothing before it can be taken back) and version 1 (see `_decode_v1`) still decode. One
+theirs); without the history it keeps the ids applied (a handful per order); and the order
+edit being seen, if any (`OrderState.amending`). Records of version 4 (no edit), version 3
+(the history as contract dicts, and the ids applied), version 2 (no history: nothing before
+it can be taken back) and version 1 (see `_decode_v1`) still decode. One
 more record, under `LINEAGE_KEY`, holds what the partition has seen of its writers' batches.
 """
 
@@ -40,7 +41,7 @@ from typing import Any
 from streamalloc.audit import TABLE_CAUSES
 from streamalloc.config import Settings
 from streamalloc.domain import AllocationEvent, OrderEvent, OrderLine, OrderState, ReleaseLine, orders
-from streamalloc.domain.events import CancelRequested, OrderAccepted, build_event
+from streamalloc.domain.events import AmendRequested, CancelRequested, OrderAccepted, build_event
 from streamalloc.domain.orders import Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.live_lineage import LiveBatches
@@ -57,6 +58,7 @@ _V1 = 1
 _V2 = 2
 _V3 = 3
 _V4 = 4
+_V5 = 5  # version 4 and the order edit being seen (`OrderState.amending`)
 
 
 class OrderStage(BaseStage):
@@ -163,7 +165,7 @@ class _Open:
 
 
 def encode_order(order: OrderState) -> bytes:
-    """The store record of an order (version 4)."""
+    """The store record of an order (version 5)."""
     lines = {
         line_id: (
             line.sku,
@@ -178,7 +180,7 @@ def encode_order(order: OrderState) -> bytes:
     history = order.history
     return marshal.dumps(
         (
-            _V4,
+            _V5,
             order.channel,
             order.line_count,
             order.ship_complete,
@@ -190,6 +192,7 @@ def encode_order(order: OrderState) -> bytes:
             # The ids applied are those of the history's events when it is kept.
             order.applied if history is None else None,
             None if history is None else tuple(_compact(event) + (source,) for event, source in history),
+            order.amending,
         )
     )
 
@@ -200,8 +203,10 @@ def decode_order(data: bytes) -> OrderState:
     if version == _V1:
         return _decode_v1(values)
     if version == _V2:  # from before the history was kept: it stays unknown
+        values = (*values, None, None)
+    elif version == _V3 or version == _V4:  # from before order edits: none was being seen
         values = (*values, None)
-    elif version != _V3 and version != _V4:
+    elif version != _V5:
         raise StateError(f"unknown order record version {values[0]}")
     (
         _,
@@ -215,11 +220,12 @@ def decode_order(data: bytes) -> OrderState:
         lines,
         applied,
         kept,
+        amending,
     ) = values
     history: list[tuple[OrderEvent, str]] | None
     if kept is None:
         history = None
-    elif version == _V4:
+    elif version >= _V4:
         history = [(_expand(entry), entry[-1]) for entry in kept]
         applied = {event.event_id for event, _ in history}
     else:
@@ -238,13 +244,14 @@ def decode_order(data: bytes) -> OrderState:
         },
         applied,
         history,
+        amending,
     )
 
 
 # An event of the history in a version 4 record: a flat tuple of its kind (the index below),
 # its fields in their declared order, and its source. Half the bytes of the contract dict,
 # and no field names to write or read.
-_KINDS: tuple[type[OrderEvent], ...] = (AllocationEvent, OrderAccepted, CancelRequested)
+_KINDS: tuple[type[OrderEvent], ...] = (AllocationEvent, OrderAccepted, CancelRequested, AmendRequested)
 _FIELDS: tuple[tuple[str, ...], ...] = tuple(tuple(f.name for f in fields(cls)) for cls in _KINDS)
 _KIND_OF = {
     cls: (kind, attrgetter(*names)) for kind, (cls, names) in enumerate(zip(_KINDS, _FIELDS, strict=True))

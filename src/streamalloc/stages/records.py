@@ -22,6 +22,7 @@ from typing import Any, Final, NamedTuple, TypeVar
 from streamalloc.domain import (
     ALLOCATION_EVENT_TYPES,
     AllocationEvent,
+    AmendRequested,
     CancelRequested,
     OrderAccepted,
     OrderEvent,
@@ -42,9 +43,11 @@ LINE_COMMANDS: Final = {
     "held": "hold",
     "confirmed": "confirm",
     "extended": "extend",
+    "amended": "amend",
 }
 ACCEPTED: Final = "accepted"
 CANCEL_REQUESTED: Final = "cancel_requested"
+AMEND_REQUESTED: Final = "amend_requested"
 
 _T = TypeVar("_T")
 
@@ -220,4 +223,10 @@ def order_event(record: Mapping[str, Any]) -> OrderEvent:
         return OrderAccepted.from_record(record)
     if kind == CANCEL_REQUESTED:
         return CancelRequested.from_record(record)
+    if kind == AMEND_REQUESTED:
+        if not record["line_id"] or not record["sku"] or record["line_count"] is None:
+            raise ValidationError(
+                "an amend_requested allocation event needs a line_id, a sku and a line_count"
+            )
+        return AmendRequested.from_record(record)
     raise ValidationError(f"unknown allocation event type {kind!r}")

@@ -9,6 +9,7 @@ from streamalloc.domain import (
     Adjust,
     AllocateLine,
     AllocationEvent,
+    AmendLine,
     Channel,
     Count,
     Decision,
@@ -40,6 +41,13 @@ def allocate(
 ) -> AllocateLine:
     kw.setdefault("event_id", eid())
     return AllocateLine(
+        occurred_at=NOW - 5, order_id=order, line_id=line, sku=SKU, qty=qty, channel=channel, **kw
+    )
+
+
+def amend(order: str = "o1", line: str = "1", qty: int = 1, channel: str = "web", **kw: Any) -> AmendLine:
+    kw.setdefault("event_id", eid())
+    return AmendLine(
         occurred_at=NOW - 5, order_id=order, line_id=line, sku=SKU, qty=qty, channel=channel, **kw
     )
 

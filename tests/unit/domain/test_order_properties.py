@@ -1,19 +1,22 @@
 """Property-based tests of an order followed from its events (domain.orders), against the SKU.
 
 The random command sequences of test_properties.py (allocate, release, pick, fulfil,
-return, checkout holds held, confirmed, extended and expired, receipts, counts,
+return, order edits, checkout holds held, confirmed, extended and expired, receipts, counts,
 adjustments, inspections, sweeps, expiries when due, repeats) run against one SKU; every
 allocation event a decision emits is followed in its order's state, as the order stage
 follows it: each order is `accepted` first (some are ship-complete), and each placement
-(or hold: intake accepts a `held` event too) adds an `accepted` of its own event; now and
-then an order is cancelled whole. The releases the order's rules ask for are applied back
-to the SKU, as the engine sends them, before the next step.
+(or hold: intake accepts a `held` event too) adds an `accepted` of its own event, and each
+edit an `amend_requested` of its line (an edit whose count leaves none of the order's lines
+out: test_amend.py covers that); now and then an order is cancelled whole. The releases
+the order's rules ask for are applied back to the SKU, as the engine sends them, before
+the next step.
 
 After every decision (each event is also applied twice: a repeat changes nothing):
 - each line's status and the units it holds per location (soft, hard, shipped) are what
   the SKU state says the line holds (`SkuState.get_line`); a line the SKU knows only from
   refused commands (`unplaced`) is `pending`;
-- the order's status is consistent with its lines.
+- the order's status is consistent with its lines;
+- after an edit's `amended` event, the order line's quantity is the SKU's.
 And once a whole-order cancel or a failed ship-complete has been acted on, none of the
 order's lines holds or waits for units.
 
@@ -36,6 +39,8 @@ from hypothesis import strategies as st
 from streamalloc.domain import (
     AllocateLine,
     AllocationEvent,
+    AmendLine,
+    AmendRequested,
     CancelRequested,
     Command,
     ExpireLine,
@@ -74,6 +79,17 @@ class World:
         )
         return list(orders.apply(self.order(order_id), accepted)[1])
 
+    def amend(self, cmd: AmendLine) -> list[ReleaseLine]:
+        """Intake's `amend_requested` of an edit that lists the order's lines as the SKU has them
+        (the one edited among them), so none is left out; a new line counts one more."""
+        order = self.order(cmd.order_id)
+        listed = {line_id for line_id, line in order.lines.items() if line.status != PENDING}
+        count = max(order.line_count or 1, len(listed | {cmd.line_id}))
+        request = AmendRequested.of(
+            cmd.event_id, cmd.order_id, cmd.channel, cmd.line_id, SKU, cmd.qty, count, cmd.occurred_at
+        )
+        return list(orders.apply(order, request)[1])
+
     def order(self, order_id: str) -> OrderState:
         return self.orders.setdefault(order_id, OrderState())
 
@@ -84,6 +100,8 @@ class World:
             cmd = pending.popleft()
             if isinstance(cmd, AllocateLine | HoldLine):  # its own placement event: an `accepted` first
                 pending.extend(self.accept(cmd.event_id, cmd.order_id, cmd.occurred_at))
+            if isinstance(cmd, AmendLine):  # intake's `amend_requested` of the line comes first
+                pending.extend(self.amend(cmd))
             decision = apply(self.state, cmd, tables_of(cmd), now)
             for event in decision:
                 if isinstance(event, AllocationEvent):
@@ -91,6 +109,9 @@ class World:
                     pending.extend(orders.apply(order, event)[1])
                     before = copy.deepcopy(order)
                     assert orders.apply(order, event)[1] == () and order == before  # a repeat: no-op
+                    if event.type == "amended":
+                        truth = self.state.get_line((event.order_id, event.line_id))
+                        assert truth is not None and order.lines[event.line_id].qty == truth.qty
             self.check()
 
     def leak(self, commands: list[Command], tables_of: Any, now: int, source: str) -> None:

@@ -16,6 +16,11 @@ channel, and one the table does not know. After every command the invariants
   incoming units when they are accepted, and a count or adjustment never leaves soft
   allocations beyond on_hand.
 
+Order edits are in the sequences too (`AmendLine`): a line's new quantity, smaller or larger,
+of a line the SKU has seen (holding, waiting, picked, shipped or closed) or a new one. An
+edit is one decision: it never both releases and allocates units of the line, never takes
+picked or shipped units back, and a refused edit leaves the line as it was.
+
 Checkout holds are in the sequences too: a cart line held (`HoldLine`, with its own time
 to live or the channel's), then confirmed (`ConfirmLine`) or extended (`ExtendHold`), or
 left to expire; a held line is picked, shipped or released like any other (a pick or a
@@ -68,6 +73,7 @@ from streamalloc.domain import (
     Adjust,
     AllocateLine,
     AllocationEvent,
+    AmendLine,
     Channel,
     Command,
     ConfirmLine,
@@ -206,6 +212,13 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         maybe_location,
         mostly(st.none(), st.sampled_from(("lot-a", "lot-b", "lot-gone"))),  # a pick may name a lot
     )
+    # an order edit: the line's new quantity (a line not seen yet is placed, on the channel drawn)
+    amend_steps = st.tuples(
+        st.just("amend"),
+        known_lines,
+        mostly(st.integers(min_value=1, max_value=8), st.integers(min_value=-1, max_value=12)),
+        st.sampled_from(channels),
+    )
     # one_of does not weight its branches evenly: draw the kind of step first, by weight.
     kinds: dict[str, tuple[int, st.SearchStrategy[tuple[Any, ...]]]] = {
         "allocate": (8, allocate_steps),
@@ -213,6 +226,7 @@ def sequences(channels: tuple[str, ...], sizes: st.SearchStrategy[int], stock: i
         "rivals": (2, st.tuples(st.just("rivals"), allocate_steps, allocate_steps)),
         "line": (10, line_steps),
         "hold": (3, hold_steps),
+        "amend": (4, amend_steps),
         "held": (3, held_steps),
         "receive": (
             2,
@@ -338,6 +352,15 @@ def resolve(step: tuple[Any, ...], state: SkuState) -> tuple[Any, ...]:
         if line is not None and qty == 3 and step[0] in ("pick", "fulfil"):  # all of it, across parts
             qty = line.allocated if step[0] == "pick" else line.held
         return (step[0], key, qty, *step[3:])
+    if step[0] == "amend" and step[1][0] == SEEN:  # mostly an open line, often a waiting one
+        open_ = sorted(k for k, line in state.lines.items() if line.held or line.status in WAITING)
+        waiting = [k for k in open_ if state.lines[k].status in WAITING]
+        if waiting and int(step[1][1]) % 3 == 0:
+            open_ = waiting
+        seen = open_ or sorted(state.lines) or [("o1", "1")]
+        key = seen[int(step[1][1]) % len(seen)]
+        line = state.lines.get(key)
+        return (step[0], key, step[2], line.channel if line is not None else step[3])
     if step[0] in ("confirm", "extend") and step[1][0] == SEEN:  # mostly a line on hold
         held = sorted(key for key, line in state.lines.items() if line.status == "held")
         seen = held or sorted(state.lines) or [("o1", "1")]
@@ -372,6 +395,9 @@ def build(step: tuple[Any, ...], event_id: str) -> Command:
         return HoldLine(
             **base, order_id=order, line_id=line, qty=qty, channel=channel, location=location, ttl_s=ttl
         )
+    if kind == "amend":
+        _, (order, line), qty, channel = step
+        return AmendLine(**base, order_id=order, line_id=line, qty=qty, channel=channel)
     if kind == "confirm":
         _, (order, line), ttl = step
         return ConfirmLine(**base, order_id=order, line_id=line, reservation_ttl_s=ttl or None)
@@ -543,6 +569,26 @@ def check_decision(
             if not decision.reasons:  # accepted: it was on hold, and is confirmed or still held
                 assert was.status == "held"
                 assert now.status == ("allocated" if isinstance(cmd, ConfirmLine) else "held")
+
+    # An edit is one decision: the line's units only go (soft ones) or only come, never
+    # releasing first to allocate again; picked and shipped units stay; a refusal changes
+    # nothing of the line; and what it takes never makes available negative.
+    if isinstance(cmd, AmendLine):
+        was, line = before.get_line((cmd.order_id, cmd.line_id)), after.get_line((cmd.order_id, cmd.line_id))
+        own = [e for e in decision if isinstance(e, AllocationEvent) and e.line_id == cmd.line_id]
+        kinds = {e.type for e in own if e.order_id == cmd.order_id}
+        assert not {"released", "allocated"} <= kinds, decision
+        assert line is not None
+        if was is not None and was.status not in ("unplaced",):
+            assert (line.picked + line.fulfilled) >= (was.picked + was.fulfilled) - 0
+            assert line.fulfilled == was.fulfilled and line.picked == was.picked
+            if "rejected" in kinds:
+                assert (line.qty, line.parts, line.status) == (was.qty, was.parts, was.status)
+            elif "amended" in kinds:
+                assert line.qty == cmd.qty
+                assert line.held <= was.held if cmd.qty < was.qty else line.held >= was.held
+        for loc_id, balance in after.balances.items():
+            assert raw_available(balance, loc_id) >= min(0, raw_available(before.balances[loc_id], loc_id))
 
     # Conservation: units move only with a StockChanged, by exactly what it says.
     changes = [e for e in decision if isinstance(e, StockChanged)]

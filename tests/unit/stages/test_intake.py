@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from streamalloc.config import Settings
-from streamalloc.domain import CancelRequested, OrderAccepted
+from streamalloc.domain import AmendRequested, CancelRequested, OrderAccepted
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.intake import IntakeStage
 from streamalloc.stages.records import AllocationRequest
@@ -100,6 +100,38 @@ def test_a_whole_order_cancel_becomes_a_cancel_request_for_the_order_stage() -> 
     cancel = order(event_id="e2", type="cancelled", lines=[])
     [output] = harness.feed(ORDERS, [(b"o1", json.dumps(cancel).encode())])
     assert decoded(ALLOCATIONS, output.value) == CancelRequested.of("e2", "o1", "web", T0).as_record()
+
+
+def test_an_amended_order_becomes_an_amend_request_per_line_and_its_lines_for_the_order_stage() -> None:
+    harness = StageHarness(IntakeStage(SETTINGS))
+    edit = order(
+        event_id="e3",
+        type="amended",
+        lines=[{"line_id": "1", "sku": "A", "qty": 5}, {"line_id": "3", "sku": "C", "qty": 1}],
+    )
+    outputs = harness.feed(ORDERS, [(b"o1", json.dumps(edit).encode())])
+    assert [(o.topic, o.key) for o in outputs] == [
+        (ALLOCATIONS, b"o1"),
+        (ALLOCATIONS, b"o1"),
+        (REQUESTS, b"A"),
+        (REQUESTS, b"C"),
+    ]
+    assert [decoded(ALLOCATIONS, o.value) for o in outputs[:2]] == [
+        AmendRequested.of("e3", "o1", "web", "1", "A", 5, 2, T0).as_record(),
+        AmendRequested.of("e3", "o1", "web", "3", "C", 1, 2, T0).as_record(),
+    ]
+    first = AllocationRequest(
+        event_id="e3:1", cause_event_id="e3", command="amend", order_id="o1", line_id="1", sku="A", qty=5,
+        channel="web", ship_complete=True, line_count=2, occurred_at=T0,
+    )  # fmt: skip
+    assert decoded(REQUESTS, outputs[2].value) == first.as_record()
+    # an edit lists the order's lines as they are now: none is not an edit (a cancel is)
+    assert (
+        harness.feed(ORDERS, [(b"o1", json.dumps(order(event_id="e4", type="amended", lines=[])).encode())])
+        == []
+    )
+    [letter] = harness.dead_letters
+    assert "needs at least one line" in letter.error
 
 
 EMPTY = [

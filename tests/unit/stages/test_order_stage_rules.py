@@ -245,3 +245,54 @@ def test_a_status_record_built_in_one_step_equals_its_constructors_and_fits_the_
     )
     serde = topic_serde(SETTINGS, ORDER_STATUS)
     assert serde.validate(record.as_record()) == record.as_record()
+
+
+def test_an_order_edit_changes_a_quantity_releases_a_line_left_out_and_adds_one() -> None:
+    driver = Driver()
+    driver.feed(
+        allocation("acc", "accepted", line_count=2, qty=5),
+        allocation("a1", "allocated", "1", qty=3, location="WH-A"),
+        allocation("a2", "allocated", "2", qty=2, location="WH-A", sku="SKU-B"),
+    )
+    # intake's amend_requested, one per line the edit lists (a batch may end between them)
+    edit = {"cause_event_id": "edit", "line_count": 2}
+    first = driver.feed(allocation("edit:1:amend_requested", "amend_requested", "1", qty=1, **edit))
+    assert of(first, REQUESTS) == []  # not seen whole yet: the store keeps what it has seen
+    order = decode_order(driver.store.partition(0).begin().get(b"o1") or b"")
+    assert order.amending == ("edit", ("1",)) and decode_order(encode_order(order)) == order
+    second = driver.feed(
+        allocation("edit:3:amend_requested", "amend_requested", "3", qty=4, sku="SKU-C", **edit)
+    )
+    [request] = of(second, REQUESTS)
+    assert (request["command"], request["line_id"], request["sku"], request["reason"]) == (
+        "release",
+        "2",
+        "SKU-B",
+        "amended",
+    )
+    assert of(second, ORDER_STATUS) == []  # line 2 is still leaving, line 3 is undecided
+
+    done = driver.feed(
+        allocation("e1", "amended", "1", qty=1, cause_event_id="edit"),
+        allocation("e2", "released", "1", qty=2, location="WH-A", reason="amended", cause_event_id="edit"),
+        allocation(
+            "e3",
+            "released",
+            "2",
+            qty=2,
+            location="WH-A",
+            reason="amended",
+            sku="SKU-B",
+            cause_event_id="edit",
+        ),
+        allocation("e4", "allocated", "3", qty=4, location="WH-A", sku="SKU-C", cause_event_id="edit"),
+    )
+    [status] = of(done, ORDER_STATUS)
+    assert status["status"] == "allocated"
+    assert [
+        (line["line_id"], line["qty"], line["allocated"], line["status"]) for line in status["lines"]
+    ] == [
+        ("1", 1, 1, "allocated"),
+        ("2", 2, 0, "released"),  # reported as it left, not counted in the order's status
+        ("3", 4, 4, "allocated"),
+    ]
