@@ -843,9 +843,14 @@ _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--policy",
     multiple=True,
-    required=True,
     type=_JSONL,
     help="Location and channel records to try, JSONL; each replaces the baseline's record with its id.",
+)
+@click.option(
+    "--replenish",
+    is_flag=True,
+    help="In the what-if, ship the transfers replenishment recommends (received after the lead time; "
+    "STREAMALLOC_REPLENISH_* settings) and show the stockout rate without and with them.",
 )
 @click.option("--orders", multiple=True, type=_JSONL, help="Order events, JSONL [the orders* topics].")
 @click.option("--inventory", multiple=True, type=_JSONL, help="Inventory events, JSONL [the inventory topic]")
@@ -866,9 +871,11 @@ def replay(
     baseline: tuple[Path, ...],
     examples: int,
     as_json: bool,
+    replenish: bool,
 ) -> None:
     """What-if: replay recorded orders and inventory under the baseline tables and under
-    --policy, offline, and show how allocation would have differed per channel.
+    --policy (and/or with --replenish), offline, and show how allocation would have
+    differed per channel.
 
     Every option repeats; an input given no file is read from its topic to the end
     (needs --bootstrap). Events run in occurred_at order, inventory first on a tie.
@@ -881,6 +888,8 @@ def replay(
     from streamalloc.replay import compare
 
     settings = _settings()
+    if not policy and not replenish:
+        raise click.UsageError("give --policy, --replenish or both: there is no what-if otherwise")
     try:
         if needs_topics(orders, inventory, baseline) and not settings.bootstrap:
             raise ConfigError(
@@ -900,6 +909,7 @@ def replay(
                 inputs.baseline.tables(),
                 inputs.baseline.overlay(inputs.policy).tables(),
                 on_progress=lambda done: bar.update(task, completed=done),
+                replenish=settings.replenishment_policy() if replenish else None,
             )
     except StreamallocError as exc:
         _fail(exc)

@@ -37,11 +37,12 @@ class ReplenishmentPolicy:
     """How rates are estimated and how much cover each location should keep.
 
     `lead_times` overrides `lead_time_s` per location (the time a transfer takes to reach it).
+    The defaults are the settings' (`Settings.replenish_*`), so none are repeated here.
     """
 
-    half_life_s: float = 7 * 86_400.0
-    lead_time_s: int = 2 * 86_400
-    safety_cover_s: int = 86_400
+    half_life_s: float
+    lead_time_s: int
+    safety_cover_s: int
     lead_times: Mapping[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -46,7 +46,7 @@ def test_the_rate_halves_every_half_life_without_demand() -> None:
 
 
 def test_a_shorter_half_life_forgets_faster() -> None:
-    fast = ReplenishmentPolicy(half_life_s=HOUR)
+    fast = ReplenishmentPolicy(half_life_s=HOUR, lead_time_s=DAY, safety_cover_s=DAY)
     old = observe(None, 100, 0, fast)
     assert old.rate(DAY * 1000, fast) < old.rate(DAY * 1000, POLICY) * 1e-3
 
@@ -58,7 +58,7 @@ def test_a_late_update_counts_its_units_and_keeps_the_clock() -> None:
 
 def test_policy_refuses_a_half_life_of_zero() -> None:
     with pytest.raises(ValueError, match="half_life_s"):
-        ReplenishmentPolicy(half_life_s=0)
+        ReplenishmentPolicy(half_life_s=0, lead_time_s=DAY, safety_cover_s=DAY)
 
 
 # ---------------------------------------------------------------- recommendations
