@@ -1226,6 +1226,39 @@ def service_channel_sync(
     sys.exit(code)
 
 
+@service.command("replenishment")
+@click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
+@click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
+def service_replenishment(http_host: str | None, http_port: int | None, exactly_once: bool) -> None:
+    """allocations + availability -> transfer-recommendations: a demand rate per SKU and
+    location, and the transfers that keep each location's cover above lead time plus safety
+    cover (STREAMALLOC_REPLENISH_* settings). Advice only: nothing ships until a
+    transfer_shipped inventory event says so."""
+    from streamalloc.commands.topics import ensure_topics
+    from streamalloc.kafka import admin_client
+    from streamalloc.kafka.admin import TopicSpec, create_topics, existing_partitions
+    from streamalloc.services.replenishment import demand_topic, run
+
+    settings = _services_settings()
+    try:
+        with kafka_available(settings, _say) as ready:
+            ensure_topics(ready)
+            admin = admin_client(ready)
+            # co-partitioned with availability: one agent reads both into one table keyed by SKU
+            partitions = existing_partitions(admin).get(ready.topic("availability"), ready.partitions)
+            create_topics(admin, [TopicSpec(demand_topic(ready), partitions, ready.replication_factor)])
+            code = run(
+                ready,
+                guarantee="exactly_once" if exactly_once else "at_least_once",
+                http_host=http_host or settings.http_host,
+                http_port=http_port,
+            )
+    except StreamallocError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
 @service.command("routing")
 @click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
 @click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
