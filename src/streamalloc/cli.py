@@ -843,9 +843,14 @@ _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)
 @click.option(
     "--policy",
     multiple=True,
-    required=True,
     type=_JSONL,
     help="Location and channel records to try, JSONL; each replaces the baseline's record with its id.",
+)
+@click.option(
+    "--replenish",
+    is_flag=True,
+    help="In the what-if, ship the transfers replenishment recommends (received after the lead time; "
+    "STREAMALLOC_REPLENISH_* settings) and show the stockout rate without and with them.",
 )
 @click.option("--orders", multiple=True, type=_JSONL, help="Order events, JSONL [the orders* topics].")
 @click.option("--inventory", multiple=True, type=_JSONL, help="Inventory events, JSONL [the inventory topic]")
@@ -866,9 +871,11 @@ def replay(
     baseline: tuple[Path, ...],
     examples: int,
     as_json: bool,
+    replenish: bool,
 ) -> None:
     """What-if: replay recorded orders and inventory under the baseline tables and under
-    --policy, offline, and show how allocation would have differed per channel.
+    --policy (and/or with --replenish), offline, and show how allocation would have
+    differed per channel.
 
     Every option repeats; an input given no file is read from its topic to the end
     (needs --bootstrap). Events run in occurred_at order, inventory first on a tie.
@@ -881,6 +888,8 @@ def replay(
     from streamalloc.replay import compare
 
     settings = _settings()
+    if not policy and not replenish:
+        raise click.UsageError("give --policy, --replenish or both: there is no what-if otherwise")
     try:
         if needs_topics(orders, inventory, baseline) and not settings.bootstrap:
             raise ConfigError(
@@ -900,6 +909,7 @@ def replay(
                 inputs.baseline.tables(),
                 inputs.baseline.overlay(inputs.policy).tables(),
                 on_progress=lambda done: bar.update(task, completed=done),
+                replenish=settings.replenishment_policy() if replenish else None,
             )
     except StreamallocError as exc:
         _fail(exc)
@@ -1211,6 +1221,39 @@ def service_channel_sync(
         with kafka_available(settings, _say) as ready:
             ensure_topics(ready)
             code = run(ready, config, http_host=http_host or settings.http_host, http_port=http_port)
+    except StreamallocError as exc:
+        _fail(exc)
+    sys.exit(code)
+
+
+@service.command("replenishment")
+@click.option("--http-host", default=None, help="Address for health, readiness, /metrics [127.0.0.1].")
+@click.option("--http-port", type=click.IntRange(0, 65535), default=None, help="Port for HTTP (none: off).")
+@click.option("--exactly-once", is_flag=True, help="faust's exactly_once (see docs/architecture.md).")
+def service_replenishment(http_host: str | None, http_port: int | None, exactly_once: bool) -> None:
+    """allocations + availability -> transfer-recommendations: a demand rate per SKU and
+    location, and the transfers that keep each location's cover above lead time plus safety
+    cover (STREAMALLOC_REPLENISH_* settings). Advice only: nothing ships until a
+    transfer_shipped inventory event says so."""
+    from streamalloc.commands.topics import ensure_topics
+    from streamalloc.kafka import admin_client
+    from streamalloc.kafka.admin import TopicSpec, create_topics, existing_partitions
+    from streamalloc.services.replenishment import demand_topic, run
+
+    settings = _services_settings()
+    try:
+        with kafka_available(settings, _say) as ready:
+            ensure_topics(ready)
+            admin = admin_client(ready)
+            # co-partitioned with availability: one agent reads both into one table keyed by SKU
+            partitions = existing_partitions(admin).get(ready.topic("availability"), ready.partitions)
+            create_topics(admin, [TopicSpec(demand_topic(ready), partitions, ready.replication_factor)])
+            code = run(
+                ready,
+                guarantee="exactly_once" if exactly_once else "at_least_once",
+                http_host=http_host or settings.http_host,
+                http_port=http_port,
+            )
     except StreamallocError as exc:
         _fail(exc)
     sys.exit(code)

@@ -10,7 +10,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from streamalloc.client_properties import (
     KAFKA_ENV_PREFIX,
@@ -23,6 +23,9 @@ from streamalloc.client_properties import (
     url_password,
 )
 from streamalloc.errors import ConfigError
+
+if TYPE_CHECKING:
+    from streamalloc.domain.replenishment import ReplenishmentPolicy
 
 BrokerProfile = Literal["auto", "embedded", "kafka"]
 
@@ -86,6 +89,14 @@ class Settings:
     #: tailing its changelog (Kafka Streams' num.standby.replicas): a failover restores
     #: only the tail (docs/architecture.md, Standby replicas).
     num_standby_replicas: int = 0
+    #: Replenishment (`streamalloc replenishment`, `streamalloc replay --replenish`): the
+    #: half-life of the demand rate, the lead time of a transfer to any location, the
+    #: safety cover kept on top of it (seconds), and how long a recommendation that says
+    #: the same (sku, from, to, qty) again is not repeated (docs/architecture.md, Replenishment).
+    replenish_half_life_s: int = 7 * 86_400
+    replenish_lead_time_s: int = 2 * 86_400
+    replenish_safety_cover_s: int = 86_400
+    replenish_dedup_window_ms: int = 3_600_000
 
     def __post_init__(self) -> None:
         # Plain dicts are accepted for convenience; what is kept is immutable and redacts itself.
@@ -120,6 +131,16 @@ class Settings:
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
+
+    def replenishment_policy(self) -> ReplenishmentPolicy:
+        """The replenishment policy these settings describe (one lead time for every location)."""
+        from streamalloc.domain.replenishment import ReplenishmentPolicy
+
+        return ReplenishmentPolicy(
+            half_life_s=float(self.replenish_half_life_s),
+            lead_time_s=self.replenish_lead_time_s,
+            safety_cover_s=self.replenish_safety_cover_s,
+        )
 
     def group_timeouts(self) -> dict[str, int]:
         """Consumer-group timeouts for the broker profile (docs/brokers.md, Client settings)."""
@@ -197,9 +218,13 @@ class Settings:
             "poll_batch",
             "punctuate_interval_ms",
             "buffered_records_per_partition",
+            "replenish_half_life_s",
         ):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("replenish_lead_time_s", "replenish_safety_cover_s", "replenish_dedup_window_ms"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be at least 0, not {getattr(self, name)}")
         if self.num_standby_replicas < 0:
             raise ConfigError(f"num_standby_replicas must be at least 0, not {self.num_standby_replicas}")
 

@@ -21,6 +21,7 @@ DEAD_LETTER = "dead-letter"
 CHANNEL_ATS = "channel-ats"  # channel-sync's per-channel feed (compacted, keyed channel:sku)
 FULFILMENT_REQUESTS = "fulfilment-requests"  # routing's requests (keyed order_id:location)
 FULFILMENT_ACKS = "fulfilment-acks"  # a WMS acknowledges a request (keyed order_id); routing's auto-pick
+TRANSFER_RECOMMENDATIONS = "transfer-recommendations"  # replenishment's advice (keyed sku)
 
 #: Contract topics in the order `topics describe` shows them, with whether they are compacted.
 CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = tuple((name, c.compacted) for name, c in CONTRACT.items())

@@ -585,3 +585,48 @@ def test_protection_shows_service_per_channel_with_and_without_it() -> None:
     changed = {c.order_id: c for c in comparison.changed}
     assert set(changed) == {"store-3", "web-1"}
     assert changed["store-3"].lines == (("1", "allocated WH:1", "rejected (protected_for_priority)"),)
+
+
+# ---------------------------------------------------------------- replenishment
+
+HOUR_MS = 3_600_000
+
+
+def store_demand_history(hours: int) -> list[InventoryStep | OrderStep]:
+    """A store that sells one unit an hour from 2 on hand, while the warehouse holds 100."""
+    inventory = [received("r-wh", 0, "A", "WH", 100), received("r-store", 1, "A", "STORE", 2)]
+    orders = [
+        order(f"o{h}", f"store-{h}", 10 + h * HOUR_MS, ("1", "A", 1), channel="store") for h in range(hours)
+    ]
+    return history([order_step(o) for o in orders], [inventory_step(i) for i in inventory])
+
+
+REPLENISH_TABLES = tables(
+    {"location_id": "WH", "priority": 10},
+    {"location_id": "STORE", "priority": 5},
+    {"channel_id": "store", "locations": ["STORE"]},
+)
+
+
+def test_replenishment_in_the_what_if_ships_stock_to_where_it_sells_and_cuts_stockouts() -> None:
+    from streamalloc.domain.replenishment import ReplenishmentPolicy
+
+    policy = ReplenishmentPolicy(half_life_s=86_400, lead_time_s=1_800, safety_cover_s=86_400)
+    same = REPLENISH_TABLES.tables()
+    comparison = compare(store_demand_history(48), same, same, replenish=policy)
+    assert comparison.stockout_rate("baseline") == pytest.approx(46 / 48)  # only 2 on hand
+    after = comparison.stockout_rate("what_if")
+    assert after is not None and after < 0.1
+    assert comparison.replenished is not None
+    transfers, units = comparison.replenished
+    assert transfers > 0 and 0 < units <= 100
+    assert comparison.as_json()["replenishment"] == {"transfers": transfers, "units": units}
+    assert comparison.as_json()["total"]["stockout_rate"]["what_if"] == after
+
+
+def test_without_replenishment_the_what_if_ships_nothing() -> None:
+    same = REPLENISH_TABLES.tables()
+    comparison = compare(store_demand_history(48), same, same)
+    assert comparison.replenished is None
+    assert comparison.stockout_rate("what_if") == comparison.stockout_rate("baseline")
+    assert run(store_demand_history(48), same).transfers == 0

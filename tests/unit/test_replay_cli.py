@@ -229,3 +229,44 @@ def test_a_policy_that_protects_web_shows_service_per_channel_with_and_without_i
         if line.split()[:1] in (["web"], ["store"]):
             rows.setdefault(line.split()[0], line.split()[1:])
     assert rows == {"store": ["3", "100.0%", "66.7%", "-33.3pp"], "web": ["1", "0.0%", "100.0%", "+100.0pp"]}
+
+
+def test_replenish_shows_the_stockout_rate_without_and_with_the_recommended_transfers(tmp_path: Path) -> None:
+    inventory = [
+        {"event_id": "r1", "type": "received", "sku": "A", "location": "WH", "qty": 100, "occurred_at": T0},
+        {
+            "event_id": "r2",
+            "type": "received",
+            "sku": "A",
+            "location": "STORE",
+            "qty": 2,
+            "occurred_at": T0 + 1,
+        },
+    ]
+    orders = [
+        {"event_id": f"o{h}", "type": "placed", "order_id": f"s-{h}", "channel": "store",
+         "occurred_at": T0 + 10 + h * 3_600_000, "lines": [{"line_id": "1", "sku": "A", "qty": 1}]}
+        for h in range(24)
+    ]  # fmt: skip
+    args = [
+        "--orders", write(tmp_path / "o.jsonl", orders),
+        "--inventory", write(tmp_path / "i.jsonl", inventory),
+        "--baseline", write(tmp_path / "l.jsonl", LOCATIONS),
+        "--baseline", write(tmp_path / "c.jsonl", [{"channel_id": "store", "locations": ["STORE"]}]),
+        "--replenish",
+    ]  # fmt: skip
+    env = {"STREAMALLOC_BOOTSTRAP": None, "STREAMALLOC_REPLENISH_LEAD_TIME_S": "1800"}  # half an hour
+    result = CliRunner().invoke(main, ["replay", *map(str, args), "--json"], env=env, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["total"]["stockout_rate"]["baseline"] > 0.9
+    assert report["total"]["stockout_rate"]["what_if"] < 0.1
+    assert report["replenishment"]["transfers"] > 0
+
+
+def test_replay_needs_a_policy_or_replenish(files: dict[str, Path]) -> None:
+    result = replay(
+        "--orders", files["orders"], "--inventory", files["inventory"], "--baseline", files["locations"]
+    )
+    assert result.exit_code != 0
+    assert "--replenish" in result.output

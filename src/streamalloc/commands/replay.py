@@ -234,7 +234,8 @@ def replay_report(inputs: ReplayInputs, comparison: Comparison, examples: int) -
             f"  inventory  {inputs.sources['inventory']}\n"
             f"  baseline   {_count(len(inputs.baseline.locations), 'location')}, "
             f"{_count(len(inputs.baseline.channels), 'channel')}: {inputs.sources['baseline']}\n"
-            f"  what-if    baseline + {inputs.sources['policy']}:"
+            f"  what-if    baseline + {inputs.sources['policy'] or 'no policy file'}"
+            f"{' + replenishment' if comparison.replenished is not None else ''}:"
         )
     )
     changes = policy_changes(inputs.baseline, inputs.policy) or ["no records: the what-if is the baseline"]
@@ -279,6 +280,33 @@ def replay_report(inputs: ReplayInputs, comparison: Comparison, examples: int) -
             _points(was, now),
         )
     parts.append(service)
+
+    if comparison.replenished is not None:
+        transfers, units = comparison.replenished
+        stockouts = Table(
+            Column("channel", no_wrap=True),
+            *(Column(h, justify="right", no_wrap=True) for h in ("placed", "without", "with", "change")),
+            box=SIMPLE_HEAD,
+            show_edge=False,
+            title=(
+                "stockout rate without and with replenishment (lines not allocated in full at their "
+                f"first decision, of the lines placed); {_count(transfers, 'transfer')} shipped, "
+                f"{_count(units, 'unit')}"
+            ),
+            title_justify="left",
+        )
+        for channel in channels:
+            was = comparison.stockout_rate("baseline", channel)
+            now = comparison.stockout_rate("what_if", channel)
+            placed = comparison.figures("baseline", channel)[PLACED]
+            stockouts.add_row(
+                Text(_ALL if channel is None else channel),
+                f"{placed:,}",
+                _rate(was),
+                _rate(now),
+                _points(was, now),
+            )
+        parts.append(stockouts)
 
     details = Table(
         Column("channel", no_wrap=True),

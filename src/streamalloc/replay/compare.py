@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from streamalloc.domain import Tables
+from streamalloc.domain.replenishment import ReplenishmentPolicy
 from streamalloc.replay.history import Step
 from streamalloc.replay.run import CORE_TYPES, PARTIAL, PLACED, SERVED, SPLIT, Key, RunResult, run
 
@@ -41,6 +42,8 @@ class Comparison:
     baseline: dict[str, Counter[Key]]
     what_if: dict[str, Counter[Key]]
     changed: list[ChangedOrder]  # in history order (when each order was first seen)
+    #: With replenishment in the what-if: (transfers shipped, units); None without it.
+    replenished: tuple[int, int] | None = None
 
     @property
     def channels(self) -> list[str]:
@@ -66,6 +69,11 @@ class Comparison:
         figures = self.figures(run, channel)
         return figures[SERVED] / figures[PLACED] if figures[PLACED] else None
 
+    def stockout_rate(self, run: Literal["baseline", "what_if"], channel: str | None = None) -> float | None:
+        """Lines not allocated in full at their first decision, of the lines placed (None: none)."""
+        served = self.service_level(run, channel)
+        return None if served is None else 1 - served
+
     def changed_in(self, channel: str | None = None) -> int:
         return sum(1 for c in self.changed if channel is None or c.channel == channel)
 
@@ -82,6 +90,10 @@ class Comparison:
                     "baseline": self.service_level("baseline", channel),
                     "what_if": self.service_level("what_if", channel),
                 },
+                "stockout_rate": {
+                    "baseline": self.stockout_rate("baseline", channel),
+                    "what_if": self.stockout_rate("what_if", channel),
+                },
                 "orders_changed": self.changed_in(channel),
             }
 
@@ -89,6 +101,11 @@ class Comparison:
             "channels": {channel: entry(channel) for channel in self.channels},
             "total": entry(None),
             "orders_changed": len(self.changed),
+            **(
+                {"replenishment": {"transfers": self.replenished[0], "units": self.replenished[1]}}
+                if self.replenished is not None
+                else {}
+            ),
             "examples": [c.as_json() for c in self.changed[:examples]],
         }
 
@@ -98,8 +115,12 @@ def compare(
     baseline: Tables,
     what_if: Tables,
     on_progress: Callable[[int], None] | None = None,
+    replenish: ReplenishmentPolicy | None = None,
 ) -> Comparison:
-    """Run the history under both tables and compare; progress counts steps over both runs."""
+    """Run the history under both tables and compare; progress counts steps over both runs.
+
+    With `replenish`, the what-if run also ships the transfers replenishment recommends.
+    """
     total = len(steps)
 
     def second(done: int) -> None:
@@ -107,8 +128,9 @@ def compare(
             on_progress(total + done)
 
     before = run(steps, baseline, on_progress)
-    after = run(steps, what_if, second)
-    return Comparison(before.figures, after.figures, changed_orders(before, after))
+    after = run(steps, what_if, second, replenish)
+    replenished = None if replenish is None else (after.transfers, after.transferred_units)
+    return Comparison(before.figures, after.figures, changed_orders(before, after), replenished)
 
 
 def changed_orders(baseline: RunResult, what_if: RunResult) -> list[ChangedOrder]:

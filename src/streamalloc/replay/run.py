@@ -21,13 +21,17 @@ from streamalloc.domain import (
     LineState,
     OrderAccepted,
     OrderState,
+    ReceiveTransfer,
     ReleaseLine,
+    ShipTransfer,
     SkuState,
     Tables,
     apply,
     contend,
     orders,
 )
+from streamalloc.domain.events import StockChanged
+from streamalloc.domain.replenishment import DemandRate, ReplenishmentPolicy, Supply, observe, recommend
 from streamalloc.replay.history import InventoryStep, OrderStep, Step
 
 #: Line decisions always shown, even at zero, so tables and JSON keep their columns.
@@ -84,14 +88,24 @@ class RunResult:
 
     figures: dict[str, Counter[Key]]
     orders: dict[str, OrderOutcome]
+    #: Transfers replenishment recommended and the run shipped, and their units (0 without it).
+    transfers: int = 0
+    transferred_units: int = 0
 
 
 class _Run:
     """The history through the domain under one set of tables, with the order's rules
     (`domain.orders`) and the allocator's reservation timers."""
 
-    def __init__(self, tables: Tables) -> None:
+    def __init__(self, tables: Tables, replenish: ReplenishmentPolicy | None = None) -> None:
         self.tables = tables
+        self.replenish = replenish
+        self.rates: dict[tuple[str, str], DemandRate] = {}
+        # (due, sku, transfer_id, destination, qty): a recommended transfer's receipt
+        self.receipts: list[tuple[int, str, str, str, int]] = []
+        self.touched: set[str] = set()  # SKUs decided on in the current step
+        self.transfers = 0
+        self.transferred_units = 0
         self.states: dict[str, SkuState] = {}
         self.orders: dict[str, OrderState] = {}
         self.figures: dict[str, Counter[Key]] = {}
@@ -101,7 +115,18 @@ class _Run:
         self._timer_set: set[tuple[int, str, str, str]] = set()
 
     def step(self, step: Step) -> None:
+        if self.replenish is None:
+            self._step(step)
+            return
+        self.touched.clear()
+        self._step(step)
+        cause = step.command.event_id if isinstance(step, InventoryStep) else step.event_id
+        for sku in sorted(self.touched):
+            self._replenish(sku, cause, step.occurred_at)
+
+    def _step(self, step: Step) -> None:
         now = step.occurred_at
+        self.receive(now)
         self.expire(now)
         if isinstance(step, InventoryStep):
             self._decide([step.command], now)
@@ -149,6 +174,42 @@ class _Run:
             due, sku, order_id, line_id = timer
             self._decide([ExpireLine.due(sku, order_id, line_id, due)], due)
 
+    def receive(self, until: int) -> None:
+        """Receive every recommended transfer due by `until`, in due order, in full."""
+        receipts = self.receipts
+        while receipts and receipts[0][0] <= until:
+            due, sku, transfer_id, destination, qty = heapq.heappop(receipts)
+            receipt = ReceiveTransfer(
+                event_id=f"{transfer_id}:received", occurred_at=due, sku=sku, location=destination,
+                qty=qty, transfer_id=transfer_id,
+            )  # fmt: skip
+            self._decide([receipt], due)
+
+    def _replenish(self, sku: str, cause: str, now: int) -> None:
+        """Ship what replenishment recommends for `sku` now, received after the lead time:
+        the recommendations applied as if someone shipped each one at once."""
+        policy, state = self.replenish, self.states.get(sku)
+        if policy is None or state is None:
+            return
+        locations = self.tables.locations
+        supply = {
+            loc: Supply(balance.available(locations[loc].safety_stock), state.in_transit(loc))
+            for loc, balance in state.balances.items()
+            if loc in locations and locations[loc].online
+        }
+        rates = {loc: rate for loc in supply if (rate := self.rates.get((sku, loc))) is not None}
+        for rec in recommend(sku, supply, rates, policy, now, cause):
+            eta = now + rec.lead_time_s * 1000
+            ship = ShipTransfer(
+                event_id=rec.recommendation_id, occurred_at=now, sku=sku, location=rec.from_location,
+                qty=rec.qty, destination=rec.to_location, transfer_id=rec.recommendation_id, eta=eta,
+            )  # fmt: skip
+            decision = apply(state, ship, self.tables, now)
+            if any(type(event) is StockChanged and event.reason == "transfer_shipped" for event in decision):
+                self.transfers += 1
+                self.transferred_units += rec.qty
+                heapq.heappush(self.receipts, (eta, sku, rec.recommendation_id, rec.to_location, rec.qty))
+
     def _order(self, order_id: str) -> OrderState:
         order = self.orders.get(order_id)
         if order is None:
@@ -168,10 +229,20 @@ class _Run:
             if state is None:
                 state = self.states[command.sku] = SkuState(command.sku)
             decision = apply(state, command, self.tables, now)
+            if self.replenish is not None:
+                self._demand(decision, command.sku, now, self.replenish)
             if decision:
                 if isinstance(command, AllocateLine | HoldLine):
                     self._served(command, decision)
                 pending.extend(self._record(decision, state))
+
+    def _demand(self, decision: Decision, sku: str, now: int, policy: ReplenishmentPolicy) -> None:
+        """Feed the demand rates with the units a decision allocated, per location."""
+        self.touched.add(sku)
+        for event in decision:
+            if type(event) is AllocationEvent and event.type == "allocated" and event.location is not None:
+                key = (sku, event.location)
+                self.rates[key] = observe(self.rates.get(key), event.qty, now, policy)
 
     def _served(self, command: AllocateLine | HoldLine, decision: Decision) -> None:
         """Count a placement decided, and whether it got every unit it asked for at once."""
@@ -255,12 +326,22 @@ class _Run:
                 for line_id, line in order.lines.items()
             }
             outcomes[order_id] = OrderOutcome(order.channel, status, lines)
-        return RunResult(self.figures, outcomes)
+        return RunResult(self.figures, outcomes, self.transfers, self.transferred_units)
 
 
-def run(steps: Sequence[Step], tables: Tables, on_progress: Callable[[int], None] | None = None) -> RunResult:
-    """The history through the domain under `tables`; `on_progress(steps done)` now and then."""
-    replay = _Run(tables)
+def run(
+    steps: Sequence[Step],
+    tables: Tables,
+    on_progress: Callable[[int], None] | None = None,
+    replenish: ReplenishmentPolicy | None = None,
+) -> RunResult:
+    """The history through the domain under `tables`; `on_progress(steps done)` now and then.
+
+    With `replenish`, after each step the recommendations for the SKUs it decided on are
+    shipped at once (transfer id: the recommendation's) and received in full after the
+    destination's lead time, before any later step.
+    """
+    replay = _Run(tables, replenish)
     done = 0
     for step in contend(steps, _request_of, tables):
         replay.step(step)

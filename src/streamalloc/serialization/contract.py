@@ -57,6 +57,7 @@ CONTRACT: dict[str, TopicContract] = {
         TopicContract("channel-ats", "channel_ats", "feed_key", "output", compacted=True),
         TopicContract("fulfilment-requests", "fulfilment_request", "request_id", "output"),
         TopicContract("fulfilment-acks", "fulfilment_ack", "order_id", "input"),  # the WMS's, for routing
+        TopicContract("transfer-recommendations", "transfer_recommendation", "sku", "output"),
     )
 }
 

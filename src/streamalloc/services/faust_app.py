@@ -98,9 +98,10 @@ def make_app(
     )
 
 
-def raw_topic(app: faust.App, name: str) -> Any:
-    """A topic of raw bytes keys and values (the serdes live in streamalloc.serialization)."""
-    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """A topic of raw bytes keys and values (the serdes live in streamalloc.serialization);
+    several names make one channel an agent reads them all from (co-partitioned topics)."""
+    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
 
 
 def table(app: faust.App, name: str) -> Any:

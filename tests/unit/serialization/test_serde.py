@@ -67,6 +67,11 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "fulfilment_ack": {
         "event_id": "ack1", "order_id": "web-1", "location": "WH", "revision": 1, "acked_at": 3,
     },
+    "transfer_recommendation": {
+        "recommendation_id": "rec:e1:TEE:WH:STORE", "sku": "TEE", "from_location": "WH",
+        "to_location": "STORE", "qty": 12, "projected_stockout_at": 9, "lead_time_s": 172800,
+        "safety_stock": 4, "demand_rate": 0.0004, "decided_at": 5,
+    },
 }  # fmt: skip
 
 
@@ -210,3 +215,12 @@ def test_a_compact_record_of_an_earlier_layout_reads_into_the_current_one_a_brok
         serde.decode(frame + marshal.dumps(values[:-1]))
     with pytest.raises(DeserializationError, match="unknown compact layout id 999"):
         serde.decode(bytes([COMPACT_MAGIC]) + (999).to_bytes(4, "big") + marshal.dumps(values))
+
+
+def test_a_replenishment_recommendation_is_a_record_of_its_topic() -> None:
+    from streamalloc.domain.replenishment import Recommendation
+
+    rec = Recommendation("rec:e1:TEE:WH:STORE", "TEE", "WH", "STORE", 12, 9, 172_800, 4, 0.0004, 5)
+    serde = topic_serde(Settings(), "streamalloc.transfer-recommendations")
+    assert serde.decode(serde.encode(serde.validate(rec.as_record()))) == rec.as_record()
+    assert serde.key_of(rec.as_record()) == b"TEE"
