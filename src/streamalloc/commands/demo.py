@@ -38,6 +38,7 @@ from confluent_kafka import Consumer
 from streamalloc.audit import AuditReport
 from streamalloc.commands.audit import run_audit
 from streamalloc.commands.io import produce_file, read_to_end
+from streamalloc.commands.replay import load_inputs
 from streamalloc.commands.simulation import (
     CARTS,
     CHANNELS,
@@ -59,9 +60,11 @@ from streamalloc.commands.simulation import (
 )
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
+from streamalloc.domain.replenishment import ReplenishmentPolicy
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka import consume_available, consumer_config
 from streamalloc.kafka.types import consumed
+from streamalloc.replay.compare import compare
 from streamalloc.serialization import topic_serde
 
 #: The demo's progress (kept under its old name for callers of run_demo).
@@ -179,6 +182,7 @@ def run_demo(
     )
     report = run_audit(settings)
     say(f"{report.events['allocation.amended']} order line edit(s) applied")
+    say(replenishment_summary(settings))
     summary = {
         "ok": report.ok,
         "breaches": report.breaches,
@@ -188,6 +192,30 @@ def run_demo(
     }
     (workdir / "audit.json").write_text(json.dumps(summary, indent=2))
     return report
+
+
+#: Replenishment scaled to the demo's half minute of history: demand rates that halve in 10 s,
+#: transfers that take 2 s, and 3 s of cover kept beyond that.
+DEMO_REPLENISHMENT = ReplenishmentPolicy(half_life_s=10.0, lead_time_s=2, safety_cover_s=3)
+
+
+def replenishment_summary(settings: Settings) -> str:
+    """What forecast-driven replenishment would have done in this run: its history replayed
+    (`streamalloc replay --replenish`) with DEMO_REPLENISHMENT, the recommended transfers
+    shipped and received after the lead time, and the stockout rate without and with them."""
+    inputs = load_inputs(settings, orders=(), inventory=(), baseline=(), policy=(), say=lambda _: None)
+    tables = inputs.baseline.tables()
+    comparison = compare(inputs.steps, tables, tables, replenish=DEMO_REPLENISHMENT)
+    transfers, units = comparison.replenished or (0, 0)
+    without, with_ = comparison.stockout_rate("baseline"), comparison.stockout_rate("what_if")
+    return (
+        f"replenishment, this run replayed: {transfers} transfer(s) recommended ({units} unit(s)); "
+        f"stockout rate {_percent(without)} without them, {_percent(with_)} with them"
+    )
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
 
 
 def edit_orders(publisher: Publisher, seed: int, share: float = 0.1) -> int:
