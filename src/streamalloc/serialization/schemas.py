@@ -61,6 +61,7 @@ SCHEMA_NAMES = (
     "channel_ats",
     "fulfilment_request",
     "fulfilment_ack",
+    "kit",
 )
 
 
