@@ -27,3 +27,12 @@ def kit_ats(kit: Kit, ats: Mapping[str, int]) -> int:
     backorder) makes no kit, never a negative count.
     """
     return min((max(ats.get(sku, 0), 0) // qty for sku, qty in kit.components), default=0)
+
+
+def kits_by_component(kits: Mapping[str, Kit]) -> dict[str, tuple[Kit, ...]]:
+    """Component SKU -> the kits it is part of: whose ATS a change of its ATS moves."""
+    index: dict[str, list[Kit]] = {}
+    for kit in kits.values():
+        for sku, _ in kit.components:
+            index.setdefault(sku, []).append(kit)
+    return {sku: tuple(found) for sku, found in index.items()}

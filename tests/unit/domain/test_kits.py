@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamalloc.domain.kits import Kit, kit_ats
+from streamalloc.domain.kits import Kit, kit_ats, kits_by_component
 
 DESK = Kit("DESK", (("TOP", 1), ("LEG", 4)))
 
@@ -29,3 +29,9 @@ def test_the_kits_sold_never_take_more_than_a_component_has(
     assert n >= 0
     assert n * per_top <= max(top, 0) and n * per_leg <= max(leg, 0)
     assert (n + 1) * per_top > top or (n + 1) * per_leg > leg
+
+
+def test_a_component_names_every_kit_it_is_part_of() -> None:
+    lamp = Kit("LAMP-SET", (("TOP", 2), ("BULB", 1)))
+    index = kits_by_component({"DESK": DESK, "LAMP-SET": lamp})
+    assert index == {"TOP": (DESK, lamp), "LEG": (DESK,), "BULB": (lamp,)}
