@@ -12,6 +12,7 @@ ORDERS = "orders"
 INVENTORY = "inventory"
 LOCATIONS = "locations"
 CHANNELS = "channels"
+KITS = "kits"  # kit SKU -> its components (a global table, read by intake and channel-sync)
 ALLOCATION_REQUESTS = "allocation-requests"
 ALLOCATIONS = "allocations"
 AVAILABILITY = "availability"
@@ -27,7 +28,7 @@ TRANSFER_RECOMMENDATIONS = "transfer-recommendations"  # replenishment's advice 
 CONTRACT_TOPICS: tuple[tuple[str, bool], ...] = tuple((name, c.compacted) for name, c in CONTRACT.items())
 
 #: Global tables are read whole by every worker; one partition keeps their order total.
-GLOBAL_TABLES = (LOCATIONS, CHANNELS)
+GLOBAL_TABLES = (LOCATIONS, CHANNELS, KITS)
 
 #: Topics that must have the same partition count (one SKU lands on the same partition number).
 COPARTITIONED = ((ALLOCATION_REQUESTS, INVENTORY),)

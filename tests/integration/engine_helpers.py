@@ -103,6 +103,7 @@ class EngineUnderTest:
                 "inventory",
                 "locations",
                 "channels",
+                "kits",
                 "allocations",
                 "availability",
                 "order-status",
@@ -127,7 +128,7 @@ class EngineUnderTest:
             self._tails[name] = Tail(self.settings, self.settings.topic(name), serde.decode)
 
     def publish(self, table: str, *rows: dict[str, Any]) -> None:
-        """Publish records to a global table (`locations` or `channels`), as operations do."""
+        """Publish records to a global table (`locations`, `channels` or `kits`), as operations do."""
         serde = self._serdes[table]
         self._send(
             self.settings.topic(table),

@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -38,6 +39,10 @@ LOCATIONS = [
     # taken offline by one test; no other test puts stock there
     {"location_id": "WH-3", "status": "online", "priority": 1, "region": "east", "regions_served": []},
 ]
+
+_TAG = uuid.uuid4().hex[:6]
+KIT, KIT_TOP, KIT_LEG = f"KIT-{_TAG}-DESK", f"SKU-{_TAG}-TOP", f"SKU-{_TAG}-LEG"
+KITS = [{"kit_sku": KIT, "components": [{"sku": KIT_TOP, "qty": 1}, {"sku": KIT_LEG, "qty": 4}]}]
 
 
 class Receiver:
@@ -170,6 +175,7 @@ def services(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory)
     with processes() as running:
         try:
             engine.prepare()
+            engine.publish("kits", *KITS)  # before channel-sync starts: it reads the table first
             running.append(engine.start())
             running.extend(under_test.start())
             under_test.wait_ready()
@@ -230,6 +236,31 @@ def test_channel_ats_ends_at_the_engines_last_availability_with_at_most_one_push
         assert mine[-1]["as_of"] == final["as_of"] and mine[-1]["cause_event_id"] == final["cause_event_id"]
         assert sum(p["changes"] for p in mine) <= changes
         assert all(p["feed_key"] == f"{channel}:{sku}" for p in mine)
+
+
+def test_a_kits_ats_is_pushed_as_the_whole_kits_its_components_make(services: Services) -> None:
+    engine, ids = services.engine, Ids("kit-ats")
+    for name, sku, qty in (("top", KIT_TOP, 3), ("leg", KIT_LEG, 10)):
+        engine.send_inventory(engine.inventory(ids.event(name), "received", sku, qty, location="WH-1"))
+        engine.wait_stock(sku, ids.event(name))
+
+    def kit_ats_is(expected: int) -> bool:
+        latest = _latest_per_key(services.pushes(), KIT)
+        return {c: p["ats"] for c, p in latest.items()} == {"web": expected, "store": expected}
+
+    try:
+        wait_for(lambda: kit_ats_is(2), 30, "the kit's ATS: min(3 tops, 10 legs // 4)")
+        engine.send_orders(
+            engine.order(
+                ids.event("o1"), "placed", ids.order("1"), [{"line_id": "1", "sku": KIT_TOP, "qty": 2}]
+            )
+        )
+        wait_for(lambda: kit_ats_is(1), 30, "the kit's ATS after two tops sold alone")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{services.logs()}") from None
+    kit_pushes = [p for p in services.pushes() if p["sku"] == KIT]
+    assert all(p["feed_key"] == f"{p['channel']}:{KIT}" for p in kit_pushes)
+    assert len({p["event_id"] for p in kit_pushes}) == len(kit_pushes)
 
 
 def test_stock_thresholds_are_pushed_per_channel(services: Services) -> None:

@@ -47,6 +47,7 @@ CONTRACT: dict[str, TopicContract] = {
         TopicContract("inventory", "inventory", "sku", "input"),
         TopicContract("locations", "location", "location_id", "input", compacted=True),
         TopicContract("channels", "channel", "channel_id", "input", compacted=True),
+        TopicContract("kits", "kit", "kit_sku", "input", compacted=True),
         TopicContract("allocation-requests", "allocation_request", "sku", "internal"),
         TopicContract("allocations", "allocation", "order_id", "output"),
         TopicContract("availability", "availability", "sku", "output", compacted=True),

@@ -62,6 +62,7 @@ SCHEMA_NAMES = (
     "fulfilment_request",
     "fulfilment_ack",
     "transfer_recommendation",
+    "kit",
 )
 
 

@@ -6,6 +6,17 @@ pushes to `channel-ats` (compacted, keyed `channel:sku`, absolute quantities) th
 `Coalescer` (services/coalesce.py): at most one push per key per window, only on change,
 the newest last, with the stock threshold it crossed.
 
+Kits (the `kits` global table, read whole by every instance): a change of a component's
+ATS also pushes each kit it is part of, keyed `channel:<kit sku>`, as the whole kits the
+components make (`domain.kits.kit_ats`), from the components' newest ATS this instance
+read (kept in memory for every key, and seeded from the table on recovery: while an event
+is processed, faust's table answers only for that event's partition). An instance reads
+the SKUs of its own partitions only: a component it has never seen
+counts as none (a kit is never offered beyond what is known). So a kit's ATS is exact where
+one instance reads every `availability` partition; with several, a kit whose components
+land on different instances is understated (pushed by each from what it knows). Kit
+values are pushed, not kept in the table, so `/ats` does not answer them.
+
 At-least-once, with outputs safe to repeat (docs/architecture.md, Downstream services):
 faust flushes the producer before it commits offsets, so a record whose push or table
 write was lost is read again. A table entry records what was last pushed from the agent;
@@ -16,11 +27,12 @@ queued again, so a push waiting for its window when the process died is not lost
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,15 +42,19 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamalloc.api.queries import FORWARDED_HEADER
 from streamalloc.config import Settings
+from streamalloc.domain.kits import Kit, kit_ats, kits_by_component
 from streamalloc.errors import DeserializationError
+from streamalloc.kafka import consumer_config
 from streamalloc.kafka.partitioning import partition_for
+from streamalloc.runtime.global_tables import GlobalTable
 from streamalloc.serialization import dead_letter_serde, topic_serde
 from streamalloc.services import faust_app
-from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
+from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, feed_key, stock_status
 from streamalloc.services.faust_app import Guarantee, Message
 from streamalloc.services.http import Handler, ServiceHttp
 from streamalloc.services.webhooks import WebhookConfig, WebhookSender
-from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER
+from streamalloc.stages.tables import KitsView
+from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER, KITS
 
 log = logging.getLogger(__name__)
 SERVICE = "channel-sync"
@@ -144,9 +160,20 @@ def _now_ms() -> int:
 class ChannelSync:
     """The service: a faust app, its table, the coalescer, metrics and HTTP routes."""
 
-    def __init__(self, settings: Settings, config: ChannelSyncConfig, *, self_url: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        config: ChannelSyncConfig,
+        *,
+        self_url: str | None = None,
+        kits: Callable[[], Mapping[str, Kit]] | None = None,
+    ) -> None:
         self.settings = settings
         self.config = config
+        self.kits = kits  # the kits table as kit SKU -> Kit (stages/tables.py KitsView); None: none
+        self._kits_seen: Mapping[str, Kit] | None = None
+        self._kits_of: dict[str, tuple[Kit, ...]] = {}
+        self._latest: dict[str, int] = {}  # feed key -> the newest ATS read, for kits' components
         self.self_url = self_url
         self.app = faust_app.make_app(settings, SERVICE, guarantee=config.guarantee, canonical_url=self_url)
         self.metrics = ChannelSyncMetrics()
@@ -204,7 +231,39 @@ class ChannelSync:
             if push is not None:
                 await self._publish(push)
             self.table[key] = _entry(value, self.coalescer.pushed(value.key))
+            self._latest[value.key] = value.ats
+        kits = self._kits_with(str(record["sku"]))
+        if kits:
+            await self._push_kits(kits, record, now)
         self.metrics.waiting.set(self.coalescer.waiting())
+
+    def _kits_with(self, sku: str) -> tuple[Kit, ...]:
+        """The kits `sku` is part of, by the kits table as it is now (re-indexed when it changed)."""
+        if self.kits is None:
+            return ()
+        kits = self.kits()
+        if kits is not self._kits_seen:
+            self._kits_of, self._kits_seen = kits_by_component(kits), kits
+        return self._kits_of.get(sku, ())
+
+    async def _push_kits(self, kits: tuple[Kit, ...], record: dict[str, Any], now: int) -> None:
+        """Offer each kit's ATS per channel of `record` (a component's availability) to the coalescer."""
+        for value in ats_values(record):
+            for kit in kits:
+                ats = {sku: self._latest.get(feed_key(value.channel, sku), 0) for sku, _ in kit.components}
+                kit_value = AtsValue(
+                    value.channel,
+                    kit.kit_sku,
+                    kit_ats(kit, ats),
+                    value.as_of,
+                    value.cause_event_id,
+                    value.availability_event_id,
+                    kit=True,
+                )
+                self.metrics.changes.labels(value.channel).inc()
+                push = self.coalescer.offer(kit_value, now)
+                if push is not None:
+                    await self._publish(push)
 
     async def _tick(self) -> None:
         for push in self.coalescer.due(_now_ms()):
@@ -216,8 +275,9 @@ class ChannelSync:
         now = _now_ms()
         for key, stored in self.table.items():
             entry = json.loads(stored)
+            name = key.decode()
+            self._latest[name] = int(entry["ats"])
             if entry["pushed"] != entry["ats"]:
-                name = key.decode()
                 self.coalescer.known(name, entry["pushed"])
                 push = self.coalescer.offer(_value_of(name, entry), now)
                 if push is not None:
@@ -377,7 +437,9 @@ def build(
     if http_port == 0:  # the group must know the address before the HTTP server starts
         http_port = _free_port(http_host)
     self_url = settings.advertised_url or f"http://{http_host}:{http_port}" if http_port is not None else None
-    service = ChannelSync(settings, config, self_url=self_url)
+    kits_table = _kits_table(settings)
+    service = ChannelSync(settings, config, self_url=self_url, kits=KitsView(kits_table))
+    faust_app.on_started(service.app, lambda: _follow(kits_table))
     if http_port is not None:
         http = ServiceHttp(
             http_host,
@@ -396,6 +458,26 @@ def build(
 
         faust_app.on_started(service.app, start)
     return service
+
+
+def _kits_table(settings: Settings) -> GlobalTable[dict[str, Any]]:
+    """The kits table, read whole outside the group as the engine reads it (runtime/global_tables.py)."""
+    topic = settings.topic(KITS)
+    serde = topic_serde(settings, topic)
+    reader = consumer_config(settings, group_id=f"{settings.app_id}-{SERVICE}-tables")
+    return GlobalTable(topic, lambda value: serde.decode(value, topic=topic), reader)
+
+
+async def _follow(table: GlobalTable[dict[str, Any]]) -> None:
+    """Catch up with the kits table, then apply its changes every second (it changes rarely)."""
+    await asyncio.to_thread(table.start)  # blocking calls, off the loop the agents run on
+    await asyncio.to_thread(table.catch_up)
+    try:
+        while True:
+            table.poll(0.0)
+            await asyncio.sleep(1.0)
+    finally:  # cancelled as the app stops
+        table.close()
 
 
 def run(settings: Settings, config: ChannelSyncConfig, *, http_host: str, http_port: int | None) -> int:

@@ -38,6 +38,8 @@ class AtsValue:
     as_of: int
     cause_event_id: str
     availability_event_id: str
+    #: A kit's ATS, computed from a component's availability record (services/channel_sync.py).
+    kit: bool = False
 
     @property
     def key(self) -> str:
@@ -59,8 +61,12 @@ class Push:
 
     @property
     def event_id(self) -> str:
-        """Derived from the availability record it carries, so a repeated push keeps its id."""
-        return f"{self.value.availability_event_id}:{self.value.channel}:ats"
+        """Derived from the availability record it carries, so a repeated push keeps its id (a
+        kit's names the kit too: one component's record moves several kits)."""
+        value = self.value
+        if value.kit:
+            return f"{value.availability_event_id}:{value.channel}:{value.sku}:kit-ats"
+        return f"{value.availability_event_id}:{value.channel}:ats"
 
 
 def feed_key(channel: str, sku: str) -> str:

@@ -18,7 +18,7 @@ from streamalloc.stages.allocator import STORE as ALLOCATOR_STORE
 from streamalloc.stages.allocator import AllocatorStage
 from streamalloc.stages.intake import IntakeStage
 from streamalloc.stages.order_stage import OrderStage
-from streamalloc.stages.tables import TablesView
+from streamalloc.stages.tables import KitsView, TablesView
 
 
 class Engine:
@@ -36,13 +36,16 @@ class Engine:
 
         self.locations = table("locations")
         self.channels = table("channels")
-        self.tables = GlobalTables({"locations": self.locations, "channels": self.channels})
+        self.kits = table("kits")
+        self.tables = GlobalTables(
+            {"locations": self.locations, "channels": self.channels, "kits": self.kits}
+        )
         self.tables_view = TablesView(self.locations, self.channels)
         root = Path(settings.state_dir) / settings.app_id
         self.allocator = AllocatorStage(settings, self.tables_view, self.observer)
         self.worker = Worker(
             settings,
-            [IntakeStage(settings), self.allocator, OrderStage(settings)],
+            [IntakeStage(settings, KitsView(self.kits)), self.allocator, OrderStage(settings)],
             store_factory=lambda name: RocksDBStore(name, root),
             dead_letter=dead_letter_encoder(dead_letter_serde(settings).encode),
             observer=self.observer,

@@ -8,6 +8,16 @@ an `amend` request per line for the allocator, which changes the line's units in
 decision (domain/amend.py), and an `amend_requested` per line on `allocations`, from which
 the order stage learns the order's new lines and releases those the edit left out.
 
+A line whose SKU is a kit (the `kits` global table, stages/tables.py) is expanded before
+anything else into one line per component: line id `<line_id>/<component sku>`, units
+the line's times the component's per kit, no lot (a kit's lot names no component's). Its
+components live on other partitions, so the order is made ship-complete: the order stage
+then releases every other line when one is rejected. The order stage only knows whole
+orders, so this binds every line of an order that has a kit line, not only the kit's
+components (docs/contract.md, Kits). Every later event naming the kit line (a cancel, a
+pick, a fulfilment, a return, an edit) is expanded the same way, with the kits table as
+it is then. An order without a kit line costs one dict lookup per line.
+
 Stateless. Reads `orders` and every `orders.<channel>` topic (by pattern). A whole-order
 cancellation (no lines listed) cannot be split here, since intake does not know the
 order's lines: it becomes a `cancel_requested` event on `allocations`, keyed by order id,
@@ -22,17 +32,24 @@ from typing import Any
 
 from streamalloc.config import Settings
 from streamalloc.domain import AmendRequested, CancelRequested, OrderAccepted
+from streamalloc.domain.kits import Kit
 from streamalloc.errors import ValidationError
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.records import LINE_COMMANDS, AllocationRequest
+from streamalloc.stages.tables import KitsProvider
+
+
+def _no_kits() -> Mapping[str, Kit]:
+    return {}
 
 
 class IntakeStage(BaseStage):
     name = "intake"
     stores: Sequence[str] = ()
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, kits: KitsProvider = _no_kits) -> None:
+        self._kits = kits
         self._orders = settings.topic("orders")
         self._pattern = re.compile(re.escape(settings.topic("orders.")) + r"[^.]+")
         self._requests_topic = settings.topic("allocation-requests")
@@ -57,8 +74,11 @@ class IntakeStage(BaseStage):
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
         emit, requests, allocations = ctx.emit, self._requests, self._allocations
         requests_topic, allocations_topic = self._requests_topic, self._allocations_topic
+        kits = self._kits()
         for record in records:
             order = record.value
+            if kits:
+                order = expand_kits(order, kits)
             kind = order["type"]
             key = order["order_id"].encode()
             if kind == "placed" or kind == "held":  # a cart's hold is seen as its order is
@@ -94,6 +114,29 @@ def check_order(order: Mapping[str, Any]) -> None:
         if line["line_id"] in seen:
             raise ValidationError(f"line_id {line['line_id']!r} appears twice in order {order['order_id']}")
         seen.add(line["line_id"])
+
+
+def expand_kits(order: Mapping[str, Any], kits: Mapping[str, Kit]) -> Mapping[str, Any]:
+    """The order event with each kit line replaced by its components' lines, ship-complete
+    (see the module doc); the same event when it names no kit (one lookup per line)."""
+    lines = order["lines"]
+    expanded: list[Mapping[str, Any]] | None = None
+    for i, line in enumerate(lines):
+        kit = kits.get(line["sku"])
+        if kit is None:
+            if expanded is not None:
+                expanded.append(line)
+            continue
+        if expanded is None:
+            expanded = list(lines[:i])
+        line_id, qty = line["line_id"], line["qty"]
+        expanded.extend(
+            {**line, "line_id": f"{line_id}/{sku}", "sku": sku, "qty": qty * per_kit, "lot": None}
+            for sku, per_kit in kit.components
+        )
+    if expanded is None:
+        return order
+    return {**order, "lines": expanded, "ship_complete": True}
 
 
 def line_requests(order: Mapping[str, Any]) -> list[AllocationRequest]:

@@ -1,4 +1,4 @@
-"""The global tables (decoded `locations` and `channels` records) as the domain's Tables."""
+"""The global tables (decoded `locations`, `channels` and `kits` records) as the domain's values."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamalloc.domain import Channel, Location, Tables
+from streamalloc.domain.kits import Kit
 from streamalloc.domain.tables import DEFAULT_HOLD_TTL_S, LOT_POLICIES, LotPolicy
 
 TablesProvider = Callable[[], Tables]
+KitsProvider = Callable[[], Mapping[str, Kit]]
 
 
 def location_of(record: Mapping[str, Any]) -> Location:
@@ -71,3 +73,35 @@ class TablesView:
             )
             self._seen = seen
         return self._tables
+
+
+def kit_of(record: Mapping[str, Any]) -> Kit | None:
+    """The kit of a `kits` record; None (not a kit: its lines stay plain SKU lines) when it is
+    inactive, lists no component, a unit count below one, the kit itself or a SKU twice."""
+    components = tuple((c["sku"], c["qty"]) for c in record.get("components") or ())
+    skus = {sku for sku, _ in components}
+    if (
+        not record.get("active", True)
+        or not components
+        or any(qty < 1 for _, qty in components)
+        or record["kit_sku"] in skus
+        or len(skus) != len(components)
+    ):
+        return None
+    return Kit(record["kit_sku"], components)
+
+
+class KitsView:
+    """The kits table as kit SKU -> Kit, rebuilt only when it changed (`version` bumps)."""
+
+    def __init__(self, kits: Any) -> None:
+        self._kits = kits  # GlobalTable: .rows (decoded records), .version
+        self._seen = -1
+        self._view: Mapping[str, Kit] = {}
+
+    def __call__(self) -> Mapping[str, Kit]:
+        if self._kits.version != self._seen:
+            kits = {sku: kit_of(record) for sku, record in self._kits.rows.items()}
+            self._view = {sku: kit for sku, kit in kits.items() if kit is not None}
+            self._seen = self._kits.version
+        return self._view

@@ -23,6 +23,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "inventory": json.loads((EXAMPLES / "inventory.jsonl").read_text().splitlines()[0]),
     "location": json.loads((EXAMPLES / "locations.jsonl").read_text().splitlines()[0]),
     "channel": json.loads((EXAMPLES / "channels.jsonl").read_text().splitlines()[1]),
+    "kit": json.loads((EXAMPLES / "kits.jsonl").read_text().splitlines()[0]),
     "allocation": {
         "event_id": "e1:1:allocated", "cause_event_id": "e1", "type": "allocated", "order_id": "web-1",
         "line_id": "1", "sku": "TEE", "channel": "web", "qty": 2, "location": "WH", "lot": None,

@@ -95,3 +95,10 @@ def test_ats_values_reads_every_channel_of_an_availability_record() -> None:
         ("web:TEE", 3, 7, "e9"),
         ("shop:TEE", 0, 7, "e9"),
     ]
+
+
+def test_a_kits_push_has_an_id_of_its_own_beside_its_components() -> None:
+    component = Coalescer(window_ms=1_000).offer(value(5), 0)
+    kit = Coalescer(window_ms=1_000).offer(AtsValue("web", "KIT", 1, 1, "e1", "a1", kit=True), 0)
+    assert component is not None and kit is not None
+    assert (component.event_id, kit.event_id) == ("a1:web:ats", "a1:web:KIT:kit-ats")
