@@ -104,6 +104,7 @@ class _Line:
     fulfilled: int = 0
     over: int = 0  # the most units it ever held beyond what it ordered
     amended_by: str = ""  # the cause of its last `amended`: the edit may give it units, or let it wait
+    promised_at: int | None = None  # the date its backorder was last promised for, until filled
 
     @property
     def held(self) -> int:
@@ -147,7 +148,8 @@ class AuditReport:
     transfers: Counter[str] = field(default_factory=Counter)
     in_transit_units: int = 0  # units of transfers shipped and not received at the end
     #: promise dates: "promised" (backordered events with a promised_at) and "restated" (of
-    #: those, the ones telling a waiting line a new date: an ETA moved)
+    #: those, the ones telling a waiting line a new date: an ETA moved); of the lines filled
+    #: after a promise, "kept" (filled by the date last promised) and "missed" (later)
     promises: Counter[str] = field(default_factory=Counter)
     kpis: Kpis = field(default_factory=Kpis)
 
@@ -385,6 +387,9 @@ def _replay_allocations(
                         )
                     line.wanting = max(0, line.wanting - qty)
                     line.waiting = line.wanting > 0
+                    if not line.waiting and line.promised_at is not None:  # filled: was it on time?
+                        report.promises["kept" if decided_at <= line.promised_at else "missed"] += 1
+                        line.promised_at = None
                 elif not (reallocating or line.waiting or cause == line.amended_by):
                     report.breach(
                         f"{kind} {event_id}: line {key} gets units from {cause}, neither its placement "
@@ -402,6 +407,7 @@ def _replay_allocations(
             if event.get("promised_at") is not None:
                 report.promises["promised"] += 1
                 report.promises["restated"] += int(line.waiting and not placement)
+                line.promised_at = event["promised_at"]
             if not (
                 placement or reallocating or line.waiting or not line.placed_by or cause == line.amended_by
             ):
@@ -435,6 +441,7 @@ def _replay_allocations(
                 line.released = True
                 line.waiting = False
                 line.wanting = 0
+                line.promised_at = None  # released while waiting: a promise neither kept nor missed
         elif kind == "fulfilled":
             stats["fulfilled"] += 1
             hard = min(qty, line.hard[location])

@@ -757,3 +757,18 @@ def test_a_line_an_edit_moves_to_another_sku_is_followed_at_each() -> None:
     )
     assert report.ok, report.breaches
     assert report.lines_decided == 2  # once at each SKU
+
+
+def test_a_backorder_filled_by_its_promised_date_keeps_the_promise_and_one_filled_later_misses_it() -> None:
+    placed = [order("p1", "o1", ("1", "S", 2), ("2", "S", 1))]
+    promised = [
+        {**decision("p1", "backordered", "o1", line, qty, None), "reason": "incoming", "promised_at": 1_000}
+        for line, qty in (("1", 2), ("2", 1))
+    ]
+    fills = [
+        {**decision("r1", "allocated", "o1", "1", 2), "decided_at": 1_000},  # on the date: kept
+        {**decision("r2", "allocated", "o1", "2", 1), "decided_at": 1_001},  # a millisecond late
+    ]
+    report = audit(placed, [stock("r1", 2), stock("r2", 1)], [*promised, *fills], [])
+    assert report.ok, report.breaches
+    assert (report.promises["promised"], report.promises["kept"], report.promises["missed"]) == (2, 1, 1)

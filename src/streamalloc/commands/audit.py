@@ -10,12 +10,15 @@ from typing import Any, cast
 from streamalloc.audit import TABLE_CAUSES, AuditReport, audit
 from streamalloc.commands.io import order_topics, read_records, read_to_end, read_with_batches
 from streamalloc.config import Settings
+from streamalloc.domain.kits import Kit
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka import admin_client
 from streamalloc.runtime.changelog import SRC_HEADER, BatchSource, RestoreJob
 from streamalloc.runtime.lineage import Batch, void_batches
 from streamalloc.runtime.state import StorePartition
 from streamalloc.serialization import topic_serde
+from streamalloc.stages.intake import expand_kits
+from streamalloc.stages.tables import kit_of
 
 
 def punctuation_batches(records: Iterable[tuple[bytes | None, Mapping[str, Any]]]) -> set[bytes]:
@@ -99,8 +102,21 @@ def _dropped_punctuations(settings: Settings, punctuation: set[bytes]) -> set[by
     return found
 
 
+def read_kits(settings: Settings) -> dict[str, Kit]:
+    """The kits table as the `kits` topic ends: each kit SKU's last record (an inactive or
+    invalid one is no kit). Orders are expanded with the table as it ends, where intake used it
+    as it was when each order came: a kit changed while its orders were open is not followed."""
+    last: dict[str, dict[str, Any]] = {}
+    for record in read_to_end(settings, settings.topic("kits")):
+        last[record["kit_sku"]] = record
+    return {sku: kit for sku, record in last.items() if (kit := kit_of(record)) is not None}
+
+
 def run_audit(settings: Settings) -> AuditReport:
     orders = [event for topic in order_topics(settings) for event in read_to_end(settings, topic)]
+    kits = read_kits(settings)
+    if kits:  # the engine decided kit lines as their components' lines (intake's expansion)
+        orders = [dict(expand_kits(order, kits)) for order in orders]
     inventory_topic = settings.topic("inventory")
     inventory_serde = topic_serde(settings, inventory_topic)
     refused = []

@@ -93,6 +93,7 @@ def run_demo(
     publisher = Publisher(settings)
     produce_file(settings, settings.topic("locations"), examples_dir() / "locations.jsonl")
     produce_file(settings, settings.topic("channels"), examples_dir() / "channels.jsonl")
+    produce_file(settings, settings.topic("kits"), examples_dir() / "kits.jsonl")
     stocked = stock(publisher, random.Random(seed))
     workdir = Path(tempfile.mkdtemp(prefix="streamalloc-demo-"))
     workers = [start_worker(settings, f"worker-{i}", workdir) for i in (1, 2)]
@@ -118,6 +119,7 @@ def run_demo(
         for thread in channels:
             thread.start()
         channels.append(transfer_in_transit(publisher, progress, say))  # the run waits for it too
+        channels.append(kit_orders(publisher, progress, say))
         deadline = time.monotonic() + timeout_s
         expected_lines = orders_per_channel * len(CHANNELS) * 1.75  # 1, 1, 2 or 3 lines an order
         crash_after = None if crash_at is None else int(expected_lines * crash_at)
@@ -364,6 +366,55 @@ def transfer_in_transit(
     return thread
 
 
+KIT_SKU = "KIT-DUO"  # examples/kits.jsonl: one SKU-KIT-A and two SKU-KIT-B
+KIT_ORDERS = ("web-kit-1", "web-kit-2")
+
+
+def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], None]) -> threading.Thread:
+    """Kits, all or nothing, in a thread of its own (started here).
+
+    5 SKU-KIT-A and 5 SKU-KIT-B are received at WH-EAST (its safety stock keeps one of each);
+    a web order of 2 KIT-DUO (2 A, 4 B) takes every B there is to sell, so the next order of 1
+    KIT-DUO finds its B short: that component is
+    refused and the order's other line (its A) is released with it (ship_complete_failed),
+    the units back for others.
+    """
+    settings = publisher.settings
+
+    def run() -> None:
+        for sku, qty in (("SKU-KIT-A", 5), ("SKU-KIT-B", 5)):
+            publisher.stock(
+                {"event_id": f"demo-kit-stock-{sku}", "type": "received", "sku": sku, "location": "WH-EAST",
+                 "qty": qty, "occurred_at": now_ms()}
+            )  # fmt: skip
+        publisher.producer.flush(30)
+        for order_id, kits in zip(KIT_ORDERS, (2, 1), strict=True):
+            line = {"line_id": "1", "sku": KIT_SKU, "qty": kits}
+            publisher.order(
+                {"event_id": f"{order_id}-placed", "type": "placed", "order_id": order_id, "channel": "web",
+                 "occurred_at": now_ms(), "region": "east", "lines": [line]}
+            )  # fmt: skip
+            publisher.producer.flush(30)
+            progress.lines_placed += 2  # a line per component
+
+            def settled(record: dict[str, Any], order_id: str = order_id) -> bool:
+                return bool(record["order_id"] == order_id and _settled(record))
+
+            status = _wait_for(settings, "order-status", settled)
+            lines = ", ".join(f"{line['sku']} {line['status']}" for line in status["lines"])
+            say(f"a web order of {kits} {KIT_SKU} (a line per component, all or nothing): {lines}")
+
+    thread = threading.Thread(target=run, name="kits", daemon=True)
+    thread.start()
+    return thread
+
+
+def _settled(status: dict[str, Any]) -> bool:
+    """Every line of an all-or-nothing order decided, and not some held while others failed."""
+    states = {line["status"] for line in status["lines"]}
+    return "pending" not in states and not ({"allocated", "rejected"} <= states)
+
+
 def _wait_for(
     settings: Settings, topic: str, done: Callable[[dict[str, Any]], bool], timeout_s: float = 60.0
 ) -> dict[str, Any]:
@@ -398,5 +449,6 @@ def transfer_row(report: AuditReport) -> tuple[str, str]:
         f"{moved['shipped']} transfer(s) shipped and {moved['received']} received; {moved['fills']} waiting "
         f"line(s) filled on arrival from units counted as incoming while in transit; {moved['lost']} "
         f"unit(s) lost, {report.in_transit_units} still in transit; {report.promises['promised']} "
-        "backorder(s) promised a date by the ETA of what they wait on",
+        f"backorder(s) promised a date by the ETA of what they wait on, {report.promises['kept']} "
+        f"filled by that date, {report.promises['missed']} later",
     )
