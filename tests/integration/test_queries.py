@@ -124,7 +124,8 @@ def test_either_worker_gives_the_owners_answer_and_an_unknown_sku_is_a_clear_404
         assert result.exit_code == 0, result.output
         printed = json.loads(result.stdout)
         assert printed["served_by"] == owner.url
-        assert printed["channels"] == [{"channel": "web", "ats": 10 + i}]
+        # nothing incoming, so no dates to promise by
+        assert printed["channels"] == [{"channel": "web", "ats": 10 + i, "atp": []}]
     assert redirected > 0, "every SKU was owned by the non-forwarding worker: nothing was redirected"
 
     unknown = ids.sku("never-seen")
