@@ -82,6 +82,15 @@ def test_the_demo_passes_its_audit_with_every_policy_at_work(settings: Settings)
     second = {(e["line_id"], e["type"], e["reason"]) for e in kits if e["order_id"] == KIT_ORDERS[1]}
     assert any(line == "1/SKU-KIT-B" and kind == "rejected" for line, kind, _ in second), second
     assert ("1/SKU-KIT-A", "released", "ship_complete_failed") in second, second
+    # the kit's ATS for web: the whole kits its components' last web ATS make (1 A, 2 B a kit)
+    last = {
+        r["sku"]: {c["channel"]: c["ats"] for c in r["channels"]}
+        for r in read_to_end(settings, settings.topic("availability"))
+        if r["sku"] in ("SKU-KIT-A", "SKU-KIT-B")
+    }
+    web_kits = max(0, min(last["SKU-KIT-A"].get("web", 0), last["SKU-KIT-B"].get("web", 0) // 2))
+    [kit_line] = [m for m in said if m.startswith("KIT-DUO (1 SKU-KIT-A + 2 SKU-KIT-B) available to sell")]
+    assert f"web {web_kits}" in kit_line, (kit_line, last)
     # replenishment on the run's history recommends transfers, and the stockout rate without
     # and with them is shown (whether they lower it depends on the run: the demo is short of
     # stock everywhere, not in the wrong place, so moving units mostly cannot help)

@@ -36,7 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
-from streamalloc.commands.audit import run_audit
+from streamalloc.commands.audit import read_kits, run_audit
 from streamalloc.commands.io import produce_file, read_to_end
 from streamalloc.commands.replay import load_inputs
 from streamalloc.commands.simulation import (
@@ -60,6 +60,7 @@ from streamalloc.commands.simulation import (
 )
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
+from streamalloc.domain.kits import kit_ats
 from streamalloc.domain.replenishment import ReplenishmentPolicy
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka import consume_available, consumer_config
@@ -185,6 +186,7 @@ def run_demo(
     report = run_audit(settings)
     say(f"{report.events['allocation.amended']} order line edit(s) applied")
     say(replenishment_summary(settings))
+    say(kit_availability(settings))
     summary = {
         "ok": report.ok,
         "breaches": report.breaches,
@@ -407,6 +409,26 @@ def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], No
     thread = threading.Thread(target=run, name="kits", daemon=True)
     thread.start()
     return thread
+
+
+def kit_availability(settings: Settings) -> str:
+    """KIT_SKU's ATS per channel at the end of the run, as channel-sync publishes it: the whole
+    kits its components' last availability (per channel ATS) makes (`kit_ats`)."""
+    kit = read_kits(settings).get(KIT_SKU)
+    if kit is None:
+        return f"{KIT_SKU} is not in the kits table"
+    last: dict[str, dict[str, int]] = {}
+    components = {sku for sku, _ in kit.components}
+    for record in read_to_end(settings, settings.topic("availability")):
+        if record["sku"] in components:
+            last[record["sku"]] = {c["channel"]: c["ats"] for c in record["channels"]}
+    channels = sorted({channel for ats in last.values() for channel in ats})
+    kits = ", ".join(
+        f"{channel} {kit_ats(kit, {sku: ats.get(channel, 0) for sku, ats in last.items()})}"
+        for channel in channels
+    )
+    parts = " + ".join(f"{qty} {sku}" for sku, qty in kit.components)
+    return f"{KIT_SKU} ({parts}) available to sell at the end, whole kits per channel: {kits or 'none'}"
 
 
 def _settled(status: dict[str, Any]) -> bool:
