@@ -390,6 +390,12 @@ def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], No
                  "qty": qty, "occurred_at": now_ms()}
             )  # fmt: skip
         publisher.producer.flush(30)
+        for sku in ("SKU-KIT-A", "SKU-KIT-B"):  # the stock is there before the orders come
+
+            def stocked(record: dict[str, Any], sku: str = sku) -> bool:
+                return bool(record["sku"] == sku and record["totals"]["on_hand"] >= 5)
+
+            _wait_for(settings, "availability", stocked)
         for order_id, kits in zip(KIT_ORDERS, (2, 1), strict=True):
             line = {"line_id": "1", "sku": KIT_SKU, "qty": kits}
             publisher.order(
