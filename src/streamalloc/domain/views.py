@@ -145,6 +145,8 @@ def atp(state: SkuState, channel: Channel, ats: int) -> tuple[tuple[int, int], .
     floored at 0. Incoming units without an ETA are in no bucket.
     """
     book = state.book
+    if not book.expected and not book.transfers:  # nothing incoming (the usual case): no dates
+        return ()
     due = [(s.eta, s.qty, s.location) for s in book.expected.values() if s.eta is not None]
     due += [(t.eta, t.qty, t.destination) for t in book.transfers.values() if t.eta is not None]
     promised = [(e.promised_at, e.qty) for e in book.waitlist if e.promised_at is not None]
