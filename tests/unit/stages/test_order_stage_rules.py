@@ -296,3 +296,61 @@ def test_an_order_edit_changes_a_quantity_releases_a_line_left_out_and_adds_one(
         ("2", 2, 0, "released"),  # reported as it left, not counted in the order's status
         ("3", 4, 4, "allocated"),
     ]
+
+
+def test_an_order_kept_from_its_commit_is_followed_as_its_store_record_would_be(monkeypatch: Any) -> None:
+    """The stage keeps an order decoded after the commit that wrote it; the next batch takes
+    it without a decode only while the store holds that very record. A transaction that
+    failed after `before_commit` left the store as it was, and the order is read from it."""
+    batches = [
+        (allocation("acc", "accepted", line_count=2, qty=3),),
+        (allocation("a", "allocated", "1", qty=3, location="WH-A"),),
+        (allocation("b", "backordered", "2", qty=1, reason="incoming"),),
+        (allocation("p", "picked", "1", qty=3, location="WH-A"),),
+    ]
+    kept, decoding = Driver(), Driver()
+    decoding.stage.kept_orders = 0
+    decoded = 0
+    decode = decode_order
+
+    def counted(data: bytes) -> OrderState:
+        nonlocal decoded
+        decoded += 1
+        return decode(data)
+
+    monkeypatch.setattr("streamalloc.stages.order_stage.decode_order", counted)
+    for values in batches:
+        before = decoded
+        assert kept.feed(*values) == decoding.feed(*values)
+        assert decoded - before == (0 if values is batches[0] else 1), (
+            "only the stage without kept orders decodes"
+        )
+        # the same order (marshal's records may differ in which equal strings they share)
+        assert decode(kept.store.partition(0).get(b"o1") or b"") == decode(
+            decoding.store.partition(0).get(b"o1") or b""
+        )
+
+    # a batch whose commit failed after before_commit: the store keeps the earlier record
+    txn = kept.store.partition(0).begin()
+    ctx = PartitionContext(0, {STORE: txn}, lambda *args, **kwargs: None)
+    record = Record(
+        ALLOCATIONS,
+        0,
+        99,
+        b"o1",
+        kept.stage.decode(ALLOCATIONS, b"o1", allocation("f", "fulfilled", "1", qty=3, location="WH-A")),
+        0,
+    )
+    kept.stage.process(ctx, [record])
+    kept.stage.before_commit(ctx)
+    txn.abort()
+    before = decoded
+    releases = of(
+        kept.feed(allocation("c", "cancel_requested", cause_event_id="cx", reason="cancelled")), REQUESTS
+    )
+    assert sorted(r["line_id"] for r in releases) == ["1", "2"], "the line not shipped is released too"
+    assert decoded - before == 1, "the record the failed commit wrote is not the store's: decoded"
+    order = decode(kept.store.partition(0).get(b"o1") or b"")
+    assert "f" not in order.applied and order.lines["1"].shipped == 0, (
+        "the aborted shipment is not in the order"
+    )
