@@ -156,8 +156,8 @@ class AllocatorStage(BaseStage):
         for sku, sku_records in by_sku.items():
             if tables.contending:  # a channel lets its lines yield to higher-ranked rivals
                 sku_records = contend(sku_records, _command_of, tables)  # noqa: PLW2901
-            state = load_state(sku, txn)
-            cause = dirty[sku][0] if sku in dirty else None
+            seen = dirty.get(sku)  # an earlier batch of this transaction's: its state as it is
+            state, cause = (load_state(sku, txn), None) if seen is None else (seen[1], seen[0])
             for record in sku_records:
                 if decide(ctx, state, record.value, tables, now, record):
                     cause = record.value.event_id
