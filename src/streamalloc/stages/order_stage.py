@@ -59,10 +59,6 @@ _V2 = 2
 _V3 = 3
 _V4 = 4
 _V5 = 5  # version 4 and the order edit being seen (`OrderState.amending`)
-#: Orders kept decoded after the commit that wrote them, with the record written (see
-#: `OrderStage.__init__`): an order's next event (its allocation, after its acceptance) comes
-#: a batch or two later, so a few thousand cover the orders in flight at full speed.
-KEPT_ORDERS = 4096
 
 
 class OrderStage(BaseStage):
@@ -84,13 +80,6 @@ class OrderStage(BaseStage):
         # partition has seen of its writers' batches. An aborted batch's orders go with its
         # transaction: the next one starts from the store again.
         self._open: dict[int, _Open] = {}
-        # order key -> (the record written at a commit, the order it encodes): the next
-        # transaction takes the order as it is when the store still holds that very record,
-        # instead of decoding it. Equal records are equal orders, so a commit that failed
-        # after `before_commit`, or another worker's writes, only cost a decode. Taken out
-        # when used: no two transactions share an object, and an aborted one's changes go.
-        self._kept: dict[bytes, tuple[bytes, OrderState]] = {}
-        self.kept_orders = KEPT_ORDERS
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
@@ -108,18 +97,13 @@ class OrderStage(BaseStage):
         changed = open_.orders
         emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
         keeps_history = self.reads_batches
-        kept_orders = self._kept
 
         def order_of(order_id: str) -> OrderState:
             seen = changed.get(order_id)
             if seen is not None:
                 return seen[1]
-            key = order_id.encode()
-            data = txn.get(key)
+            data = txn.get(order_id.encode())
             if data is not None:
-                kept = kept_orders.pop(key, None)
-                if kept is not None and kept[0] == data:
-                    return kept[1]
                 return decode_order(data)
             return OrderState() if keeps_history else OrderState(history=None)
 
@@ -157,14 +141,8 @@ class OrderStage(BaseStage):
             return
         if open_.lineage is not None:
             txn.set(LINEAGE_KEY, marshal.dumps(open_.lineage.dump()))
-        kept, most = self._kept, self.kept_orders
         for order_id, (cause, order) in open_.orders.items():
-            key, data = order_id.encode(), encode_order(order)
-            txn.set(key, data)
-            if most:
-                kept[key] = (data, order)
-                if len(kept) > most:
-                    del kept[next(iter(kept))]  # the one written longest ago
+            txn.set(order_id.encode(), encode_order(order))
             status = orders.status(order)
             if status is not None:  # its status after the last batch of the commit that changed it
                 record = order_status_record(order_id, order, status, cause)
