@@ -54,9 +54,9 @@ is one that leaves the line units elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Callable, Container, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Final, Literal, NamedTuple, assert_never
+from typing import Any, Final, Literal, NamedTuple, assert_never
 
 from streamalloc.domain import reasons
 from streamalloc.domain.commands import ReleaseLine
@@ -151,6 +151,73 @@ class OrderLine:
         return tuple(sorted(per.items()))
 
 
+HistoryEntry = tuple[OrderEvent, str]
+"""An event an order applied and its `source` (see `retract`)."""
+
+
+class History:
+    """Every event an order applied, in order, each with its source (see `retract`).
+
+    A store may hand over the entries it kept in a form of its own, with the function that
+    makes an entry of one (`stored`, `expand`): they are expanded only when read, which only
+    `retract` does. Most orders are never retracted, so their kept entries go back to the
+    store as they came (`entries`) and only the events applied since are converted.
+    """
+
+    __slots__ = ("_added", "_expand", "_stored")
+
+    def __init__(
+        self,
+        added: Iterable[HistoryEntry] = (),
+        *,
+        stored: tuple[Any, ...] = (),
+        expand: Callable[[Any], HistoryEntry] | None = None,
+    ) -> None:
+        if stored and expand is None:
+            raise ValueError("stored entries need the function that expands them")
+        self._stored = stored
+        self._expand = expand
+        self._added: list[HistoryEntry] = list(added)
+
+    def append(self, entry: HistoryEntry) -> None:
+        self._added.append(entry)
+
+    def __iter__(self) -> Iterator[HistoryEntry]:
+        if self._stored and self._expand is not None:
+            yield from map(self._expand, self._stored)
+        yield from self._added
+
+    def __len__(self) -> int:
+        return len(self._stored) + len(self._added)
+
+    def __bool__(self) -> bool:
+        return bool(self._stored or self._added)
+
+    def last(self) -> HistoryEntry | None:
+        if self._added:
+            return self._added[-1]
+        if self._stored and self._expand is not None:
+            return self._expand(self._stored[-1])
+        return None
+
+    def entries(self, compact: Callable[[HistoryEntry], Any]) -> tuple[Any, ...]:
+        """The entries in the store's form: those it handed over as they came, the rest made
+        by `compact` (the inverse of the store's `expand`)."""
+        return self._stored + tuple(map(compact, self._added))
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, History):
+            return list(self) == list(other)
+        if isinstance(other, list):
+            return list(self) == other
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the list it stands for
+
+    def __repr__(self) -> str:
+        return f"History({list(self)!r})"
+
+
 @dataclass(slots=True)
 class OrderState:
     """Everything known of one order; changed in place by `apply`."""
@@ -165,7 +232,7 @@ class OrderState:
     lines: dict[str, OrderLine] = field(default_factory=dict)
     applied: set[str] = field(default_factory=set)  # ids of the events applied: a repeat is a no-op
     #: every event applied, in order, with its source (see `retract`); None: not known
-    history: list[tuple[OrderEvent, str]] | None = field(default_factory=list)
+    history: History | None = field(default_factory=History)
     #: the edit being seen: its cause id and the lines it listed so far (see `AmendRequested`)
     amending: tuple[str, tuple[str, ...]] | None = None
 
@@ -230,15 +297,17 @@ def retract(order: OrderState, sources: Container[str]) -> tuple[OrderState, tup
     those asked for before went out already, and a release is idempotent in the allocator
     anyway. Nothing changes when no event came from `sources` or the history is not known.
     """
-    history = order.history
-    if history is None or not any(source in sources for _, source in history):
+    if order.history is None:
+        return order, ()
+    history = list(order.history)
+    if not any(source in sources for _, source in history):
         return order, ()
     asked = {(r.event_id, r.line_id) for r in _fold(history)[1]}
     again, releases = _fold([(event, source) for event, source in history if source not in sources])
     return again, tuple(r for r in releases if (r.event_id, r.line_id) not in asked)
 
 
-def _fold(history: list[tuple[OrderEvent, str]]) -> tuple[OrderState, list[ReleaseLine]]:
+def _fold(history: Iterable[HistoryEntry]) -> tuple[OrderState, list[ReleaseLine]]:
     """The order its history gives, and every release its rules asked for on the way."""
     order = OrderState()
     releases: list[ReleaseLine] = []

@@ -42,7 +42,7 @@ from streamalloc.audit import TABLE_CAUSES
 from streamalloc.config import Settings
 from streamalloc.domain import AllocationEvent, OrderEvent, OrderLine, OrderState, ReleaseLine, orders
 from streamalloc.domain.events import AmendRequested, CancelRequested, OrderAccepted, build_event
-from streamalloc.domain.orders import Units
+from streamalloc.domain.orders import History, HistoryEntry, Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.live_lineage import LiveBatches
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
@@ -191,7 +191,7 @@ def encode_order(order: OrderState) -> bytes:
             lines,
             # The ids applied are those of the history's events when it is kept.
             order.applied if history is None else None,
-            None if history is None else tuple(_compact(event) + (source,) for event, source in history),
+            None if history is None else history.entries(_compact_entry),
             order.amending,
         )
     )
@@ -222,14 +222,14 @@ def decode_order(data: bytes) -> OrderState:
         kept,
         amending,
     ) = values
-    history: list[tuple[OrderEvent, str]] | None
+    history: History | None
     if kept is None:
         history = None
-    elif version >= _V4:
-        history = [(_expand(entry), entry[-1]) for entry in kept]
-        applied = {event.event_id for event, _ in history}
+    elif version >= _V4:  # expanded when read (`History`): most orders never are
+        history = History(stored=kept, expand=_expand_entry)
+        applied = {entry[1] for entry in kept}  # each kind's first field is its event id
     else:
-        history = [(order_event(record), source) for record, source in kept]
+        history = History((order_event(record), source) for record, source in kept)
     return OrderState(
         channel,
         line_count,
@@ -258,15 +258,16 @@ _KIND_OF = {
 }
 
 
-def _compact(event: OrderEvent) -> tuple[Any, ...]:
+def _compact_entry(entry: HistoryEntry) -> tuple[Any, ...]:
+    event, source = entry
     kind, values = _KIND_OF[type(event)]
-    return (kind, *values(event))
+    return (kind, *values(event), source)
 
 
-def _expand(entry: tuple[Any, ...]) -> OrderEvent:
+def _expand_entry(entry: tuple[Any, ...]) -> HistoryEntry:
     kind = entry[0]
     event: OrderEvent = build_event(_KINDS[kind], dict(zip(_FIELDS[kind], entry[1:-1], strict=True)))
-    return event
+    return event, entry[-1]
 
 
 def load_lineage(txn: PartitionTransaction) -> LiveBatches:
@@ -277,7 +278,8 @@ def load_lineage(txn: PartitionTransaction) -> LiveBatches:
 
 def _latest(order: OrderState, default: str) -> str:
     """The id of the last event the order applied: the cause its status names."""
-    return order.history[-1][0].event_id if order.history else default
+    last = None if order.history is None else order.history.last()
+    return default if last is None else last[0].event_id
 
 
 def _decode_v1(values: tuple[Any, ...]) -> OrderState:

@@ -11,6 +11,7 @@ from streamalloc.domain import (
     Channel,
     Decision,
     OrderAccepted,
+    OrderEvent,
     OrderState,
     ReleaseLine,
     Sweep,
@@ -19,6 +20,7 @@ from streamalloc.domain import (
     reasons,
 )
 from streamalloc.domain.events import allocation_event
+from streamalloc.domain.orders import History
 
 from ._builders import NOW, SKU, allocate, fulfil, online, pick, stocked, tables
 
@@ -190,3 +192,39 @@ def test_events_built_in_one_step_equal_those_built_by_their_constructors() -> N
     assert "ship_complete" not in vars(
         AllocationEvent.from_record({**allocated.as_record(), "ship_complete": False})
     )
+
+
+def test_a_history_handed_over_in_a_stores_form_is_expanded_only_when_read() -> None:
+    """Most orders are never retracted: their stored entries go back as they came."""
+    events = [(accepted(), "b1"), (event("allocated"), "b2")]
+    expanded: list[int] = []
+
+    def expand(entry: int) -> tuple[OrderEvent, str]:
+        expanded.append(entry)
+        return events[entry]
+
+    history = History(stored=(0, 1), expand=expand)
+    later = (event("picked", cause="pick"), "b3")
+    history.append(later)
+    assert len(history) == 3 and history
+    assert history.entries(lambda entry: events.index(entry) if entry in events else 2) == (0, 1, 2)
+    assert history.last() == later and expanded == [], "written back and its last read: nothing expanded"
+    assert list(history) == [*events, later] and expanded == [0, 1]
+    assert history == History([*events, later]) == [*events, later]
+    assert History().last() is None and not History()
+
+
+def test_a_retracted_source_takes_its_events_out_of_a_stored_history() -> None:
+    events = [(accepted(), "b1"), (event("allocated"), "void")]
+    order = OrderState()
+    for applied, source in events:
+        orders.apply(order, applied, source)
+    stored = OrderState(
+        order.channel, order.line_count, order.ship_complete, order.placements, order.cancelled,
+        order.ship_failed, order.decided_at, copy.deepcopy(order.lines), set(order.applied),
+        History(stored=(0, 1), expand=events.__getitem__),
+    )  # fmt: skip
+    assert stored == order
+    again, _ = orders.retract(stored, {"void"})
+    assert "1" not in again.lines, "the void batch's allocation is taken out"
+    assert [e.event_id for e, _ in again.history or ()] == [events[0][0].event_id]

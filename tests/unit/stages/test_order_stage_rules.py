@@ -296,3 +296,27 @@ def test_an_order_edit_changes_a_quantity_releases_a_line_left_out_and_adds_one(
         ("2", 2, 0, "released"),  # reported as it left, not counted in the order's status
         ("3", 4, 4, "allocated"),
     ]
+
+
+def test_an_order_record_gives_back_the_ids_applied_of_every_kind_of_event_it_kept() -> None:
+    """The ids applied come from the kept history's entries without expanding them, each
+    kind's id read where its entry has it: a repeat of any of them stays a no-op."""
+    driver = Driver()
+    driver.feed(
+        allocation("acc", "accepted", line_count=1, qty=2),
+        allocation("a", "allocated", "1", qty=2, location="WH-A"),
+    )
+    driver.feed(
+        allocation(
+            "edit:1:amend_requested", "amend_requested", "1", qty=1, cause_event_id="edit", line_count=1
+        )
+    )
+    driver.feed(allocation("c", "cancel_requested", cause_event_id="cancel-event", reason="cancelled"))
+    order = decode_order(driver.store.partition(0).begin().get(b"o1") or b"")
+    ids = {"acc", "a", "edit:1:amend_requested", "c"}
+    assert order.applied >= ids and {e.event_id for e, _ in order.history or ()} == order.applied
+    again = driver.feed(
+        allocation("acc", "accepted", line_count=1, qty=2),
+        allocation("c", "cancel_requested", cause_event_id="cancel-event", reason="cancelled"),
+    )
+    assert of(again, REQUESTS) == [], "repeats of applied events ask for nothing"
