@@ -80,6 +80,12 @@ class OrderStage(BaseStage):
         # partition has seen of its writers' batches. An aborted batch's orders go with its
         # transaction: the next one starts from the store again.
         self._open: dict[int, _Open] = {}
+        # partition -> (its lineage record written at the last commit, the value it encodes):
+        # the next transaction takes the value as it is while the store holds that very
+        # record (the usual case) rather than decoding it again; a commit that failed after
+        # `before_commit`, or another owner's writes in between, cost a decode. Taken out
+        # when used, so an aborted transaction's changes to it go with it.
+        self._lineage: dict[int, tuple[bytes, LiveBatches]] = {}
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
@@ -119,7 +125,7 @@ class OrderStage(BaseStage):
             if record.batch is not None:
                 lineage = open_.lineage
                 if lineage is None:
-                    lineage = open_.lineage = load_lineage(txn)
+                    lineage = open_.lineage = self._load_lineage(ctx.partition, txn)
                 engine = isinstance(event, AllocationEvent) and event.cause_event_id.startswith(TABLE_CAUSES)
                 found, voided = lineage.observe(record.batch, order_id, engine)
                 for void_source, order_ids in voided.items():
@@ -140,13 +146,22 @@ class OrderStage(BaseStage):
         if open_ is None or txn is None or open_.txn is not txn:
             return
         if open_.lineage is not None:
-            txn.set(LINEAGE_KEY, marshal.dumps(open_.lineage.dump()))
+            data = marshal.dumps(open_.lineage.dump())
+            txn.set(LINEAGE_KEY, data)
+            self._lineage[ctx.partition] = (data, open_.lineage)
         for order_id, (cause, order) in open_.orders.items():
             txn.set(order_id.encode(), encode_order(order))
             status = orders.status(order)
             if status is not None:  # its status after the last batch of the commit that changed it
                 record = order_status_record(order_id, order, status, cause)
                 ctx.emit(self._status_topic, order_id.encode(), self._status.encode(record))
+
+    def _load_lineage(self, partition: int, txn: PartitionTransaction) -> LiveBatches:
+        kept = self._lineage.pop(partition, None)
+        data = txn.get(LINEAGE_KEY)
+        if kept is not None and data == kept[0]:
+            return kept[1]
+        return LiveBatches() if data is None else LiveBatches.load(marshal.loads(data))  # noqa: S302 - our own data
 
 
 class _Open:
@@ -268,12 +283,6 @@ def _expand_entry(entry: tuple[Any, ...]) -> HistoryEntry:
     kind = entry[0]
     event: OrderEvent = build_event(_KINDS[kind], dict(zip(_FIELDS[kind], entry[1:-1], strict=True)))
     return event, entry[-1]
-
-
-def load_lineage(txn: PartitionTransaction) -> LiveBatches:
-    """What the partition has seen of its writers' batches (runtime/live_lineage.py)."""
-    data = txn.get(LINEAGE_KEY)
-    return LiveBatches() if data is None else LiveBatches.load(marshal.loads(data))  # noqa: S302 - our own data
 
 
 def _latest(order: OrderState, default: str) -> str:

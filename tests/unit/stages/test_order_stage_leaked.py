@@ -9,10 +9,14 @@ its last order-status wrong.
 
 from __future__ import annotations
 
+import marshal
+from typing import Any
+
 from tests.unit.stages._inputs import ALLOCATIONS, ORDER_STATUS, REQUESTS, SETTINGS, allocation, decoded
 
 from streamalloc.runtime.lineage import encode_batch
-from streamalloc.stages.order_stage import STORE, OrderStage, decode_order
+from streamalloc.runtime.live_lineage import LiveBatches, source_of
+from streamalloc.stages.order_stage import LINEAGE_KEY, STORE, OrderStage, decode_order
 from streamalloc.testing import Output, StageHarness
 
 REQ, INV = ("r.allocation-requests", 2), ("r.inventory", 2)
@@ -139,3 +143,36 @@ def test_a_punctuation_batch_is_never_void() -> None:
     kept = harness.store(STORE).get(b"e")
     assert kept is not None
     assert decode_order(kept).lines["1"].status == "released"
+
+
+def test_the_lineage_is_kept_between_commits_and_read_again_after_a_failed_one(monkeypatch: Any) -> None:
+    """What the partition has seen of its writers' batches is decoded once, then carried from
+    commit to commit; a commit that failed after `before_commit` left the store's record as
+    it was, and the next batch reads that one, not what the failed batch saw."""
+    loads: list[object] = []
+    load = LiveBatches.load
+
+    def counted(value: object) -> LiveBatches:
+        loads.append(value)
+        return load(value)
+
+    monkeypatch.setattr(LiveBatches, "load", staticmethod(counted))
+    harness = StageHarness(OrderStage(SETTINGS))
+    for order in ("a", "b", "c"):
+        accepted = allocation(f"{order}:accepted", "accepted", order, qty=0, line_count=1)
+        harness.feed(ALLOCATIONS, [(order.encode(), accepted)], batch=INTAKE)
+    assert loads == [], "the first batch found no record; the later ones took the value kept"
+    harness.feed(
+        ALLOCATIONS,
+        [(b"a", allocation("a:1:backordered", "backordered", "a", "1"))],
+        batch=LEAKED,
+        commit=False,
+    )
+    stored = harness.store(STORE).get(LINEAGE_KEY)
+    assert stored is not None
+    harness.feed(
+        ALLOCATIONS, [(b"b", allocation("b:1:rejected", "rejected", "b", "1", reason="x"))], batch=COMMITTED
+    )
+    assert len(loads) == 1, "read again from the store after the failed commit"
+    assert loads[0] == marshal.loads(stored)  # noqa: S302 - the stage's own record
+    assert all(entry[0] != source_of(LEAKED) for seen in loads[0][0].values() for entry in seen)
