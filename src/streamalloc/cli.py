@@ -858,7 +858,7 @@ _JSONL = click.Path(exists=True, dir_okay=False, path_type=Path)
     "--baseline",
     multiple=True,
     type=_JSONL,
-    help="Location and channel records, JSONL [the locations and channels topics].",
+    help="Location, channel and kit records, JSONL [the locations, channels and kits topics].",
 )
 @click.option(
     "--examples", type=click.IntRange(min=0), default=10, show_default=True, help="Changed orders to list."

@@ -13,7 +13,16 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest
-from tests.unit.test_replay_cli import CHANNELS, INVENTORY, LOCATIONS, ORDERS, POLICY, write
+from tests.unit.test_replay_cli import (
+    CHANNELS,
+    INVENTORY,
+    KIT_ORDERS,
+    KITS,
+    LOCATIONS,
+    ORDERS,
+    POLICY,
+    write,
+)
 
 from streamalloc.cli import main
 from streamalloc.commands.io import produce_file
@@ -58,6 +67,45 @@ def test_topics_replay_as_their_files_do(settings: Settings, tmp_path: Path) -> 
     )
     assert topics["channels"] == local["channels"] and topics["examples"] == local["examples"]
     assert topics["channels"]["web"]["difference"]["units"]["allocated"] == 2
+
+
+def test_kit_orders_replay_with_the_kits_topic_as_with_kit_records_in_a_baseline_file(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    for topic, records in (
+        ("orders", KIT_ORDERS),
+        ("inventory", INVENTORY),
+        ("locations", LOCATIONS),
+        ("channels", CHANNELS),
+        ("kits", KITS),
+    ):
+        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+    policy = write(tmp_path / "policy.jsonl", POLICY)
+
+    cluster = [
+        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
+        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
+    ]  # fmt: skip
+    runner = CliRunner()
+    from_topics = runner.invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
+    assert from_topics.exit_code == 0, from_topics.output
+    files = [
+        "--orders", str(tmp_path / "orders.jsonl"), "--inventory", str(tmp_path / "inventory.jsonl"),
+        "--baseline", str(tmp_path / "locations.jsonl"), "--baseline", str(tmp_path / "channels.jsonl"),
+        "--baseline", str(tmp_path / "kits.jsonl"),
+    ]  # fmt: skip
+    from_files = runner.invoke(main, [*cluster, "replay", *files, "--policy", str(policy), "--json"])
+    assert from_files.exit_code == 0, from_files.output
+
+    topics, local = json.loads(from_topics.stdout), json.loads(from_files.stdout)
+    assert topics["inputs"]["kits"] == 1 and settings.topic("kits") in topics["inputs"]["sources"]["baseline"]
+    assert topics["channels"] == local["channels"] and topics["examples"] == local["examples"]
+    # the kit lines were decided as their components' lines, all or nothing
+    web = topics["channels"]["web"]
+    assert web["baseline"]["orders"] == {"allocated": 1, "rejected": 1}
+    assert web["baseline"]["reasons"]["released"] == {"ship_complete_failed": 1}
+    assert {x["line_id"] for x in topics["examples"][0]["lines"]} == {"1/A", "1/B"}
 
 
 def engine_figures(engine: EngineUnderTest, order_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -359,6 +359,65 @@ def test_a_split_order_gets_one_request_per_location_and_a_cancel_cancels_them(s
     assert dropped and float(dropped[0].split()[-1]) >= 1
 
 
+def test_an_order_edit_lowers_then_raises_the_pick_quantity_of_its_line(services: Services) -> None:
+    """`amended` down: the allocator releases the units the edit removed (reason `amended`)
+    and routing's request for the location drops to the units kept; up: the extra units are
+    allocated where the line holds them and the request rises to the new quantity. Each
+    change is one new revision of the same request, never a count of old and new together."""
+    engine, ids = services.engine, Ids("edit")
+    sku = ids.sku()
+    engine.send_inventory(engine.inventory(ids.event("r"), "received", sku, 10, location="WH-1"))
+    engine.wait_stock(sku, ids.event("r"))
+    order_id = ids.order("1")
+    engine.send_orders(
+        engine.order(ids.event("o"), "placed", order_id, [{"line_id": "1", "sku": sku, "qty": 5}])
+    )
+
+    def requests() -> list[dict[str, Any]]:
+        return [r for r in services.requests() if r["order_id"] == order_id]
+
+    def line_qty(qty: int, what: str) -> dict[str, Any]:
+        found: list[dict[str, Any]] = []
+
+        def seen() -> bool:
+            mine = requests()
+            found[:] = mine[-1:] if mine and [x["qty"] for x in mine[-1]["lines"]] == [qty] else []
+            return bool(found)
+
+        wait_for(seen, 30, what)
+        return found[0]
+
+    placed = line_qty(5, "the request for the 5 units placed")
+    assert (placed["location"], placed["status"], placed["units"]) == ("WH-1", "open", 5)
+
+    engine.send_orders(
+        engine.order(ids.event("down"), "amended", order_id, [{"line_id": "1", "sku": sku, "qty": 2}])
+    )
+    lowered = line_qty(2, "the request lowered to 2 units")
+    released = [e for e in engine.allocations(order_id) if e["type"] == "released"]
+    assert [(e["qty"], e["location"], e["reason"]) for e in released] == [(3, "WH-1", "amended")]
+    assert (lowered["status"], lowered["units"], lowered["revision"]) == ("open", 2, placed["revision"] + 1)
+
+    engine.send_orders(
+        engine.order(ids.event("up"), "amended", order_id, [{"line_id": "1", "sku": sku, "qty": 6}])
+    )
+    raised = line_qty(6, "the request raised to 6 units")
+    extra = [
+        e
+        for e in engine.allocations(order_id)
+        if e["type"] == "allocated" and e["cause_event_id"] == ids.event("up")
+    ]
+    assert [(e["qty"], e["location"]) for e in extra] == [(4, "WH-1")]
+    assert (raised["status"], raised["units"], raised["revision"]) == ("open", 6, lowered["revision"] + 1)
+
+    # one request (order, WH-1), and every revision it went through showed the line's quantity
+    # of the moment: 5, then 2, then 6 (a repeat re-sends a revision as it was)
+    history = {r["revision"]: [(x["line_id"], x["qty"]) for x in r["lines"]] for r in requests()}
+    assert {r["request_id"] for r in requests()} == {f"{order_id}:WH-1"}
+    assert history == {1: [("1", 5)], 2: [("1", 2)], 3: [("1", 6)]}
+    assert engine.settled_availability(sku)["totals"]["allocated"] == 6
+
+
 def test_webhooks_get_the_coalesced_pushes_signed_and_a_failing_one_is_dead_lettered(
     services: Services,
 ) -> None:

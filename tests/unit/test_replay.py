@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
 from streamalloc.config import Settings
 from streamalloc.domain import Tables
+from streamalloc.domain.kits import Kit
 from streamalloc.errors import ValidationError
 from streamalloc.replay import (
     PARTIAL,
@@ -73,11 +75,14 @@ def received(event_id: str, at: int, sku: str, location: str, qty: int) -> dict[
     return topic_serde(SETTINGS, SETTINGS.topic("inventory")).validate(record)
 
 
+TOPIC_OF = {"location": "locations", "channel": "channels", "kit": "kits"}
+
+
 def tables(*records: dict[str, Any]) -> TableRecords:
     table = TableRecords()
     for record in records:
-        serde = "locations" if table_kind(record) == "location" else "channels"
-        table.add(topic_serde(SETTINGS, SETTINGS.topic(serde)).validate(record))
+        topic = SETTINGS.topic(TOPIC_OF[table_kind(record)])
+        table.add(topic_serde(SETTINGS, topic).validate(record))
     return table
 
 
@@ -226,10 +231,13 @@ def test_order_steps_carry_the_commands_intake_makes() -> None:
 def test_table_records_are_told_apart_by_their_id_field() -> None:
     assert table_kind({"location_id": "X"}) == "location"
     assert table_kind({"channel_id": "web"}) == "channel"
-    with pytest.raises(ValidationError, match="either location_id"):
+    assert table_kind({"kit_sku": "DUO"}) == "kit"
+    with pytest.raises(ValidationError, match="one of location_id"):
         table_kind({"priority": 1})
-    with pytest.raises(ValidationError, match="not both"):
+    with pytest.raises(ValidationError, match="not location_id and channel_id"):
         table_kind({"location_id": "X", "channel_id": "web"})
+    with pytest.raises(ValidationError, match="not channel_id and kit_sku"):
+        table_kind({"channel_id": "web", "kit_sku": "DUO"})
 
 
 def test_a_policy_record_replaces_the_whole_record_and_the_changes_are_named() -> None:
@@ -351,6 +359,116 @@ def test_an_order_edit_changes_quantities_and_releases_the_line_it_leaves_out() 
     assert result.orders["web-2"].status == "allocated"
 
 
+# ---------------------------------------------------------------- kits
+
+KITS = tables(
+    {"kit_sku": "DUO", "components": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 2}]},
+    {"kit_sku": "OFF", "components": [{"sku": "A", "qty": 1}], "active": False},
+    {"kit_sku": "GONE", "components": [{"sku": "C", "qty": 1}]},
+    {"kit_sku": "GONE", "components": [{"sku": "C", "qty": 1}], "active": False},  # the last one counts
+)
+KIT_STOCK = [inventory_step(received("i1", 1, "A", "WH", 5)), inventory_step(received("i2", 1, "B", "WH", 5))]
+
+
+def test_the_baseline_kits_are_the_last_record_of_each_kit_that_is_a_kit() -> None:
+    assert KITS.kits() == {"DUO": Kit("DUO", (("A", 1), ("B", 2)))}
+    assert len(KITS) == 3  # the records, kits or not
+
+
+def test_a_kit_line_becomes_its_components_lines_and_the_order_ship_complete() -> None:
+    kits = KITS.kits()
+    step = order_step(order("o1", "web-1", 10, ("1", "DUO", 2), ("2", "C", 1)), kits)
+    assert [(c.line_id, c.sku, c.qty) for c in step.commands] == [
+        ("1/A", "A", 2),
+        ("1/B", "B", 4),
+        ("2", "C", 1),
+    ]
+    assert step.ship_complete
+    plain = order_step(order("o2", "web-2", 10, ("1", "OFF", 1), ("2", "GONE", 1)), kits)
+    assert [c.sku for c in plain.commands] == ["OFF", "GONE"] and not plain.ship_complete
+    # intake's own checks come first, on the event as it came
+    with pytest.raises(ValidationError, match="appears twice"):
+        order_step(order("o3", "web-3", 10, ("1", "DUO", 1), ("1", "A", 1)), kits)
+
+
+def test_a_kit_order_replays_to_an_allocation_of_each_component_line() -> None:
+    placed = order("o1", "web-1", 10, ("1", "DUO", 2))
+    result = run(history([order_step(placed, KITS.kits())], KIT_STOCK), BASELINE.tables())
+    outcome = result.orders["web-1"]
+    assert outcome.status == "allocated"
+    assert {k: str(v) for k, v in outcome.lines.items()} == {"1/A": "allocated WH:2", "1/B": "allocated WH:4"}
+    web = result.figures["web"]
+    assert web["lines", "allocated"] == 2 and web["units", "allocated"] == 6
+    assert web["lines", "rejected"] == 0
+
+    # without the kits table the kit SKU is a plain SKU nobody stocks (replay before kits)
+    plain = run(history([order_step(placed)], KIT_STOCK), BASELINE.tables())
+    assert {k: str(v) for k, v in plain.orders["web-1"].lines.items()} == {"1": "rejected (unknown_sku)"}
+
+
+@pytest.mark.parametrize(
+    ("short", "other"),
+    [("B", "A"), ("A", "B")],
+    ids=["the-other-allocated-first", "the-other-allocated-after-the-failure"],
+)
+def test_a_short_component_rejects_the_kit_as_a_whole(short: str, other: str) -> None:
+    """The order is ship-complete: the component that finds too few units is rejected and the
+    other one gives its units back (ship_complete_failed), whether it was decided before the
+    failure or after it; a later order then gets them."""
+    stock = [
+        inventory_step(received("i1", 1, other, "WH", 5)),
+        inventory_step(received("i2", 1, short, "WH", 1)),
+    ]
+    kit = order_step(order("o1", "web-1", 10, ("1", "DUO", 2)), KITS.kits())
+    later = order_step(order("o2", "web-2", 20, ("1", other, 5)))
+    result = run(history([kit, later], stock), BASELINE.tables())
+
+    lines = {k: str(v) for k, v in result.orders["web-1"].lines.items()}
+    assert lines[f"1/{short}"] == "rejected (insufficient_stock)"
+    assert lines[f"1/{other}"] == "released (ship_complete_failed)"
+    assert result.orders["web-1"].status == "rejected"
+    web = result.figures["web"]
+    assert web["reason", "released", "ship_complete_failed"] == 1
+    assert str(result.orders["web-2"].lines["1"]) == "allocated WH:5"  # every unit came back
+
+
+def test_kit_orders_replay_exactly_as_the_engine_stages_decide_them() -> None:
+    """Kit orders through intake (with the same kits), allocator and order stage give the same
+    decisions as the replay: placed whole, short (released as one), a pick and an edit naming
+    the kit line, a cancel of the kit line, and a plain line bound to a kit's fate."""
+    kits = KITS.kits()
+    orders = [
+        order("o1", "web-1", 10, ("1", "DUO", 1), ("2", "C", 1)),  # all of it
+        order("o2", "web-2", 20, ("1", "DUO", 3)),  # B short: 6 of 3 left; A released
+        order("o3", "web-3", 30, ("1", "DUO", 1), ("2", "C", 5)),  # C short: the kit goes too
+        order("o4", "web-1", 40, ("1", "DUO", 1), type="picked"),  # picks 1 A, 2 B
+        order("o5", "web-5", 50, ("1", "DUO", 1)),
+        order("o6", "web-5", 60, ("1", "DUO", 1), ("2", "A", 1), type="amended"),  # the same, and a line
+        order("o7", "web-5", 70, ("1", "DUO", 1), type="cancelled"),  # its components' lines
+    ]
+    inventory = [
+        received("i1", 1, "A", "WH", 5),
+        received("i2", 1, "B", "WH", 5),
+        received("i3", 1, "C", "WH", 2),
+    ]
+    domain_tables = BASELINE.tables()
+    steps = history([order_step(o, kits) for o in orders], [inventory_step(i) for i in inventory])
+    result = run(steps, domain_tables)
+    replayed = {
+        (channel, *key): n
+        for channel, counts in result.figures.items()
+        for key, n in counts.items()
+        if key[0] != "orders" and key not in (PLACED, SERVED) and n
+    }
+    assert replayed == _engine_figures(orders, inventory, domain_tables, kits)
+    assert result.orders["web-1"].status == "allocated"
+    assert str(result.orders["web-1"].lines["1/B"]) == "picked WH:2"
+    assert result.orders["web-2"].status == "rejected" and result.orders["web-3"].status == "rejected"
+    assert str(result.orders["web-3"].lines["1/A"]) == "released (ship_complete_failed)"
+    assert str(result.orders["web-5"].lines["1/A"]) == "released (cancelled)"
+    assert str(result.orders["web-5"].lines["2"]) == "allocated WH:1"
+
+
 # ---------------------------------------------------------------- the engine agrees
 
 
@@ -458,10 +576,13 @@ def _random_history(
 
 
 def _engine_figures(
-    orders: list[dict[str, Any]], inventory: list[dict[str, Any]], domain_tables: Tables
+    orders: list[dict[str, Any]],
+    inventory: list[dict[str, Any]],
+    domain_tables: Tables,
+    kits: Mapping[str, Kit] | None = None,
 ) -> dict[tuple[str, ...], int]:
     """Figures as the replay counts them, from the allocation events the real stages emit."""
-    intake = StageHarness(IntakeStage(SETTINGS))
+    intake = StageHarness(IntakeStage(SETTINGS, lambda: kits or {}))
     allocator = StageHarness(AllocatorStage(SETTINGS, lambda: domain_tables))
     order_stage = StageHarness(OrderStage(SETTINGS))
     requests_topic, allocations_topic = SETTINGS.topic("allocation-requests"), SETTINGS.topic("allocations")

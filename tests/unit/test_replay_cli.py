@@ -158,7 +158,7 @@ def test_a_bad_policy_line_is_refused_with_file_and_line(files: dict[str, Path],
     [
         ("{not json", "not JSON"),
         ('["a list"]', "expected a JSON object"),
-        ('{"priority": 3}', "either location_id (a location) or channel_id"),
+        ('{"priority": 3}', "one of location_id (a location), channel_id (a channel) or kit_sku"),
     ],
 )
 def test_policy_lines_that_are_not_records_are_refused(
@@ -170,6 +170,73 @@ def test_policy_lines_that_are_not_records_are_refused(
     assert result.exit_code == 1
     message = result.stderr.replace("\n", "")
     assert f"{bad}:2" in message and expected in " ".join(result.stderr.split())
+
+
+KITS = [{"kit_sku": "DUO", "components": [{"sku": "A", "qty": 1}, {"sku": "B", "qty": 1}]}]
+KIT_ORDERS = [
+    {"event_id": "k1", "type": "placed", "order_id": "kit-1", "channel": "web", "occurred_at": T0 + 10,
+     "lines": [{"line_id": "1", "sku": "DUO", "qty": 2}]},
+    {"event_id": "k2", "type": "placed", "order_id": "kit-2", "channel": "web", "occurred_at": T0 + 20,
+     "lines": [{"line_id": "1", "sku": "DUO", "qty": 2}]},
+]  # fmt: skip
+
+
+def kit_args(files: dict[str, Path], tmp_path: Path, *, kits: bool) -> list[str | Path]:
+    return [
+        "--orders", write(tmp_path / "kit-orders.jsonl", KIT_ORDERS), "--inventory", files["inventory"],
+        "--baseline", files["locations"], "--baseline", files["channels"],
+        *(["--baseline", write(tmp_path / "kits.jsonl", KITS)] if kits else []),
+        "--policy", files["policy"], "--json",
+    ]  # fmt: skip
+
+
+def test_kit_lines_are_expanded_with_the_kit_records_of_the_baseline(
+    files: dict[str, Path], tmp_path: Path
+) -> None:
+    result = replay(*kit_args(files, tmp_path, kits=True))
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["inputs"]["kits"] == 1
+    web = data["channels"]["web"]
+    # baseline: web may use WH only, which has 2 of A: kit-2's A line is refused there, so its
+    # B line gives its 2 units back (the kit is all or nothing); the what-if takes STORE's A
+    assert web["baseline"]["lines"] == {"allocated": 3, "backordered": 0, "rejected": 1, "released": 1}
+    assert web["baseline"]["reasons"]["released"] == {"ship_complete_failed": 1}
+    assert web["baseline"]["orders"] == {"allocated": 1, "rejected": 1}
+    assert web["what_if"]["lines"]["allocated"] == 4 and web["what_if"]["orders"] == {
+        "allocated": 2,
+        "rejected": 0,
+    }
+    [changed] = data["examples"]
+    assert changed["order_id"] == "kit-2" and (changed["baseline"], changed["what_if"]) == (
+        "rejected",
+        "allocated",
+    )
+    assert {(x["line_id"], x["baseline"], x["what_if"]) for x in changed["lines"]} == {
+        ("1/A", "rejected (channel_not_allowed)", "allocated STORE:2"),
+        ("1/B", "released (ship_complete_failed)", "allocated WH:2"),
+    }
+
+    # without the kit records, the kit SKU is a plain SKU that nobody stocks
+    result = replay(*kit_args(files, tmp_path, kits=False))
+    assert result.exit_code == 0, result.output
+    plain = json.loads(result.stdout)
+    assert plain["inputs"]["kits"] == 0
+    assert plain["channels"]["web"]["baseline"]["reasons"]["rejected"] == {"unknown_sku": 2}
+
+
+def test_the_report_counts_the_baseline_kits(files: dict[str, Path], tmp_path: Path) -> None:
+    result = replay(*kit_args(files, tmp_path, kits=True)[:-1])
+    assert result.exit_code == 0, result.output
+    assert "2 locations, 2 channels, 1 kit:" in " ".join(result.stdout.split())
+
+
+def test_a_kit_record_in_a_policy_file_is_refused(files: dict[str, Path], tmp_path: Path) -> None:
+    policy = write(tmp_path / "policy-kits.jsonl", [*POLICY, *KITS])
+    result = replay(*file_args(files)[:-1], policy)
+    assert result.exit_code == 1
+    assert f"{policy}:2" in result.stderr.replace("\n", "")
+    assert "a kit record belongs in the baseline" in " ".join(result.stderr.split())
 
 
 def test_an_order_intake_would_refuse_is_refused_with_file_and_line(files: dict[str, Path]) -> None:

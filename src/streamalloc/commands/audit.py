@@ -18,7 +18,7 @@ from streamalloc.runtime.lineage import Batch, void_batches
 from streamalloc.runtime.state import StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.intake import expand_kits
-from streamalloc.stages.tables import kit_of
+from streamalloc.stages.tables import kits_table
 
 
 def punctuation_batches(records: Iterable[tuple[bytes | None, Mapping[str, Any]]]) -> set[bytes]:
@@ -106,10 +106,7 @@ def read_kits(settings: Settings) -> dict[str, Kit]:
     """The kits table as the `kits` topic ends: each kit SKU's last record (an inactive or
     invalid one is no kit). Orders are expanded with the table as it ends, where intake used it
     as it was when each order came: a kit changed while its orders were open is not followed."""
-    last: dict[str, dict[str, Any]] = {}
-    for record in read_to_end(settings, settings.topic("kits")):
-        last[record["kit_sku"]] = record
-    return {sku: kit for sku, record in last.items() if (kit := kit_of(record)) is not None}
+    return kits_table(read_to_end(settings, settings.topic("kits")))
 
 
 def run_audit(settings: Settings) -> AuditReport:

@@ -4,11 +4,14 @@ Files are JSONL, one event or table record a line, in the JSON shape the topics 
 a file with one bad line is refused whole, naming the file and line. Topics are read to
 their end (committed events only); there an event the engine would have sent to the
 dead-letter topic is skipped and counted, as the engine skipped it.
+
+Kit lines are expanded as intake expands them, with the baseline's kits (its files' kit
+records, or the `kits` topic as it ends): the tables are read before the orders.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from rich.text import Text
 
 from streamalloc.commands.io import jsonl_records
 from streamalloc.config import Settings
+from streamalloc.domain.kits import Kit
 from streamalloc.errors import StreamallocError, ValidationError
 from streamalloc.replay import (
     PARTIAL,
@@ -69,15 +73,27 @@ def load_inputs(
     policy: Sequence[Path],
     say: Callable[[str], None] = print,
 ) -> ReplayInputs:
-    """Read every input: the files given, the topics for the rest (`settings` must reach a cluster)."""
+    """Read every input: the files given, the topics for the rest (`settings` must reach a cluster).
+
+    The baseline comes first: its kits expand the orders' kit lines (both runs alike).
+    """
     skipped = 0
     sources: dict[str, str] = {}
-    policy_records = read_table_files(settings, policy)
+    policy_records = read_table_files(settings, policy, kits=False)
     sources["policy"] = _names(policy)
+
+    if baseline:
+        baseline_records = read_table_files(settings, baseline)
+        sources["baseline"] = _names(baseline)
+    else:
+        baseline_records, skipped_records = read_table_topics(settings, say)
+        skipped += skipped_records
+        sources["baseline"] = ", ".join(settings.topic(name) for name in TABLE_TOPICS)
+    kits = baseline_records.kits()
 
     order_steps: list[OrderStep] = []
     if orders:
-        order_steps = read_order_files(settings, orders)
+        order_steps = read_order_files(settings, orders, kits)
         sources["orders"] = _names(orders)
     else:
         from streamalloc.commands.io import order_topics, read_to_end
@@ -87,7 +103,7 @@ def load_inputs(
         for topic in topics:
             for event in read_to_end(settings, topic):
                 try:
-                    order_steps.append(order_step(event))
+                    order_steps.append(order_step(event, kits))
                 except StreamallocError:
                     skipped += 1
         sources["orders"] = ", ".join(topics)
@@ -108,14 +124,6 @@ def load_inputs(
                 skipped += 1
         sources["inventory"] = topic
 
-    if baseline:
-        baseline_records = read_table_files(settings, baseline)
-        sources["baseline"] = _names(baseline)
-    else:
-        baseline_records, skipped_records = read_table_topics(settings, say)
-        skipped += skipped_records
-        sources["baseline"] = f"{settings.topic('locations')}, {settings.topic('channels')}"
-
     return ReplayInputs(
         steps=history(order_steps, inventory_steps),
         orders=len(order_steps),
@@ -127,13 +135,16 @@ def load_inputs(
     )
 
 
-def read_order_files(settings: Settings, paths: Sequence[Path]) -> list[OrderStep]:
-    """Order events from JSONL files, checked as intake checks them; refused on the first bad line."""
+def read_order_files(
+    settings: Settings, paths: Sequence[Path], kits: Mapping[str, Kit] | None = None
+) -> list[OrderStep]:
+    """Order events from JSONL files, checked as intake checks them, kit lines expanded with
+    `kits`; refused on the first bad line."""
     serde = topic_serde(settings, settings.topic("orders"))
     steps: list[OrderStep] = []
     for where, record in jsonl_records(paths):
         with _at(where):
-            steps.append(order_step(serde.validate(record)))
+            steps.append(order_step(serde.validate(record), kits))
     return steps
 
 
@@ -147,27 +158,38 @@ def read_inventory_files(settings: Settings, paths: Sequence[Path]) -> list[Inve
     return steps
 
 
-def read_table_files(settings: Settings, paths: Sequence[Path]) -> TableRecords:
-    """Location and channel records from JSONL files (a line with location_id is a location,
-    with channel_id a channel); a later record replaces an earlier one with the same id."""
+#: The global tables' topics, as `TableKind`s name their records.
+TABLE_TOPICS = ("locations", "channels", "kits")
+
+
+def read_table_files(settings: Settings, paths: Sequence[Path], *, kits: bool = True) -> TableRecords:
+    """Location, channel and kit records from JSONL files (a line with location_id is a
+    location, with channel_id a channel, with kit_sku a kit); a later record replaces an
+    earlier one with the same id. Without `kits` (a policy file) a kit record is refused."""
     serdes = {
-        "location": topic_serde(settings, settings.topic("locations")),
-        "channel": topic_serde(settings, settings.topic("channels")),
+        kind: topic_serde(settings, settings.topic(topic))
+        for kind, topic in (("location", "locations"), ("channel", "channels"), ("kit", "kits"))
     }
     records = TableRecords()
     for where, record in jsonl_records(paths):
         with _at(where):
-            records.add(serdes[table_kind(record)].validate(record))
+            kind = table_kind(record)
+            if kind == "kit" and not kits:
+                raise ValidationError(
+                    "a kit record belongs in the baseline: both runs expand kit lines with the "
+                    "baseline's kits, so a policy cannot change them"
+                )
+            records.add(serdes[kind].validate(record))
     return records
 
 
 def read_table_topics(settings: Settings, say: Callable[[str], None]) -> tuple[TableRecords, int]:
-    """The current `locations` and `channels` tables (the latest record per id) and how many
-    records the domain could not read (skipped, as the workers skip them)."""
+    """The current `locations`, `channels` and `kits` tables (the latest record per id) and how
+    many records the domain could not read (skipped, as the workers skip them)."""
     from streamalloc.commands.io import read_to_end
 
     records, skipped = TableRecords(), 0
-    for name in ("locations", "channels"):
+    for name in TABLE_TOPICS:
         topic = settings.topic(name)
         say(f"reading {topic} to the end")
         for record in read_to_end(settings, topic):
@@ -216,6 +238,7 @@ def replay_json(inputs: ReplayInputs, comparison: Comparison, examples: int) -> 
             "skipped_events": inputs.skipped,
             "locations": len(inputs.baseline.locations),
             "channels": len(inputs.baseline.channels),
+            "kits": len(inputs.baseline.kits()),
             "sources": inputs.sources,
         },
         "policy_changes": policy_changes(inputs.baseline, inputs.policy),
@@ -227,13 +250,15 @@ def replay_report(inputs: ReplayInputs, comparison: Comparison, examples: int) -
     """The comparison for people: what ran, per-channel figures, other figures, example orders."""
     parts: list[RenderableType] = []
     skipped = f"; {inputs.skipped} refused by the engine left out" if inputs.skipped else ""
+    kits = len(inputs.baseline.kits())
     parts.append(
         Text(
             f"replayed {inputs.orders:,} order and {inputs.inventory:,} inventory events twice{skipped}\n"
             f"  orders     {inputs.sources['orders']}\n"
             f"  inventory  {inputs.sources['inventory']}\n"
             f"  baseline   {_count(len(inputs.baseline.locations), 'location')}, "
-            f"{_count(len(inputs.baseline.channels), 'channel')}: {inputs.sources['baseline']}\n"
+            f"{_count(len(inputs.baseline.channels), 'channel')}"
+            f"{', ' + _count(kits, 'kit') if kits else ''}: {inputs.sources['baseline']}\n"
             f"  what-if    baseline + {inputs.sources['policy'] or 'no policy file'}"
             f"{' + replenishment' if comparison.replenished is not None else ''}:"
         )

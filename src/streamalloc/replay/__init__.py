@@ -16,6 +16,10 @@ How the offline run stands in for the engine, and why:
   then the allocator's `request_command`), and every command, whatever its type, goes
   through `domain.apply`: a command or an event type the domain adds later is replayed and
   counted without a change here.
+- **Kits**: a kit line is expanded into its components' lines, the order made ship-complete
+  (`stages.intake.expand_kits`), with the baseline's kits (the `kits` topic as it ends, or
+  the baseline files' kit records), for both runs; a kit changed during the history is not
+  followed (as in the audit), and a policy cannot change kits.
 - **The order's rules are the order stage's own** (`domain.orders.apply`, fed the same
   `accepted`, `cancel_requested` and allocation events): when the allocation of a line of
   a ship-complete order is rejected, its other lines that hold or wait for units are
@@ -45,8 +49,8 @@ How the offline run stands in for the engine, and why:
   only do so for requests that reach it together, so the replay shows the policy at its
   fullest.
 - **Not replayed**: a location going stale (the runtime judges it from the wall clock of
-  its inventory feed) and table changes during the history: each run has one set of
-  tables, so no sweep is ever needed.
+  its inventory feed) and table changes during the history (kits included): each run has
+  one set of tables, so no sweep is ever needed.
 """
 
 from streamalloc.replay.compare import ChangedOrder, Comparison, changed_orders, compare

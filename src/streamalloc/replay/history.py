@@ -13,10 +13,11 @@ from streamalloc.domain import (
     Location,
     Tables,
 )
+from streamalloc.domain.kits import Kit
 from streamalloc.errors import ValidationError
 from streamalloc.stages.allocator import inventory_command, request_command
-from streamalloc.stages.intake import check_order, line_requests
-from streamalloc.stages.tables import channel_of, location_of
+from streamalloc.stages.intake import check_order, expand_kits, line_requests
+from streamalloc.stages.tables import channel_of, kit_of, kits_table, location_of
 
 # ---------------------------------------------------------------- history
 
@@ -49,12 +50,16 @@ class InventoryStep:
 Step = OrderStep | InventoryStep
 
 
-def order_step(order: Mapping[str, Any]) -> OrderStep:
-    """A decoded order event (topic shape, defaults filled) as a history step.
+def order_step(order: Mapping[str, Any], kits: Mapping[str, Kit] | None = None) -> OrderStep:
+    """A decoded order event (topic shape, defaults filled) as a history step, its kit lines
+    expanded with `kits` into their components' lines, the order then ship-complete, as
+    intake expands them (`stages.intake.expand_kits`).
 
     Refuses, with ValidationError, what intake would send to the dead-letter topic.
     """
-    check_order(order)
+    check_order(order)  # as intake decodes it: before the expansion
+    if kits:
+        order = expand_kits(order, kits)
     commands = tuple(request_command(request.as_record()) for request in line_requests(order))
     return OrderStep(
         occurred_at=order["occurred_at"],
@@ -81,26 +86,31 @@ def history(orders: Iterable[OrderStep], inventory: Iterable[InventoryStep]) -> 
 
 # ---------------------------------------------------------------- tables
 
-TableKind = Literal["location", "channel"]
+TableKind = Literal["location", "channel", "kit"]
+#: The field that tells a table record's kind, per kind.
+_ID_FIELDS: dict[TableKind, str] = {"location": "location_id", "channel": "channel_id", "kit": "kit_sku"}
 
 
 def table_kind(record: Mapping[str, Any]) -> TableKind:
-    """Whether a table record is a location (has location_id) or a channel (has channel_id)."""
-    has_location, has_channel = "location_id" in record, "channel_id" in record
-    if has_location == has_channel:
+    """Whether a table record is a location (has location_id), a channel (has channel_id) or a
+    kit (has kit_sku)."""
+    kinds = [kind for kind, name in _ID_FIELDS.items() if name in record]
+    if len(kinds) != 1:
         raise ValidationError(
-            "a table record has either location_id (a location) or channel_id (a channel)"
-            + (", not both" if has_location else "")
+            "a table record has one of location_id (a location), channel_id (a channel) or "
+            "kit_sku (a kit)" + (f", not {' and '.join(_ID_FIELDS[k] for k in kinds)}" if kinds else "")
         )
-    return "location" if has_location else "channel"
+    return kinds[0]
 
 
 @dataclass(frozen=True, slots=True)
 class TableRecords:
-    """Location and channel records by id, as decoded from the tables; later records win."""
+    """Location, channel and kit records by id, as decoded from the tables; later records win."""
 
     locations: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     channels: dict[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: by kit SKU; an inactive or invalid record is kept, and is no kit (`kits`)
+    kit_records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def add(self, record: Mapping[str, Any]) -> TableKind:
         """Add (or replace) one record; ValidationError if the domain cannot read it."""
@@ -109,9 +119,12 @@ class TableRecords:
             if kind == "location":
                 location_of(record)
                 self.locations[record["location_id"]] = record
-            else:
+            elif kind == "channel":
                 channel_of(record)
                 self.channels[record["channel_id"]] = record
+            else:
+                kit_of(record)
+                self.kit_records[record["kit_sku"]] = record
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a valid {kind} record: {exc!r}") from exc
         return kind
@@ -119,15 +132,23 @@ class TableRecords:
     def overlay(self, policy: TableRecords) -> TableRecords:
         """These records with `policy`'s on top: a policy record replaces the whole record,
         as publishing it to the compacted topic would."""
-        return TableRecords({**self.locations, **policy.locations}, {**self.channels, **policy.channels})
+        return TableRecords(
+            {**self.locations, **policy.locations},
+            {**self.channels, **policy.channels},
+            {**self.kit_records, **policy.kit_records},
+        )
 
     def tables(self) -> Tables:
         locations: dict[str, Location] = {k: location_of(v) for k, v in self.locations.items()}
         channels: dict[str, Channel] = {k: channel_of(v) for k, v in self.channels.items()}
         return Tables(locations=locations, channels=channels)
 
+    def kits(self) -> dict[str, Kit]:
+        """The kits table as intake reads it: kit SKU -> Kit, for the records that are kits."""
+        return kits_table(self.kit_records.values())
+
     def __len__(self) -> int:
-        return len(self.locations) + len(self.channels)
+        return len(self.locations) + len(self.channels) + len(self.kit_records)
 
 
 def policy_changes(baseline: TableRecords, policy: TableRecords) -> list[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from streamalloc.domain import Channel, Location, Tables
@@ -89,6 +89,13 @@ def kit_of(record: Mapping[str, Any]) -> Kit | None:
     ):
         return None
     return Kit(record["kit_sku"], components)
+
+
+def kits_table(records: Iterable[Mapping[str, Any]]) -> dict[str, Kit]:
+    """The kits table from its records in order: each kit SKU's last record, where it is a kit
+    (an inactive or invalid one is none, and hides an earlier record of that kit SKU)."""
+    last = {record["kit_sku"]: record for record in records}
+    return {sku: kit for sku, record in last.items() if (kit := kit_of(record)) is not None}
 
 
 class KitsView:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from streamalloc.domain import OrderState, orders
+from tests.unit.domain._builders import NOW, SKU, allocate, amend, online, stocked, tables
+
+from streamalloc.domain import AmendRequested, Channel, Command, OrderState, SkuState, apply, orders
 from streamalloc.domain.events import AllocationEvent, OrderAccepted
+from streamalloc.domain.orders import OrderEvent
 from streamalloc.services.fulfilment import (
     Published,
     changed_requests,
@@ -30,11 +33,10 @@ class Router:
         self.order = OrderState()
         self.published: Published = {}
 
-    def feed(self, e: AllocationEvent) -> list[tuple[str, str, int, list[tuple[str, str | None, int]]]]:
+    def feed(self, e: OrderEvent) -> list[tuple[str, str, int, list[tuple[str, str | None, int]]]]:
         orders.apply(self.order, e)
-        requests, self.published = changed_requests(
-            "o1", self.order, self.published, e.event_id, e.decided_at
-        )
+        at = getattr(e, "decided_at", 0) or e.occurred_at  # as the service takes it
+        requests, self.published = changed_requests("o1", self.order, self.published, e.event_id, at)
         return [(r.location, r.status, r.revision, [(x[0], x[2], x[3]) for x in r.lines]) for r in requests]
 
 
@@ -147,3 +149,84 @@ def test_a_late_event_about_a_forgotten_order_holding_nothing_is_finished_at_onc
     waiting = Router()
     waiting.feed(event(9, "backordered", "1", 1, None, reason="incoming"))
     assert not finished(waiting.order, waiting.published)
+
+
+# ---------------------------------------------------------------- order edits
+#
+# An `amended` order event reaches routing as intake's `amend_requested` per line, then the
+# allocator's decision (domain/amend.py): `amended` with the line's new quantity, and the
+# units moved (`released` reason `amended`, or `allocated`). The decisions here are the
+# domain's own, fed to routing as they come on `allocations`.
+
+EDIT_TABLES = tables(
+    online("A", priority=10), online("B", priority=5), channels=(Channel(channel_id="web", allow_split=True),)
+)
+
+
+def decided(state: SkuState, command: Command) -> list[AllocationEvent]:
+    return [e for e in apply(state, command, EDIT_TABLES, NOW) if isinstance(e, AllocationEvent)]
+
+
+def edit(line: str, qty: int, line_count: int) -> AmendRequested:
+    return AmendRequested.of("edit-1", "o1", "web", line, SKU, qty, line_count, NOW)
+
+
+def placed(r: Router, state: SkuState, *lines: tuple[str, int]) -> None:
+    r.feed(replace(accepted(len(lines)), cause_event_id="place-1"))
+    for line, qty in lines:
+        for e in decided(state, allocate(line=line, qty=qty, event_id="place-1")):
+            r.feed(e)
+
+
+def test_an_edit_to_fewer_units_lowers_the_pick_quantity_at_that_location() -> None:
+    r, state = Router(), stocked(A=10)
+    placed(r, state, ("1", 5))
+    assert r.published["A"][:2] == (1, (("1", SKU, None, 5, 0),))
+
+    assert r.feed(edit("1", 2, 1)) == []  # intake's word: nothing moved yet
+    events = decided(state, amend(qty=2, event_id="edit-1"))
+    assert [(e.type, e.qty, e.location, e.reason) for e in events] == [
+        ("amended", 2, None, None),
+        ("released", 3, "A", "amended"),
+    ]
+    sent = [request for e in events for request in r.feed(e)]
+    assert sent == [("A", "open", 2, [("1", None, 2)])]  # one new revision, of the 2 units left
+    assert r.published["A"][:2] == (2, (("1", SKU, None, 2, 0),))
+
+
+def test_an_edit_to_more_units_raises_the_pick_quantity_where_the_line_holds_them() -> None:
+    r, state = Router(), stocked(A=10)
+    placed(r, state, ("1", 2))
+    r.feed(edit("1", 5, 1))
+    events = decided(state, amend(qty=5, event_id="edit-1"))
+    assert [(e.type, e.qty, e.location) for e in events] == [("amended", 5, None), ("allocated", 3, "A")]
+    sent = [request for e in events for request in r.feed(e)]
+    assert sent == [("A", "open", 2, [("1", None, 5)])]  # the line's 5 units, once
+
+
+def test_extra_units_allocated_at_another_location_add_a_pick_there() -> None:
+    r, state = Router(), stocked(A=3, B=10)
+    placed(r, state, ("1", 3))
+    r.feed(edit("1", 7, 1))
+    events = decided(state, amend(qty=7, event_id="edit-1"))
+    assert [(e.type, e.qty, e.location) for e in events] == [("amended", 7, None), ("allocated", 4, "B")]
+    sent = [request for e in events for request in r.feed(e)]
+    assert sent == [("B", "open", 1, [("1", None, 4)])]  # A's request stands as it was
+    assert r.published["A"][:2] == (1, (("1", SKU, None, 3, 0),))
+
+
+def test_a_line_an_edit_leaves_out_leaves_the_request_and_a_repeat_of_the_edit_changes_nothing() -> None:
+    r, state = Router(), stocked(A=10)
+    placed(r, state, ("1", 2), ("2", 1))
+    assert [x[0] for x in r.published["A"][1]] == ["1", "2"]
+    # the edit lists line 1 only: the order's rules (the order stage's) release line 2
+    _, releases = orders.apply(r.order, edit("1", 2, 1))
+    assert [(x.line_id, x.reason) for x in releases] == [("2", "amended")]
+    events = decided(state, amend(qty=2, event_id="edit-1")) + decided(state, releases[0])
+    assert [(e.type, e.line_id, e.qty, e.reason) for e in events] == [
+        ("amended", "1", 2, None),
+        ("released", "2", 1, "amended"),
+    ]
+    sent = [request for e in events for request in r.feed(e)]
+    assert sent == [("A", "open", 3, [("1", None, 2)])]
+    assert [request for e in events for request in r.feed(e)] == []  # at-least-once: a repeat
