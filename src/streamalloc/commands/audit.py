@@ -1,9 +1,13 @@
-"""`streamalloc audit`: read the engine's input and output topics and check its promises."""
+"""`streamalloc audit`: read the engine's input and output topics and check its promises.
+
+`read_committed` is the one reader of the engine's outputs as the engine stands by them
+(leaked batches left out); the demo and its tests read outcomes through it as well."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Set
+from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, cast
 
@@ -109,6 +113,73 @@ def read_kits(settings: Settings) -> dict[str, Kit]:
     return kits_table(read_to_end(settings, settings.topic("kits")))
 
 
+#: (batch header, event) as read from an output topic: `read_with_batches`.
+Batched = list[tuple[bytes | None, dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedOutputs:
+    """The engine's output topics as the engine stands by them: every event but those of
+    batches that never committed although the broker showed them (`read_committed`)."""
+
+    allocations: tuple[dict[str, Any], ...]
+    availability: tuple[dict[str, Any], ...]
+    stock_changes: tuple[dict[str, Any], ...]
+    order_statuses: tuple[dict[str, Any], ...]
+    #: what was left out: the allocation events themselves (the audit tells a leaked decision
+    #: apart from a missing one by them), and the counts over all four topics
+    leaked_allocations: tuple[dict[str, Any], ...] = ()
+    leaked_batches: int = 0
+    leaked_events: int = 0
+
+
+def committed_outputs(
+    allocations: Batched,
+    availability: Batched,
+    stock_changes: Batched,
+    order_statuses: Batched,
+    void: Set[bytes],
+) -> CommittedOutputs:
+    """The outputs read with their batch headers, without the events of the `void` batches."""
+
+    def kept(records: Batched) -> tuple[dict[str, Any], ...]:
+        return tuple(event for batch, event in records if batch not in void)
+
+    outputs = allocations + availability + stock_changes + order_statuses
+    return CommittedOutputs(
+        kept(allocations),
+        kept(availability),
+        kept(stock_changes),
+        kept(order_statuses),
+        leaked_allocations=tuple(event for batch, event in allocations if batch in void),
+        leaked_batches=len(void),
+        leaked_events=sum(1 for batch, _ in outputs if batch in void),
+    )
+
+
+def read_committed(settings: Settings) -> CommittedOutputs:
+    """`allocations`, `availability`, `stock-changes` and `order-status` read to the end, as
+    the engine stands by them: what a reader of the topics may report as its decisions.
+
+    A batch that never committed (a crashed worker's last one, say), if the broker showed it,
+    is not a decision the engine stands by: its successor redid that input (lineage.py). Only
+    the embedded broker shows such batches; real Kafka never shows a read_committed reader a
+    batch that did not commit, so there nothing is left out.
+    """
+    allocations = read_with_batches(settings, settings.topic("allocations"))
+    availability = read_with_batches(settings, settings.topic("availability"))
+    ledger = read_with_batches(settings, settings.topic("stock-changes"))
+    statuses = read_with_batches(settings, settings.topic("order-status"))
+    void: set[bytes] = set()
+    if settings.broker_profile == "embedded":
+        outputs = allocations + availability + ledger + statuses
+        punctuation = punctuation_batches(outputs)
+        dropped = _dropped_punctuations(settings, punctuation)
+        headers = (batch for batch, _ in outputs if batch is not None)
+        void = void_batches(headers, punctuation - dropped) | dropped
+    return committed_outputs(allocations, availability, ledger, statuses, void)
+
+
 def run_audit(settings: Settings) -> AuditReport:
     orders = [event for topic in order_topics(settings) for event in read_to_end(settings, topic)]
     kits = read_kits(settings)
@@ -123,34 +194,17 @@ def run_audit(settings: Settings) -> AuditReport:
                 refused.append(inventory_serde.decode(letter["value"])["event_id"])
             except StreamallocError:
                 continue  # never decoded, so never applied either
-    allocations = read_with_batches(settings, settings.topic("allocations"))
-    availability = read_with_batches(settings, settings.topic("availability"))
-    ledger = read_with_batches(settings, settings.topic("stock-changes"))
-    statuses = read_with_batches(settings, settings.topic("order-status"))
-    outputs = allocations + availability + ledger + statuses
-    # A crashed worker's last batch, if the broker leaked it, is not a decision the engine
-    # stands by: its successor redid that input (lineage.py). Only the embedded broker leaks;
-    # real Kafka never shows a read_committed reader a batch that did not commit.
-    if settings.broker_profile == "embedded":
-        punctuation = punctuation_batches(outputs)
-        dropped = _dropped_punctuations(settings, punctuation)
-        headers = (batch for batch, _ in outputs if batch is not None)
-        void = void_batches(headers, punctuation - dropped) | dropped
-    else:
-        void = set()
-    leaked = [event for batch, event in allocations if batch in void]
+    outputs = read_committed(settings)
     report = audit(
         orders,
         read_to_end(settings, inventory_topic),
-        [event for batch, event in allocations if batch not in void],
-        [record for batch, record in availability if batch not in void],
+        outputs.allocations,
+        outputs.availability,
         refused,
-        leaked_allocations=leaked,
-        stock_changes=[change for batch, change in ledger if batch not in void],
-        order_statuses=[status for batch, status in statuses if batch not in void],
+        leaked_allocations=outputs.leaked_allocations,
+        stock_changes=outputs.stock_changes,
+        order_statuses=outputs.order_statuses,
     )
-    report.leaked_batches = len(void)
-    report.leaked_events = len(leaked) + sum(
-        1 for batch, _ in availability + ledger + statuses if batch in void
-    )
+    report.leaked_batches = outputs.leaked_batches
+    report.leaked_events = outputs.leaked_events
     return report

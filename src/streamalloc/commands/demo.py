@@ -36,7 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
-from streamalloc.commands.audit import read_kits, run_audit
+from streamalloc.commands.audit import CommittedOutputs, read_committed, read_kits, run_audit
 from streamalloc.commands.io import produce_file, read_to_end
 from streamalloc.commands.replay import load_inputs
 from streamalloc.commands.simulation import (
@@ -186,7 +186,12 @@ def run_demo(
     report = run_audit(settings)
     say(f"{report.events['allocation.amended']} order line edit(s) applied")
     say(replenishment_summary(settings))
-    say(kit_availability(settings))
+    # Outcomes as the engine stands by them: on the embedded broker the topics can show
+    # batches that never committed (a redo then decided otherwise), which the reader leaves out.
+    outputs = read_committed(settings)
+    for outcome in kit_outcomes(outputs):
+        say(outcome)
+    say(kit_availability(settings, outputs))
     summary = {
         "ok": report.ok,
         "breaches": report.breaches,
@@ -370,6 +375,7 @@ def transfer_in_transit(
 
 KIT_SKU = "KIT-DUO"  # examples/kits.jsonl: one SKU-KIT-A and two SKU-KIT-B
 KIT_ORDERS = ("web-kit-1", "web-kit-2")
+KIT_QUANTITIES = (2, 1)  # kits ordered, per KIT_ORDERS
 
 
 def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], None]) -> threading.Thread:
@@ -396,7 +402,7 @@ def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], No
                 return bool(record["sku"] == sku and record["totals"]["on_hand"] >= 5)
 
             _wait_for(settings, "availability", stocked)
-        for order_id, kits in zip(KIT_ORDERS, (2, 1), strict=True):
+        for order_id, kits in zip(KIT_ORDERS, KIT_QUANTITIES, strict=True):
             line = {"line_id": "1", "sku": KIT_SKU, "qty": kits}
             publisher.order(
                 {"event_id": f"{order_id}-placed", "type": "placed", "order_id": order_id, "channel": "web",
@@ -408,24 +414,41 @@ def kit_orders(publisher: Publisher, progress: Progress, say: Callable[[str], No
             def settled(record: dict[str, Any], order_id: str = order_id) -> bool:
                 return bool(record["order_id"] == order_id and _settled(record))
 
-            status = _wait_for(settings, "order-status", settled)
-            lines = ", ".join(f"{line['sku']} {line['status']}" for line in status["lines"])
-            say(f"a web order of {kits} {KIT_SKU} (a line per component, all or nothing): {lines}")
+            # Wait until it is decided before the next order: this reader is live, so what it
+            # sees may be a batch that never commits; the outcome is told after the run
+            # (`kit_outcomes`), from the committed outputs.
+            _wait_for(settings, "order-status", settled)
+            say(f"a web order of {kits} {KIT_SKU} ({order_id}) placed and decided")
 
     thread = threading.Thread(target=run, name="kits", daemon=True)
     thread.start()
     return thread
 
 
-def kit_availability(settings: Settings) -> str:
+def kit_outcomes(outputs: CommittedOutputs) -> list[str]:
+    """How each kit order was decided, all or nothing: its first order-status with every line
+    decided (`_settled`), among the committed ones."""
+    told = []
+    for order_id, kits in zip(KIT_ORDERS, KIT_QUANTITIES, strict=True):
+        status = next((s for s in outputs.order_statuses if s["order_id"] == order_id and _settled(s)), None)
+        lines = (
+            "not decided"
+            if status is None
+            else ", ".join(f"{line['sku']} {line['status']}" for line in status["lines"])
+        )
+        told.append(f"a web order of {kits} {KIT_SKU} (a line per component, all or nothing): {lines}")
+    return told
+
+
+def kit_availability(settings: Settings, outputs: CommittedOutputs) -> str:
     """KIT_SKU's ATS per channel at the end of the run, as channel-sync publishes it: the whole
-    kits its components' last availability (per channel ATS) makes (`kit_ats`)."""
+    kits its components' last committed availability (per channel ATS) makes (`kit_ats`)."""
     kit = read_kits(settings).get(KIT_SKU)
     if kit is None:
         return f"{KIT_SKU} is not in the kits table"
     last: dict[str, dict[str, int]] = {}
     components = {sku for sku, _ in kit.components}
-    for record in read_to_end(settings, settings.topic("availability")):
+    for record in outputs.availability:
         if record["sku"] in components:
             last[record["sku"]] = {c["channel"]: c["ats"] for c in record["channels"]}
     channels = sorted({channel for ats in last.values() for channel in ats})
