@@ -13,7 +13,10 @@ domain (`domain.apply`), SKU by SKU, and compares
   was lost, one it has more than the inputs explain was doubled or came from state that
   differs from the inputs;
 - and the hop before, intake: every line of every committed order event has exactly one
-  allocation request (`{order event}:{line_id}`), none twice.
+  allocation request (`{order event}:{line_id}`), none twice; a kit line is expanded first,
+  as intake expands it (`stages.intake.expand_kits`), into one request per component
+  (`{order event}:{line_id}/{sku}`), with the kits table as the `kits` topic ends (the chaos
+  load changes no table, so that is the table intake used).
 
 How the replay stands in for the engine (docs/exactly-once.md, "The chaos test"):
 a SKU's inputs are taken in offset order per topic, the two topics merged by record
@@ -37,8 +40,10 @@ from typing import Any, NamedTuple
 from streamalloc.audit import BUCKETS, TABLE_CAUSES
 from streamalloc.domain import Command, SkuState, Tables, apply
 from streamalloc.domain.events import AllocationEvent, StockChanged
+from streamalloc.domain.kits import Kit
 from streamalloc.domain.views import availability
 from streamalloc.stages.allocator import inventory_command, request_command
+from streamalloc.stages.intake import expand_kits
 
 #: Order event types whose every listed line becomes one allocation request at intake.
 LINE_EVENTS = frozenset({"placed", "cancelled", "picked", "fulfilled", "returned", "amended"})
@@ -122,17 +127,19 @@ def verify(
     availability_records: Iterable[Mapping[str, Any]],
     tables: Tables,
     refused_ids: Iterable[str] = (),
+    kits: Mapping[str, Kit] | None = None,
 ) -> Verification:
     """Check the engine's committed outputs against a replay of its committed inputs.
 
     `orders` are the committed order events; `requests` and `inventory` the allocator's
     committed inputs with their positions; `allocations`, `stock_changes` and
     `availability_records` the engine's committed outputs, each topic in partition
-    order; `refused_ids` the event ids the engine dead-lettered (never applied).
+    order; `refused_ids` the event ids the engine dead-lettered (never applied); `kits`
+    the kits table intake expanded kit lines with (kit SKU -> Kit; none: no kits).
     """
     result = Verification()
     refused = set(refused_ids)
-    _check_intake(result, orders, requests, allocations := list(allocations), refused)
+    _check_intake(result, orders, requests, allocations := list(allocations), refused, kits or {})
     decided, engine, not_replayable = _engine_decisions(result, allocations, stock_changes)
     last: dict[str, Mapping[str, Any]] = {}
     for record in availability_records:
@@ -156,8 +163,10 @@ def _check_intake(
     requests: Sequence[Positioned],
     allocations: Sequence[Mapping[str, Any]],
     refused: set[str],
+    kits: Mapping[str, Kit],
 ) -> None:
-    """Every line of every committed order event has one request, and no more than that.
+    """Every line of every committed order event has one request, and no more than that; a
+    kit line, expanded as intake expands it, one per component line.
 
     An upstream producer may send an order event twice (an at-least-once channel: the
     chaos load's warehouse re-reads `allocations` when its group loses the broker); intake
@@ -176,6 +185,8 @@ def _check_intake(
         if event_id in seen or event_id in refused or event["type"] not in LINE_EVENTS:
             continue
         seen.add(event_id)
+        if kits:
+            event = expand_kits(event, kits)
         if event["type"] == "cancelled" and not event["lines"]:
             result.requests_checked += 1
             if f"{event_id}:cancel_requested" not in cancels:

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from tests.conftest import TestBroker
 from tests.integration.engine_helpers import EngineUnderTest
+from tests.integration.helpers import produce
 from tests.unit.test_replay_cli import (
     CHANNELS,
     INVENTORY,
@@ -25,6 +26,7 @@ from tests.unit.test_replay_cli import (
 )
 
 from streamalloc.cli import main
+from streamalloc.commands.audit import read_kits
 from streamalloc.commands.io import produce_file
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
@@ -106,6 +108,52 @@ def test_kit_orders_replay_with_the_kits_topic_as_with_kit_records_in_a_baseline
     assert web["baseline"]["orders"] == {"allocated": 1, "rejected": 1}
     assert web["baseline"]["reasons"]["released"] == {"ship_complete_failed": 1}
     assert {x["line_id"] for x in topics["examples"][0]["lines"]} == {"1/A", "1/B"}
+
+
+def test_a_kit_and_a_channel_deleted_by_a_tombstone_are_not_used_by_the_replay_from_the_topics(
+    settings: Settings, tmp_path: Path
+) -> None:
+    ensure_topics(settings)
+    for topic, records in (
+        ("orders", KIT_ORDERS),
+        ("inventory", INVENTORY),
+        ("locations", LOCATIONS),
+        ("channels", CHANNELS),
+        ("kits", KITS),
+    ):
+        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+    # operations delete the kit and the store channel, as the contract says: a null value
+    produce(settings, settings.topic("kits"), [(b"DUO", None)])
+    produce(settings, settings.topic("channels"), [(b"store", None)])
+    assert read_kits(settings) == {}  # the audit's reader honours it too
+    policy = write(tmp_path / "policy.jsonl", POLICY)
+
+    cluster = [
+        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
+        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
+    ]  # fmt: skip
+    runner = CliRunner()
+    from_topics = runner.invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
+    assert from_topics.exit_code == 0, from_topics.output
+    # the same history replayed from files whose tables never had the kit or the store channel
+    remaining = write(tmp_path / "web-only.jsonl", [c for c in CHANNELS if c["channel_id"] != "store"])
+    files = [
+        "--orders", str(tmp_path / "orders.jsonl"), "--inventory", str(tmp_path / "inventory.jsonl"),
+        "--baseline", str(tmp_path / "locations.jsonl"), "--baseline", str(remaining),
+    ]  # fmt: skip
+    from_files = runner.invoke(main, [*cluster, "replay", *files, "--policy", str(policy), "--json"])
+    assert from_files.exit_code == 0, from_files.output
+
+    topics, local = json.loads(from_topics.stdout), json.loads(from_files.stdout)
+    assert (topics["inputs"]["kits"], topics["inputs"]["channels"], topics["inputs"]["locations"]) == (
+        0,
+        1,
+        2,
+    )
+    assert topics["channels"] == local["channels"] and topics["examples"] == local["examples"]
+    # DUO is no kit any more: its lines are plain SKU lines, of a SKU no stock ever reached
+    web = topics["channels"]["web"]["baseline"]
+    assert web["orders"] == {"rejected": 2} and web["reasons"]["rejected"] == {"unknown_sku": 2}
 
 
 def engine_figures(engine: EngineUnderTest, order_ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -12,10 +12,12 @@ from streamalloc.chaos_verify import Positioned, Verification, verify
 from streamalloc.config import Settings
 from streamalloc.domain import SkuState, Tables, apply
 from streamalloc.domain.events import AllocationEvent, StockChanged
+from streamalloc.domain.kits import Kit
 from streamalloc.domain.tables import Channel, Location
 from streamalloc.domain.views import availability
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.allocator import availability_record, inventory_command, request_command
+from streamalloc.stages.intake import expand_kits
 
 T0 = 1_764_000_000_000
 SETTINGS = Settings()
@@ -245,3 +247,38 @@ def test_an_order_event_its_producer_sent_twice_gives_two_requests_and_that_is_n
     assert result.ok, result.details
     inputs["requests"] = [*inputs["requests"], inputs["requests"][0]._replace(offset=4)]
     assert run(inputs).doubled_requests == 1  # three requests for two placements
+
+
+def test_a_kit_line_has_one_request_per_component_as_intake_expands_it() -> None:
+    """Intake makes a kit line one request per component, `{event}:{line_id}/{sku}`: with the
+    kits table the run passes; without it the same run would show its lines as lost."""
+    kits = {"KIT": Kit("KIT", (("SKU-A", 1), ("SKU-B", 2)))}
+    order = placed("o1-placed", "o1", ("1", "KIT", 2), ("2", "SKU-A", 1))
+    expanded = expand_kits(order, kits)
+    requests = [request(n, expanded, line_id) for n, line_id in enumerate(("1/SKU-A", "1/SKU-B", "2"), 1)]
+    assert [r.value["event_id"] for r in requests] == [
+        "o1-placed:1/SKU-A",
+        "o1-placed:1/SKU-B",
+        "o1-placed:2",
+    ]
+    inventory = [receipt(0, "recv-a", "SKU-A", 5, 0), receipt(1, "recv-b", "SKU-B", 5, 0)]
+    allocations, changes, snapshots = engine(requests, inventory)
+    inputs = {
+        "orders": [order],
+        "requests": requests,
+        "inventory": inventory,
+        "allocations": allocations,
+        "stock_changes": changes,
+        "availability_records": snapshots,
+    }
+
+    result = verify(**inputs, tables=TABLES, kits=kits)
+    assert result.ok, result.details
+    assert result.requests_checked == 3 and result.skus_checked == 2
+
+    without = verify(**inputs, tables=TABLES)
+    assert without.lost_requests == 1 and "line 1 has no allocation request" in without.details[0]
+
+    inputs["requests"] = [r for r in requests if r.value["line_id"] != "1/SKU-B"]
+    lost = verify(**inputs, tables=TABLES, kits=kits)
+    assert lost.lost_requests == 1 and "placed o1-placed line 1/SKU-B" in lost.details[0]

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from typing import Any, cast
 
 from streamalloc.audit import TABLE_CAUSES, AuditReport, audit
-from streamalloc.commands.io import order_topics, read_records, read_to_end, read_with_batches
+from streamalloc.commands.io import order_topics, read_records, read_table, read_to_end, read_with_batches
 from streamalloc.config import Settings
 from streamalloc.domain.kits import Kit
 from streamalloc.errors import StreamallocError
@@ -22,7 +22,7 @@ from streamalloc.runtime.lineage import Batch, void_batches
 from streamalloc.runtime.state import StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.intake import expand_kits
-from streamalloc.stages.tables import kits_table
+from streamalloc.stages.tables import kits_of
 
 
 def punctuation_batches(records: Iterable[tuple[bytes | None, Mapping[str, Any]]]) -> set[bytes]:
@@ -107,10 +107,11 @@ def _dropped_punctuations(settings: Settings, punctuation: set[bytes]) -> set[by
 
 
 def read_kits(settings: Settings) -> dict[str, Kit]:
-    """The kits table as the `kits` topic ends: each kit SKU's last record (an inactive or
-    invalid one is no kit). Orders are expanded with the table as it ends, where intake used it
-    as it was when each order came: a kit changed while its orders were open is not followed."""
-    return kits_table(read_to_end(settings, settings.topic("kits")))
+    """The kits table as the `kits` topic ends, read as the workers read it (`read_table`): each
+    kit SKU's last record, a tombstone deleting it (an inactive or invalid record is no kit).
+    Orders are expanded with the table as it ends, where intake used it as it was when each
+    order came: a kit changed or deleted while its orders were open is not followed."""
+    return kits_of(read_table(settings, settings.topic("kits")))
 
 
 #: (batch header, event) as read from an output topic: `read_with_batches`.

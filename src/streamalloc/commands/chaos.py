@@ -36,6 +36,7 @@ from streamalloc.audit import AuditReport
 from streamalloc.chaos_verify import Positioned, Verification, verify
 from streamalloc.commands.audit import run_audit
 from streamalloc.commands.io import order_topics, produce_file, read_to_end
+from streamalloc.commands.replay import read_table_topics
 from streamalloc.commands.simulation import (
     CHANNELS,
     SKUS,
@@ -54,7 +55,6 @@ from streamalloc.config import Settings
 from streamalloc.errors import BrokerError, StreamallocError
 from streamalloc.kafka import consumer_config, kafka_errors
 from streamalloc.kafka.types import consumed
-from streamalloc.replay import TableRecords
 from streamalloc.serialization import topic_serde
 from streamalloc.topics import ALLOCATION_REQUESTS
 
@@ -493,11 +493,9 @@ def _refused_ids(settings: Settings) -> set[str]:
 
 
 def run_verifier(settings: Settings) -> Verification:
-    """Read the committed topics and run `chaos_verify.verify` on them."""
-    tables = TableRecords()
-    for name in ("locations", "channels"):
-        for record in read_to_end(settings, settings.topic(name)):
-            tables.add(record)
+    """Read the committed topics and run `chaos_verify.verify` on them, with the `locations`,
+    `channels` and `kits` tables as their topics end, read as the workers read them."""
+    tables, _ = read_table_topics(settings, say=lambda _: None)
     return verify(
         orders=[event for topic in order_topics(settings) for event in read_to_end(settings, topic)],
         requests=read_positioned(settings, settings.topic(ALLOCATION_REQUESTS)),
@@ -507,6 +505,7 @@ def run_verifier(settings: Settings) -> Verification:
         availability_records=read_to_end(settings, settings.topic("availability")),
         tables=tables.tables(),
         refused_ids=_refused_ids(settings),
+        kits=tables.kits(),
     )
 
 

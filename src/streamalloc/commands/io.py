@@ -16,6 +16,7 @@ from streamalloc.config import Settings
 from streamalloc.errors import BrokerError, StreamallocError, ValidationError
 from streamalloc.kafka import consumer_config, kafka_errors, produce, producer_config
 from streamalloc.kafka.types import consumed
+from streamalloc.runtime.global_tables import table_rows
 from streamalloc.runtime.lineage import batch_of
 from streamalloc.serialization import TopicSerde, topic_serde
 
@@ -132,7 +133,8 @@ def _events(consumer: Consumer, serde: TopicSerde, idle_timeout_s: float | None)
 
 
 def read_to_end(settings: Settings, topic: str, timeout_s: float = 60.0) -> list[dict[str, Any]]:
-    """Every committed event of `topic`, decoded, in partition order; undecodable ones skipped."""
+    """Every committed event of `topic`, decoded, in partition order; undecodable ones and null
+    values skipped. For a table topic (`locations`, `channels`, `kits`) use `read_table`."""
     return [event for _, event in read_with_batches(settings, topic, timeout_s)]
 
 
@@ -152,11 +154,23 @@ def read_with_batches(
     return events
 
 
+def read_table(settings: Settings, topic: str, timeout_s: float = 60.0) -> dict[str, dict[str, Any]]:
+    """A global table (`locations`, `channels`, `kits`) as its topic ends, row id -> decoded
+    record, by the workers' own rule (runtime/global_tables.py `table_rows`): the row id is
+    the Kafka key, the last record per key wins, a null value (tombstone) deletes the row, a
+    record that does not decode is skipped and the row stays as it was."""
+    serde = topic_serde(settings, topic)
+    records = read_records(settings, topic, timeout_s)
+    rows, _ = table_rows(((r.key, r.value) for r in records), lambda value: serde.decode(value, topic=topic))
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class RawRecord:
     partition: int
     offset: int
     headers: list[tuple[str, bytes]] | None
+    key: bytes | None
     value: bytes | None
 
 
@@ -186,7 +200,9 @@ def read_records(settings: Settings, topic: str, timeout_s: float = 60.0) -> lis
                             pending.discard(msg.partition())
                             continue
                         raise BrokerError(str(error))
-                    records.append(RawRecord(msg.partition(), msg.offset(), msg.headers(), msg.value()))
+                    records.append(
+                        RawRecord(msg.partition(), msg.offset(), msg.headers(), msg.key(), msg.value())
+                    )
     finally:
         consumer.close()
     return records

@@ -184,17 +184,19 @@ def read_table_files(settings: Settings, paths: Sequence[Path], *, kits: bool = 
 
 
 def read_table_topics(settings: Settings, say: Callable[[str], None]) -> tuple[TableRecords, int]:
-    """The current `locations`, `channels` and `kits` tables (the latest record per id) and how
-    many records the domain could not read (skipped, as the workers skip them)."""
-    from streamalloc.commands.io import read_to_end
+    """The `locations`, `channels` and `kits` tables as their topics end, read as the workers
+    read them (`commands.io.read_table`: rows by Kafka key, the last record per key, a tombstone
+    deleting the row), and how many rows the domain could not read (skipped, as the workers
+    skip them)."""
+    from streamalloc.commands.io import read_table
 
     records, skipped = TableRecords(), 0
     for name in TABLE_TOPICS:
         topic = settings.topic(name)
         say(f"reading {topic} to the end")
-        for record in read_to_end(settings, topic):
+        for key, record in read_table(settings, topic).items():
             try:
-                records.add(record)
+                records.add(record, key)
             except StreamallocError:
                 skipped += 1
     return records, skipped

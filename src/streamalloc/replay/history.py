@@ -17,7 +17,7 @@ from streamalloc.domain.kits import Kit
 from streamalloc.errors import ValidationError
 from streamalloc.stages.allocator import inventory_command, request_command
 from streamalloc.stages.intake import check_order, expand_kits, line_requests
-from streamalloc.stages.tables import channel_of, kit_of, kits_table, location_of
+from streamalloc.stages.tables import channel_of, kit_of, kits_of, location_of
 
 # ---------------------------------------------------------------- history
 
@@ -105,26 +105,28 @@ def table_kind(record: Mapping[str, Any]) -> TableKind:
 
 @dataclass(frozen=True, slots=True)
 class TableRecords:
-    """Location, channel and kit records by id, as decoded from the tables; later records win."""
+    """Location, channel and kit records by row id, as decoded from the tables; later records win."""
 
     locations: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     channels: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     #: by kit SKU; an inactive or invalid record is kept, and is no kit (`kits`)
     kit_records: dict[str, Mapping[str, Any]] = field(default_factory=dict)
 
-    def add(self, record: Mapping[str, Any]) -> TableKind:
-        """Add (or replace) one record; ValidationError if the domain cannot read it."""
+    def add(self, record: Mapping[str, Any], key: str | None = None) -> TableKind:
+        """Add (or replace) one record under its row id: `key`, the Kafka key of a record read
+        from a topic (the workers key rows by it), else the record's id field (a file's line,
+        which `produce` would key by it). ValidationError if the domain cannot read it."""
         kind = table_kind(record)
         try:
             if kind == "location":
                 location_of(record)
-                self.locations[record["location_id"]] = record
+                self.locations[record["location_id"] if key is None else key] = record
             elif kind == "channel":
                 channel_of(record)
-                self.channels[record["channel_id"]] = record
+                self.channels[record["channel_id"] if key is None else key] = record
             else:
                 kit_of(record)
-                self.kit_records[record["kit_sku"]] = record
+                self.kit_records[record["kit_sku"] if key is None else key] = record
         except (KeyError, TypeError, ValueError) as exc:
             raise ValidationError(f"not a valid {kind} record: {exc!r}") from exc
         return kind
@@ -145,7 +147,7 @@ class TableRecords:
 
     def kits(self) -> dict[str, Kit]:
         """The kits table as intake reads it: kit SKU -> Kit, for the records that are kits."""
-        return kits_table(self.kit_records.values())
+        return kits_of(self.kit_records)
 
     def __len__(self) -> int:
         return len(self.locations) + len(self.channels) + len(self.kit_records)

@@ -4,13 +4,17 @@ Each table has its own assign()-ed consumer from the beginning. A worker catches
 the end of every table before it processes a record, then keeps them current between
 batches. A null value (tombstone) deletes the key; a record that does not decode is
 logged and skipped (the previous value stays), so operations can correct it.
+
+That rule (`row_key`, `apply_row`, `table_rows`) is pure and shared with the offline readers
+(commands/io.py `read_table`: the audit, the replay, the chaos verifier), so they see a table
+as the workers do.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
@@ -21,6 +25,40 @@ from streamalloc.kafka.types import consumed
 _log = logging.getLogger("streamalloc.runtime.tables")
 
 V = TypeVar("V")
+
+
+def row_key(raw_key: bytes | None) -> str | None:
+    """The row id of a table record: its Kafka key as text (the contract's key: location_id,
+    channel_id, kit_sku), not a field of its value; None for a keyless record, which is no row."""
+    return None if raw_key is None else raw_key.decode("utf-8", errors="replace")
+
+
+def apply_row(rows: dict[str, V], key: str, value: bytes | None, decode: Callable[[bytes], V]) -> None:
+    """Apply one record to the row `key`: a null value (tombstone) deletes it, any other
+    replaces it with its decoded value. A value that does not decode raises (StreamallocError)
+    and leaves the row as it was."""
+    if value is None:
+        rows.pop(key, None)
+    else:
+        rows[key] = decode(value)
+
+
+def table_rows(
+    records: Iterable[tuple[bytes | None, bytes | None]], decode: Callable[[bytes], V]
+) -> tuple[dict[str, V], int]:
+    """A table as its records, (key, value) in offset order, leave it (the last record per
+    key, a tombstone deleting the key), and how many records did not decode (skipped)."""
+    rows: dict[str, V] = {}
+    bad = 0
+    for raw_key, value in records:
+        key = row_key(raw_key)
+        if key is None:
+            continue
+        try:
+            apply_row(rows, key, value, decode)
+        except StreamallocError:
+            bad += 1
+    return rows, bad
 
 
 class GlobalTable(Generic[V]):
@@ -62,22 +100,17 @@ class GlobalTable(Generic[V]):
                     continue
                 _log.warning("global table read error", extra={"topic": self.topic, "error": str(error)})
                 continue
-            raw_key = msg.key()
-            if raw_key is None:
+            key = row_key(msg.key())
+            if key is None:
                 continue
-            key = raw_key.decode("utf-8", errors="replace")
-            value = msg.value()
-            if value is None:
-                self._rows.pop(key, None)
-            else:
-                try:
-                    self._rows[key] = self._decode(value)
-                except StreamallocError as exc:
-                    _log.warning(
-                        "bad global table record skipped",
-                        extra={"topic": self.topic, "key": key, "offset": msg.offset(), "error": str(exc)},
-                    )
-                    continue
+            try:
+                apply_row(self._rows, key, msg.value(), self._decode)
+            except StreamallocError as exc:
+                _log.warning(
+                    "bad global table record skipped",
+                    extra={"topic": self.topic, "key": key, "offset": msg.offset(), "error": str(exc)},
+                )
+                continue
             changes += 1
         if changes:
             self.version += 1

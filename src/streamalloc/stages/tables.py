@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamalloc.domain import Channel, Location, Tables
@@ -91,11 +91,11 @@ def kit_of(record: Mapping[str, Any]) -> Kit | None:
     return Kit(record["kit_sku"], components)
 
 
-def kits_table(records: Iterable[Mapping[str, Any]]) -> dict[str, Kit]:
-    """The kits table from its records in order: each kit SKU's last record, where it is a kit
-    (an inactive or invalid one is none, and hides an earlier record of that kit SKU)."""
-    last = {record["kit_sku"]: record for record in records}
-    return {sku: kit for sku, record in last.items() if (kit := kit_of(record)) is not None}
+def kits_of(rows: Mapping[str, Mapping[str, Any]]) -> dict[str, Kit]:
+    """The kits table as intake reads it, kit SKU -> Kit, from its rows (row id -> the row's
+    record, a deleted row absent): the rows that are kits (an inactive or invalid record is
+    none, and hides an earlier record of that kit SKU, as a tombstone does)."""
+    return {sku: kit for sku, record in rows.items() if (kit := kit_of(record)) is not None}
 
 
 class KitsView:
@@ -108,7 +108,6 @@ class KitsView:
 
     def __call__(self) -> Mapping[str, Kit]:
         if self._kits.version != self._seen:
-            kits = {sku: kit_of(record) for sku, record in self._kits.rows.items()}
-            self._view = {sku: kit for sku, kit in kits.items() if kit is not None}
+            self._view = kits_of(self._kits.rows)
             self._seen = self._kits.version
         return self._view
