@@ -46,9 +46,10 @@ promtool:
 promtool-if-possible:
 	-$(MAKE) --no-print-directory promtool
 
+# Two pytest sessions side by side, the unit tests beside the integration tests (tests/suite.py);
 # pytest exits 5 when it collects nothing: that is a failure of the suite, and make treats it so.
 pytest: $(STAMP)
-	$(BIN)/python -m pytest -p no:cacheprovider
+	$(BIN)/python tests/suite.py
 
 test: lint typecheck kafka-if-possible promtool-if-possible pytest
 
