@@ -53,6 +53,17 @@ def test_the_state_survives_a_dump_and_load_through_marshal() -> None:
     assert again.observe(REDONE, "z", False)[1] == {source_of(LEAKED): ["c"]}
 
 
+def test_a_batchs_keys_survive_a_dump_and_load_whatever_they_hold() -> None:
+    """The keys are stored joined; a key with the separator in it, or an empty one, too."""
+    for keys in (["o1", "o2", "o3"], ["o\x00dd", "o2"], [""], ["", "o2"]):
+        live = LiveBatches()
+        for key in keys:
+            live.observe(LEAKED, key, False)
+        again = LiveBatches.load(marshal.loads(marshal.dumps(live.dump())))  # noqa: S302 - our own bytes
+        assert again == live, keys
+        assert again.observe(REDONE, "z", False)[1] == {source_of(LEAKED): keys}
+
+
 def test_a_batch_the_next_owners_restore_kept_stands() -> None:
     live = LiveBatches()
     live.observe(LEAKED, "c", False)
