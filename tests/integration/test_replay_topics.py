@@ -33,37 +33,44 @@ from streamalloc.config import Settings
 from streamalloc.replay import CORE_TYPES
 
 
+def publish(settings: Settings, tmp_path: Path, orders: dict[str, list[dict[str, Any]]]) -> None:
+    """The history's inventory and tables, and `orders` (topic -> records), on their topics
+    and in files of the same names under `tmp_path`, for the replay from files to compare."""
+    for topic, records in {
+        **orders,
+        "inventory": INVENTORY,
+        "locations": LOCATIONS,
+        "channels": CHANNELS,
+    }.items():
+        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+
+
+def replay(settings: Settings, *args: str) -> dict[str, Any]:
+    """`streamalloc replay --json` against the test's cluster: its report."""
+    cluster = [
+        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
+        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
+    ]  # fmt: skip
+    done = CliRunner().invoke(main, [*cluster, "replay", *args, "--json"])
+    assert done.exit_code == 0, done.output
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report
+
+
 def test_topics_replay_as_their_files_do(settings: Settings, tmp_path: Path) -> None:
     ensure_topics(settings, channels=["web"])
     # web's orders on orders.web, the rest on orders: every orders* topic is read
     web = [o for o in ORDERS if o["channel"] == "web"]
     rest = [o for o in ORDERS if o["channel"] != "web"]
-    for topic, records in (
-        ("orders.web", web),
-        ("orders", rest),
-        ("inventory", INVENTORY),
-        ("locations", LOCATIONS),
-        ("channels", CHANNELS),
-    ):
-        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+    publish(settings, tmp_path, {"orders.web": web, "orders": rest})
     policy = write(tmp_path / "policy.jsonl", POLICY)
-
-    cluster = [
-        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
-    ]  # fmt: skip
-    runner = CliRunner()
-    from_topics = runner.invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
-    assert from_topics.exit_code == 0, from_topics.output
+    topics = replay(settings, "--policy", str(policy))
     files = [
         "--orders", str(tmp_path / "orders.web.jsonl"), "--orders", str(tmp_path / "orders.jsonl"),
         "--inventory", str(tmp_path / "inventory.jsonl"),
         "--baseline", str(tmp_path / "locations.jsonl"), "--baseline", str(tmp_path / "channels.jsonl"),
     ]  # fmt: skip
-    from_files = runner.invoke(main, [*cluster, "replay", *files, "--policy", str(policy), "--json"])
-    assert from_files.exit_code == 0, from_files.output
-
-    topics, local = json.loads(from_topics.stdout), json.loads(from_files.stdout)
+    local = replay(settings, *files, "--policy", str(policy))
     assert topics["inputs"]["sources"]["orders"] == ", ".join(
         [settings.topic("orders"), settings.topic("orders.web")]
     )
@@ -75,32 +82,15 @@ def test_kit_orders_replay_with_the_kits_topic_as_with_kit_records_in_a_baseline
     settings: Settings, tmp_path: Path
 ) -> None:
     ensure_topics(settings)
-    for topic, records in (
-        ("orders", KIT_ORDERS),
-        ("inventory", INVENTORY),
-        ("locations", LOCATIONS),
-        ("channels", CHANNELS),
-        ("kits", KITS),
-    ):
-        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+    publish(settings, tmp_path, {"orders": KIT_ORDERS, "kits": KITS})
     policy = write(tmp_path / "policy.jsonl", POLICY)
-
-    cluster = [
-        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
-    ]  # fmt: skip
-    runner = CliRunner()
-    from_topics = runner.invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
-    assert from_topics.exit_code == 0, from_topics.output
+    topics = replay(settings, "--policy", str(policy))
     files = [
         "--orders", str(tmp_path / "orders.jsonl"), "--inventory", str(tmp_path / "inventory.jsonl"),
         "--baseline", str(tmp_path / "locations.jsonl"), "--baseline", str(tmp_path / "channels.jsonl"),
         "--baseline", str(tmp_path / "kits.jsonl"),
     ]  # fmt: skip
-    from_files = runner.invoke(main, [*cluster, "replay", *files, "--policy", str(policy), "--json"])
-    assert from_files.exit_code == 0, from_files.output
-
-    topics, local = json.loads(from_topics.stdout), json.loads(from_files.stdout)
+    local = replay(settings, *files, "--policy", str(policy))
     assert topics["inputs"]["kits"] == 1 and settings.topic("kits") in topics["inputs"]["sources"]["baseline"]
     assert topics["channels"] == local["channels"] and topics["examples"] == local["examples"]
     # the kit lines were decided as their components' lines, all or nothing
@@ -114,37 +104,20 @@ def test_a_kit_and_a_channel_deleted_by_a_tombstone_are_not_used_by_the_replay_f
     settings: Settings, tmp_path: Path
 ) -> None:
     ensure_topics(settings)
-    for topic, records in (
-        ("orders", KIT_ORDERS),
-        ("inventory", INVENTORY),
-        ("locations", LOCATIONS),
-        ("channels", CHANNELS),
-        ("kits", KITS),
-    ):
-        produce_file(settings, settings.topic(topic), write(tmp_path / f"{topic}.jsonl", records))
+    publish(settings, tmp_path, {"orders": KIT_ORDERS, "kits": KITS})
     # operations delete the kit and the store channel, as the contract says: a null value
     produce(settings, settings.topic("kits"), [(b"DUO", None)])
     produce(settings, settings.topic("channels"), [(b"store", None)])
     assert read_kits(settings) == {}  # the audit's reader honours it too
     policy = write(tmp_path / "policy.jsonl", POLICY)
-
-    cluster = [
-        "--bootstrap", str(settings.bootstrap), "--prefix", settings.topic_prefix,
-        "--app-id", settings.app_id, "--broker-profile", settings.broker_profile,
-    ]  # fmt: skip
-    runner = CliRunner()
-    from_topics = runner.invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
-    assert from_topics.exit_code == 0, from_topics.output
+    topics = replay(settings, "--policy", str(policy))
     # the same history replayed from files whose tables never had the kit or the store channel
     remaining = write(tmp_path / "web-only.jsonl", [c for c in CHANNELS if c["channel_id"] != "store"])
     files = [
         "--orders", str(tmp_path / "orders.jsonl"), "--inventory", str(tmp_path / "inventory.jsonl"),
         "--baseline", str(tmp_path / "locations.jsonl"), "--baseline", str(remaining),
     ]  # fmt: skip
-    from_files = runner.invoke(main, [*cluster, "replay", *files, "--policy", str(policy), "--json"])
-    assert from_files.exit_code == 0, from_files.output
-
-    topics, local = json.loads(from_topics.stdout), json.loads(from_files.stdout)
+    local = replay(settings, *files, "--policy", str(policy))
     assert (topics["inputs"]["kits"], topics["inputs"]["channels"], topics["inputs"]["locations"]) == (
         0,
         1,
@@ -247,15 +220,8 @@ def test_the_replay_predicts_what_the_running_engine_decides_under_either_tables
     order_ids = list(dict.fromkeys(o["order_id"] for o in ORDERS))
     actual = {name: engine_figures(engine, order_ids) for name, engine in engines.items()}
 
-    s = engines["baseline"].settings
-    cluster = [
-        "--bootstrap", str(s.bootstrap), "--prefix", s.topic_prefix, "--app-id", s.app_id,
-        "--broker-profile", s.broker_profile,
-    ]  # fmt: skip
     policy = write(tmp_path / "policy.jsonl", POLICY)
-    result = CliRunner().invoke(main, [*cluster, "replay", "--policy", str(policy), "--json"])
-    assert result.exit_code == 0, result.output
-    predicted = json.loads(result.stdout)["channels"]
+    predicted = replay(engines["baseline"].settings, "--policy", str(policy))["channels"]
 
     for run in ("baseline", "what_if"):
         for channel, figures in actual[run].items():
