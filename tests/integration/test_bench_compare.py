@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,10 @@ from streamalloc.cli import main
 from streamalloc.errors import StreamallocError
 
 
-def test_compare_runs_the_bare_loop_and_streamalloc_on_the_same_inputs(kafka_broker: TestBroker) -> None:
+def test_compare_runs_the_bare_loop_and_streamalloc_on_the_same_inputs(
+    kafka_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where each run's directory goes
     peers = compare.find_peers(Path.cwd())
     if peers is None:
         pytest.skip("no shared/peers beside the clone: the peer workload is not part of the repository")
@@ -40,3 +44,5 @@ def test_compare_runs_the_bare_loop_and_streamalloc_on_the_same_inputs(kafka_bro
         assert re.search(rf"run 1: {label}: {messages:,} outputs, [\d,]+ events/s", text), text
     assert re.search(r"streamalloc / the bare loop: \d+\.\d\d", text), text
     assert "Quix" not in text
+    left = sorted(p.name for p in tmp_path.glob("streamalloc-compare-*"))
+    assert not left, f"finished runs left their directories behind: {left}"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -319,6 +320,9 @@ def _measure(
                 process.wait()
         counter.close()
         log.close()
+    # A run that failed keeps its directory (the errors above point to its log); a finished
+    # one leaves nothing behind: each run's state (RocksDB, Quix's) is tens of MB.
+    shutil.rmtree(workdir, ignore_errors=True)
     span = last_at - first_at
     return Measured(
         system=system,
