@@ -57,7 +57,7 @@ def _run(command: list[str | Path], cwd: Path, timeout_s: float) -> subprocess.C
     process = subprocess.Popen(
         [str(part) for part in command],
         cwd=cwd,
-        env=_clean_env(),
+        env=_clean_env() | {"TMPDIR": str(cwd)},  # what it leaves (the demo's logs) stays here
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -116,6 +116,8 @@ def test_the_demo_runs_from_the_wheel_and_passes_its_audit(installed: tuple[Path
     bin_dir, work = installed
     out = _ok(_run([bin_dir / "streamalloc", "demo", "--orders", "30"], work, 420))
     assert "audit passed: no breach" in out, out[-4000:]
+    # the logs it points to are in the test's directory (TMPDIR), not left in the machine's
+    assert [p.name for p in work.glob("streamalloc-demo-*")], out[-2000:]
 
 
 def test_the_worker_and_both_services_run_from_the_wheel_until_sigterm(
