@@ -30,7 +30,7 @@ def test_compare_runs_the_bare_loop_and_streamalloc_on_the_same_inputs(
         compare.peers_python(compare.default_peers_venv(os.environ), print)
     except StreamallocError as exc:
         pytest.skip(f"the peers' venv cannot be made here (needs PyPI): {exc}")
-    messages = 3000
+    messages = 12_000  # more than one poll of the counter, so the outputs have a rate
     result = CliRunner().invoke(
         main,
         ["--bootstrap", kafka_broker.bootstrap, "--broker-profile", kafka_broker.profile, "bench", "compare",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from streamalloc.bench.compare import Measured, find_peers, order, summary
+from click.testing import CliRunner
+
+from streamalloc.bench.compare import COUNTER_BATCH, Measured, find_peers, order, summary
+from streamalloc.cli import COMPARE_MIN_MESSAGES, main
 
 
 def test_runs_rotate_which_system_goes_first() -> None:
@@ -42,3 +45,11 @@ def test_the_peers_are_found_in_a_parent_directory(tmp_path: Path) -> None:
     assert find_peers(tmp_path / "wt") == peers
     (peers / "gen_orders.py").unlink()
     assert find_peers(clone) is None
+
+
+def test_a_run_too_small_to_span_two_polls_is_refused() -> None:
+    # fewer outputs than one poll of the counter can all arrive at once: no rate to time
+    assert COMPARE_MIN_MESSAGES == COUNTER_BATCH + 1
+    result = CliRunner().invoke(main, ["bench", "compare", "--messages", str(COUNTER_BATCH)])
+    assert result.exit_code == 2
+    assert "--messages" in result.output and "10001" in result.output.replace(",", "")

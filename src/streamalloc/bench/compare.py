@@ -12,7 +12,8 @@ order), with one location holding 500 units of every SKU, and one worker decides
 Every system is measured the same way, after its inputs are all written and before it
 starts (measure.py's method): a read_committed counter assigned to the output topic counts
 committed outputs; the rate is from the first committed output to the last (the outputs
-of the first poll left out of the count); CPU seconds and peak RSS are the processor's
+of the first poll left out of the count, so a rate needs more than COUNTER_BATCH
+messages: fewer can all arrive in one poll); CPU seconds and peak RSS are the processor's
 process tree's, read before it is stopped.
 """
 
@@ -41,6 +42,9 @@ from streamalloc.errors import StreamallocError
 from streamalloc.kafka import consume_available, consumer_config, produce, producer_config
 from streamalloc.kafka.types import consumed
 from streamalloc.serialization import topic_serde
+
+COUNTER_BATCH = 10_000
+"""The most outputs the counter takes in one poll (measure.py's figure)."""
 
 SYSTEMS = ("bare", "quix", "streamalloc")
 LABELS = {
@@ -296,7 +300,7 @@ def _measure(
                     f"{system} exited with {process.returncode} after {count} outputs; see {log.name}"
                 )
             got = 0
-            for msg in consumed(consume_available(counter, 10_000, 0.1)):
+            for msg in consumed(consume_available(counter, COUNTER_BATCH, 0.1)):
                 value = msg.value()
                 if msg.error() is None and value is not None and counts(value):
                     got += 1
