@@ -18,16 +18,19 @@ it, as a reason to abort, not to stop. In every case the local stores are untouc
 Every transactional call runs on a helper thread (`TxnCalls`) and is given up after its
 timeout plus a grace: librdkafka can ignore the timeout of send_offsets_to_transaction
 when the coordinator was lost (confluentinc/librdkafka#5456, #5511; seen here after a
-broker restart), and a worker blocked for good in it never recovers.
+broker restart), and a worker blocked for good in it never recovers. The helper thread is
+a daemon: a call given up may never return, and the process must still exit on SIGTERM.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
@@ -77,25 +80,57 @@ class TxnCalls:
     """
 
     def __init__(self) -> None:
-        self._pool = self._new_pool()
-
-    @staticmethod
-    def _new_pool() -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamalloc-txn")
+        self._thread = _CallThread()
 
     def run(self, doing: str, call: Callable[[], Any], timeout_s: float) -> None:
-        future: Future[Any] = self._pool.submit(call)
+        future = self._thread.submit(call)
         try:
             future.result(timeout_s + HUNG_GRACE_S)
         except FutureTimeout:
-            self._pool.shutdown(wait=False)
-            self._pool = self._new_pool()
+            self._thread.shutdown()
+            self._thread = _CallThread()
             raise TransactionUnresolved(
                 f"{doing} did not return within {timeout_s + HUNG_GRACE_S:.0f}s"
             ) from None
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False)
+        self._thread.shutdown()
+
+
+class _CallThread:
+    """One daemon thread running the calls given to it, in order.
+
+    Not a ThreadPoolExecutor: concurrent.futures joins its threads when the interpreter
+    exits, shut down or not, so one thread hung for good in send_offsets_to_transaction
+    (librdkafka#5456) kept a worker from exiting after SIGTERM until it was SIGKILLed
+    (in the chaos run's broker fault: every worker, 30 s each). A daemon thread is not
+    waited for; the worker has committed and left the group before the process exits.
+    """
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name="streamalloc-txn", daemon=True).start()
+
+    def submit(self, call: Callable[[], Any]) -> Future[Any]:
+        future: Future[Any] = Future()
+        self._calls.put((future, call))
+        return future
+
+    def shutdown(self) -> None:
+        """The thread ends after the call it is in, if that ever returns; it takes no more."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (item := self._calls.get()) is not None:
+            future, call = item
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = call()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, as an executor does
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
 
 class CheckpointStatus(enum.Enum):

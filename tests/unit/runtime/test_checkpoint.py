@@ -6,6 +6,9 @@ commits once or raises a typed error, and its stores are applied only after the 
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from tests.unit.runtime.fake_kafka import FakeBroker, FakeConsumer, FakeProducer, error
@@ -154,6 +157,30 @@ def test_a_transactional_call_that_hangs_is_given_up(
         producer.released.set()
     assert "commit_transaction" not in producer.calls
     assert dict(task.stores["counts"].iter_prefix(b"")) == {}
+
+
+# A call that never returns, given up; then the interpreter exits as the worker does.
+_HUNG_AT_EXIT = """
+import threading
+from streamalloc.errors import TransactionUnresolved
+from streamalloc.runtime import checkpoint
+checkpoint.HUNG_GRACE_S = 0.05
+calls = checkpoint.TxnCalls()
+try:
+    calls.run("send offsets", threading.Event().wait, 0.05)
+except TransactionUnresolved:
+    print("given up", flush=True)
+calls.close()
+"""
+
+
+def test_a_transactional_call_hung_for_good_does_not_keep_the_process_from_exiting() -> None:
+    # librdkafka#5456: send_offsets_to_transaction may never return; a worker asked to stop
+    # must still exit, not wait at interpreter exit for the hung thread until SIGKILL.
+    done = subprocess.run(  # TimeoutExpired: the process waited for the hung thread
+        [sys.executable, "-c", _HUNG_AT_EXIT], capture_output=True, text=True, timeout=30, check=False
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "given up"), done.stderr
 
 
 def test_a_fatal_error_that_is_not_a_fence_leaves_the_transaction_unresolved(
