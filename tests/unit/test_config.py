@@ -41,3 +41,18 @@ def test_embedded_profile_has_short_group_timeouts() -> None:
     kafka = Settings(broker_profile="kafka").group_timeouts()
     assert embedded["session.timeout.ms"] < kafka["session.timeout.ms"]
     assert kafka["session.timeout.ms"] >= 6000  # real Kafka's group.min.session.timeout.ms
+
+
+def test_a_drained_batch_commits_early_on_kafka_only_unless_set() -> None:
+    assert Settings(broker_profile="kafka").drained_commit_gap_ms == 10
+    assert Settings(broker_profile="embedded").drained_commit_gap_ms is None  # its commits cost more
+    assert Settings(broker_profile="embedded", commit_min_gap_ms=0).drained_commit_gap_ms == 0
+    # a gap as long as the interval leaves the interval alone to decide
+    assert (
+        Settings(broker_profile="kafka", commit_min_gap_ms=30, commit_interval_ms=30).drained_commit_gap_ms
+        is None
+    )
+    env = {"STREAMALLOC_COMMIT_MIN_GAP_MS": "3", "STREAMALLOC_BROKER_PROFILE": "kafka"}
+    assert Settings.from_env(env).drained_commit_gap_ms == 3
+    with pytest.raises(ConfigError, match="commit_min_gap_ms"):
+        Settings.from_env({"STREAMALLOC_COMMIT_MIN_GAP_MS": "-1"})

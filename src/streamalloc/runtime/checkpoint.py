@@ -202,11 +202,6 @@ class Checkpoint:
     def touched_any(self) -> bool:
         return bool(self.tasks)
 
-    def due(self, max_records: int, max_age_s: float) -> bool:
-        return self.status is _IN_TRANSACTION and (
-            self.records >= max_records or time.monotonic() - self.started >= max_age_s
-        )
-
     def commit(self) -> int:
         """Commit the batch; return the number of changelog records written.
 

@@ -2,7 +2,8 @@
 
 The loop: restore what is restoring, poll a batch, route it by topic to its task, run
 the punctuations that are due, and commit every `commit_every` records or
-`commit_interval_ms`, whichever comes first. The tasks' lifecycle (assignment,
+`commit_interval_ms`, whichever comes first, or as soon as the input is drained
+(`Settings.drained_commit_gap_ms`). The tasks' lifecycle (assignment,
 revocation, restore, rewind) is the TaskManager's (task_manager.py); the commit protocol
 is the Checkpoint's (checkpoint.py), one per batch.
 
@@ -140,6 +141,10 @@ class Worker:
         # when it last said it was stuck: see `_watch_progress`.
         self._progress_at = time.monotonic()
         self._stuck_said_at = 0.0
+        # When the last commit ended (monotonic s), for `commit_min_gap_ms`, and whether the
+        # last round took all the input that was fetched and left none waiting.
+        self._committed_at = 0.0
+        self._drained = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -348,15 +353,30 @@ class Worker:
         if messages:
             self._buffer(messages)
         self._drain()
+        self._drained = len(messages) < self.settings.poll_batch and not any(
+            task.pending for task in self.tasks.tasks.values() if task.ready
+        )
         self.tasks.throttle(consumer, self.settings.buffered_records_per_partition)
         if time.monotonic() >= self._punctuate_at:
             self._punctuate()
         checkpoint = self._checkpoint
-        if checkpoint is not None and checkpoint.due(
-            self.settings.commit_every, self.settings.commit_interval_ms / 1000
-        ):
-            self._commit()
+        if checkpoint is not None and checkpoint.in_transaction:
+            if time.monotonic() >= self._commit_at(checkpoint):
+                self._commit()
         self._watch_progress()
+
+    def _commit_at(self, checkpoint: Checkpoint) -> float:
+        """When the open batch is due (monotonic s): `commit_interval_ms` after it began, at
+        once with `commit_every` records, and, once the input is drained, the profile's gap
+        after the previous commit ended (config.py `commit_min_gap_ms`)."""
+        settings = self.settings
+        if checkpoint.records >= settings.commit_every:
+            return 0.0
+        due = checkpoint.started + settings.commit_interval_ms / 1000
+        gap_ms = settings.drained_commit_gap_ms
+        if self._drained and gap_ms is not None:
+            due = min(due, self._committed_at + gap_ms / 1000)
+        return due
 
     def _watch_progress(self) -> None:
         """Say, once every STUCK_AFTER_S, why the worker has records waiting and commits nothing.
@@ -401,8 +421,7 @@ class Worker:
         checkpoint = self._checkpoint
         if checkpoint is None or not checkpoint.in_transaction:
             return 0.1
-        due = checkpoint.started + self.settings.commit_interval_ms / 1000
-        return min(0.1, max(0.0, due - time.monotonic()))
+        return min(0.1, max(0.0, self._commit_at(checkpoint) - time.monotonic()))
 
     def _keep_standbys(self, consumer: Consumer) -> None:
         """Place the warm copies when the group changed (standby.py), then feed them."""
@@ -646,7 +665,7 @@ class Worker:
             self._renew(tasks, exc)
             return
         self._checkpoint = self._new_checkpoint()
-        self._progress_at = time.monotonic()
+        self._progress_at = self._committed_at = time.monotonic()
         self.observer.on_commit(records, changelog, time.monotonic() - started)
         for task in tasks:
             if task.redo_until is not None:

@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError
 from tests.unit.runtime.fake_kafka import error
 from tests.unit.runtime.worker_fixtures import CHANGELOG, IN, OUT, Cluster, Recorder, run_worker, settings
 
+import streamalloc.runtime.worker as worker_module
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import ProducerFenced
 from streamalloc.runtime.state import RocksDBStore, Store
@@ -224,3 +225,39 @@ def test_partitions_lost_with_a_batch_open_abort_it_count_the_abort_and_redo_it(
     # Redone once the partitions came back: every count exactly once, committed.
     assert cluster.outputs() == counts(total)
     assert held["counts"] == {key: b"%d" % values[-1] for key, values in counts(total).items()}
+
+
+def test_a_batch_commits_as_soon_as_the_input_is_drained(cluster: Cluster, tmp_path: Path) -> None:
+    # Neither the count nor the interval is reached: the batch closes because nothing waits.
+    send(cluster)
+    observer = Recorder()
+    config = settings(tmp_path, commit_every=10_000, commit_interval_ms=600_000, commit_min_gap_ms=0)
+    held = run_worker(config, [CountingStage(IN, OUT)], lambda _: all_committed(cluster), observer=observer)
+
+    assert observer.commits == 1
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
+
+
+def test_a_drained_batch_waits_for_the_gap_after_the_previous_commit(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: clock[0])
+    send(cluster, 3)
+    observer = Recorder()
+    config = settings(tmp_path, commit_every=10_000, commit_interval_ms=600_000, commit_min_gap_ms=50)
+    polls: list[int] = []
+
+    def step(worker: Worker) -> bool:
+        polls.append(observer.commits)
+        if len(polls) == 5:  # after the first commit: more input, drained at once
+            cluster.broker.produce_plain(IN, [(b"k0", b"x")])
+        clock[0] += 0.01  # 10 ms a round
+        return all_committed(cluster, 4)
+
+    run_worker(config, [CountingStage(IN, OUT)], step, observer=observer)
+
+    assert observer.commits == 2
+    first, second = polls.index(1), polls.index(2)
+    assert second - first >= 5  # 50 ms of 10 ms rounds since the first commit ended

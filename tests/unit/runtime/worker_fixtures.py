@@ -100,6 +100,7 @@ def settings(tmp: Path, **overrides: Any) -> Settings:
         "state_dir": tmp,
         "commit_every": 5,
         "commit_interval_ms": 10_000,
+        "commit_min_gap_ms": 10_000,  # batches close on the count alone, not when drained
     }
     values.update(overrides)
     return Settings(**values)
