@@ -40,7 +40,11 @@ def test_sigterm_to_a_bench_stops_the_worker_it_started(settings: Settings, tmp_
         "bench", "engine", "--lines", "1000000", "--skus", "100",
     ]  # fmt: skip
     errors = (tmp_path / "stderr").open("wb")
-    bench = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL)  # noqa: S603
+    # An interrupted run keeps its directory (its workers' logs) in the temp dir: this test's.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    bench = subprocess.Popen(  # noqa: S603
+        command, stdout=subprocess.DEVNULL, stderr=errors, stdin=subprocess.DEVNULL, env=env
+    )
     workers: list[int] = []
     try:
         deadline = time.monotonic() + 120
