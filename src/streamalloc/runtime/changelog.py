@@ -286,6 +286,16 @@ class Restorer:
         The hot loop of every restore (a failover restores millions of records): it does
         per record only what must be per record (route, key, value, header), and hands
         each run of consecutive records of one partition and one batch to its job at once.
+
+        A job ends at the first end of its partition it meets, once: from then on it is no
+        longer a job, and what this poll still holds for its partition is left alone. The
+        poll can hold two ends of one partition: librdkafka's fetcher queues one at the last
+        stable offset, and another once that moves on (an earlier owner's transaction on the
+        changelog ended) if the loop was busy in between (a commit waiting for the broker).
+        Finishing the job twice made its store partition active twice (a StateError that
+        stopped the worker), and a restart from scratch after the first end would have
+        handed the task a wiped store (Kafka Streams completes a changelog once, at the end
+        offset it restores to, and ignores records past it).
         """
         if not self._jobs:
             return []
@@ -312,6 +322,7 @@ class Restorer:
                 if job.needs_full_restore:
                     self._from_scratch(job)
                 else:
+                    del self._jobs[tp]  # done: nothing more of this poll is its (docstring)
                     done.append(job)
                 continue
             key = msg.key()
@@ -365,7 +376,8 @@ class Restorer:
         job.partition.write_checkpoint(job.safe_offset)
 
     def _finish(self, job: RestoreJob) -> None:
-        self.cancel(job.topic, job.partition.partition)
+        """End a job that reached its end in this step (no longer in `_jobs`)."""
+        self._consumer.incremental_unassign([TopicPartition(job.topic, job.partition.partition)])
         job.partition.mark_active()
         seconds = time.monotonic() - job.started
         self._observer.on_restore(job.partition.store_name, job.partition.partition, job.records, seconds)

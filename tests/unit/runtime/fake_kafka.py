@@ -4,7 +4,9 @@ Enough of Kafka for the worker's unit tests: partitioned logs with transaction m
 read_committed visibility (records of open and aborted transactions are never returned;
 the position steps over markers), the last stable offset and the end-of-partition event,
 a high watermark that counts open transactions (as measured on both brokers), committed
-group offsets written by `send_offsets_to_transaction`, and injectable broker errors.
+group offsets written by `send_offsets_to_transaction`, injectable broker errors, and a
+consumer's local queue filled by librdkafka's fetcher while the application is busy
+elsewhere (`FakeConsumer.fetch_ahead`).
 Every public method of the fakes exists on the real classes (test_fake_kafka.py checks).
 """
 
@@ -247,6 +249,9 @@ class FakeConsumer:
         self._app_position: dict[tuple[str, int], int] = {}
         self._paused: set[tuple[str, int]] = set()
         self._eof_at: dict[tuple[str, int], int] = {}
+        #: fetched ahead and not consumed yet (librdkafka's local queue): each message with
+        #: the position of its partition once the application has it
+        self._queued: list[tuple[FakeMessage, int]] = []
         self._rebalance_due = False
         self._lose_due = False
 
@@ -300,6 +305,7 @@ class FakeConsumer:
 
     def assign(self, partitions: list[TopicPartition]) -> None:
         self._assigned.clear()
+        self._queued.clear()
         self.incremental_assign(partitions)
 
     def incremental_assign(self, partitions: list[TopicPartition]) -> None:
@@ -311,13 +317,16 @@ class FakeConsumer:
             self._assigned[key] = offset
             self._app_position[key] = INVALID
             self._eof_at.pop(key, None)
+            self._drop_queued(key)
 
     def incremental_unassign(self, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self._assigned.pop((tp.topic, tp.partition), None)
+            self._drop_queued((tp.topic, tp.partition))
 
     def unassign(self) -> None:
         self._assigned.clear()
+        self._queued.clear()
 
     def pause(self, partitions: list[TopicPartition]) -> None:
         self._paused.update((tp.topic, tp.partition) for tp in partitions)
@@ -331,6 +340,7 @@ class FakeConsumer:
         self._assigned[key] = partition.offset
         self._app_position[key] = INVALID
         self._eof_at.pop(key, None)
+        self._drop_queued(key)
 
     def position(self, partitions: list[TopicPartition]) -> list[TopicPartition]:
         return [
@@ -361,7 +371,29 @@ class FakeConsumer:
                 assign(self, partitions)
             else:
                 self.assign(partitions)
-        out: list[FakeMessage] = []
+        queued, self._queued = self._queued[:num_messages], self._queued[num_messages:]
+        fetched = queued + self._fetch(num_messages - len(queued))
+        for msg, position in fetched:
+            self._app_position[(msg.topic(), msg.partition())] = position
+        return [msg for msg, _ in fetched]
+
+    def fetch_ahead(self) -> None:
+        """librdkafka's fetcher at work while the application is busy elsewhere (test
+        helper): what it fetches now waits in the local queue, and the next consume returns
+        it ahead of what that consume fetches itself. An end-of-partition event it queued
+        stays queued even if the partition's end moves on before the application consumes:
+        a later fetch then queues a second one for the same partition."""
+        self._queued += self._fetch(1_000_000_000)
+
+    def _drop_queued(self, key: tuple[str, int]) -> None:
+        """What was fetched for a partition before it was assigned again, unassigned or
+        sought is never delivered (librdkafka discards it by the partition's version)."""
+        self._queued = [(m, o) for m, o in self._queued if (m.topic(), m.partition()) != key]
+
+    def _fetch(self, num_messages: int) -> list[tuple[FakeMessage, int]]:
+        """Up to `num_messages` from the assigned partitions' logs, each with its partition's
+        position once the application has it."""
+        out: list[tuple[FakeMessage, int]] = []
         for key in list(self._assigned):
             if key in self._paused:
                 continue
@@ -371,9 +403,12 @@ class FakeConsumer:
                 if entry.state == "open":
                     break  # the last stable offset
                 self._assigned[key] += 1
-                self._app_position[key] = entry.offset + 1
                 if entry.state == "committed" and not entry.control:
-                    out.append(FakeMessage(key[0], key[1], entry))
+                    out.append((FakeMessage(key[0], key[1], entry), self._assigned[key]))
+                elif out and (out[-1][0].topic(), out[-1][0].partition()) == key:
+                    out[-1] = (out[-1][0], self._assigned[key])  # stepped over a marker
+                else:
+                    self._app_position[key] = self._assigned[key]
             end = self.broker.last_stable(*key)
             if (
                 self.eof
@@ -382,7 +417,7 @@ class FakeConsumer:
                 and self._eof_at.get(key) != end
             ):
                 self._eof_at[key] = end
-                out.append(FakeMessage(key[0], key[1], None, eof_offset=end))
+                out.append((FakeMessage(key[0], key[1], None, eof_offset=end), end))
         return out
 
     def _subscribed(self, topic: str) -> bool:

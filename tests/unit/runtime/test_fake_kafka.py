@@ -9,7 +9,7 @@ from confluent_kafka import Consumer, Producer
 from tests.unit.runtime.fake_kafka import FakeConsumer, FakeProducer
 
 #: Helpers of the fakes that only tests call.
-TEST_ONLY = {"committed_values", "revoke_all", "lose_all"}
+TEST_ONLY = {"committed_values", "revoke_all", "lose_all", "fetch_ahead"}
 
 
 @pytest.mark.parametrize(("fake", "real"), [(FakeProducer, Producer), (FakeConsumer, Consumer)])

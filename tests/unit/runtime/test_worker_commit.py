@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError
-from tests.unit.runtime.fake_kafka import error
+from tests.unit.runtime.fake_kafka import FakeConsumer, FakeProducer, error
 from tests.unit.runtime.worker_fixtures import CHANGELOG, IN, OUT, Cluster, Recorder, run_worker, settings
 
 import streamalloc.runtime.worker as worker_module
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import ProducerFenced
+from streamalloc.runtime.changelog import SRC_HEADER, encode_src
+from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import RocksDBStore, Store
 from streamalloc.runtime.worker import MAX_FENCES, Worker
 
@@ -261,3 +264,87 @@ def test_a_drained_batch_waits_for_the_gap_after_the_previous_commit(
     assert observer.commits == 2
     first, second = polls.index(1), polls.index(2)
     assert second - first >= 5  # 50 ms of 10 ms rounds since the first commit ended
+
+
+OTHER, OTHER_OUT = "t.other", "t.other-out"
+
+
+class Forward(BaseStage):
+    """A stage without stores: its task is ready, and processes, as soon as it is assigned."""
+
+    name = "forward"
+
+    def topics(self) -> Sequence[str]:
+        return [OTHER]
+
+    def decode(self, topic: str, key: bytes | None, value: bytes | None) -> bytes | None:
+        return value
+
+    def process(self, ctx: PartitionContext, records: list[Record]) -> None:
+        for record in records:
+            ctx.emit(OTHER_OUT, record.key, record.value, ctx.partition)
+
+
+class Restores(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.restored: list[tuple[str, int]] = []
+
+    def on_restore(self, store: str, partition: int, records: int, seconds: float) -> None:
+        self.restored.append((store, partition))
+
+
+def test_a_batch_aborted_while_a_store_restores_is_redone_the_worker_recovers_and_all_commits_exactly_once(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    # The broker-kill chaos run: the previous owner of partition 0 is stuck in its commit,
+    # its batch's changelog records open on the changelog. This worker's counting task
+    # restores up to them (the last stable offset); its store-less task processes a batch
+    # whose commit fails (OUT_OF_ORDER_SEQUENCE_NUMBER) and aborts. While the worker is in
+    # that commit, its restore consumer fetches in the background: an end of the changelog
+    # partition at the open transaction, then, once the previous owner aborted (the group
+    # had moved on), a second one past its records. Both wait in the queue for the next
+    # restore step, which finished the store partition twice ("illegal transition to active").
+    for topic in (OTHER, OTHER_OUT):
+        cluster.broker.create_topic(topic)
+    send(cluster)
+    cluster.broker.produce_plain(OTHER, [(b"o%d" % i, b"%d" % i) for i in range(5)])
+    previous = FakeProducer({"transactional.id": "app-previous"}, cluster.broker)
+    previous.begin_transaction()
+    src = encode_src({(IN, 0): 0}, {(IN, 0): 5}, None, 1, 1)
+    for key in KEYS:
+        previous.produce(CHANGELOG, b"1", key, 0, headers=[(SRC_HEADER, src)])
+        previous.produce(OUT, b"1", key, 0)
+    cluster.failures["commit_transaction"] = [error(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, abortable=True)]
+
+    def restore_consumer() -> FakeConsumer:
+        return next(c for c in cluster.consumers if c.group == "streamalloc-restore")
+
+    def meanwhile() -> None:
+        # librdkafka's fetcher goes on while the worker waits in its commit.
+        restore_consumer().fetch_ahead()
+        if previous._in_transaction:
+            previous.abort_transaction()
+
+    def done(worker: Worker) -> bool:
+        producer = cluster.txn_producer
+        if producer.on_flush is None:
+            producer.on_flush = meanwhile
+        return all_committed(cluster) and cluster.committed(OTHER).get(0, 0) >= 5
+
+    observer = Restores()
+    stores: dict[str, Store] = {"counts": RocksDBStore("counts", tmp_path / "db")}
+    held = run_worker(
+        settings(tmp_path),
+        [CountingStage(IN, OUT), Forward()],
+        done,
+        observer=observer,
+        stores=stores,
+    )
+
+    assert observer.aborts == [f"injected {KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER}"]
+    assert observer.restored == [("counts", 0)], "the store partition's restore finished more than once"
+    assert cluster.outputs() == counts()
+    assert held["counts"] == last_counts()
+    forwarded = [(key, value) for _, _, key, value in cluster.broker.visible(OTHER_OUT)]
+    assert forwarded == [(b"o%d" % i, b"%d" % i) for i in range(5)]
