@@ -58,6 +58,14 @@ def read_all(
         consumer.close()
 
 
+_ASK_AGAIN = (
+    KafkaError._TIMED_OUT,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+)
+
+
 def committed_offsets(
     settings: Settings, group: str, topic: str, *, timeout_s: float = 60.0
 ) -> dict[int, int]:
@@ -66,7 +74,9 @@ def committed_offsets(
     Under read_committed the broker answers UNSTABLE_OFFSET_COMMIT while a transaction holding
     offsets for the group is open, such as one a killed worker left: it stays open until the
     producer's transaction.timeout.ms aborts it or a new producer with its id fences it.
-    librdkafka retries that answer until its own timeout, so ask again until a deadline.
+    librdkafka retries that answer until its own timeout, so ask again until a deadline. A
+    broker that has just started answers NOT_COORDINATOR while it loads the group's offsets
+    (COORDINATOR_LOAD_IN_PROGRESS): asked again too.
     """
     consumer = Consumer(consumer_config(settings, group_id=group))
     try:
@@ -76,8 +86,9 @@ def committed_offsets(
             try:
                 committed = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
             except KafkaException as exc:
-                if exc.args[0].code() != KafkaError._TIMED_OUT or time.monotonic() > deadline:
+                if exc.args[0].code() not in _ASK_AGAIN or time.monotonic() > deadline:
                     raise
+                time.sleep(0.2)
                 continue
             return {tp.partition: max(tp.offset, 0) for tp in committed}
     finally:
