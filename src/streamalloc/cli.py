@@ -1127,10 +1127,10 @@ def chaos(
         out.print(f"verifier: {escape(detail)}", soft_wrap=True)
     for breach in result.report.breaches[:20]:
         out.print(f"audit: {escape(breach)}", soft_wrap=True)
-    for note in [*result.stats.own_exits, *result.stats.stalls]:
+    for note in [*result.stats.own_exits, *result.stats.stalls, *result.stats.hung_on_stop]:
         out.print(f"workers: {escape(note)}", soft_wrap=True)
     out.print(f"logs and worker state: {result.workdir}")
-    if not (result.ok and result.recovered):
+    if not (result.ok and result.recovered and result.stopped):
         sys.exit(1)
 
 

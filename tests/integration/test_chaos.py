@@ -79,4 +79,5 @@ def stats_ok(result: ChaosResult, said: list[str]) -> bool:
     assert 0 < report.lines_decided == report.lines_placed
     assert result.ok
     assert result.recovered, [*stats.stalls, *stats.own_exits, *said]
+    assert result.stopped, stats.hung_on_stop
     return True

@@ -66,6 +66,10 @@ BROKER_DOWN_S = 3.0
 #: No line decided for this long while lines wait: the workers are stuck, not slow (a
 #: killed member's partitions move after session.timeout.ms, 10 s, and restore in seconds).
 STALL_S = 45.0
+#: How long the workers have, together, to exit after the final SIGTERM: a commit, leaving
+#: the group and closing the stores take a second or two; a transactional call that never
+#: returns must not hold the process (runtime/checkpoint.py `TxnCalls`).
+STOP_GRACE_S = 30.0
 
 
 class Broker(Protocol):
@@ -89,6 +93,8 @@ class ChaosStats:
     phase: str = "starting"
     own_exits: list[str] = field(default_factory=list)  # workers that exited without being killed
     stalls: list[str] = field(default_factory=list)  # times no worker decided anything for STALL_S
+    #: workers still running STOP_GRACE_S after the final SIGTERM (then SIGKILLed)
+    hung_on_stop: list[str] = field(default_factory=list)
     stall_s: float = STALL_S
     last_decided: int = 0
     last_decision: float = field(default_factory=time.monotonic)
@@ -117,6 +123,11 @@ class ChaosResult:
         stall needed the harness to restart them."""
         return not self.stats.stalls and not self.stats.own_exits
 
+    @property
+    def stopped(self) -> bool:
+        """Every worker exited on the final SIGTERM, within STOP_GRACE_S: none had to be killed."""
+        return not self.stats.hung_on_stop
+
 
 class _Workers:
     """The worker processes, by slot; each slot keeps its state dir across restarts."""
@@ -143,17 +154,22 @@ class _Workers:
     def restart(self, slot: int) -> None:
         self.procs[slot] = start_worker(self.settings, f"worker-{slot + 1}", self.workdir)
 
-    def stop(self) -> None:
-        """SIGTERM (commit, leave the group), SIGKILL any still running after 30 s."""
+    def stop(self) -> list[str]:
+        """SIGTERM to all (commit, leave the group); SIGKILL those still running STOP_GRACE_S
+        later, and say which they were: a worker must exit when told."""
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
-        for proc in self.procs:
+        deadline = time.monotonic() + STOP_GRACE_S
+        hung = []
+        for slot, proc in enumerate(self.procs):
             try:
-                proc.wait(30)
+                proc.wait(max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
+                hung.append(f"worker-{slot + 1} (pid {proc.pid}) still ran {STOP_GRACE_S:.0f}s after SIGTERM")
                 proc.kill()
                 proc.wait(5)
+        return hung
 
 
 def _receipts(publisher: Publisher, stop: threading.Event, seed: int, stats: ChaosStats) -> None:
@@ -261,7 +277,7 @@ def _run(
         stop_warehouse.set()
         for thread in threads:
             thread.join(30)
-        pool.stop()
+        stats.hung_on_stop = pool.stop()
     stats.phase = "verifying"
     on_progress(stats)
     say("workers stopped; verifying the committed topics")
@@ -551,6 +567,7 @@ def summary_rows(result: ChaosResult) -> list[tuple[str, str]]:
         ("broker faults survived", str(stats.broker_faults)),
         ("workers that exited on their own", str(len(stats.own_exits))),
         ("stalls (all workers stuck, restarted)", str(len(stats.stalls))),
+        ("workers killed after SIGTERM (did not stop)", str(len(stats.hung_on_stop))),
         (
             "verifier",
             f"{v.skus_checked} SKU(s), {v.locations_checked} location balance(s), "
