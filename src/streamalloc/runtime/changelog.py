@@ -322,7 +322,7 @@ class Restorer:
                 if job.needs_full_restore:
                     self._from_scratch(job)
                 else:
-                    del self._jobs[tp]  # done: nothing more of this poll is its (docstring)
+                    self.cancel(*tp)  # done: nothing more of this poll is its (docstring)
                     done.append(job)
                 continue
             key = msg.key()
@@ -376,8 +376,7 @@ class Restorer:
         job.partition.write_checkpoint(job.safe_offset)
 
     def _finish(self, job: RestoreJob) -> None:
-        """End a job that reached its end in this step (no longer in `_jobs`)."""
-        self._consumer.incremental_unassign([TopicPartition(job.topic, job.partition.partition)])
+        """End a job that reached its end in this step (already cancelled: no longer read)."""
         job.partition.mark_active()
         seconds = time.monotonic() - job.started
         self._observer.on_restore(job.partition.store_name, job.partition.partition, job.records, seconds)

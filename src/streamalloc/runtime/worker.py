@@ -141,8 +141,12 @@ class Worker:
         # when it last said it was stuck: see `_watch_progress`.
         self._progress_at = time.monotonic()
         self._stuck_said_at = 0.0
-        # When the last commit ended (monotonic s), for `commit_min_gap_ms`, and whether the
-        # last round took all the input that was fetched and left none waiting.
+        # A drained batch commits this long after the last commit ended (s; None: only the
+        # interval and the count decide), when the last commit ended (monotonic s), and
+        # whether the last round took all the input fetched and left none waiting (only
+        # looked at when there is a gap).
+        gap_ms = settings.drained_commit_gap_ms
+        self._drained_gap_s = None if gap_ms is None else gap_ms / 1000
         self._committed_at = 0.0
         self._drained = False
 
@@ -353,9 +357,10 @@ class Worker:
         if messages:
             self._buffer(messages)
         self._drain()
-        self._drained = len(messages) < self.settings.poll_batch and not any(
-            task.pending for task in self.tasks.tasks.values() if task.ready
-        )
+        if self._drained_gap_s is not None:
+            self._drained = len(messages) < self.settings.poll_batch and not any(
+                task.pending for task in self.tasks.tasks.values() if task.ready
+            )
         self.tasks.throttle(consumer, self.settings.buffered_records_per_partition)
         if time.monotonic() >= self._punctuate_at:
             self._punctuate()
@@ -373,9 +378,8 @@ class Worker:
         if checkpoint.records >= settings.commit_every:
             return 0.0
         due = checkpoint.started + settings.commit_interval_ms / 1000
-        gap_ms = settings.drained_commit_gap_ms
-        if self._drained and gap_ms is not None:
-            due = min(due, self._committed_at + gap_ms / 1000)
+        if self._drained and self._drained_gap_s is not None:
+            due = min(due, self._committed_at + self._drained_gap_s)
         return due
 
     def _watch_progress(self) -> None:
