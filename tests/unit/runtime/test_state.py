@@ -78,6 +78,29 @@ def test_iter_prefix_after_each_new_key_stays_sorted(part: StorePartition) -> No
     assert list(txn.iter_prefix(b"k05")) == [(b"k%03d" % i, b"t") for i in range(50, 60)]
 
 
+def test_iter_prefix_over_many_changes_merges_the_unsorted_tail(part: StorePartition) -> None:
+    # Past a few hundred keys not yet sorted in, a scan merges them into the sorted index;
+    # below that it searches them as they are. Both must give the same, sorted answer.
+    seeded(part, {b"k%04d" % i: b"p" for i in range(0, 2000, 5)})
+    txn = part.begin()
+    expected = {b"k%04d" % i: b"p" for i in range(0, 2000, 5)}
+    order = [(i * 7919) % 2000 for i in range(2000)]
+    for n, i in enumerate(order):
+        key = b"k%04d" % i
+        if n % 11 == 0:
+            txn.delete(key)
+            expected.pop(key, None)
+        else:
+            txn.set(key, b"t%d" % n)
+            expected[key] = b"t%d" % n
+        if n % 97 == 0 or n in (300, 301, 700):  # gaps of up to ~400 new keys between scans
+            prefix = b"k%02d" % (i // 100)
+            assert list(txn.iter_prefix(prefix)) == sorted(
+                (k, v) for k, v in expected.items() if k.startswith(prefix)
+            )
+    assert list(txn.iter_prefix(b"k")) == sorted(expected.items())
+
+
 def test_prefix_scan_does_not_spill_into_a_longer_sibling(part: StorePartition) -> None:
     part.write_batch(
         {
