@@ -531,6 +531,74 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
     out.print(table)
 
 
+@bench.command("stages")
+@click.option("--lines", type=click.IntRange(min=1), default=100_000, show_default=True, help="Order lines.")
+@click.option("--skus", type=click.IntRange(min=1), default=1_000, show_default=True)
+@click.option(
+    "--batch",
+    type=click.IntRange(min=1),
+    default=1_000,
+    show_default=True,
+    help="Orders per round (each stage commits once per partition per round).",
+)
+@click.option(
+    "--runs", type=click.IntRange(min=1), default=3, show_default=True, help="Repeat and print the median."
+)
+def bench_stages(lines: int, skus: int, batch: int, runs: int) -> None:
+    """CPU per order line of intake, allocator and order stage in this process, no broker.
+
+    The order stage keeps each order's history unless --broker-profile is kafka."""
+    from statistics import median
+
+    from rich.progress import Progress
+
+    from streamalloc.bench import stages
+
+    settings = _settings()
+    results: list[stages.StagesResult] = []
+    try:
+        with Progress(console=console, transient=True) as bar:
+            for run in range(runs):
+                task = bar.add_task(f"run {run + 1}/{runs}: lines", total=lines)
+                result = stages.run(
+                    settings,
+                    lines=lines,
+                    skus=skus,
+                    batch_orders=batch,
+                    on_progress=lambda done, task=task: bar.update(task, completed=done),  # type: ignore[misc]
+                )
+                bar.remove_task(task)
+                results.append(result)
+                per_stage = ", ".join(f"{name} {result.us_per_line(name):.1f}" for name in stages.STAGES)
+                out.print(
+                    f"run {run + 1}: {result.total_us_per_line:.1f} µs CPU per line ({per_stage}, "
+                    f"store flushes {result.flush_seconds / lines * 1e6:.1f}); "
+                    f"{result.lines_per_cpu_second:,.0f} lines per CPU second"
+                )
+    except StreamallocError as exc:
+        _fail(exc)
+    profile = (
+        "kafka (no order history)" if settings.broker_profile == "kafka" else "embedded (order history kept)"
+    )
+    table = Table(
+        "lines",
+        "orders per round",
+        "profile",
+        *(f"{name} µs/line" for name in stages.STAGES),
+        "total µs/line",
+    )
+    table.add_row(
+        f"{lines:,}",
+        f"{batch:,}",
+        profile,
+        *(f"{median(r.us_per_line(name) for r in results):.1f}" for name in stages.STAGES),
+        f"{median(r.total_us_per_line for r in results):.1f}",
+    )
+    if runs > 1:
+        out.print(f"median of {runs} runs:")
+    out.print(table)
+
+
 @bench.command("engine")
 @click.option("--lines", type=click.IntRange(min=1), default=200_000, show_default=True, help="Order lines.")
 @click.option("--skus", type=click.IntRange(min=1), default=1_000, show_default=True)

@@ -93,7 +93,7 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def _orders(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
+def order_plan(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
     """A realistic mix: 60% single-line, 30% two-line, 10% three- or four-line orders."""
     rng = random.Random(seed)
     orders: list[list[tuple[str, int]]] = []
@@ -257,7 +257,7 @@ def run(
             send(inventory.topic, sku.encode(), inventory.encode(inventory.validate(event)))
     producer.flush(60)
 
-    plan = _orders(lines, skus, seed)
+    plan = order_plan(lines, skus, seed)
 
     def order_bytes(i: int, order_lines: list[tuple[str, int]]) -> tuple[bytes, bytes]:
         order_id = f"order-{i}"

@@ -39,7 +39,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streamalloc.bench.engine import CHANNELS, LOCATIONS, _orders
+from streamalloc.bench.engine import CHANNELS, LOCATIONS, order_plan
 from streamalloc.broker.process import free_port
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
@@ -340,7 +340,7 @@ def order_to_webhook_latency(
                      "location": location, "qty": 10**6, "occurred_at": _now_ms()}  # fmt: skip
             produce(producer, inventory.topic, inventory.encode(inventory.validate(event)), sku.encode())
     producer.flush(60)
-    plan = _orders(lines, skus, seed=13)
+    plan = order_plan(lines, skus, seed=13)
     sent_at: dict[str, int] = {}
 
     def send(i: int, order_lines: list[tuple[str, int]]) -> None:

@@ -1,0 +1,45 @@
+"""`streamalloc bench stages`: the three stages in process, on RocksDB, no broker."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from streamalloc.bench import stages
+from streamalloc.cli import main
+from streamalloc.config import Settings
+from streamalloc.errors import StreamallocError
+
+
+@pytest.mark.parametrize("profile", ["embedded", "kafka"])
+def test_every_line_is_decided_and_each_stage_has_its_cpu(profile: str) -> None:
+    result = stages.run(Settings(broker_profile=profile), lines=600, skus=50, batch_orders=100)
+    assert result.lines == 600
+    assert result.orders > 300  # the bench engine's mix: mostly one- and two-line orders
+    assert set(result.cpu_seconds) == set(stages.STAGES)
+    assert all(seconds > 0 for seconds in result.cpu_seconds.values())
+    assert result.total_us_per_line == pytest.approx(
+        (sum(result.cpu_seconds.values()) + result.flush_seconds) / 600 * 1e6
+    )
+
+
+def test_a_run_whose_stages_left_work_undone_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The figures are per line decided: a stage that decided nothing must not look fast.
+    monkeypatch.setattr(stages.AllocatorStage, "process", lambda self, ctx, records: None)
+    with pytest.raises(StreamallocError, match=r"0 of 200 lines decided"):
+        stages.run(Settings(), lines=200, skus=20, batch_orders=50)
+
+
+def test_the_command_prints_each_run_and_the_median(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    args = ["--broker-profile", "kafka", "bench", "stages", "--lines", "300", "--skus", "30", "--runs", "2"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    runs = re.findall(r"run \d: [\d.]+ µs CPU per line \(intake [\d.]+, allocator [\d.]+", result.output)
+    assert len(runs) == 2
+    assert "median of 2 runs" in result.output
+    assert list(tmp_path.iterdir()) == []  # its RocksDB directories are gone
