@@ -78,9 +78,9 @@ def test_iter_prefix_after_each_new_key_stays_sorted(part: StorePartition) -> No
     assert list(txn.iter_prefix(b"k05")) == [(b"k%03d" % i, b"t") for i in range(50, 60)]
 
 
-def test_iter_prefix_over_many_changes_merges_the_unsorted_tail(part: StorePartition) -> None:
-    # Past a few hundred keys not yet sorted in, a scan merges them into the sorted index;
-    # below that it searches them as they are. Both must give the same, sorted answer.
+def test_iter_prefix_over_many_changes_with_gaps_of_all_sizes(part: StorePartition) -> None:
+    # Scans after a few new keys (sorted in one by one) and after hundreds (re-sorted in
+    # one go), with deletes among them: each gives the overlay, sorted.
     seeded(part, {b"k%04d" % i: b"p" for i in range(0, 2000, 5)})
     txn = part.begin()
     expected = {b"k%04d" % i: b"p" for i in range(0, 2000, 5)}

@@ -16,7 +16,7 @@ guarded in `_transition` and `_require` only, and a plain dict serves the STARTE
 from __future__ import annotations
 
 import enum
-from bisect import bisect_left
+from bisect import bisect_left, insort
 from collections.abc import Iterator, Mapping
 from itertools import islice
 from types import MappingProxyType
@@ -80,7 +80,7 @@ class PartitionTransaction:
     def __init__(self, partition: StorePartition) -> None:
         self.partition = partition
         self._read = partition._point_reader()  # bound once: the fastest read it offers
-        #: key -> new value, None for a delete; keys are never removed (see _changed_between).
+        #: key -> new value, None for a delete; keys are never removed (see _sorted_keys).
         self._changes: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] = []  # the changed keys, sorted; caught up lazily
         self._status = _STARTED
@@ -119,13 +119,15 @@ class PartitionTransaction:
         Both sides are taken as of this call; writes made while iterating are not seen.
         """
         self._require(_READABLE, "read")
+        keys = self._sorted_keys()
+        lo = bisect_left(keys, prefix)
         upper = prefix_upper_bound(prefix)
-        own = self._changed_between(prefix, upper)
+        hi = len(keys) if upper is None else bisect_left(keys, upper, lo)
         base = self.partition.iter_prefix(prefix)
-        if not own:
+        if lo == hi:
             return base
         changes = self._changes
-        return _overlay(base, [(key, changes[key]) for key in own])
+        return _overlay(base, [(key, changes[key]) for key in keys[lo:hi]])
 
     @property
     def changes(self) -> Mapping[bytes, bytes | None]:
@@ -186,38 +188,26 @@ class PartitionTransaction:
         if self._read != partition._point_reader():
             raise StateError(f"{partition!r} was wiped or reopened under this transaction") from exc
 
-    def _changed_between(self, lo: bytes, hi: bytes | None) -> list[bytes]:
-        """The changed keys k with lo <= k < hi (no bound when hi is None), sorted.
-
-        Keys are only ever added to the dict and a dict keeps insertion order, so the keys
-        after the first len(sorted) are exactly the ones not yet sorted in; reversed()
-        reaches them without walking the old ones. Up to `_TAIL_MAX` of them are searched
-        as they are; past that they are merged into the sorted list in one sort (timsort
-        merges the sorted run with the sorted tail). Merging at every scan instead cost a
-        pass over every changed key per scan: the allocator scans each SKU it loads after
-        the batch's earlier SKUs wrote theirs, so a large batch paid that quadratically.
-        """
+    def _sorted_keys(self) -> list[bytes]:
+        # Keys are only ever added to the dict and a dict keeps insertion order, so the
+        # last len(changes) - len(sorted) keys are exactly the new ones; reversed() reaches
+        # them without walking the old ones. That keeps a scan after a set cheap even when
+        # the batch has changed thousands of keys, with no bookkeeping in set().
         keys = self._sorted
         changes = self._changes
         new = len(changes) - len(keys)
-        if new > _TAIL_MAX:
-            keys.extend(islice(reversed(changes), new))
-            keys.sort()
-            new = 0
-        start = bisect_left(keys, lo)
-        found = keys[start : len(keys) if hi is None else bisect_left(keys, hi, start)]
         if new:
-            if hi is None:
-                tail = [key for key in islice(reversed(changes), new) if key >= lo]
-            else:
-                tail = [key for key in islice(reversed(changes), new) if lo <= key < hi]
-            if tail:
-                found.extend(tail)
-                found.sort()
-        return found
+            fresh = islice(reversed(changes), new)
+            if new <= _INSORT_MAX:
+                for key in fresh:
+                    insort(keys, key)
+            else:  # timsort merges the sorted run with the sorted tail
+                keys.extend(fresh)
+                keys.sort()
+        return keys
 
 
-_TAIL_MAX = 256  # new keys searched unsorted before they are merged into the sorted list
+_INSORT_MAX = 16  # below this many new keys, insertion (a memmove each) beats a re-sort
 
 
 def _overlay(
