@@ -4,7 +4,9 @@ The same orders as `bench engine` (`engine.order_plan`) go through intake, alloc
 order stage, each stage's outputs fed to the next as the worker would see them: partitioned
 by key as the producer partitions them (murmur2), one batch of each stage per partition per
 round, `before_commit` and a RocksDB flush after each, as a commit does. What it leaves out
-is Kafka: no produce, fetch, transaction or changelog. So it gives the CPU each stage spends
+is Kafka (no produce, fetch, transaction or changelog) and the runtime around the stages
+(its batch metrics, the metrics endpoint); the allocator's decision metrics are in, on a
+Prometheus observer as in a worker. So it gives the CPU each stage spends
 per line, free of the broker's noise on a shared machine, for comparing two versions of the
 stages side by side (`bench engine` gives the whole pipeline).
 
@@ -27,6 +29,7 @@ from streamalloc.config import Settings
 from streamalloc.domain import Tables
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka.partitioning import partition_for
+from streamalloc.metrics.prometheus import PrometheusObserver
 from streamalloc.runtime.stage import PartitionContext, Record, Stage
 from streamalloc.runtime.state import PartitionTransaction, RocksDBStore
 from streamalloc.serialization import topic_serde
@@ -149,8 +152,11 @@ def run(
     root = Path(tempfile.mkdtemp(prefix="streamalloc-bench-stages-"))
     runners = {
         "intake": _Runner(IntakeStage(settings), root, settings.partitions),
+        # The decision metrics are the allocator's work per line in a worker too.
         "allocator": _Runner(
-            AllocatorStage(settings, lambda: tables, clock=lambda: now_ms), root, settings.partitions
+            AllocatorStage(settings, lambda: tables, PrometheusObserver(process=False), clock=lambda: now_ms),
+            root,
+            settings.partitions,
         ),
         "order stage": _Runner(OrderStage(settings), root, settings.partitions),
     }
