@@ -43,3 +43,17 @@ def test_the_command_prints_each_run_and_the_median(tmp_path: Path, monkeypatch:
     assert len(runs) == 2
     assert "median of 2 runs" in result.output
     assert list(tmp_path.iterdir()) == []  # its RocksDB directories are gone
+
+
+def test_a_stage_that_fails_to_build_leaves_no_store_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+
+    def refuse(self: object, settings: Settings) -> None:
+        raise StreamallocError("cannot build the order stage")
+
+    monkeypatch.setattr(stages.OrderStage, "__init__", refuse)
+    with pytest.raises(StreamallocError, match="cannot build"):
+        stages.run(Settings(), lines=10, skus=5)
+    assert list(tmp_path.iterdir()) == []  # the intake's and allocator's RocksDB went too

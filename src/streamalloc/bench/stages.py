@@ -150,20 +150,17 @@ def run(
     inventory, orders = topic_serde(settings, topic("inventory")), topic_serde(settings, topic("orders"))
     plan = order_plan(lines, skus, seed)
     root = Path(tempfile.mkdtemp(prefix="streamalloc-bench-stages-"))
-    runners = {
-        "intake": _Runner(IntakeStage(settings), root, settings.partitions),
-        # The decision metrics are the allocator's work per line in a worker too.
-        "allocator": _Runner(
-            AllocatorStage(settings, lambda: tables, PrometheusObserver(process=False), clock=lambda: now_ms),
-            root,
-            settings.partitions,
-        ),
-        "order stage": _Runner(OrderStage(settings), root, settings.partitions),
-    }
-    intake, allocator, order_stage = runners.values()
+    runners: dict[str, _Runner] = {}  # filled inside the try: a stage that fails to build leaves nothing
     decided = 0
     with_status: set[bytes] = set()
     try:
+        runners["intake"] = _Runner(IntakeStage(settings), root, settings.partitions)
+        # The decision metrics are the allocator's work per line in a worker too.
+        observer = PrometheusObserver(process=False)
+        allocator_stage = AllocatorStage(settings, lambda: tables, observer, clock=lambda: now_ms)
+        runners["allocator"] = _Runner(allocator_stage, root, settings.partitions)
+        runners["order stage"] = _Runner(OrderStage(settings), root, settings.partitions)
+        intake, allocator, order_stage = runners.values()
         allocator.feed(
             topic("inventory"),
             [
