@@ -93,6 +93,37 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def table_rows() -> dict[str, list[dict[str, Any]]]:
+    """The `locations` and `channels` rows of the workload: every location online, every
+    channel on the default rules (an order from a channel without a row is rejected)."""
+    return {
+        "locations": [
+            {"location_id": location, "status": "online", "priority": 1, "regions_served": []}
+            for location in LOCATIONS
+        ],
+        "channels": [{"channel_id": channel} for channel in CHANNELS],
+    }
+
+
+def stock_events(skus: int, occurred_at: int) -> list[tuple[str, dict[str, Any]]]:
+    """(SKU, `inventory` event): a million units of every SKU received at every location."""
+    return [
+        (sku, {"event_id": f"r-{i}-{location}", "type": "received", "sku": sku, "location": location,
+               "qty": 10**6, "occurred_at": occurred_at})
+        for i, sku in ((i, f"SKU-{i:05d}") for i in range(skus))
+        for location in LOCATIONS
+    ]  # fmt: skip
+
+
+def order_record(i: int, order_lines: list[tuple[str, int]], occurred_at: int) -> dict[str, Any]:
+    """The `placed` order event of the plan's order `i` (`order_plan`)."""
+    return {
+        "event_id": f"o-{i}", "type": "placed", "order_id": f"order-{i}",
+        "channel": CHANNELS[i % len(CHANNELS)], "occurred_at": occurred_at,
+        "lines": [{"line_id": str(j + 1), "sku": s, "qty": q} for j, (s, q) in enumerate(order_lines)],
+    }  # fmt: skip
+
+
 def order_plan(lines: int, skus: int, seed: int) -> list[list[tuple[str, int]]]:
     """A realistic mix: 60% single-line, 30% two-line, 10% three- or four-line orders."""
     rng = random.Random(seed)
@@ -241,32 +272,19 @@ def run(
     def send(topic: str, key: bytes | None, value: bytes) -> None:
         produce(producer, topic, value, key)
 
-    for location in LOCATIONS:
-        record = {"location_id": location, "status": "online", "priority": 1, "regions_served": []}
-        serde = topic_serde(settings, settings.topic("locations"))
-        send(serde.topic, location.encode(), serde.encode(serde.validate(record)))
-    for channel in CHANNELS:  # default rules; an order from a channel without a record is rejected
-        serde = topic_serde(settings, settings.topic("channels"))
-        send(serde.topic, channel.encode(), serde.encode(serde.validate({"channel_id": channel})))
-    now = int(time.time() * 1000)
-    for i in range(skus):
-        for location in LOCATIONS:
-            sku = f"SKU-{i:05d}"
-            event = {"event_id": f"r-{i}-{location}", "type": "received", "sku": sku,
-                     "location": location, "qty": 10**6, "occurred_at": now}  # fmt: skip
-            send(inventory.topic, sku.encode(), inventory.encode(inventory.validate(event)))
+    for name, rows in table_rows().items():
+        serde = topic_serde(settings, settings.topic(name))
+        for row in rows:
+            send(serde.topic, serde.key_of(row), serde.encode(serde.validate(row)))
+    for sku, event in stock_events(skus, int(time.time() * 1000)):
+        send(inventory.topic, sku.encode(), inventory.encode(inventory.validate(event)))
     producer.flush(60)
 
     plan = order_plan(lines, skus, seed)
 
     def order_bytes(i: int, order_lines: list[tuple[str, int]]) -> tuple[bytes, bytes]:
-        order_id = f"order-{i}"
-        order = {
-            "event_id": f"o-{i}", "type": "placed", "order_id": order_id, "channel": CHANNELS[i % 3],
-            "occurred_at": int(time.time() * 1000),
-            "lines": [{"line_id": str(j + 1), "sku": s, "qty": q} for j, (s, q) in enumerate(order_lines)],
-        }  # fmt: skip
-        return order_id.encode(), orders_serde.encode(orders_serde.validate(order))
+        order = order_record(i, order_lines, int(time.time() * 1000))
+        return order["order_id"].encode(), orders_serde.encode(orders_serde.validate(order))
 
     observer = _Decisions(settings, hops=rate is not None)
     workdir = Path(tempfile.mkdtemp(prefix="streamalloc-bench-"))

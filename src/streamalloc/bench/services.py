@@ -39,7 +39,7 @@ from typing import Any
 
 from confluent_kafka import Producer
 
-from streamalloc.bench.engine import CHANNELS, LOCATIONS, order_plan
+from streamalloc.bench.engine import LOCATIONS, order_plan, order_record, stock_events, table_rows
 from streamalloc.broker.process import free_port
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
@@ -324,30 +324,20 @@ def order_to_webhook_latency(
     settings = _fresh(settings, "c")
     producer = Producer(producer_config(settings, **_LINGER_5))
     orders_serde = topic_serde(settings, settings.topic("orders"))
-    for name, rows in (
-        ("locations", [{"location_id": loc, "status": "online", "priority": 1, "regions_served": []}
-                       for loc in LOCATIONS]),
-        ("channels", [{"channel_id": channel} for channel in CHANNELS]),
-    ):  # fmt: skip
+    for name, rows in table_rows().items():
         serde = topic_serde(settings, settings.topic(name))
         for row in rows:
             produce(producer, serde.topic, serde.encode(serde.validate(row)), serde.key_of(row))
     inventory = topic_serde(settings, settings.topic("inventory"))
-    for i in range(skus):
-        sku = f"SKU-{i:05d}"
-        for location in LOCATIONS:
-            event = {"event_id": f"r-{i}-{location}", "type": "received", "sku": sku,
-                     "location": location, "qty": 10**6, "occurred_at": _now_ms()}  # fmt: skip
-            produce(producer, inventory.topic, inventory.encode(inventory.validate(event)), sku.encode())
+    for sku, event in stock_events(skus, _now_ms()):
+        produce(producer, inventory.topic, inventory.encode(inventory.validate(event)), sku.encode())
     producer.flush(60)
     plan = order_plan(lines, skus, seed=13)
     sent_at: dict[str, int] = {}
 
     def send(i: int, order_lines: list[tuple[str, int]]) -> None:
         at = _now_ms()
-        rows = [{"line_id": str(j + 1), "sku": s, "qty": q} for j, (s, q) in enumerate(order_lines)]
-        order = {"event_id": f"o-{i}", "type": "placed", "order_id": f"order-{i}",
-                 "channel": CHANNELS[i % 3], "occurred_at": at, "lines": rows}  # fmt: skip
+        order = order_record(i, order_lines, at)
         sent_at[f"o-{i}"] = at
         produce(
             producer,

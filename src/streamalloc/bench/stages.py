@@ -24,7 +24,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from streamalloc.bench.engine import CHANNELS, FIRST_DECISIONS, LOCATIONS, event_type, order_plan
+from streamalloc.bench.engine import (
+    FIRST_DECISIONS,
+    event_type,
+    order_plan,
+    order_record,
+    stock_events,
+    table_rows,
+)
 from streamalloc.config import Settings
 from streamalloc.domain import Tables
 from streamalloc.errors import StreamallocError
@@ -48,8 +55,6 @@ _Output = tuple[str, bytes | None, bytes | None]
 class StagesResult:
     lines: int
     orders: int
-    batch_orders: int
-    profile: str
     #: CPU seconds per stage (decode, process and before_commit), and in the store flushes
     cpu_seconds: dict[str, float]
     flush_seconds: float
@@ -136,18 +141,16 @@ def run(
 ) -> StagesResult:
     """One measurement (module doc). `settings.broker_profile` decides whether the order
     stage keeps each order's history (the embedded broker's guard) or not (`kafka`)."""
+    rows = table_rows()
     tables = Tables(
-        locations={
-            location: location_of(
-                {"location_id": location, "status": "online", "priority": 1, "regions_served": []}
-            )
-            for location in LOCATIONS
-        },
-        channels={channel: channel_of({"channel_id": channel}) for channel in CHANNELS},
+        locations={row["location_id"]: location_of(row) for row in rows["locations"]},
+        channels={row["channel_id"]: channel_of(row) for row in rows["channels"]},
     )
     now_ms = int(time.time() * 1000)
     topic = settings.topic
-    inventory, orders = topic_serde(settings, topic("inventory")), topic_serde(settings, topic("orders"))
+    orders_topic, requests_topic = topic("orders"), topic("allocation-requests")
+    allocations_topic, status_topic = topic("allocations"), topic("order-status")
+    inventory, orders = topic_serde(settings, topic("inventory")), topic_serde(settings, orders_topic)
     plan = order_plan(lines, skus, seed)
     root = Path(tempfile.mkdtemp(prefix="streamalloc-bench-stages-"))
     runners: dict[str, _Runner] = {}  # filled inside the try: a stage that fails to build leaves nothing
@@ -161,54 +164,31 @@ def run(
         runners["allocator"] = _Runner(allocator_stage, root, settings.partitions)
         runners["order stage"] = _Runner(OrderStage(settings), root, settings.partitions)
         intake, allocator, order_stage = runners.values()
-        allocator.feed(
-            topic("inventory"),
-            [
-                (
-                    sku.encode(),
-                    inventory.encode(
-                        inventory.validate(
-                            {
-                                "event_id": f"r-{sku}-{location}",
-                                "type": "received",
-                                "sku": sku,
-                                "location": location,
-                                "qty": 10**6,
-                                "occurred_at": now_ms,
-                            }
-                        )
-                    ),
-                )  # fmt: skip
-                for sku in (f"SKU-{i:05d}" for i in range(skus))
-                for location in LOCATIONS
-            ],
-            now_ms,
-        )
+        stock = [
+            (sku.encode(), inventory.encode(inventory.validate(event)))
+            for sku, event in stock_events(skus, now_ms)
+        ]
+        allocator.feed(topic("inventory"), stock, now_ms)
         allocator.cpu = allocator.flush = 0.0  # the stock, not the orders
         done = 0
         for start in range(0, len(plan), batch_orders):
-            batch = []
-            for i, order_lines in enumerate(plan[start : start + batch_orders], start):
-                items = [{"line_id": str(j + 1), "sku": s, "qty": q} for j, (s, q) in enumerate(order_lines)]
-                order = {
-                    "event_id": f"o-{i}", "type": "placed", "order_id": f"order-{i}",
-                    "channel": CHANNELS[i % len(CHANNELS)], "occurred_at": now_ms, "lines": items,
-                }  # fmt: skip
-                batch.append((f"order-{i}".encode(), orders.encode(orders.validate(order))))
-            requests = intake.feed(topic("orders"), batch, now_ms)
-            allocations = [(k, v) for t, k, v in requests if t == topic("allocations")]
+            round_ = plan[start : start + batch_orders]
+            batch = [
+                (f"order-{i}".encode(), orders.encode(orders.validate(order_record(i, order_lines, now_ms))))
+                for i, order_lines in enumerate(round_, start)
+            ]
+            requests = intake.feed(orders_topic, batch, now_ms)
+            allocations = [(k, v) for t, k, v in requests if t == allocations_topic]
             decisions = allocator.feed(
-                topic("allocation-requests"),
-                [(k, v) for t, k, v in requests if t == topic("allocation-requests")],
-                now_ms,
+                requests_topic, [(k, v) for t, k, v in requests if t == requests_topic], now_ms
             )
             for t, k, v in decisions:
-                if t == topic("allocations"):
+                if t == allocations_topic:
                     allocations.append((k, v))
                     decided += v is not None and event_type(v) in FIRST_DECISIONS
-            statuses = order_stage.feed(topic("allocations"), allocations, now_ms)
-            with_status.update(k for t, k, _ in statuses if t == topic("order-status") and k is not None)
-            done += sum(len(order_lines) for order_lines in plan[start : start + batch_orders])
+            statuses = order_stage.feed(allocations_topic, allocations, now_ms)
+            with_status.update(k for t, k, _ in statuses if t == status_topic and k is not None)
+            done += sum(len(order_lines) for order_lines in round_)
             on_progress(done)
     finally:
         for runner in runners.values():
@@ -222,8 +202,6 @@ def run(
     return StagesResult(
         lines=lines,
         orders=len(plan),
-        batch_orders=batch_orders,
-        profile=settings.broker_profile,
         cpu_seconds={name: runner.cpu for name, runner in runners.items()},
         flush_seconds=sum(runner.flush for runner in runners.values()),
     )
