@@ -56,6 +56,9 @@ class StorePartition(ABC):
         self.partition = partition
         self._status = _REGISTERED
         self._checkpoint: int | None = None  # subclasses load it when they open
+        #: Counts the writes to the data (a transaction's flush, a changelog restore, a wipe):
+        #: a cache of the partition's contents is current only at the generation it was made.
+        self.generation = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.store_name!r}, {self.partition}, {self._status.value})"
@@ -107,6 +110,7 @@ class StorePartition(ABC):
         self._require(_OPEN, "write")
         if updates:
             self._write(updates)
+            self.generation += 1
 
     def apply_changelog(self, records: Iterable[tuple[bytes, bytes | None]]) -> None:
         """Restore path: apply changelog records (None value = tombstone) atomically, in order."""
@@ -115,6 +119,7 @@ class StorePartition(ABC):
         updates = dict(records)
         if updates:
             self._write(updates)
+            self.generation += 1
 
     def begin(self) -> PartitionTransaction:
         """A transaction buffering changes to this partition until its flush."""
@@ -126,6 +131,7 @@ class StorePartition(ABC):
         self._require(_CAN_WIPE, "wipe")
         self._wipe()
         self._checkpoint = None
+        self.generation += 1
 
     # ------------------------------------------------------------------ checkpoint
 

@@ -75,7 +75,7 @@ class _Finished(dict[bytes, bytes | None]):
 class PartitionTransaction:
     """Changes to one store partition, coalesced per key; `flush` applies them atomically."""
 
-    __slots__ = ("partition", "_read", "_changes", "_sorted", "_status")
+    __slots__ = ("partition", "flushed_generation", "_read", "_changes", "_sorted", "_status")
 
     def __init__(self, partition: StorePartition) -> None:
         self.partition = partition
@@ -84,6 +84,8 @@ class PartitionTransaction:
         self._changes: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] = []  # the changed keys, sorted; caught up lazily
         self._status = _STARTED
+        #: The partition's `generation` right after this transaction's flush (None before it).
+        self.flushed_generation: int | None = None
 
     def __repr__(self) -> str:
         return f"PartitionTransaction({self.partition!r}, {self._status.value}, {len(self._changes)} changes)"
@@ -158,6 +160,7 @@ class PartitionTransaction:
         except BaseException:
             self._transition(_FAILED)
             raise
+        self.flushed_generation = partition.generation
         self._transition(_COMPLETE)
 
     def abort(self) -> None:
