@@ -61,19 +61,21 @@ from streamalloc.errors import ValidationError
 from streamalloc.runtime.dead_letter import REFUSED
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
-from streamalloc.runtime.state import PartitionStatus, PartitionTransaction, StorePartition
+from streamalloc.runtime.state import KeptByPartition, PartitionStatus, PartitionTransaction, StorePartition
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.state_codec import (
-    CommittedStates,
+    KeptSku,
     book_key,
     due_timers,
     feed_key,
+    kept_state,
     load_state,
     note_swept,
     open_reservations,
     skus_at,
     stocked_skus,
     swept_locations,
+    to_keep,
     write_changes,
 )
 from streamalloc.stages.stock_totals import LineRef, Reserved, StockTotals, contribution, waiting
@@ -81,7 +83,8 @@ from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
 _TIMERS_PER_PUNCTUATION = 2000  # the rest wait for the next one: a backlog cannot stall a commit
-#: SKU states kept between transactions per partition (CommittedStates), about 1 KB each.
+#: SKUs whose balances and book are kept between transactions, per partition (runtime.state.kept):
+#: about 1 KB each.
 CACHED_SKUS = 2000
 _log = logging.getLogger(__name__)
 
@@ -128,7 +131,7 @@ class AllocatorStage(BaseStage):
         self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
         # partition -> (the transaction, the lines written in it as open reservations or not)
         self._lines_written: dict[int, tuple[PartitionTransaction, dict[LineRef, Reserved]]] = {}
-        self._committed: dict[int, CommittedStates] = {}  # partition -> its states as stored
+        self._kept: KeptByPartition[KeptSku] = KeptByPartition(CACHED_SKUS)
 
     def topics(self) -> Sequence[str]:
         return [self._requests_topic, self._inventory_topic]
@@ -157,12 +160,14 @@ class AllocatorStage(BaseStage):
         if feed:
             _note_feed(txn, feed)
         decide = self._apply
-        committed = self._committed_states(ctx.partition, txn)
+        kept = self._kept.serving(ctx.partition, txn)
         for sku, sku_records in by_sku.items():
             if tables.contending:  # a channel lets its lines yield to higher-ranked rivals
                 sku_records = contend(sku_records, _command_of, tables)  # noqa: PLW2901
             seen = dirty.get(sku)  # an earlier batch of this transaction's: its state as it is
-            state, cause = (committed.load(sku), None) if seen is None else (seen[1], seen[0])
+            state, cause = (
+                (kept_state(sku, txn, kept.take(sku)), None) if seen is None else (seen[1], seen[0])
+            )
             for record in sku_records:
                 if decide(ctx, state, record.value, tables, now, record):
                     cause = record.value.event_id
@@ -170,7 +175,7 @@ class AllocatorStage(BaseStage):
                 dirty[sku] = (cause, state)  # the newest state object: it holds every change
             if state.has_changes:
                 self._write(ctx.partition, txn, sku, state)
-            committed.keep(state)
+            kept.put(sku, to_keep(state))
 
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
@@ -225,27 +230,16 @@ class AllocatorStage(BaseStage):
     ) -> bool:
         """Apply one engine command (punctuation) to a SKU; True when it changed anything."""
         dirty = self._dirty_skus(ctx.partition, txn)
-        committed = self._committed_states(ctx.partition, txn)
+        kept = self._kept.serving(ctx.partition, txn)
         entry = dirty.get(sku)
-        state = entry[1] if entry is not None else committed.load(sku)
+        state = entry[1] if entry is not None else kept_state(sku, txn, kept.take(sku))
         decided = self._apply(ctx, state, command, tables, now, None)
         if decided or always_publish:
             dirty[sku] = (command.event_id, state)
         if state.has_changes:
             self._write(ctx.partition, txn, sku, state)
-        committed.keep(state)
+        kept.put(sku, to_keep(state))
         return decided or always_publish
-
-    def _committed_states(self, partition: int, txn: PartitionTransaction) -> CommittedStates:
-        """The partition's kept SKU states, serving `txn` (a new set for a new store partition)."""
-        committed = self._committed.get(partition)
-        if committed is None or committed.store is not txn.partition:
-            for gone in [p for p, c in self._committed.items() if c.closed]:
-                del self._committed[gone]  # revoked: its states go with its store
-            committed = self._committed[partition] = CommittedStates(txn, CACHED_SKUS)
-        else:
-            committed.begin(txn)
-        return committed
 
     def _write(self, partition: int, txn: PartitionTransaction, sku: str, state: SkuState) -> None:
         """Write the SKU's changes, noting its lines for the open reservations (the metrics):

@@ -36,15 +36,7 @@ from streamalloc.domain import (
     WaitEntry,
 )
 from streamalloc.errors import StateError
-from streamalloc.runtime.state import (
-    PartitionStatus,
-    PartitionTransaction,
-    StorePartition,
-    TransactionStatus,
-    decode_key,
-    encode_key,
-    prefix_of,
-)
+from streamalloc.runtime.state import PartitionTransaction, decode_key, encode_key, prefix_of
 
 _V1 = 1
 _V2 = 2  # balances: held_ms and lots; lines: expires_at
@@ -279,61 +271,22 @@ def load_state(sku: str, txn: PartitionTransaction) -> SkuState:
     )
 
 
-class CommittedStates:
-    """One store partition's SKU states as the store holds them, kept from one transaction
-    to the next, so a SKU busy in every batch is not read from the store and decoded in each.
+#: What the allocator keeps of a SKU between transactions (runtime.state.kept): its balances
+#: and book. Its lines and applied events stay in the store, read when a command names one.
+KeptSku = tuple[dict[str, LocationBalance], SkuBook]
 
-    It keeps each SKU's balances and book (lines and applied events stay in the store, read
-    when a command names one), for at most `size` SKUs, the least recently used going
-    first. `load` hands out a state that shares the kept objects, which the domain changes
-    in place; `keep` stores them again once the state is written to the transaction.
 
-    That makes it valid only while the store changes by nothing but the transactions it
-    saw, each completed: `begin` checks that the last one flushed and that nothing wrote
-    to the store after it (the partition's `generation`), and otherwise starts empty. An
-    aborted batch changed the kept objects without the store changing; a changelog
-    restore or a wipe changed the store without them.
-    """
+def kept_state(sku: str, txn: PartitionTransaction, kept: KeptSku | None) -> SkuState:
+    """The SKU's state as `txn` sees it, from what was kept of it, else from the store."""
+    if kept is None:
+        return load_state(sku, txn)
+    lines, events = StoredLines(sku, txn), StoredEvents(sku, txn)
+    return SkuState(sku, balances=kept[0], lines=lines, applied_events=events, book=kept[1])
 
-    __slots__ = ("store", "_txn", "_states", "_size")
 
-    def __init__(self, txn: PartitionTransaction, size: int) -> None:
-        self.store: StorePartition = txn.partition
-        self._txn = txn
-        self._states: dict[str, tuple[dict[str, LocationBalance], SkuBook]] = {}
-        self._size = size
-
-    def __len__(self) -> int:
-        return len(self._states)
-
-    @property
-    def closed(self) -> bool:
-        return self.store.status is PartitionStatus.CLOSED
-
-    def begin(self, txn: PartitionTransaction) -> None:
-        """Serve `txn` from now on (a no-op for the transaction it serves already)."""
-        last = self._txn
-        if txn is last:
-            return
-        if last.status is not TransactionStatus.COMPLETE or last.flushed_generation != self.store.generation:
-            self._states.clear()
-        self._txn = txn
-
-    def load(self, sku: str) -> SkuState:
-        """The SKU's state as the current transaction sees it (`begin`)."""
-        kept = self._states.pop(sku, None)  # `keep` puts it back last: least recently used first
-        txn = self._txn
-        if kept is None:
-            return load_state(sku, txn)
-        lines, events = StoredLines(sku, txn), StoredEvents(sku, txn)
-        return SkuState(sku, balances=kept[0], lines=lines, applied_events=events, book=kept[1])
-
-    def keep(self, state: SkuState) -> None:
-        """Keep `state`'s balances and book, which its changes were written with."""
-        states = self._states
-        states[state.sku] = (state.balances, state.book)
-        if len(states) > self._size:
-            del states[next(iter(states))]
+def to_keep(state: SkuState) -> KeptSku:
+    """What to keep of `state` once its changes are written (shared, not copied)."""
+    return state.balances, state.book
 
 
 def write_changes(sku: str, changes: StateChanges, txn: PartitionTransaction) -> None:

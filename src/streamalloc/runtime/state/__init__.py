@@ -7,6 +7,7 @@ store and its partitions belong to the one worker thread that uses them.
 """
 
 from streamalloc.runtime.state.base import PartitionStatus, Store, StorePartition
+from streamalloc.runtime.state.kept import Kept, KeptByPartition
 from streamalloc.runtime.state.keys import decode_key, encode_key, prefix_of, prefix_upper_bound
 from streamalloc.runtime.state.memory import InMemoryStore, InMemoryStorePartition
 from streamalloc.runtime.state.rocksdb import RocksDBStore, RocksDBStorePartition, rocksdb_options
@@ -15,6 +16,8 @@ from streamalloc.runtime.state.transaction import PartitionTransaction, Transact
 __all__ = [
     "InMemoryStore",
     "InMemoryStorePartition",
+    "Kept",
+    "KeptByPartition",
     "PartitionStatus",
     "PartitionTransaction",
     "RocksDBStore",
