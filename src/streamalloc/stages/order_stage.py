@@ -46,7 +46,7 @@ from streamalloc.domain.orders import History, HistoryEntry, Units
 from streamalloc.errors import StateError, ValidationError
 from streamalloc.runtime.live_lineage import LiveBatches
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
-from streamalloc.runtime.state import KeptByPartition, PartitionTransaction
+from streamalloc.runtime.state import PartitionTransaction
 from streamalloc.serialization import topic_serde
 from streamalloc.stages.records import AllocationRequest, order_event, order_status_record
 
@@ -59,9 +59,6 @@ _V2 = 2
 _V3 = 3
 _V4 = 4
 _V5 = 5  # version 4 and the order edit being seen (`OrderState.amending`)
-#: Orders kept decoded between transactions, per partition (runtime.state.kept): an order's
-#: decisions come in several batches (accepted at intake, each line from the allocator).
-CACHED_ORDERS = 2000
 
 
 class OrderStage(BaseStage):
@@ -89,7 +86,6 @@ class OrderStage(BaseStage):
         # `before_commit`, or another owner's writes in between, cost a decode. Taken out
         # when used, so an aborted transaction's changes to it go with it.
         self._lineage: dict[int, tuple[bytes, LiveBatches]] = {}
-        self._kept: KeptByPartition[OrderState] = KeptByPartition(CACHED_ORDERS)
 
     def topics(self) -> Sequence[str]:
         return [self._allocations_topic]
@@ -107,15 +103,11 @@ class OrderStage(BaseStage):
         changed = open_.orders
         emit, encode, topic = ctx.emit, self._requests.encode, self._requests_topic
         keeps_history = self.reads_batches
-        kept = self._kept.serving(ctx.partition, txn)
 
         def order_of(order_id: str) -> OrderState:
             seen = changed.get(order_id)
             if seen is not None:
                 return seen[1]
-            order = kept.take(order_id)
-            if order is not None:
-                return order
             data = txn.get(order_id.encode())
             if data is not None:
                 return decode_order(data)
@@ -157,10 +149,8 @@ class OrderStage(BaseStage):
             data = marshal.dumps(open_.lineage.dump())
             txn.set(LINEAGE_KEY, data)
             self._lineage[ctx.partition] = (data, open_.lineage)
-        kept = self._kept.serving(ctx.partition, txn)
         for order_id, (cause, order) in open_.orders.items():
             txn.set(order_id.encode(), encode_order(order))
-            kept.put(order_id, order)
             status = orders.status(order)
             if status is not None:  # its status after the last batch of the commit that changed it
                 record = order_status_record(order_id, order, status, cause)

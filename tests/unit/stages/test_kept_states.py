@@ -1,6 +1,6 @@
-"""What the allocator and the order stage keep between transactions (runtime.state.kept):
-a batch that failed to commit, a changelog restore and an eviction each leave the next
-batch deciding on what the store holds."""
+"""What the allocator keeps of its SKUs between transactions (runtime.state.kept): a batch
+that failed to commit, a changelog restore and an eviction each leave the next batch
+deciding on what the store holds."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ from typing import Any
 
 import pytest
 from tests.unit.stages._inputs import (
-    ALLOCATIONS,
     AVAILABILITY,
     INVENTORY,
-    ORDER_STATUS,
     REQUESTS,
     SETTINGS,
     T0,
-    allocation,
     decoded,
     inventory,
     request,
@@ -23,9 +20,7 @@ from tests.unit.stages._inputs import (
 )
 
 from streamalloc.stages import allocator as allocator_module
-from streamalloc.stages import order_stage as order_stage_module
 from streamalloc.stages.allocator import AllocatorStage
-from streamalloc.stages.order_stage import OrderStage
 from streamalloc.testing import ManualClock, Output, StageHarness
 
 
@@ -70,45 +65,3 @@ def test_skus_past_the_limit_are_read_from_the_store_again(monkeypatch: pytest.M
     for n in range(1, 4):  # each round uses every SKU: each time two of them were evicted
         outputs = harness.feed(REQUESTS, [(s.encode(), request(f"o{n}-{s}", "1", s, 1)) for s in skus])
         assert [_available(outputs, s) for s in skus] == [10 - n] * 4
-
-
-def _status(outputs: list[Output]) -> dict[str, Any]:
-    [status] = [decoded(ORDER_STATUS, o.value) for o in outputs if o.topic == ORDER_STATUS]
-    return status
-
-
-def test_an_order_changed_by_a_batch_that_failed_to_commit_is_read_from_the_store_again() -> None:
-    harness = StageHarness(OrderStage(SETTINGS))
-    accepted = allocation("o1:accepted", "accepted", "o1", qty=0, line_count=2)
-    first = allocation("o1:1:allocated", "allocated", "o1", "1", qty=2, location="WH-1")
-    harness.feed(ALLOCATIONS, [(b"o1", accepted), (b"o1", first)])  # kept: line 1 allocated
-    lost = allocation("o1:2:allocated", "allocated", "o1", "2", qty=1, location="WH-2")
-    harness.feed(ALLOCATIONS, [(b"o1", lost)], commit=False)
-    # Line 2 is undecided in the store, so this rejection is its decision. Had the failed
-    # batch's allocation stayed in the kept order, it would be a decided line's, refused.
-    rejected = allocation("o1:2:rejected", "rejected", "o1", "2", reason="insufficient_stock")
-    status = _status(harness.feed(ALLOCATIONS, [(b"o1", rejected)]))
-    assert status["status"] == "partially_allocated"
-    assert [(line["line_id"], line["status"]) for line in status["lines"]] == [
-        ("1", "allocated"),
-        ("2", "rejected"),
-    ]
-
-
-def test_orders_past_the_limit_are_read_from_the_store_again(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(order_stage_module, "CACHED_ORDERS", 1)
-    harness = StageHarness(OrderStage(SETTINGS))
-    ids = ["o1", "o2", "o3"]
-    harness.feed(
-        ALLOCATIONS,
-        [(i.encode(), allocation(f"{i}:accepted", "accepted", i, qty=0, line_count=1)) for i in ids],
-    )
-    outputs = harness.feed(
-        ALLOCATIONS,
-        [
-            (i.encode(), allocation(f"{i}:1:allocated", "allocated", i, "1", qty=1, location="WH-1"))
-            for i in ids
-        ],
-    )
-    statuses = [decoded(ORDER_STATUS, o.value) for o in outputs if o.topic == ORDER_STATUS]
-    assert [(s["order_id"], s["status"]) for s in statuses] == [(i, "allocated") for i in ids]
