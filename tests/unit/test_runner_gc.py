@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
+
+from streamalloc.runtime.runner import GC_THRESHOLDS, steady_gc_while
 
 SCRIPT = """
 import gc
@@ -28,3 +31,11 @@ def test_a_worker_runs_with_the_steady_collector_thresholds_and_its_start_up_obj
 
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["False", "True", "True"]  # CPython's thresholds until the worker runs
+
+
+def test_a_block_under_the_steady_collector_gets_the_worker_thresholds_then_its_own_back() -> None:
+    before = gc.get_threshold()
+    with steady_gc_while():
+        inside = gc.get_threshold(), gc.get_freeze_count() > 0
+    assert inside == (GC_THRESHOLDS, True)
+    assert (gc.get_threshold(), gc.get_freeze_count()) == (before, 0)

@@ -10,6 +10,11 @@ Prometheus observer as in a worker. So it gives the CPU each stage spends
 per line, free of the broker's noise on a shared machine, for comparing two versions of the
 stages side by side (`bench engine` gives the whole pipeline).
 
+It runs with the worker's garbage-collector settings (`runtime.runner.steady_gc`): the
+stages keep state between transactions (runtime/state/kept.py), and at CPython's default
+thresholds the full collections that scan it would be charged to whichever stage set one
+off, which a worker does not pay.
+
 It checks what it measured: every line decided once and every order given a status, else
 it fails.
 """
@@ -37,6 +42,7 @@ from streamalloc.domain import Tables
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka.partitioning import partition_for
 from streamalloc.metrics.prometheus import PrometheusObserver
+from streamalloc.runtime.runner import steady_gc_while
 from streamalloc.runtime.stage import PartitionContext, Record, Stage
 from streamalloc.runtime.state import PartitionTransaction, RocksDBStore
 from streamalloc.serialization import topic_serde
@@ -141,6 +147,18 @@ def run(
 ) -> StagesResult:
     """One measurement (module doc). `settings.broker_profile` decides whether the order
     stage keeps each order's history (the embedded broker's guard) or not (`kafka`)."""
+    with steady_gc_while():
+        return _measure(settings, lines, skus, batch_orders, seed, on_progress)
+
+
+def _measure(
+    settings: Settings,
+    lines: int,
+    skus: int,
+    batch_orders: int,
+    seed: int,
+    on_progress: Callable[[int], None],
+) -> StagesResult:
     rows = table_rows()
     tables = Tables(
         locations={row["location_id"]: location_of(row) for row in rows["locations"]},

@@ -5,6 +5,8 @@ from __future__ import annotations
 import gc
 import logging
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import FrameType
 from typing import Protocol
 
@@ -29,6 +31,19 @@ def steady_gc() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+
+
+@contextmanager
+def steady_gc_while() -> Iterator[None]:
+    """`steady_gc` for a block of a process that is no worker (a benchmark of the stages),
+    with CPython's thresholds back afterwards."""
+    before = gc.get_threshold()
+    steady_gc()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
 
 
 class Runnable(Protocol):
