@@ -1,14 +1,16 @@
 """Values a stage decoded from a store partition, kept from one transaction to the next.
 
-A stage that reads the same keys batch after batch (a SKU busy in every batch, an order
-followed through its decisions) keeps what it decoded rather than reading and decoding it
-from the store in each batch. The stage changes the kept values in place as it processes,
-so they are what the store holds only while every write to the store partition is the
-flush of a transaction they served, and that flush completed. `Kept.serve` checks this
-before each new transaction: the last transaction it served completed, and the partition's
-`generation` is still the one that flush left. Otherwise it starts empty: an aborted batch
-changed the values but not the store; a changelog restore or a wipe changed the store but
-not the values.
+A stage that reads the same keys batch after batch (the allocator: a SKU busy in every
+batch) keeps what it decoded rather than reading and decoding it from the store in each
+batch. It pays only where a key comes back while it is still kept: the order stage keeps
+nothing, since under a backlog an order's decisions come long after its acceptance.
+
+The stage changes the kept values in place as it processes, so they are what the store
+holds only while every write to the store partition is the flush of a transaction they
+served, and that flush completed. `Kept.serve` checks this before each new transaction:
+the last transaction it served completed, and the partition's `generation` is still the
+one that flush left. Otherwise it starts empty: an aborted batch changed the values but
+not the store; a changelog restore or a wipe changed the store but not the values.
 
 A stage puts back, before the commit, every value it took and changed: the transaction's
 flush then writes exactly what is kept.
