@@ -41,6 +41,30 @@ def test_transaction_reads_its_own_writes_and_leaves_the_partition_alone(part: S
     assert contents(part) == {b"a": b"1", b"b": b"2"}  # nothing before flush
 
 
+def test_a_transaction_reads_each_key_from_the_partition_once(
+    part: StorePartition, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seeded(part, {b"a": b"1"})
+    reads: list[bytes] = []
+    reader = part._point_reader()
+
+    def counted(key: bytes) -> bytes | None:
+        reads.append(key)
+        return reader(key)
+
+    monkeypatch.setattr(part, "_point_reader", lambda: counted)
+    txn = part.begin()
+    assert [txn.get(b"a"), txn.get(b"a"), txn.get(b"none"), txn.get(b"none")] == [b"1", b"1", None, None]
+    assert reads == [b"a", b"none"]
+    txn.set(b"a", b"2")
+    txn.delete(b"none")
+    txn.set(b"none", b"3")
+    assert [txn.get(b"a"), txn.get(b"none")] == [b"2", b"3"]  # its own writes, not what it read
+    assert reads == [b"a", b"none"]
+    txn.flush(None)
+    assert part.begin().get(b"a") == b"2"
+
+
 def test_iter_prefix_merges_partition_and_transaction_sorted_honouring_deletes(part: StorePartition) -> None:
     seeded(part, {b"s\x00a": b"1", b"s\x00c": b"3", b"s\x00e": b"5", b"t\x00a": b"x", b"s": b"bal"})
     txn = part.begin()

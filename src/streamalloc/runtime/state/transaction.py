@@ -75,13 +75,16 @@ class _Finished(dict[bytes, bytes | None]):
 class PartitionTransaction:
     """Changes to one store partition, coalesced per key; `flush` applies them atomically."""
 
-    __slots__ = ("partition", "flushed_generation", "_read", "_changes", "_sorted", "_status")
+    __slots__ = ("partition", "flushed_generation", "_read", "_changes", "_seen", "_sorted", "_status")
 
     def __init__(self, partition: StorePartition) -> None:
         self.partition = partition
         self._read = partition._point_reader()  # bound once: the fastest read it offers
         #: key -> new value, None for a delete; keys are never removed (see _sorted_keys).
         self._changes: dict[bytes, bytes | None] = {}
+        #: key -> the partition's value, None for none: each key is read from it at most once
+        #: (a key written since is answered from `_changes`, which is looked at first).
+        self._seen: dict[bytes, bytes | None] = {}
         self._sorted: list[bytes] = []  # the changed keys, sorted; caught up lazily
         self._status = _STARTED
         #: The partition's `generation` right after this transaction's flush (None before it).
@@ -100,11 +103,13 @@ class PartitionTransaction:
         """The value at `key` as this transaction sees it (its own writes first)."""
         value = self._changes.get(key, _MISSING)
         if value is _MISSING:
-            try:
-                return self._read(key)
-            except Exception as exc:
-                self._check_reader(exc)
-                raise
+            value = self._seen.get(key, _MISSING)
+            if value is _MISSING:
+                try:
+                    value = self._seen[key] = self._read(key)
+                except Exception as exc:
+                    self._check_reader(exc)
+                    raise
         return value  # type: ignore[no-any-return]
 
     def set(self, key: bytes, value: bytes) -> None:
@@ -182,6 +187,7 @@ class PartitionTransaction:
             self._changes = _Prepared(self._changes)
         else:  # COMPLETE or FAILED
             self._changes = _Finished(to)
+            self._seen = {}
             self._sorted = []
 
     def _check_reader(self, exc: Exception) -> None:
