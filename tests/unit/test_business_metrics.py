@@ -353,7 +353,8 @@ def test_open_reservations_count_allocated_lines_until_picked_or_released_with_t
     harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10))])
     first = harness.clock.now_ms
     harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))])
-    assert _stock(harness, recorder).reservations["web"] == Reservations(1, first, first)
+    # the oldest to the second (the start of the one it was decided in), the sum exact
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, first // 1000 * 1000, first)
     second = harness.clock.now_ms
     harness.feed(
         REQUESTS,
@@ -365,7 +366,7 @@ def test_open_reservations_count_allocated_lines_until_picked_or_released_with_t
     )
     stock = _stock(harness, recorder)
     assert stock.reservations == {
-        "web": Reservations(2, first, first + second),
+        "web": Reservations(2, first // 1000 * 1000, first + second),
         "marketplace": Reservations(0, None, 0),
     }
     # picked and released lines are reservations no more; the oldest moves on
@@ -373,7 +374,7 @@ def test_open_reservations_count_allocated_lines_until_picked_or_released_with_t
         REQUESTS,
         [(b"SKU-A", request("o1", "1", "SKU-A", 2, command="pick", location="WH-1", cause_event_id="p1"))],
     )
-    assert _stock(harness, recorder).reservations["web"] == Reservations(1, second, second)
+    assert _stock(harness, recorder).reservations["web"] == Reservations(1, second // 1000 * 1000, second)
     harness.feed(
         REQUESTS, [(b"SKU-A", request("o2", "1", "SKU-A", 1, command="release", cause_event_id="c2"))]
     )
@@ -387,18 +388,24 @@ def test_open_reservations_count_allocated_lines_until_picked_or_released_with_t
     assert _stock(harness, again) == counted
 
 
-def test_many_reservations_closing_around_an_old_one_keep_the_oldest_and_a_bounded_heap() -> None:
-    from streamalloc.stages.stock_totals import StockTotals
-
-    totals = StockTotals(None, frozenset({"web"}))  # type: ignore[arg-type]  # no store needed
-    totals.reserve(("A", "old", "1"), ("web", 5))
-    for i in range(1000):
-        totals.reserve(("A", f"o{i}", "1"), ("web", 10 + i))
-        totals.reserve(("A", f"o{i}", "1"), None)
-    assert totals.snapshot().reservations["web"] == Reservations(1, 5, 5)
-    assert len(totals._oldest["web"]) <= 2 + 64
-    totals.reserve(("A", "old", "1"), ("web", 7))  # re-decided: counted once, at its new time
-    assert totals.snapshot().reservations["web"] == Reservations(1, 7, 7)
+def test_a_store_from_before_the_reservation_index_gets_it_built_and_committed_by_a_punctuation() -> None:
+    recorder = Recorder()
+    harness = _allocator(recorder, _channel_tables())
+    harness.advance(0)
+    harness.feed(INVENTORY, [(b"SKU-A", inventory("r1", "SKU-A", "WH-1", 10))])
+    decided = harness.clock.now_ms
+    harness.feed(REQUESTS, [(b"SKU-A", request("o1", "1", "SKU-A", 2))])
+    counted = _stock(harness, recorder)
+    assert counted.reservations["web"] == Reservations(1, decided // 1000 * 1000, decided)
+    # The store as an older version left it: the lines, neither the index nor the totals.
+    store = harness.store("allocator")
+    derived = [key for key, _ in store.iter_prefix(b"#r")]
+    assert len(derived) == 2  # the count for the second it was decided in, the totals record
+    store.apply_changelog([(key, None) for key in derived])
+    again = Recorder()
+    harness.stage = AllocatorStage(SETTINGS, _channel_tables, again, clock=harness.clock)
+    assert _stock(harness, again) == counted
+    assert sorted(key for key, _ in store.iter_prefix(b"#r")) == sorted(derived)  # committed
 
 
 def test_the_exported_reservations_add_partitions_and_age_as_of_the_scrape() -> None:

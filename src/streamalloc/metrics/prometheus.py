@@ -385,8 +385,8 @@ class _Stock(Collector):
         )
         oldest_age = GaugeMetricFamily(
             "streamalloc_open_reservation_oldest_age_seconds",
-            "Age of the channel's oldest open reservation (since its line was allocated), 0 with "
-            "none; max over workers",
+            "Age of the channel's oldest open reservation (since its line was allocated, counted "
+            "from the start of that second), 0 with none; max over workers",
             labels=["channel"],
         )
         ages = GaugeMetricFamily(

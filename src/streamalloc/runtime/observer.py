@@ -12,9 +12,9 @@ if TYPE_CHECKING:
 
 class Reservations(NamedTuple):
     """A channel's open reservations (order lines holding soft units, status `allocated`):
-    how many, the oldest one's `decided_at` and the sum of their `decided_at` (epoch ms), so
-    that their ages at any later time are exact: oldest `now - oldest_ms`, summed
-    `lines * now - decided_ms_sum`."""
+    how many, when the oldest one was decided (the start of that second: its age is at most a
+    second over) and the sum of their `decided_at` (epoch ms), so that their ages at any later
+    time are known: oldest `now - oldest_ms`, summed `lines * now - decided_ms_sum` (exact)."""
 
     lines: int = 0
     oldest_ms: int | None = None

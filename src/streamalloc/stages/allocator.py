@@ -78,7 +78,7 @@ from streamalloc.stages.state_codec import (
     to_keep,
     write_changes,
 )
-from streamalloc.stages.stock_totals import LineRef, Reserved, StockTotals, contribution, waiting
+from streamalloc.stages.stock_totals import StockTotals, contribution, waiting
 from streamalloc.stages.tables import TablesProvider
 
 STORE = "allocator"
@@ -129,8 +129,6 @@ class AllocatorStage(BaseStage):
         self._tables_of: dict[int, tuple[Tables, frozenset[str], Tables]] = {}
         self._channels_of: Tables | None = None  # the tables whose channels the observer knows
         self._stock: dict[int, StockTotals] = {}  # partition -> its stock, for the metrics
-        # partition -> (the transaction, the lines written in it as open reservations or not)
-        self._lines_written: dict[int, tuple[PartitionTransaction, dict[LineRef, Reserved]]] = {}
         self._kept: KeptByPartition[KeptSku] = KeptByPartition(CACHED_SKUS)
 
     def topics(self) -> Sequence[str]:
@@ -174,14 +172,14 @@ class AllocatorStage(BaseStage):
             if cause is not None:
                 dirty[sku] = (cause, state)  # the newest state object: it holds every change
             if state.has_changes:
-                self._write(ctx.partition, txn, sku, state)
+                write_changes(sku, state.take_changes(), txn)
             kept.put(sku, to_keep(state))
 
     def punctuate(self, ctx: PartitionContext, now_ms: int) -> bool:
         txn = ctx.stores[STORE]
         tables = self._partition_tables(ctx.partition, txn, now_ms)
-        self._count_stock(ctx.partition, txn, tables, now_ms)
-        acted = self._expire_due(ctx, txn, tables, now_ms)
+        built = self._count_stock(ctx.partition, txn, tables, now_ms)
+        acted = self._expire_due(ctx, txn, tables, now_ms) or built
         unusable = frozenset(loc for loc in tables.locations if loc not in tables.online)
         self._observer.on_location_staleness(ctx.partition, tables.locations.keys(), tables.stale)
         # What the partition's state was last swept for is part of that state (restored with
@@ -237,24 +235,9 @@ class AllocatorStage(BaseStage):
         if decided or always_publish:
             dirty[sku] = (command.event_id, state)
         if state.has_changes:
-            self._write(ctx.partition, txn, sku, state)
+            write_changes(sku, state.take_changes(), txn)
         kept.put(sku, to_keep(state))
         return decided or always_publish
-
-    def _write(self, partition: int, txn: PartitionTransaction, sku: str, state: SkuState) -> None:
-        """Write the SKU's changes, noting its lines for the open reservations (the metrics):
-        each line as what it is after the batch, whichever state object changed it."""
-        changes = state.take_changes()
-        if changes.lines:
-            entry = self._lines_written.get(partition)
-            if entry is None or entry[0] is not txn:  # an aborted batch's lines go with its txn
-                entry = self._lines_written[partition] = (txn, {})
-            written = entry[1]
-            for (order_id, line_id), line in changes.lines.items():
-                written[(sku, order_id, line_id)] = (
-                    (line.channel, line.decided_at) if line.status == "allocated" else None
-                )
-        write_changes(sku, changes, txn)
 
     def _apply(
         self,
@@ -332,15 +315,12 @@ class AllocatorStage(BaseStage):
 
     def before_commit(self, ctx: PartitionContext) -> None:
         entry = self._dirty.pop(ctx.partition, None)
-        lines = self._lines_written.pop(ctx.partition, None)
         txn = ctx.stores.get(STORE)
         if txn is None:
             return
         stock = self._stock.get(ctx.partition)
         if stock is not None and stock.store is not txn.partition:
             stock = None  # counted for a store since closed: the next punctuation counts anew
-        if stock is not None and lines is not None and lines[0] is txn:
-            stock.note_lines(lines[1])
         if entry is None or entry[0] is not txn:
             return
         now = self._clock()
@@ -352,11 +332,13 @@ class AllocatorStage(BaseStage):
             if stock is not None:
                 stock.note(sku, view, state)
 
-    def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> None:
+    def _count_stock(self, partition: int, txn: PartitionTransaction, tables: Tables, now: int) -> bool:
         """Bring the partition's stock totals up to date and tell the observer if they moved:
         counted by a scan of its store the first time after the partition was opened (a new
         StorePartition: assigned, or revived) or the channels table changed, then folded from
-        what commits noted."""
+        what commits noted; the open reservations read from the store. True when that read
+        wrote to the store (their index built for a store from before it)."""
+        reservations, built = open_reservations(txn)
         stock = self._stock.get(partition)
         channels = frozenset(tables.channels)
         if stock is None or stock.store is not txn.partition or stock.channels != channels:
@@ -366,11 +348,11 @@ class AllocatorStage(BaseStage):
             for sku in stocked_skus(txn):
                 state = load_state(sku, txn)
                 stock.update(sku, contribution(availability(state, tables, now), waiting(state)))
-                for order_id, line_id, channel, decided_at in open_reservations(sku, txn):
-                    stock.reserve((sku, order_id, line_id), (channel, decided_at))
-        elif not stock.fold():
-            return
+            stock.reserved(reservations)
+        elif not stock.fold() | stock.reserved(reservations):  # (both run)
+            return built
         self._observer.on_stock(self.name, partition, stock.snapshot())
+        return built
 
     def availability_of(self, store: StorePartition, sku: str) -> Availability | None:
         """A SKU's availability from the store's committed state (a query; None: unknown SKU).

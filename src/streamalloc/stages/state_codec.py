@@ -7,11 +7,14 @@ Keys (NUL-joined parts, see runtime.state.keys):
     (sku, "e", event_id)            -> marker: this inventory event was applied
     ("#loc", location, sku)         -> marker: the SKU has a balance at the location
     ("#t", due, sku, order, line)   -> marker: the line's reservation expires at `due`
+    ("#r", channel, second)         -> the channel's open reservations decided in that second
+    ("#reserved",)                  -> per channel: open reservations and their decided_at summed
     ("#f", location)                -> the newest inventory event time seen for the location
     ("#swept",)                     -> the unusable locations the partition was last swept for
 
 The "#" keys are the partition's indexes: a table change finds the SKUs at a location,
-and the expiry timers are read in due order, without scanning every SKU.
+the expiry timers are read in due order, and the metrics read each channel's open
+reservations (their count, summed age and oldest), without scanning every SKU.
 
 Values are `marshal` dumps of tuples of plain values: written and read by C code only
 (this is the hot path), and safe to load since marshal builds data, never runs it. The
@@ -35,7 +38,9 @@ from streamalloc.domain import (
     Transfer,
     WaitEntry,
 )
+from streamalloc.domain.events import ALLOCATED
 from streamalloc.errors import StateError
+from streamalloc.runtime.observer import Reservations
 from streamalloc.runtime.state import PartitionTransaction, decode_key, encode_key, prefix_of
 
 _V1 = 1
@@ -68,12 +73,18 @@ def timer_key(due: int, sku: str, order_id: str, line_id: str) -> bytes:
     return encode_key("#t", f"{due:0{_DUE_DIGITS}d}", sku, order_id, line_id)
 
 
+def reservation_key(channel: str, decided_at: int) -> bytes:
+    """The key counting the channel's open reservations decided in `decided_at`'s second."""
+    return encode_key("#r", channel, f"{decided_at // 1000:0{_DUE_DIGITS}d}")
+
+
 def feed_key(location: str) -> bytes:
     return encode_key("#f", location)
 
 
 TIMERS = prefix_of("#t")
 _SWEPT = encode_key("#swept")
+_RESERVED = encode_key("#reserved")
 
 
 def swept_locations(txn: PartitionTransaction) -> frozenset[str]:
@@ -205,14 +216,72 @@ def decode_line(order_id: str, line_id: str, data: bytes) -> LineState:
     )
 
 
-def open_reservations(sku: str, txn: PartitionTransaction) -> Iterator[tuple[str, str, str, int]]:
-    """(order id, line id, channel, decided_at) of the SKU's lines with status `allocated`: one
-    read of every line record the SKU holds, closed ones included (decoded only that far)."""
-    for key, value in txn.iter_prefix(prefix_of(sku, "l")):
-        values = marshal.loads(value)  # noqa: S302 - see encode_balance
-        if values[3] == "allocated":  # (version, channel, qty, status, ..., decided_at, ...)
-            parts = decode_key(key)
-            yield parts[2], parts[3], values[1], values[8]
+def _open_as(data: bytes | None) -> tuple[str, int] | None:
+    """(channel, decided_at) of a stored line that holds an open reservation (status
+    `allocated`), else None: decoded only that far."""
+    if data is None:
+        return None
+    values = marshal.loads(data)  # noqa: S302 - see encode_balance
+    # (version, channel, qty, status, parts, returned, reason, applied, decided_at, ...)
+    return (values[1], values[8]) if values[3] == ALLOCATED else None
+
+
+def open_reservations(txn: PartitionTransaction) -> tuple[dict[str, Reservations], bool]:
+    """Each channel's open reservations in the partition (channels with none left out), and
+    whether this call wrote to the transaction: the count and the summed `decided_at` are one
+    record, the oldest (to the second: the start of it) is the channel's first "#r" key. A
+    store without them (written before they existed) gets them built here, once."""
+    built = txn.get(_RESERVED) is None
+    found = {}
+    for channel, (lines, decided_ms_sum) in _reservation_totals(txn).items():
+        oldest = None
+        for key, _ in txn.iter_prefix(prefix_of("#r", channel)):
+            oldest = int(decode_key(key)[2]) * 1000
+            break
+        found[channel] = Reservations(lines, oldest, decided_ms_sum)
+    return found, built
+
+
+def _reservation_totals(txn: PartitionTransaction) -> dict[str, list[int]]:
+    """Channel -> [open reservations, their decided_at summed], built if the store has none."""
+    data = txn.get(_RESERVED)
+    return _build_reservations(txn) if data is None else marshal.loads(data)  # noqa: S302
+
+
+def _build_reservations(txn: PartitionTransaction) -> dict[str, list[int]]:
+    """Count every open reservation of the partition and write the totals: one read of every
+    line record of the stocked SKUs (a line holding units has a balance somewhere)."""
+    for key, _ in txn.iter_prefix(prefix_of("#r")):  # (none unless the totals record was lost)
+        txn.delete(key)
+    totals: dict[str, list[int]] = {}
+    for sku in stocked_skus(txn):
+        for _, value in txn.iter_prefix(prefix_of(sku, "l")):
+            reserved = _open_as(value)
+            if reserved is not None:
+                _count_reserved(txn, totals, reserved, 1)
+    txn.set(_RESERVED, marshal.dumps(totals))
+    return totals
+
+
+def _count_reserved(
+    txn: PartitionTransaction, totals: dict[str, list[int]], reserved: tuple[str, int], sign: int
+) -> None:
+    """Count one open reservation in (sign 1) or out (-1): its second's key and the totals."""
+    channel, decided_at = reserved
+    key = reservation_key(channel, decided_at)
+    data = txn.get(key)
+    n = sign if data is None else int(data) + sign
+    if n:
+        txn.set(key, b"%d" % n)
+    else:
+        txn.delete(key)
+    counts = totals.get(channel)
+    if counts is None:
+        counts = totals[channel] = [0, 0]
+    counts[0] += sign
+    counts[1] += sign * decided_at
+    if not counts[0]:
+        del totals[channel]
 
 
 class StoredLines(Mapping[tuple[str, str], LineState]):
@@ -294,8 +363,19 @@ def write_changes(sku: str, changes: StateChanges, txn: PartitionTransaction) ->
         txn.set(balance_key(sku, location), encode_balance(balance))
     for location in changes.new_locations:
         txn.set(location_index_key(location, sku), b"1")
+    totals = None  # the open reservations' totals, read when a line opens or closes one
     for (order_id, line_id), line in changes.lines.items():
-        txn.set(line_key(sku, order_id, line_id), encode_line(line))
+        key = line_key(sku, order_id, line_id)
+        was = _open_as(txn.get(key))
+        now = (line.channel, line.decided_at) if line.status == ALLOCATED else None
+        if was != now:
+            if totals is None:
+                totals = _reservation_totals(txn)
+            if was is not None:
+                _count_reserved(txn, totals, was, -1)
+            if now is not None:
+                _count_reserved(txn, totals, now, 1)
+        txn.set(key, encode_line(line))
         if line.expires_at is not None:
             # The timer exists while the line holds soft units; a fired or moot one goes.
             key = timer_key(line.expires_at, sku, order_id, line_id)
@@ -307,3 +387,5 @@ def write_changes(sku: str, changes: StateChanges, txn: PartitionTransaction) ->
         txn.set(event_key(sku, event_id), b"1")
     if changes.book is not None:
         txn.set(book_key(sku), encode_book(changes.book))
+    if totals is not None:
+        txn.set(_RESERVED, marshal.dumps(totals))

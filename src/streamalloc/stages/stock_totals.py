@@ -10,6 +10,10 @@ Off the commit path: at a commit the allocator only notes each changed SKU's ava
 view (built for the `availability` topic anyway); its punctuation folds what was noted into
 the totals, so a SKU that changed in many commits is counted once per punctuation interval.
 
+The open reservations per channel are not counted here: they are store records, moved by
+every line write in its transaction (`state_codec.open_reservations`), read at each
+punctuation. Nothing per order line is held in memory, however many lines are open.
+
 What they lag behind: a punctuation interval; and a lot that expires makes units unsellable
 without any event, so `available` counts them until their SKU next changes (as the
 `availability` topic does). A batch that aborts after `before_commit` leaves its SKUs noted
@@ -18,7 +22,6 @@ as it left them until the batch is redone (the same input gives the same contrib
 
 from __future__ import annotations
 
-import heapq
 from collections import defaultdict
 from collections.abc import Mapping
 
@@ -38,11 +41,6 @@ WAIT_REASONS: tuple[str, ...] = (INCOMING, WAITLISTED)
 Contribution = tuple[
     tuple[tuple[str, tuple[int, ...]], ...], int, tuple[int, ...], tuple[tuple[str, int], ...]
 ]
-
-#: An order line of the partition: (sku, order id, line id).
-LineRef = tuple[str, str, str]
-#: An open reservation's (channel, decided_at); None: the line holds no open reservation.
-Reserved = tuple[str, int] | None
 
 _NOT_WAITING = (0, 0)
 _NOTHING: Contribution = ((), 0, _NOT_WAITING, ())
@@ -91,13 +89,7 @@ class StockTotals:
         # other tables may name a channel these do not: defaultdicts take it, and fast)
         self._ats: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
         self._out_by_channel: defaultdict[str, int] = defaultdict(int, dict.fromkeys(channels, 0))
-        # open reservations: line -> (channel, decided_at); per channel [lines, sum of
-        # decided_at] and a heap of (decided_at, line) whose stale entries (the line closed or
-        # re-decided) are dropped when they reach the top or the heap outgrows its lines
-        self._open: dict[LineRef, tuple[str, int]] = {}
-        self._reserved: dict[str, list[int]] = {channel: [0, 0] for channel in channels}
-        self._oldest: dict[str, list[tuple[int, LineRef]]] = {}
-        self._noted_lines: dict[LineRef, Reserved] = {}
+        self._reservations: Mapping[str, Reservations] = {}  # channel -> as last read
 
     def update(self, sku: str, new: Contribution) -> bool:
         """Count `sku` as `new` from now on; False when that is what it was counted as."""
@@ -113,32 +105,11 @@ class StockTotals:
         """Remember the SKU's latest view; `fold` counts it (the commit path only notes)."""
         self._noted[sku] = (view, waiting(state))
 
-    def note_lines(self, lines: Mapping[LineRef, Reserved]) -> None:
-        """Remember lines a commit changed, as open reservations or not; `fold` counts them."""
-        self._noted_lines.update(lines)
-
-    def reserve(self, line: LineRef, reserved: Reserved) -> bool:
-        """Count `line` as this open reservation (None: none) from now on; False when it was."""
-        old = self._open.get(line)
-        if old == reserved:
+    def reserved(self, reservations: Mapping[str, Reservations]) -> bool:
+        """Take the channels' open reservations as read from the store; False when unchanged."""
+        if reservations == self._reservations:
             return False
-        if old is not None:
-            counts = self._reserved[old[0]]
-            counts[0] -= 1
-            counts[1] -= old[1]
-            del self._open[line]
-        if reserved is not None:
-            channel, decided_at = reserved
-            self._open[line] = reserved
-            counts = self._reserved.get(channel) or self._reserved.setdefault(channel, [0, 0])
-            counts[0] += 1
-            counts[1] += decided_at
-            heap = self._oldest.setdefault(channel, [])
-            heapq.heappush(heap, (decided_at, line))
-            if len(heap) > 2 * counts[0] + 64:  # mostly closed lines: keep the live ones
-                live = [(at, ref) for at, ref in heap if self._open.get(ref) == (channel, at)]
-                heapq.heapify(live)
-                self._oldest[channel] = live
+        self._reservations = reservations
         return True
 
     def fold(self) -> bool:
@@ -150,22 +121,7 @@ class StockTotals:
                 if update(sku, contribution(view, lines_waiting)):
                     changed = True
             self._noted.clear()
-        if self._noted_lines:
-            reserve = self.reserve
-            for line, reserved in self._noted_lines.items():
-                if reserve(line, reserved):
-                    changed = True
-            self._noted_lines.clear()
         return changed
-
-    def _oldest_ms(self, channel: str) -> int | None:
-        heap = self._oldest.get(channel)
-        while heap:
-            at, line = heap[0]
-            if self._open.get(line) == (channel, at):
-                return at
-            heapq.heappop(heap)
-        return None
 
     def _add(self, share: Contribution, sign: int) -> None:
         rows, backordered, waiting, ats = share
@@ -205,7 +161,7 @@ class StockTotals:
             ats=dict(self._ats),
             out_of_stock_by_channel=dict(self._out_by_channel),
             reservations={
-                channel: Reservations(lines, self._oldest_ms(channel), decided)
-                for channel, (lines, decided) in self._reserved.items()
+                **{channel: Reservations() for channel in self.channels},
+                **self._reservations,
             },
         )
