@@ -3,7 +3,9 @@
 The same orders as `bench engine` (`engine.order_plan`) go through intake, allocator and
 order stage, each stage's outputs fed to the next as the worker would see them: partitioned
 by key as the producer partitions them (murmur2), one batch of each stage per partition per
-round, `before_commit` and a RocksDB flush after each, as a commit does. What it leaves out
+round, `before_commit` and a RocksDB flush after each, as a commit does; and a round's
+decisions reach the order stage in the next round, after the `accepted` events of their
+orders, as a worker's commits order them. What it leaves out
 is Kafka (no produce, fetch, transaction or changelog) and the runtime around the stages
 (its batch metrics, the metrics endpoint); the allocator's decision metrics are in, on a
 Prometheus observer as in a worker. So it gives the CPU each stage spends
@@ -189,23 +191,29 @@ def _measure(
         allocator.feed(topic("inventory"), stock, now_ms)
         allocator.cpu = allocator.flush = 0.0  # the stock, not the orders
         done = 0
-        for start in range(0, len(plan), batch_orders):
+        # What the order stage reads next round: in a worker a round's decisions reach it one
+        # commit after the `accepted` events intake wrote with their requests, since the
+        # allocator decides in the round that the order stage reads `accepted` (so an order
+        # is followed in two transactions at least, each reading and writing its record).
+        decided_before: list[tuple[bytes | None, bytes | None]] = []
+        for start in range(0, len(plan) + batch_orders, batch_orders):
             round_ = plan[start : start + batch_orders]
             batch = [
                 (f"order-{i}".encode(), orders.encode(orders.validate(order_record(i, order_lines, now_ms))))
                 for i, order_lines in enumerate(round_, start)
             ]
-            requests = intake.feed(orders_topic, batch, now_ms)
+            requests = intake.feed(orders_topic, batch, now_ms) if batch else []
             allocations = [(k, v) for t, k, v in requests if t == allocations_topic]
             decisions = allocator.feed(
                 requests_topic, [(k, v) for t, k, v in requests if t == requests_topic], now_ms
-            )
+            ) if requests else []  # fmt: skip
+            statuses = order_stage.feed(allocations_topic, decided_before + allocations, now_ms)
+            with_status.update(k for t, k, _ in statuses if t == status_topic and k is not None)
+            decided_before = []
             for t, k, v in decisions:
                 if t == allocations_topic:
-                    allocations.append((k, v))
+                    decided_before.append((k, v))
                     decided += v is not None and event_type(v) in FIRST_DECISIONS
-            statuses = order_stage.feed(allocations_topic, allocations, now_ms)
-            with_status.update(k for t, k, _ in statuses if t == status_topic and k is not None)
             done += sum(len(order_lines) for order_lines in round_)
             on_progress(done)
     finally:
