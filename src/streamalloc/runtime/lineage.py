@@ -1,6 +1,7 @@
 """Which batch wrote an output record, and telling a crashed worker's leaked batch apart.
 
-Every record a task produces carries a `batch` header: the task (stage and partition), its
+Every record a task produces on the embedded broker carries a `batch` header (on Kafka none:
+`Settings.tags_outputs`): the task (stage and partition), its
 incarnation (when this owner opened it, in ns since the epoch), the input positions it
 opened at (the committed offsets) and the positions its batch started at.
 

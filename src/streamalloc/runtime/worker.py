@@ -573,11 +573,15 @@ class Worker:
             self._abort_checkpoint(checkpoint, [])
 
     def _start_batch(self, task: Task) -> Emit:
-        """Note where the task's batch starts, and tag what it produces with it (lineage.py)."""
+        """Note where the task's batch starts, and tag what it produces with it (lineage.py)
+        where the broker profile asks for it (`Settings.tags_outputs`)."""
         start = task.batch_start = dict(task.positions)
         if task.opened is None:
             task.opened = start
         task.batch_seq += 1
+        if not self.settings.tags_outputs:
+            task.emit = self._emit
+            return self._emit
         header = encode_batch(
             f"{task.stage.name}:{task.partition}",
             task.incarnation,

@@ -14,6 +14,7 @@ import streamalloc.runtime.worker as worker_module
 from streamalloc.bench.counting import CountingStage
 from streamalloc.errors import ProducerFenced
 from streamalloc.runtime.changelog import SRC_HEADER, encode_src
+from streamalloc.runtime.lineage import BATCH_HEADER
 from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 from streamalloc.runtime.state import RocksDBStore, Store
 from streamalloc.runtime.worker import MAX_FENCES, Worker
@@ -348,3 +349,23 @@ def test_a_batch_aborted_while_a_store_restores_is_redone_the_worker_recovers_an
     assert held["counts"] == last_counts()
     forwarded = [(key, value) for _, _, key, value in cluster.broker.visible(OTHER_OUT)]
     assert forwarded == [(b"o%d" % i, b"%d" % i) for i in range(5)]
+
+
+@pytest.mark.parametrize(("profile", "tagged"), [("embedded", True), ("kafka", False)])
+def test_outputs_carry_the_batch_header_only_where_a_leaked_batch_can_be_read(
+    cluster: Cluster, tmp_path: Path, profile: str, tagged: bool
+) -> None:
+    # The embedded broker can show a batch that never committed, and its readers tell it by
+    # this header (runtime/lineage.py); a read_committed reader of Kafka never sees one, and
+    # the header cost half of each produce call there. The changelog keeps its own header.
+    send(cluster)
+    run_worker(
+        settings(tmp_path, broker_profile=profile), [CountingStage(IN, OUT)], lambda _: all_committed(cluster)
+    )
+
+    outputs = [e for e in cluster.broker.logs[(OUT, 0)] if e.state == "committed" and not e.control]
+    assert len(outputs) == RECORDS
+    assert all(any(name == BATCH_HEADER for name, _ in e.headers or ()) is tagged for e in outputs)
+    changelog = [e for e in cluster.broker.logs[(CHANGELOG, 0)] if not e.control]
+    assert changelog
+    assert all(any(name == SRC_HEADER for name, _ in e.headers or ()) for e in changelog)
