@@ -2,7 +2,7 @@
 
 A `Checkpoint` lives for one batch: the worker opens a new one after each commit or abort
 (quix-streams' model). Read `Checkpoint.commit` to follow exactly-once: produce the
-changelog, send the consumed offsets inside the transaction, flush, commit it, and only
+changelog, flush, send the consumed offsets inside the transaction, commit it, and only
 then apply the batch to the local stores and write their checkpoints.
 
 `commit` succeeds or raises, and is never called twice: a second call would prepare the
@@ -223,23 +223,21 @@ class Checkpoint:
                 #    nothing here; with no touched task at all the commit below is an empty
                 #    transaction, which librdkafka ends locally (no request to the broker).
                 changelog_records = self._produce_changelog(tasks)
-                # 2. The consumed offsets, inside the transaction (KIP-447: fresh group
-                #    metadata), while the batch's records are still on their way: the two
-                #    round trips to the coordinators overlap their delivery instead of
-                #    following it. Not repeated after a timeout: the batch aborts (Kafka
-                #    Streams' TaskCorrupted), and is redone once the broker is back.
+                # 2. Flush, so delivery reports give the changelog offsets the checkpoints
+                #    will record. A record that failed delivery makes step 4 fail (abortable).
+                #    Bounded: with the broker away the records wait in librdkafka's queue, and
+                #    step 3 times out and aborts the batch.
+                if flush(self._producer, TXN_CALL_TIMEOUT_S) > 0:
+                    self.abort()
+                    raise CheckpointAborted(f"changelog not delivered within {TXN_CALL_TIMEOUT_S:.0f}s")
+                # 3. The consumed offsets, inside the transaction (KIP-447: fresh group
+                #    metadata). Not repeated after a timeout: the batch aborts (Kafka Streams'
+                #    TaskCorrupted), and is redone once the broker is back.
                 offsets = [TopicPartition(t, p, o) for task in tasks for (t, p), o in task.positions.items()]
                 if offsets:
                     metadata = self._consumer.consumer_group_metadata()
                     send = self._producer.send_offsets_to_transaction
                     self._call("send offsets", lambda: send(offsets, metadata, TXN_CALL_TIMEOUT_S))
-                # 3. Flush, so delivery reports give the changelog offsets the checkpoints
-                #    will record. A record that failed delivery makes step 4 fail (abortable).
-                #    Bounded: with the broker away the records wait in librdkafka's queue, and
-                #    the batch aborts.
-                if flush(self._producer, TXN_CALL_TIMEOUT_S) > 0:
-                    self.abort()
-                    raise CheckpointAborted(f"changelog not delivered within {TXN_CALL_TIMEOUT_S:.0f}s")
             except TransactionMustAbort:
                 # An output of the batch failed delivery and librdkafka refuses more work in
                 # the transaction: step 4 cannot succeed, and raises why it must abort.

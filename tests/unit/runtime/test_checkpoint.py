@@ -75,8 +75,7 @@ def test_commit_writes_the_changelog_commits_then_applies_the_stores(
     checkpoint, task = batch(producer, consumer, {b"a": b"1", b"b": b"2"})
     part = task.stores["counts"]
     assert checkpoint.commit() == 2
-    # The offsets go while the changelog is on its way; the flush then waits for both.
-    assert producer.calls[-3:] == ["send_offsets_to_transaction", "flush", "commit_transaction"]
+    assert producer.calls[-3:] == ["flush", "send_offsets_to_transaction", "commit_transaction"]
     assert changelog(broker) == [(b"a", b"1", "committed"), (b"b", b"2", "committed")]
     assert broker.committed[("app", IN, 0)] == 5
     assert dict(part.iter_prefix(b"")) == {b"a": b"1", b"b": b"2"}
