@@ -98,11 +98,15 @@ class Settings:
     #: only the tail (docs/architecture.md, Standby replicas).
     num_standby_replicas: int = 0
     #: Replenishment (`streamalloc replenishment`, `streamalloc replay --replenish`): the
-    #: half-life of the demand rate, the lead time of a transfer to any location, the
-    #: safety cover kept on top of it (seconds), and how long a recommendation that says
-    #: the same (sku, from, to, qty) again is not repeated (docs/architecture.md, Replenishment).
+    #: half-life of the demand rate, the lead time of a transfer to a location (and the
+    #: locations' own, below), the safety cover kept on top of it (seconds), and how long
+    #: a recommendation that says the same (sku, from, to, qty) again is not repeated
+    #: (docs/architecture.md, Replenishment).
     replenish_half_life_s: int = 7 * 86_400
     replenish_lead_time_s: int = 2 * 86_400
+    #: Lead times of transfers to particular locations, overriding `replenish_lead_time_s`:
+    #: "location=seconds" entries separated by commas, e.g. "STORE-1=259200,WH-2=86400".
+    replenish_lead_times: str = ""
     replenish_safety_cover_s: int = 86_400
     replenish_dedup_window_ms: int = 3_600_000
 
@@ -141,14 +145,32 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
     def replenishment_policy(self) -> ReplenishmentPolicy:
-        """The replenishment policy these settings describe (one lead time for every location)."""
+        """The replenishment policy these settings describe: one lead time, and the
+        locations' own (`replenish_lead_times`) where given."""
         from streamalloc.domain.replenishment import ReplenishmentPolicy
 
         return ReplenishmentPolicy(
             half_life_s=float(self.replenish_half_life_s),
             lead_time_s=self.replenish_lead_time_s,
             safety_cover_s=self.replenish_safety_cover_s,
+            lead_times=self.replenish_lead_times_by_location(),
         )
+
+    def replenish_lead_times_by_location(self) -> dict[str, int]:
+        """`replenish_lead_times` as location -> seconds; ConfigError names the entry at fault."""
+        found: dict[str, int] = {}
+        for entry in (part.strip() for part in self.replenish_lead_times.split(",")):
+            if not entry:
+                continue
+            location, sep, seconds = (part.strip() for part in entry.partition("="))
+            if not sep or not location or not seconds.isdigit():
+                raise ConfigError(
+                    f"replenish_lead_times: {entry!r} is not location=seconds (a whole number of seconds)"
+                )
+            if location in found:
+                raise ConfigError(f"replenish_lead_times: location {location!r} is given twice")
+            found[location] = int(seconds)
+        return found
 
     def group_timeouts(self) -> dict[str, int]:
         """Consumer-group timeouts for the broker profile (docs/brokers.md, Client settings)."""
@@ -265,6 +287,7 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be at least 0, not {getattr(self, name)}")
+        self.replenish_lead_times_by_location()  # refused at start, not at the first recommendation
         if self.num_standby_replicas < 0:
             raise ConfigError(f"num_standby_replicas must be at least 0, not {self.num_standby_replicas}")
 

@@ -56,3 +56,32 @@ def test_a_drained_batch_commits_early_on_kafka_only_unless_set() -> None:
     assert Settings.from_env(env).drained_commit_gap_ms == 3
     with pytest.raises(ConfigError, match="commit_min_gap_ms"):
         Settings.from_env({"STREAMALLOC_COMMIT_MIN_GAP_MS": "-1"})
+
+
+def test_locations_may_have_their_own_replenishment_lead_time() -> None:
+    env = {
+        "STREAMALLOC_REPLENISH_LEAD_TIME_S": "86400",
+        "STREAMALLOC_REPLENISH_LEAD_TIMES": "STORE-1=259200, WH-2=0",
+    }
+    policy = Settings.from_env(env).replenishment_policy()
+    assert (policy.lead_time("STORE-1"), policy.lead_time("WH-2"), policy.lead_time("WH-1")) == (
+        259200,
+        0,
+        86400,
+    )
+    assert Settings().replenishment_policy().lead_times == {}
+
+
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("STORE-1", "'STORE-1' is not location=seconds"),
+        ("STORE-1=3d", "'STORE-1=3d' is not location=seconds"),
+        ("STORE-1=-5", "'STORE-1=-5' is not location=seconds"),
+        ("=86400", "'=86400' is not location=seconds"),
+        ("STORE-1=1,STORE-1=2", "location 'STORE-1' is given twice"),
+    ],
+)
+def test_a_bad_lead_time_entry_is_refused_at_start_with_what_was_wrong(value: str, said: str) -> None:
+    with pytest.raises(ConfigError, match=f"replenish_lead_times: {said}"):
+        Settings.from_env({"STREAMALLOC_REPLENISH_LEAD_TIMES": value})
