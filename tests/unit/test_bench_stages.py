@@ -66,7 +66,7 @@ def test_the_order_stage_reads_an_orders_decisions_a_round_after_its_acceptance(
     # In a worker, the allocator decides in the round in which the order stage reads the
     # `accepted` events intake wrote with the requests: the decisions come a commit later,
     # so each order's record is read and written twice. Fed together, the order stage
-    # looked a third cheaper than it is.
+    # looked about a quarter cheaper than it is.
     calls: list[list[object]] = []
     process = stages.OrderStage.process
 

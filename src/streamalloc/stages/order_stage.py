@@ -67,8 +67,9 @@ class OrderStage(BaseStage):
 
     def __init__(self, settings: Settings) -> None:
         # To take back what a batch that never committed decided: only a broker that can
-        # show one needs it (see the module doc).
-        self.reads_batches = settings.broker_profile != "kafka"
+        # show one needs it (see the module doc), and only there do the outputs carry the
+        # headers it reads: one rule for the writer and this reader.
+        self.reads_batches = settings.tags_outputs
         self._allocations_topic = settings.topic("allocations")
         self._requests_topic = settings.topic("allocation-requests")
         self._status_topic = settings.topic("order-status")

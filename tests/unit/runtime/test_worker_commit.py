@@ -357,7 +357,7 @@ def test_outputs_carry_the_batch_header_only_where_a_leaked_batch_can_be_read(
 ) -> None:
     # The embedded broker can show a batch that never committed, and its readers tell it by
     # this header (runtime/lineage.py); a read_committed reader of Kafka never sees one, and
-    # the header cost half of each produce call there. The changelog keeps its own header.
+    # the header cost about 1-1.5 us of each produce call there. The changelog keeps its own.
     send(cluster)
     run_worker(
         settings(tmp_path, broker_profile=profile), [CountingStage(IN, OUT)], lambda _: all_committed(cluster)
