@@ -9,6 +9,7 @@ because the embedded broker can leak a killed producer's open transaction (docs/
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import time
@@ -514,3 +515,62 @@ def test_restore_drops_a_leaked_punctuation_batch_the_next_writer_never_saw(coun
         restorer.close()
     assert dict(store.partition(0).iter_prefix(b"")) == {b"a": b"1", b"p": b"1", b"q": b"1", b"b": b"2"}
     assert job.skipped == 1
+
+
+@pytest.mark.smoke  # the embedded broker is where it was seen
+def test_a_restore_held_back_by_an_open_transaction_says_so_and_ends_once_it_does(
+    counting: Counting, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A restore that starts past the start of another producer's open transaction gets
+    neither records nor its changelog's end from a read_committed reader until that
+    transaction ends (librdkafka reports the end only at the last stable offset itself).
+    Seen once in the kill -9 demo on the embedded broker, a restore waiting for minutes
+    and no word of why: now the restore names its position and the high watermark, and
+    it ends as soon as the transaction does."""
+    settings = counting.settings
+    changelog, tp = counting.changelog, (counting.input, 0)
+    committed: list[int] = []
+    writer = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-committer"))
+    writer.init_transactions(30)
+
+    def commit(key: bytes) -> None:
+        writer.begin_transaction()
+        writer.produce(
+            changelog, b"1", key, partition=0,
+            headers=[(SRC_HEADER, encode_src({tp: 0}, {tp: 0}))],
+            on_delivery=lambda err, msg: committed.append(msg.offset()),
+        )  # fmt: skip
+        writer.commit_transaction(30)
+
+    commit(b"before")
+    stuck = Producer(producer_config(settings, transactional_id=f"{settings.app_id}-open"))
+    stuck.init_transactions(30)
+    stuck.begin_transaction()
+    stuck.produce(changelog, b"1", b"open", partition=0, headers=[(SRC_HEADER, encode_src({tp: 0}, {tp: 0}))])
+    stuck.flush(30)
+    commit(b"after")  # committed, but behind the open transaction
+    store = InMemoryStore("counts")
+    store.partition(0).write_checkpoint(max(committed) + 1)  # this store had written "after"
+    job = RestoreJob(store.partition(0), changelog, {f"{counting.input}:0": 0})
+    restorer = Restorer(consumer_config(settings), Observer(), stall_after_s=1.0)
+    try:
+        restorer.start(job)
+        said: list[logging.LogRecord] = []
+        with caplog.at_level("WARNING", logger="streamalloc.runtime.restore"):
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not said:
+                assert not restorer.step(0.2), "the restore ended behind an open transaction"
+                said = [r for r in caplog.records if r.getMessage().startswith("a restore reads nothing")]
+        assert said, "the stalled restore said nothing"
+        assert "held back" in said[0].getMessage()
+        assert (said[0].__dict__["position"], said[0].__dict__["high_watermark"]) == (
+            max(committed) + 1,
+            max(committed) + 2,  # the commit marker of "after"
+        )
+        stuck.commit_transaction(30)
+        deadline = time.monotonic() + 30
+        while restorer.active and time.monotonic() < deadline:
+            restorer.step(0.2)
+        assert not restorer.active, "the restore did not end once the transaction did"
+    finally:
+        restorer.close()

@@ -49,7 +49,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamalloc.kafka.types import ConsumedMessage, consumed
 from streamalloc.runtime.lineage import KeptBatch
@@ -66,6 +66,12 @@ RESTORE_FETCH = {
     "fetch.max.bytes": 32 << 20,
     "queued.max.messages.kbytes": 64 << 10,
 }
+#: A restore that has read nothing for this long says why (Restorer.step): most often an
+#: open transaction that began before its position, which holds back every later record
+#: from a read_committed reader (and its end) until it ends. Real Kafka ends one within
+#: `transaction.timeout.ms`; the embedded broker only when its transactional id is
+#: initialised again (docs/brokers.md).
+RESTORE_STALL_S = 30.0
 #: Keys of `base`, `writer` and `seq` in the `src` header; "@" cannot occur in a topic name.
 _BASE, _WRITER, _SEQ = "@base", "@writer", "@seq"
 
@@ -157,6 +163,9 @@ class RestoreJob:
     #: (writer, start, seq) of the batches it kept that start at or after the committed
     #: offsets (`BatchSource.past`): the new owner names them in its `batch` headers (lineage.py)
     kept: list[KeptBatch] = field(default_factory=list)
+    #: when this pass last read a record (monotonic s), and last said that it reads none
+    progress_at: float = field(default_factory=time.monotonic)
+    stall_said_at: float = 0.0
     _held: list[ChangelogRecord] = field(default_factory=list)
     _held_header: bytes | None = None
     _held_from: int = 0
@@ -247,7 +256,14 @@ class Restorer:
     restore only has to `cancel` the jobs of the revoked partitions.
     """
 
-    def __init__(self, config: dict[str, Any], observer: Observer, *, tail: bool = False) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        observer: Observer,
+        *,
+        tail: bool = False,
+        stall_after_s: float = RESTORE_STALL_S,
+    ) -> None:
         # Reads only committed data; no group membership; EOF tells us we reached the end.
         group = "streamalloc-standby" if tail else "streamalloc-restore"
         self._consumer = Consumer({**config, **RESTORE_FETCH, "group.id": group})
@@ -256,6 +272,8 @@ class Restorer:
         #: standby replicas (standby.py): a job never ends; at the end of the changelog it
         #: keeps the last batch held (no committed offsets to judge it by) and waits for more
         self._tail = tail
+        self._stall_after_s = stall_after_s
+        self._stalls_checked_at = time.monotonic()
 
     @property
     def active(self) -> bool:
@@ -267,6 +285,7 @@ class Restorer:
         job.next_offset = start
         job.on_local_data = partition.checkpoint_offset is not None
         partition.mark_restoring()
+        job.progress_at = time.monotonic()
         self._jobs[(job.topic, partition.partition)] = job
         self._consumer.incremental_assign([TopicPartition(job.topic, partition.partition, start)])
 
@@ -299,6 +318,7 @@ class Restorer:
         """
         if not self._jobs:
             return []
+        now = time.monotonic()
         done: list[RestoreJob] = []
         pending: dict[tuple[str, int], list[ChangelogRecord]] = {}
         run = _Run()
@@ -338,6 +358,7 @@ class Restorer:
                     job.skipped += 1
                     continue
                 run.start(tp, job, header, msg.offset())
+                job.progress_at = now
             run.records.append((key, msg.value()))
             run.last = msg
         self._end_run(run, pending)
@@ -347,7 +368,42 @@ class Restorer:
                 self._flush(job, records)
         for job in done:
             self._finish(job)
+        if now - self._stalls_checked_at >= 1.0:
+            self._stalls_checked_at = now
+            self._say_stalls(now)
         return done
+
+    def _say_stalls(self, now: float) -> None:
+        """Warn, once every `stall_after_s`, of each job that has read nothing for as long
+        while its changelog has records past its position (a standby at the end waits for
+        more, so only that counts there): with the broker's high watermark, which tells a
+        transaction that holds them back from a broker that sends nothing."""
+        for job in self._jobs.values():
+            if now - job.progress_at < self._stall_after_s or now - job.stall_said_at < self._stall_after_s:
+                continue
+            try:
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(job.topic, job.partition.partition), cached=True
+                )
+            except KafkaException:
+                high = -1
+            held_back = high > job.next_offset
+            if self._tail and not held_back:
+                continue
+            job.stall_said_at = now
+            _log.warning(
+                "a restore reads nothing: records past its position are held back, most likely "
+                "by an open transaction that began before it"
+                if held_back
+                else "a restore reads nothing and the broker has not said where the changelog ends",
+                extra={
+                    "topic": job.topic,
+                    "partition": job.partition.partition,
+                    "position": job.next_offset,
+                    "high_watermark": high if high >= 0 else None,
+                    "seconds": round(now - job.progress_at, 1),
+                },
+            )
 
     @staticmethod
     def _end_run(run: _Run, pending: dict[tuple[str, int], list[ChangelogRecord]]) -> None:
@@ -423,6 +479,4 @@ def _header(headers: list[tuple[str, bytes]] | None) -> bytes | None:
 
 
 def error_to_exception(error: KafkaError) -> Exception:
-    from confluent_kafka import KafkaException
-
     return KafkaException(error)
