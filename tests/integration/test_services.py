@@ -586,8 +586,12 @@ def test_a_location_going_offline_takes_the_channel_ats_to_what_the_other_locati
     print(f"location offline -> web hook at the other locations' ATS: {elapsed:.2f}s")
 
 
-def test_any_channel_sync_instance_answers_any_sku_by_asking_its_owner(services: Services) -> None:
+def test_any_channel_sync_instance_answers_any_sku_by_asking_its_owner_and_kits_stay_exact(
+    services: Services,
+) -> None:
     """A second instance joins the group; each SKU is then held by one, and both answer for all.
+    A kit whose components are read by different instances is pushed as the whole kits they
+    make together: each reader tells the kit's owner (services/kit_components.py).
 
     Last in the module: while the second instance runs, the SKUs it holds are pushed by it,
     without the first instance's webhooks.
@@ -647,5 +651,27 @@ def test_any_channel_sync_instance_answers_any_sku_by_asking_its_owner(services:
         urllib.request.urlopen(request, timeout=5)  # noqa: S310
     assert refused.value.code == 421 and json.loads(refused.value.read())["owner"] == served[sku]
     assert services.get(port, "/ats/web/no-such-sku")[0] == 404  # its owner has not seen it
+
+    # A kit defined now, of a SKU read by each instance: told by both readers to its owner.
+    top = next(s for s, url in served.items() if url.endswith(f":{services.sync_port}"))
+    leg = next(s for s, url in served.items() if url.endswith(f":{port}"))
+    kit = ids.sku("kit")
+    engine.publish("kits", {"kit_sku": kit, "components": [{"sku": top, "qty": 1}, {"sku": leg, "qty": 2}]})
+
+    def web_kits() -> int | None:
+        latest = _latest_per_key(services.pushes(), kit).get("web")
+        return None if latest is None else int(latest["ats"])
+
+    expected = min(skus[top], skus[leg] // 2)
+    try:
+        wait_for(lambda: web_kits() == expected, 60, f"the kit's ATS {expected} once the kits table names it")
+        engine.send_inventory(engine.inventory(ids.event("more-top"), "received", top, 20, location="WH-2"))
+        engine.send_inventory(engine.inventory(ids.event("more-leg"), "received", leg, 20, location="WH-2"))
+        expected = min(skus[top] + 20, (skus[leg] + 20) // 2)
+        wait_for(lambda: web_kits() == expected, 60, f"the kit's ATS {expected} after both components moved")
+    except AssertionError as exc:
+        pushes = [(p["channel"], p["ats"]) for p in services.pushes() if p["sku"] == kit]
+        logs = f"{second.log()[-3000:]}\n{services.logs()}"
+        raise AssertionError(f"{exc}; kit pushes {pushes}\n{logs}") from None
     code = second.terminate()
     assert code == 0, f"the second instance exited with {code}:\n{second.log()[-3000:]}"

@@ -7,15 +7,16 @@ pushes to `channel-ats` (compacted, keyed `channel:sku`, absolute quantities) th
 the newest last, with the stock threshold it crossed.
 
 Kits (the `kits` global table, read whole by every instance): a change of a component's
-ATS also pushes each kit it is part of, keyed `channel:<kit sku>`, as the whole kits the
-components make (`domain.kits.kit_ats`), from the components' newest ATS this instance
-read (kept in memory for every key, and seeded from the table on recovery: while an event
-is processed, faust's table answers only for that event's partition). An instance reads
-the SKUs of its own partitions only: a component it has never seen
-counts as none (a kit is never offered beyond what is known). So a kit's ATS is exact where
-one instance reads every `availability` partition; with several, a kit whose components
-land on different instances is understated (pushed by each from what it knows). Kit
-values are pushed, not kept in the table, so `/ats` does not answer them.
+ATS also moves each kit it is part of, pushed keyed `channel:<kit sku>` as the whole kits
+the components make (`domain.kits.kit_ats`). An instance reads the SKUs of its own
+partitions only, so the reader of a component tells the kit's owner through the service's
+repartition topic (`<app_id>-channel-sync-kit-components-repartition`, keyed by kit SKU),
+and the owner keeps every component's newest ATS in its `kit-components` table and pushes
+the kit (services/kit_components.py): exact with any number of instances. When the kits
+table changes (and after a recovery), each instance tells the owners of the kits that
+changed what it knows of their components (each SKU's newest values kept in memory,
+seeded from the table on recovery). Kit values are pushed, not kept in the `ats` table, so
+`/ats` does not answer them.
 
 At-least-once, with outputs safe to repeat (docs/architecture.md, Downstream services):
 faust flushes the producer before it commits offsets, so a record whose push or table
@@ -42,22 +43,32 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamalloc.api.queries import FORWARDED_HEADER
 from streamalloc.config import Settings
-from streamalloc.domain.kits import Kit, kit_ats, kits_by_component
+from streamalloc.domain.kits import Kit, kits_by_component
 from streamalloc.errors import DeserializationError
-from streamalloc.kafka import consumer_config
+from streamalloc.kafka import admin_client, consumer_config
+from streamalloc.kafka.admin import TopicSpec, create_topics
 from streamalloc.kafka.partitioning import partition_for
 from streamalloc.runtime.global_tables import GlobalTable
 from streamalloc.serialization import dead_letter_serde, topic_serde
 from streamalloc.services import faust_app
-from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, feed_key, stock_status
+from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
 from streamalloc.services.faust_app import Guarantee, Message
 from streamalloc.services.http import Handler, ServiceHttp
+from streamalloc.services.kit_components import ComponentAts, encode_entry, kit_values, merge
 from streamalloc.services.webhooks import WebhookConfig, WebhookSender
 from streamalloc.stages.tables import KitsView
 from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER, KITS
 
 log = logging.getLogger(__name__)
 SERVICE = "channel-sync"
+#: The table of each kit's components' newest ATS, at the kit's owner (kit_components.py).
+KIT_TABLE = "kit-components"
+
+
+def kit_components_topic(settings: Settings) -> str:
+    """The repartition topic a component's reader tells its kits' owners through, named
+    as Kafka Streams names one (`<application id>-<name>-repartition`)."""
+    return f"{settings.app_id}-{SERVICE}-{KIT_TABLE}-repartition"
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +184,10 @@ class ChannelSync:
         self.kits = kits  # the kits table as kit SKU -> Kit (stages/tables.py KitsView); None: none
         self._kits_seen: Mapping[str, Kit] | None = None
         self._kits_of: dict[str, tuple[Kit, ...]] = {}
-        self._latest: dict[str, int] = {}  # feed key -> the newest ATS read, for kits' components
+        #: SKU -> the values of its newest availability record read, told to its kits' owners
+        self._latest: dict[str, list[AtsValue]] = {}
+        self._kits_told: Mapping[str, Kit] = {}  # the kits table as `_follow_kits` last saw it
+        self._tell_all = False  # after a recovery: tell every kit's owner again
         self.self_url = self_url
         self.app = faust_app.make_app(settings, SERVICE, guarantee=config.guarantee, canonical_url=self_url)
         self.metrics = ChannelSyncMetrics()
@@ -194,6 +208,10 @@ class ChannelSync:
             max_records=100,
             within_s=0.02,
         )
+        self._kit_topic = faust_app.raw_topic(self.app, kit_components_topic(settings), internal=True)
+        self.kit_table = faust_app.table(self.app, KIT_TABLE)
+        self.kit_table.on_recover(self._on_recover_kits)
+        faust_app.agent(self.app, self._kit_topic, self._handle_component, name="kits")
         faust_app.timer(self.app, max(config.window_ms / 4000, 0.01), self._tick)
         self.http: ServiceHttp | None = None
         self._session: aiohttp.ClientSession | None = None  # for forwarded queries
@@ -220,7 +238,8 @@ class ChannelSync:
             await self._dead_letter(message, str(exc))
             return
         now = _now_ms()
-        for value in ats_values(record):
+        values = ats_values(record)
+        for value in values:
             key = value.key.encode()
             self.metrics.changes.labels(value.channel).inc()
             if self.coalescer.pushed(value.key) is None:
@@ -231,10 +250,11 @@ class ChannelSync:
             if push is not None:
                 await self._publish(push)
             self.table[key] = _entry(value, self.coalescer.pushed(value.key))
-            self._latest[value.key] = value.ats
-        kits = self._kits_with(str(record["sku"]))
-        if kits:
-            await self._push_kits(kits, record, now)
+        if values:
+            sku = values[0].sku
+            self._latest[sku] = values
+            for kit in self._kits_with(sku):
+                await self._tell(kit.kit_sku, values)
         self.metrics.waiting.set(self.coalescer.waiting())
 
     def _kits_with(self, sku: str) -> tuple[Kit, ...]:
@@ -246,26 +266,67 @@ class ChannelSync:
             self._kits_of, self._kits_seen = kits_by_component(kits), kits
         return self._kits_of.get(sku, ())
 
-    async def _push_kits(self, kits: tuple[Kit, ...], record: dict[str, Any], now: int) -> None:
-        """Offer each kit's ATS per channel of `record` (a component's availability) to the coalescer."""
-        for value in ats_values(record):
-            for kit in kits:
-                ats = {sku: self._latest.get(feed_key(value.channel, sku), 0) for sku, _ in kit.components}
-                kit_value = AtsValue(
-                    value.channel,
-                    kit.kit_sku,
-                    kit_ats(kit, ats),
-                    value.as_of,
-                    value.cause_event_id,
-                    value.availability_event_id,
-                    kit=True,
-                )
-                self.metrics.changes.labels(value.channel).inc()
-                push = self.coalescer.offer(kit_value, now)
-                if push is not None:
-                    await self._publish(push)
+    async def _tell(self, kit_sku: str, values: list[AtsValue]) -> None:
+        """Tell the owner of `kit_sku` a component's newest ATS per channel (kit_components.py)."""
+        component = ComponentAts.of(kit_sku, values)
+        if component is not None:
+            await self._kit_topic.send(key=kit_sku.encode(), value=component.encode())
+
+    async def _handle_component(self, message: Message) -> None:
+        """At a kit's owner: take a component's ATS in, and push the kit's ATS per channel."""
+        try:
+            component = ComponentAts.decode(message.value)
+        except DeserializationError as exc:
+            await self._dead_letter(message, str(exc))
+            return
+        key = component.kit_sku.encode()
+        stored = self.kit_table.get(key)
+        entry = merge(None if stored is None else json.loads(stored), component)
+        if entry is None:
+            return  # older than the ATS held: a former reader of the component, late
+        kit = self._kits_now().get(component.kit_sku)
+        if kit is not None:
+            await self._push_kit(kit, entry, _now_ms())
+        self.kit_table[key] = encode_entry(entry)
+
+    async def _push_kit(self, kit: Kit, entry: dict[str, Any], now: int) -> None:
+        """Offer the kit's ATS per channel to the coalescer; note in `entry` what was offered
+        and what is pushed (kit_components.py)."""
+        for value in kit_values(kit, entry):
+            if self.coalescer.pushed(value.key) is None:
+                self.coalescer.known(value.key, entry["pushed"].get(value.channel))
+            self.metrics.changes.labels(value.channel).inc()
+            push = self.coalescer.offer(value, now)
+            if push is not None:
+                await self._publish(push)
+            entry["kit_ats"][value.channel] = value.ats
+            entry["pushed"][value.channel] = self.coalescer.pushed(value.key)
+
+    def _kits_now(self) -> Mapping[str, Kit]:
+        return self.kits() if self.kits is not None else {}
+
+    async def _follow_kits(self, now: int) -> None:
+        """When the kits table changed (or after a recovery, every kit): tell the owners of
+        the kits that changed what this instance knows of their components, and push again
+        a kit held here, as it is now."""
+        kits = self._kits_now()
+        if kits is self._kits_told and not self._tell_all:
+            return
+        told, tell_all = self._kits_told, self._tell_all
+        self._kits_told, self._tell_all = kits, False
+        for kit in kits.values():
+            if not tell_all and told.get(kit.kit_sku) == kit:
+                continue
+            for sku, _ in kit.components:
+                values = self._latest.get(sku)
+                if values:
+                    await self._tell(kit.kit_sku, values)
+            stored = self.kit_table.get(kit.kit_sku.encode())  # no event: any partition held here
+            if stored is not None:
+                await self._push_kit(kit, json.loads(stored), now)
 
     async def _tick(self) -> None:
+        await self._follow_kits(_now_ms())
         for push in self.coalescer.due(_now_ms()):
             await self._publish(push)
         self.metrics.waiting.set(self.coalescer.waiting())
@@ -273,13 +334,44 @@ class ChannelSync:
     async def _on_recover(self) -> None:
         """Queue again every key whose newest value had not been pushed when the process stopped."""
         now = _now_ms()
+        self._tell_all = True
         for key, stored in self.table.items():
             entry = json.loads(stored)
             name = key.decode()
-            self._latest[name] = int(entry["ats"])
+            value = _value_of(name, entry)
+            latest = self._latest.get(value.sku)
+            if latest is None or latest[0].as_of < value.as_of:
+                self._latest[value.sku] = [value]
+            elif latest[0].as_of == value.as_of and all(v.channel != value.channel for v in latest):
+                latest.append(value)
             if entry["pushed"] != entry["ats"]:
                 self.coalescer.known(name, entry["pushed"])
                 push = self.coalescer.offer(_value_of(name, entry), now)
+                if push is not None:
+                    await self._publish(push)
+
+    async def _on_recover_kits(self) -> None:
+        """Queue again every kit ATS computed here and not pushed when the process stopped."""
+        now = _now_ms()
+        self._tell_all = True
+        for key, stored in self.kit_table.items():
+            entry = json.loads(stored)
+            last = entry["last"]
+            for channel, ats in entry["kit_ats"].items():
+                pushed = entry["pushed"].get(channel)
+                if pushed == ats:
+                    continue
+                value = AtsValue(
+                    channel,
+                    key.decode(),
+                    int(ats),
+                    int(last["as_of"]),
+                    str(last["cause_event_id"]),
+                    str(last["availability_event_id"]),
+                    kit=True,
+                )
+                self.coalescer.known(value.key, pushed)
+                push = self.coalescer.offer(value, now)
                 if push is not None:
                     await self._publish(push)
 
@@ -309,7 +401,9 @@ class ChannelSync:
             self.metrics.stock_events.labels(value.channel, push.stock_event).inc()
 
     async def _dead_letter(self, message: Message, error: str) -> None:
-        log.warning("availability record at %s/%s undecodable: %s", message.partition, message.offset, error)
+        log.warning(
+            "record of %s at %s/%s undecodable: %s", message.topic, message.partition, message.offset, error
+        )
         record = faust_app.dead_letter_record(message, error)
         await self._dead_topic.send(key=message.key, value=self._dead.encode(record))
         self.metrics.dead_letters.inc()
@@ -437,6 +531,7 @@ def build(
     if http_port == 0:  # the group must know the address before the HTTP server starts
         http_port = _free_port(http_host)
     self_url = settings.advertised_url or f"http://{http_host}:{http_port}" if http_port is not None else None
+    _create_kit_components_topic(settings)
     kits_table = _kits_table(settings)
     service = ChannelSync(settings, config, self_url=self_url, kits=KitsView(kits_table))
     faust_app.on_started(service.app, lambda: _follow(kits_table))
@@ -458,6 +553,13 @@ def build(
 
         faust_app.on_started(service.app, start)
     return service
+
+
+def _create_kit_components_topic(settings: Settings) -> None:
+    """The repartition topic, made before faust joins the group: its assignor leaves out a
+    topic missing then (faust declares its internal topics too late for the first one)."""
+    specs = [TopicSpec(kit_components_topic(settings), settings.partitions, settings.replication_factor)]
+    create_topics(admin_client(settings), specs)
 
 
 def _kits_table(settings: Settings) -> GlobalTable[dict[str, Any]]:

@@ -98,10 +98,19 @@ def make_app(
     )
 
 
-def raw_topic(app: faust.App, *names: str) -> Any:
+def raw_topic(app: faust.App, *names: str, internal: bool = False) -> Any:
     """A topic of raw bytes keys and values (the serdes live in streamalloc.serialization);
-    several names make one channel an agent reads them all from (co-partitioned topics)."""
-    return app.topic(*names, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    several names make one channel an agent reads them all from (co-partitioned topics).
+    `internal`: the service's own topic, created by it as its tables' changelogs are, with
+    the app's partition count (a repartition topic, Kafka Streams' `-repartition`)."""
+    return app.topic(
+        *names,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        internal=internal,
+    )
 
 
 def table(app: faust.App, name: str) -> Any:
