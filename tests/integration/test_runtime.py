@@ -97,10 +97,7 @@ class Counting:
                 restorer.start(
                     RestoreJob(store.partition(p), self.changelog, {f"{self.input}:{p}": committed[p]})
                 )
-            deadline = time.monotonic() + 60
-            while restorer.active and time.monotonic() < deadline:
-                restorer.step(0.2)
-            assert not restorer.active, "restore did not finish"
+            restore_to_end(restorer, 60)
         finally:
             restorer.close()
         state: dict[bytes, int] = {}
@@ -114,6 +111,14 @@ class Counting:
             assert key is not None and value is not None
             highest[key] = max(highest.get(key, 0), int(value))
         return highest
+
+
+def restore_to_end(restorer: Restorer, timeout_s: float, failure: str = "restore did not finish") -> None:
+    """Step `restorer` until every job reached its changelog's end, or fail after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while restorer.active and time.monotonic() < deadline:
+        restorer.step(0.2)
+    assert not restorer.active, failure
 
 
 @pytest.fixture
@@ -193,10 +198,7 @@ def restore(counting: Counting, job: RestoreJob) -> None:
     restorer = Restorer(consumer_config(counting.settings), Observer())
     try:
         restorer.start(job)
-        deadline = time.monotonic() + 30
-        while restorer.active and time.monotonic() < deadline:
-            restorer.step(0.2)
-        assert not restorer.active, "restore did not finish"
+        restore_to_end(restorer, 30)
     finally:
         restorer.close()
 
@@ -400,10 +402,7 @@ class Timers:
                 restorer.start(
                     RestoreJob(store.partition(p), self.changelog, {f"{self.input}:{p}": committed[p]})
                 )
-            deadline = time.monotonic() + 60
-            while restorer.active and time.monotonic() < deadline:
-                restorer.step(0.2)
-            assert not restorer.active, "restore did not finish"
+            restore_to_end(restorer, 60)
         finally:
             restorer.close()
         return {p: dict(store.partition(p).iter_prefix(b"")) for p in range(PARTITIONS)}
@@ -507,10 +506,7 @@ def test_restore_drops_a_leaked_punctuation_batch_the_next_writer_never_saw(coun
     restorer = Restorer(consumer_config(settings), Observer())
     try:
         restorer.start(job)
-        deadline = time.monotonic() + 30
-        while restorer.active and time.monotonic() < deadline:
-            restorer.step(0.2)
-        assert not restorer.active, "restore did not finish"
+        restore_to_end(restorer, 30)
     finally:
         restorer.close()
     assert dict(store.partition(0).iter_prefix(b"")) == {b"a": b"1", b"p": b"1", b"q": b"1", b"b": b"2"}
@@ -568,9 +564,6 @@ def test_a_restore_held_back_by_an_open_transaction_says_so_and_ends_once_it_doe
             max(committed) + 2,  # the commit marker of "after"
         )
         stuck.commit_transaction(30)
-        deadline = time.monotonic() + 30
-        while restorer.active and time.monotonic() < deadline:
-            restorer.step(0.2)
-        assert not restorer.active, "the restore did not end once the transaction did"
+        restore_to_end(restorer, 30, "the restore did not end once the transaction did")
     finally:
         restorer.close()

@@ -54,7 +54,7 @@ from streamalloc.services import faust_app
 from streamalloc.services.coalesce import AtsValue, Coalescer, Push, ats_values, stock_status
 from streamalloc.services.faust_app import Guarantee, Message
 from streamalloc.services.http import Handler, ServiceHttp
-from streamalloc.services.kit_components import ComponentAts, encode_entry, kit_values, merge
+from streamalloc.services.kit_components import ComponentAts, encode_entry, kit_values, merge, unpushed
 from streamalloc.services.webhooks import WebhookConfig, WebhookSender
 from streamalloc.stages.tables import KitsView
 from streamalloc.topics import AVAILABILITY, CHANNEL_ATS, DEAD_LETTER, KITS
@@ -346,7 +346,7 @@ class ChannelSync:
                 latest.append(value)
             if entry["pushed"] != entry["ats"]:
                 self.coalescer.known(name, entry["pushed"])
-                push = self.coalescer.offer(_value_of(name, entry), now)
+                push = self.coalescer.offer(value, now)
                 if push is not None:
                     await self._publish(push)
 
@@ -355,21 +355,7 @@ class ChannelSync:
         now = _now_ms()
         self._tell_all = True
         for key, stored in self.kit_table.items():
-            entry = json.loads(stored)
-            last = entry["last"]
-            for channel, ats in entry["kit_ats"].items():
-                pushed = entry["pushed"].get(channel)
-                if pushed == ats:
-                    continue
-                value = AtsValue(
-                    channel,
-                    key.decode(),
-                    int(ats),
-                    int(last["as_of"]),
-                    str(last["cause_event_id"]),
-                    str(last["availability_event_id"]),
-                    kit=True,
-                )
+            for value, pushed in unpushed(key.decode(), json.loads(stored)):
                 self.coalescer.known(value.key, pushed)
                 push = self.coalescer.offer(value, now)
                 if push is not None:

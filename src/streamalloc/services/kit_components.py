@@ -115,22 +115,37 @@ def kit_values(kit: Kit, entry: Mapping[str, Any]) -> list[AtsValue]:
     ATS of each component (one never told counts as none), with the last record's ids."""
     components: Mapping[str, Any] = entry["components"]
     channels = sorted({channel for held in components.values() for channel in held["ats"]})
-    last = entry["last"]
-    values = []
-    for channel in channels:
-        ats = {sku: int(held["ats"].get(channel, 0)) for sku, held in components.items()}
-        values.append(
-            AtsValue(
-                channel,
-                kit.kit_sku,
-                kit_ats(kit, ats),
-                int(last["as_of"]),
-                str(last["cause_event_id"]),
-                str(last["availability_event_id"]),
-                kit=True,
-            )
+    return [
+        _kit_value(
+            kit.kit_sku,
+            channel,
+            kit_ats(kit, {sku: int(held["ats"].get(channel, 0)) for sku, held in components.items()}),
+            entry["last"],
         )
-    return values
+        for channel in channels
+    ]
+
+
+def unpushed(kit_sku: str, entry: Mapping[str, Any]) -> list[tuple[AtsValue, int | None]]:
+    """The kit ATS computed per channel and not pushed yet (a restart came between), each
+    with what was pushed last."""
+    return [
+        (_kit_value(kit_sku, channel, int(ats), entry["last"]), entry["pushed"].get(channel))
+        for channel, ats in entry["kit_ats"].items()
+        if entry["pushed"].get(channel) != ats
+    ]
+
+
+def _kit_value(kit_sku: str, channel: str, ats: int, last: Mapping[str, Any]) -> AtsValue:
+    return AtsValue(
+        channel,
+        kit_sku,
+        ats,
+        int(last["as_of"]),
+        str(last["cause_event_id"]),
+        str(last["availability_event_id"]),
+        kit=True,
+    )
 
 
 def encode_entry(entry: Mapping[str, Any]) -> bytes:

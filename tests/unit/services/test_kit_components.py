@@ -9,7 +9,7 @@ import pytest
 from streamalloc.domain.kits import Kit
 from streamalloc.errors import DeserializationError
 from streamalloc.services.coalesce import AtsValue
-from streamalloc.services.kit_components import ComponentAts, encode_entry, kit_values, merge
+from streamalloc.services.kit_components import ComponentAts, encode_entry, kit_values, merge, unpushed
 
 DESK = Kit("KIT-DESK", (("TOP", 1), ("LEG", 4)))
 
@@ -85,3 +85,12 @@ def test_an_entry_and_a_record_survive_their_encoding() -> None:
 def test_a_malformed_component_record_is_refused_with_what_is_wrong(data: bytes | None, says: str) -> None:
     with pytest.raises(DeserializationError, match=says):
         ComponentAts.decode(data)
+
+
+def test_a_kit_ats_computed_and_not_pushed_is_found_again_after_a_restart() -> None:
+    entry = merge(merge(None, told("TOP", 1, web=3, store=2)), told("LEG", 2, web=8, store=8))
+    assert entry is not None
+    entry["kit_ats"], entry["pushed"] = {"web": 2, "store": 2}, {"web": 1, "store": 2}
+    [(value, pushed)] = unpushed(DESK.kit_sku, entry)
+    assert (value.channel, value.sku, value.ats, value.kit, pushed) == ("web", DESK.kit_sku, 2, True, 1)
+    assert value.availability_event_id == "avail-LEG-2"
