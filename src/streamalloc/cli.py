@@ -498,13 +498,24 @@ def _bench_runs(
 @click.option("--records", type=click.IntRange(min=1), default=200_000, show_default=True)
 @click.option("--keys", type=click.IntRange(min=1), default=1_000, show_default=True)
 @click.option(
+    "--rate",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Offer records/s steadily through two chained stages of one worker process and print "
+    "their latency (the runtime's floor under bench engine --rate).",
+)
+@click.option(
     "--runs", type=click.IntRange(min=1), default=1, show_default=True, help="Repeat and print the median."
 )
-def bench_runtime(records: int, keys: int, runs: int) -> None:
+def bench_runtime(records: int, keys: int, rate: int | None, runs: int) -> None:
     """Counting stage with RocksDB, changelog and exactly-once over N records."""
     from statistics import median
 
     from streamalloc.bench import runtime
+
+    if rate is not None:
+        _bench_runtime_latency(records, keys, rate, runs)
+        return
 
     def one(settings: Settings, advance: Callable[[int], None]) -> runtime.RuntimeResult:
         return runtime.run(settings, records=records, keys=keys, on_progress=advance)
@@ -528,6 +539,45 @@ def bench_runtime(records: int, keys: int, runs: int) -> None:
     )
     if runs > 1:
         out.print(f"median of {runs} runs:")
+    out.print(table)
+
+
+def _bench_runtime_latency(records: int, keys: int, rate: int, runs: int) -> None:
+    from statistics import median
+
+    from streamalloc.bench import runtime
+
+    def one(settings: Settings, advance: Callable[[int], None]) -> runtime.LatencyResult:
+        return runtime.run_latency(settings, rate=rate, records=records, keys=keys, on_progress=advance)
+
+    def describe(result: runtime.LatencyResult) -> str:
+        hops = ", ".join(
+            f"{hop} {result.percentile(0.5, hop):.0f}/{result.percentile(0.99, hop):.0f}"
+            for hop in runtime.HOPS
+        )
+        return (
+            f"{result.records_per_second:,.0f} records/s through both hops, latency p50 "
+            f"{result.percentile(0.5):.0f} ms p95 {result.percentile(0.95):.0f} ms p99 "
+            f"{result.percentile(0.99):.0f} ms (hops p50/p99 ms: {hops}), worker CPU "
+            f"{result.worker_cpu_seconds:.1f} s, peak RSS {result.peak_rss_mb:.0f} MB"
+        )
+
+    results = _bench_runs(runs, records, "records through both hops", one, describe)
+    figures = runtime.latency_summary(results)
+    out.print(
+        f"{records:,} records offered at {rate:,}/s through two counting stages of one worker"
+        + (f"; medians of {runs} runs" if runs > 1 else "")
+    )
+    table = Table("", "p50 ms", "p95 ms", "p99 ms", "worker CPU s")
+    table.add_row(
+        "input -> output",
+        f"{figures['p50']:.0f}",
+        f"{figures['p95']:.0f}",
+        f"{figures['p99']:.0f}",
+        f"{median(r.worker_cpu_seconds for r in results):.1f}",
+    )
+    for hop in runtime.HOPS:
+        table.add_row(hop, f"{figures[f'{hop} p50']:.0f}", "", f"{figures[f'{hop} p99']:.0f}", "")
     out.print(table)
 
 

@@ -1,7 +1,7 @@
 """A stateful counting stage: the runtime's test and benchmark workload.
 
 Each input record (key = any bytes, value = ASCII digits) adds one to its key's count in
-the `counts` store and emits the new count to the output topic on the same partition.
+the `counts` store (or the one named) and emits the new count to the output topic on the same partition.
 A value that is not digits is invalid input and goes to the dead-letter topic.
 """
 
@@ -14,12 +14,16 @@ from streamalloc.runtime.stage import BaseStage, PartitionContext, Record
 
 
 class CountingStage(BaseStage):
-    name = "counting"
-    stores: Sequence[str] = ("counts",)
+    """`store` and `name` tell two counting stages of one worker apart (a chain of hops)."""
 
-    def __init__(self, input_topic: str, output_topic: str) -> None:
+    def __init__(
+        self, input_topic: str, output_topic: str, store: str = "counts", name: str = "counting"
+    ) -> None:
         self.input_topic = input_topic
         self.output_topic = output_topic
+        self.store = store
+        self.name = name
+        self.stores: Sequence[str] = (store,)
 
     def topics(self) -> Sequence[str]:
         return [self.input_topic]
@@ -34,7 +38,7 @@ class CountingStage(BaseStage):
         return value
 
     def process(self, ctx: PartitionContext, records: list[Record]) -> None:
-        counts = ctx.stores["counts"]
+        counts = ctx.stores[self.store]
         get, set_, emit, out, partition = counts.get, counts.set, ctx.emit, self.output_topic, ctx.partition
         for record in records:
             key = record.key

@@ -234,7 +234,7 @@ def event_type(value: bytes) -> str:
     return ""
 
 
-def _peak_rss_mb(pid: int) -> float:
+def peak_rss_mb(pid: int) -> float:
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -357,7 +357,7 @@ def run(
                 feeder.start()
         while len(observer.with_status) < len(plan):  # the order stage's tail
             watch()
-        peaks = [_peak_rss_mb(worker.pid) for worker in processes]
+        peaks = [peak_rss_mb(worker.pid) for worker in processes]
         workers_cpu = sum(cpu_seconds(worker.pid) for worker in processes)
         others = {pid: cpu for pid, cpu in _children_cpu_seconds().items() if pid not in pids}
         broker_cpu = sum(others.values()) - sum(c for pid, c in cpu_before[1].items() if pid in others)
