@@ -191,8 +191,9 @@ class Settings:
         """`commit_min_gap_ms`, or the profile's: 10 on Kafka, none on the embedded broker.
 
         Measured at 1,000 lines/s (bench engine --rate 1000, runs interleaved, 2026-12-03;
-        README, Figures): on Kafka 4.1.1 a 10 ms gap took the p50 down by a fifth to a third
-        (90 / 103 -> 70 / 67 ms) for up to a fifth more worker CPU at that rate, and left the
+        docs/performance.md, "Commit when drained"): on Kafka 4.1.1 a 10 ms gap took the p50
+        down by a fifth to a third (90 / 103 -> 70 / 67 ms) for up to a fifth more worker CPU
+        at that rate, and left the
         p99 as it was; a 200,000-line backlog was not slower. On the embedded broker, whose
         commits cost more, the p50 rose (181 -> 301 and 208 -> 232 ms).
         None: batches commit on `commit_interval_ms` and `commit_every` alone.

@@ -580,7 +580,7 @@ def test_a_location_going_offline_takes_the_channel_ats_to_what_the_other_locati
         assert [r["available"] for r in final["locations"] if r["location"] == "WH-3"] in ([0], [])
     finally:
         engine.publish("locations", LOCATIONS[2])
-    # Measured, not bounded (the machine is shared): the issue's target is 2 s; see the README.
+    # Measured, not bounded (the machine is shared): the issue's target is 2 s; see docs/performance.md.
     elapsed = received - offline_at
     record_property("offline_to_webhook_s", round(elapsed, 3))
     print(f"location offline -> web hook at the other locations' ATS: {elapsed:.2f}s")
