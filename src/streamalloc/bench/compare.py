@@ -36,6 +36,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamalloc.bench.engine import cpu_seconds, event_type
+from streamalloc.broker.process import terminate
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
@@ -315,13 +316,7 @@ def _measure(
             peak_kb[pid] = max(peak_kb.get(pid, 0), _status_kb(pid, "VmHWM"))
         cpu = sum(cpu_seconds(pid) for pid in tree)
     finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        terminate(process, 30)
         counter.close()
         log.close()
     # A run that failed keeps its directory (the errors above point to its log); a finished

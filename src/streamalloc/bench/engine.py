@@ -31,6 +31,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streamalloc.broker.process import terminate_all
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
@@ -365,15 +366,7 @@ def run(
         if feeder is not None:
             feeder.join(30)
     finally:
-        for worker in processes:
-            if worker.poll() is None:
-                worker.terminate()
-        for worker in processes:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        terminate_all(processes, 30)
         observer.close()
     # Join ends when the worker is assigned its partitions (its log says when), not at the
     # first decision: by then intake has already worked through part of the backlog.

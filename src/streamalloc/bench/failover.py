@@ -33,7 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamalloc.bench.engine import CHANNELS, LOCATIONS
-from streamalloc.broker.process import free_port
+from streamalloc.broker.process import free_port, terminate_all
 from streamalloc.commands.topics import ensure_topics
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
@@ -157,14 +157,7 @@ class _Engine:
         self._stop.set()
         if self._feeder is not None:
             self._feeder.join(30)
-        for process, _, _ in self.workers:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait(10)
+        terminate_all([process for process, _, _ in self.workers], 30)
 
 
 class _Decisions:

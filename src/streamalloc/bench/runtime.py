@@ -32,6 +32,7 @@ from confluent_kafka.admin import NewTopic
 from streamalloc.bench.counting import CountingStage
 from streamalloc.bench.counting_worker import SECOND_STORE
 from streamalloc.bench.engine import cpu_seconds, peak_rss_mb
+from streamalloc.broker.process import terminate
 from streamalloc.config import Settings
 from streamalloc.errors import StreamallocError
 from streamalloc.kafka import admin_client, consume_available, consumer_config, produce, producer_config
@@ -274,13 +275,7 @@ def run_latency(
         cpu, rss = cpu_seconds(worker.pid), peak_rss_mb(worker.pid)
         feeder.join(30)
     finally:
-        if worker.poll() is None:
-            worker.terminate()
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
+        terminate(worker, 30)
         log.close()
         reader.close()
     shutil.rmtree(workdir, ignore_errors=True)  # a run that failed keeps it: the error names it

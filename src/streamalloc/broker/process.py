@@ -1,5 +1,6 @@
 """What the embedded broker and real Kafka share: a free port, waiting until a broker
-answers, and stopping the one process we started, by its pid."""
+answers, and stopping the processes we started (brokers, and the benchmarks' workers),
+by their pids."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from streamalloc.errors import BrokerError
@@ -52,11 +53,24 @@ def wait_until_answers(
 
 def terminate(process: subprocess.Popen[bytes], timeout_s: float) -> None:
     """SIGTERM the process (by its pid), then SIGKILL it if it has not exited within `timeout_s`."""
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait(timeout_s)
+    terminate_all([process], timeout_s)
+
+
+def terminate_all(
+    processes: Sequence[subprocess.Popen[bytes]], timeout_s: float
+) -> list[subprocess.Popen[bytes]]:
+    """SIGTERM every process still running, all at once (so they stop side by side), then
+    SIGKILL each that has not exited `timeout_s` after that; those it had to kill."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    killed = []
+    for process in running:
+        try:
+            process.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout_s)
+            killed.append(process)
+    return killed

@@ -33,6 +33,7 @@ from typing import Any, Protocol
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from streamalloc.audit import AuditReport
+from streamalloc.broker.process import terminate_all
 from streamalloc.chaos_verify import Positioned, Verification, verify
 from streamalloc.commands.audit import run_audit
 from streamalloc.commands.io import order_topics, produce_file, read_to_end
@@ -157,19 +158,12 @@ class _Workers:
     def stop(self) -> list[str]:
         """SIGTERM to all (commit, leave the group); SIGKILL those still running STOP_GRACE_S
         later, and say which they were: a worker must exit when told."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-        deadline = time.monotonic() + STOP_GRACE_S
-        hung = []
-        for slot, proc in enumerate(self.procs):
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                hung.append(f"worker-{slot + 1} (pid {proc.pid}) still ran {STOP_GRACE_S:.0f}s after SIGTERM")
-                proc.kill()
-                proc.wait(5)
-        return hung
+        killed = terminate_all(self.procs, STOP_GRACE_S)
+        return [
+            f"worker-{slot + 1} (pid {proc.pid}) still ran {STOP_GRACE_S:.0f}s after SIGTERM"
+            for slot, proc in enumerate(self.procs)
+            if proc in killed
+        ]
 
 
 def _receipts(publisher: Publisher, stop: threading.Event, seed: int, stats: ChaosStats) -> None:

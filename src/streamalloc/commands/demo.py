@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
 import tempfile
 import threading
 import time
@@ -36,6 +35,7 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streamalloc.audit import AuditReport
+from streamalloc.broker.process import terminate_all
 from streamalloc.commands.audit import CommittedOutputs, read_committed, read_kits, run_audit
 from streamalloc.commands.io import produce_file, read_to_end
 from streamalloc.commands.replay import load_inputs
@@ -170,15 +170,7 @@ def run_demo(
     finally:
         stop.set()
         follower.join(10)
-        for worker in workers:
-            if worker.poll() is None:
-                worker.terminate()  # SIGTERM: commit, leave the group, exit 0
-        for worker in workers:
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
-                worker.wait(5)
+        terminate_all(workers, 30)  # SIGTERM: commit, leave the group, exit 0
     say(
         f"workers stopped; {progress.shipped} unit(s) shipped, {progress.returned} returned; "
         "auditing the topics"
