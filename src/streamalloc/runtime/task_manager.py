@@ -25,7 +25,7 @@ from streamalloc.runtime.members import GroupView
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Stage
 from streamalloc.runtime.standby import StandbyReplicas, standby_partitions
-from streamalloc.runtime.state import Store
+from streamalloc.runtime.state import PartitionStatus, Store, StorePartition
 from streamalloc.runtime.task import Task
 
 _log = logging.getLogger("streamalloc.runtime.worker")
@@ -78,6 +78,11 @@ class TaskManager:
         self.standby: StandbyReplicas | None = None
         #: input partitions paused because their task buffers too many of their records
         self.throttled: set[TopicPartitionKey] = set()
+        #: (store name, partition) -> the open store of a task closed by a revocation, kept
+        #: until the next assignment says whether the partition is still this worker's
+        #: (`handle_revocation`)
+        self._kept: dict[tuple[str, int], StorePartition] = {}
+        self._kept_for: str | None = None  # the group member id they were kept under
 
     @property
     def stores(self) -> Mapping[str, Store]:
@@ -175,9 +180,15 @@ class TaskManager:
     # ------------------------------------------------------------------ assignment
 
     def handle_assignment(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Open a task per (stage, partition) at the committed offsets; pause what restores."""
+        """Open a task per (stage, partition) at the committed offsets; pause what restores.
+
+        A store kept from the revocation before (`handle_revocation`) goes to its partition's
+        task again as it is, with no restore; one whose partition went elsewhere is closed."""
+        if consumer.memberid() != self._kept_for:
+            self.drop_kept()  # the member left the group in between: others may have written
         consumer.assign(partitions)
         self._open_tasks(consumer, partitions)
+        self.drop_kept()
         _log.info("assigned", extra={"partitions": [f"{tp.topic}[{tp.partition}]" for tp in partitions]})
 
     def revive(self, consumer: Consumer, tasks: Iterable[Task]) -> None:
@@ -227,8 +238,20 @@ class TaskManager:
             consumer.pause(restoring)
         self.observer.on_assignment(len(self.task_of))
 
-    def handle_revocation(self, partitions: list[TopicPartition]) -> None:
-        """Close the tasks of revoked (or lost) partitions; the caller committed or aborted first."""
+    def handle_revocation(self, partitions: list[TopicPartition], *, member: str | None = None) -> None:
+        """Close the tasks of revoked (or lost) partitions; the caller committed or aborted first.
+
+        With `member`, this worker's group member id (a revocation the worker committed
+        before, not a loss): the stores of a closed task that had finished restoring stay
+        open until the next assignment, which most often gives the partition back (an eager
+        rebalance takes every partition from every member first). They hold exactly what
+        was committed (the stores change only after a commit, checkpoint.py). If the next
+        assignment comes to the same member id, no other member can have owned the
+        partition in between (a member dropped from a generation rejoins with a new id), so
+        the task opens again without reading its changelog (Kafka Streams suspends and
+        resumes its tasks so). Besides the time, that spares a restore that could wait on a
+        transaction still open on the changelog (the embedded broker keeps some open until
+        their id is initialised again, docs/brokers.md)."""
         for tp in partitions:
             self.throttled.discard((tp.topic, tp.partition))
             task = self.task_of.pop((tp.topic, tp.partition), None)
@@ -236,8 +259,20 @@ class TaskManager:
                 continue
             task.positions.pop((tp.topic, tp.partition), None)
             if not task.positions:
-                self._close(task)
+                self._close(task, keep_stores=member is not None and task.ready)
+        if member is not None:
+            self._kept_for = member
         self.observer.on_assignment(len(self.task_of))
+
+    def drop_kept(self) -> None:
+        """Close the stores kept from a revocation that no task took back."""
+        closed: set[tuple[str, int]] = set()
+        for name, partition in list(self._kept):
+            del self._kept[(name, partition)]
+            self._stores[name].close_partition(partition)
+            closed.add((self._store_stage[name].name, partition))
+        for stage, partition in closed:
+            self.observer.on_task_closed(stage, partition)
 
     def rewind(self, consumer: Consumer, aborted: Iterable[Task]) -> None:
         """Put the tasks of an aborted batch back at their committed offsets, and every task
@@ -269,6 +304,7 @@ class TaskManager:
         """Close every task and store (shutdown)."""
         for task in list(self.tasks.values()):
             self._close(task)
+        self.drop_kept()
         if self.standby is not None:
             self.standby.close()
         for store in self._stores.values():
@@ -293,6 +329,11 @@ class TaskManager:
             raise ProcessingError("worker not started")
         committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
         for name in task.stage.stores:
+            kept = self._kept.pop((name, task.partition), None)
+            if kept is not None and kept.status is not PartitionStatus.CLOSED:
+                task.stores[name] = kept  # what was committed, as it was (handle_revocation)
+                _log.info("store kept", extra={"store": name, "partition": task.partition})
+                continue
             if self.standby is not None:
                 # A warm copy becomes the task's store: closed here (its checkpoint written),
                 # reopened below, restored from that checkpoint, so only the tail is read.
@@ -304,12 +345,18 @@ class TaskManager:
             task.restoring += 1
             restorer.start(RestoreJob(partition, self.settings.changelog_topic(name), committed))
 
-    def _close(self, task: Task) -> None:
+    def _close(self, task: Task, *, keep_stores: bool = False) -> None:
         self.tasks.pop((task.stage.name, task.partition), None)
-        self.observer.on_task_closed(task.stage.name, task.partition)
+        if not keep_stores or not task.stores:
+            # (with its stores kept, what was reported about it still holds: `drop_kept`
+            # says it once they go)
+            self.observer.on_task_closed(task.stage.name, task.partition)
         task.drop_txns()
-        for name in task.stores:
+        for name, store_partition in task.stores.items():
             if self._restorer is not None:
                 self._restorer.cancel(self.settings.changelog_topic(name), task.partition)
-            self._stores[name].close_partition(task.partition)
+            if keep_stores:
+                self._kept[(name, task.partition)] = store_partition
+            else:
+                self._stores[name].close_partition(task.partition)
         task.stores.clear()

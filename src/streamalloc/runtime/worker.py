@@ -770,8 +770,9 @@ class Worker:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Commit what we have while we still own it; if it aborts, the next owner redoes it.
+        # The stores stay open until the assignment, which most often gives them back.
         self._commit()
-        self.tasks.handle_revocation(partitions)
+        self.tasks.handle_revocation(partitions, member=consumer.memberid())
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Someone else owns these now: nothing of ours may be committed for them.

@@ -254,8 +254,12 @@ class FakeConsumer:
         self._queued: list[tuple[FakeMessage, int]] = []
         self._rebalance_due = False
         self._lose_due = False
+        self._member = 0  # the group member id's number: a new one after losing the group
 
     # ------------------------------------------------------------------ group
+
+    def memberid(self) -> str:
+        return f"{self.group}-member-{self._member}"
 
     def subscribe(
         self,
@@ -362,6 +366,7 @@ class FakeConsumer:
             if lost is not None:
                 lost(self, [TopicPartition(t, p) for t, p in self._assigned])
             self.unassign()
+            self._member += 1  # librdkafka rejoins with a new member id
             self._rebalance_due = True
         if self._rebalance_due and self._subscription is not None:
             self._rebalance_due = False
