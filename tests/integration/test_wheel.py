@@ -77,7 +77,7 @@ def _ok(done: subprocess.CompletedProcess[str]) -> str:
     return done.stdout
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # once: the broker-parametrized test is ordered apart from the others
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
     """(bin dir of a fresh venv with the wheel installed, a working directory), both outside the checkout."""
     root = tmp_path_factory.mktemp("wheel")
