@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,16 +91,7 @@ def run(
     """Produce `records` over `keys` keys, then count them all with one worker."""
     tag = f"bench{int(time.time() * 1000) % 10_000_000}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
-    source, sink = settings.topic("input"), settings.topic("output")
-    admin = admin_client(settings)
-    new = [
-        NewTopic(source, partitions, 1),
-        NewTopic(sink, partitions, 1),
-        NewTopic(settings.topic("dead-letter"), 1, 1),
-        NewTopic(settings.changelog_topic("counts"), partitions, 1, config={"cleanup.policy": "compact"}),
-    ]
-    for future in admin.create_topics(new).values():
-        future.result()
+    source, sink = _create_topics(settings, ("input", "output"), ("counts",), partitions)
 
     started = time.perf_counter()
     tuning: dict[str, Any] = {"linger.ms": 20}
@@ -167,20 +158,24 @@ class LatencyResult:
         return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
-def _create_chain(settings: Settings, partitions: int) -> tuple[str, str, str]:
-    source, middle, sink = (settings.topic(name) for name in ("input", "middle", "output"))
+def _create_topics(
+    settings: Settings, names: Sequence[str], stores: Sequence[str], partitions: int
+) -> list[str]:
+    """The counting workers' topics (`names`, prefixed), their dead-letter topic and each
+    store's compacted changelog; the topics named, in order."""
+    topics = [settings.topic(name) for name in names]
     new = [
-        *(NewTopic(topic, partitions, 1) for topic in (source, middle, sink)),
+        *(NewTopic(topic, partitions, 1) for topic in topics),
         NewTopic(settings.topic("dead-letter"), 1, 1),
         *(
             NewTopic(settings.changelog_topic(store), partitions, 1, config={"cleanup.policy": "compact"})
-            for store in ("counts", SECOND_STORE)
+            for store in stores
         ),
     ]
     admin = admin_client(settings)  # kept until the futures answer: its handle ends with it
     for future in admin.create_topics(new).values():
         future.result()
-    return source, middle, sink
+    return topics
 
 
 def run_latency(
@@ -203,10 +198,11 @@ def run_latency(
     """
     tag = f"bench{time.time_ns() % 10**9}"
     settings = settings.replace(topic_prefix=f"{tag}.", app_id=tag)
-    source, middle, sink = _create_chain(settings, partitions)
-    unbatched: dict[str, Any] = {
-        "linger.ms": 0
-    }  # each record sent at once: its batching is not the runtime's
+    source, middle, sink = _create_topics(
+        settings, ("input", "middle", "output"), ("counts", SECOND_STORE), partitions
+    )
+    # Each record sent at once: the feed's batching is not the runtime's latency.
+    unbatched: dict[str, Any] = {"linger.ms": 0}
     producer = Producer(producer_config(settings, **unbatched))
     reader = Consumer(consumer_config(settings, group_id=f"{tag}-reader"))
     reader.assign([TopicPartition(topic, p, 0) for topic in (middle, sink) for p in range(partitions)])

@@ -25,7 +25,7 @@ from streamalloc.runtime.members import GroupView
 from streamalloc.runtime.observer import Observer
 from streamalloc.runtime.stage import Stage
 from streamalloc.runtime.standby import StandbyReplicas, standby_partitions
-from streamalloc.runtime.state import PartitionStatus, Store, StorePartition
+from streamalloc.runtime.state import Store, StorePartition
 from streamalloc.runtime.task import Task
 
 _log = logging.getLogger("streamalloc.runtime.worker")
@@ -330,7 +330,7 @@ class TaskManager:
         committed = {f"{t}:{p}": o for (t, p), o in task.positions.items()}
         for name in task.stage.stores:
             kept = self._kept.pop((name, task.partition), None)
-            if kept is not None and kept.status is not PartitionStatus.CLOSED:
+            if kept is not None:
                 task.stores[name] = kept  # what was committed, as it was (handle_revocation)
                 _log.info("store kept", extra={"store": name, "partition": task.partition})
                 continue
